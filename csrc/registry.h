@@ -1,0 +1,42 @@
+// Self-registration of bindings: each translation unit declares
+//   static void register_xxx(pybind11::module_& m) { m.def(...); }
+//   FASTSPIKE_REGISTER(register_xxx);
+// and module.cpp calls every registered function when Python imports fastspike._C.
+#pragma once
+#include <pybind11/pybind11.h>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace fastspike {
+
+using Registrar = void (*)(pybind11::module_&);
+
+std::vector<Registrar>& registrars();
+
+struct Register {
+  explicit Register(Registrar r) { registrars().push_back(r); }
+};
+
+// Raw buffers cross the boundary as integer addresses (tensor.data_ptr()); the Python launcher owns
+// validation (dtype, contiguity, device). These helpers turn them back into typed pointers.
+template <typename T>
+inline T* ptr(std::uintptr_t address) { return reinterpret_cast<T*>(address); }
+
+inline void check(bool cond, const std::string& msg) {
+  if (!cond) throw std::invalid_argument(msg);
+}
+
+// Threads used by a kernel: never more than asked (torch.get_num_threads()), never more than work items.
+inline int clamp_threads(int requested, std::int64_t work_items) {
+  if (requested < 1) requested = 1;
+  if (work_items < requested) requested = static_cast<int>(work_items < 1 ? 1 : work_items);
+  return requested;
+}
+
+}  // namespace fastspike
+
+#define FASTSPIKE_CONCAT_(a, b) a##b
+#define FASTSPIKE_CONCAT(a, b) FASTSPIKE_CONCAT_(a, b)
+#define FASTSPIKE_REGISTER(fn) static ::fastspike::Register FASTSPIKE_CONCAT(fastspike_register_, fn)(fn)

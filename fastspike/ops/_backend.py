@@ -1,0 +1,92 @@
+"""Backend selection shared by every op.
+
+Every op has three implementations that must agree: ``torch`` (ops/reference.py, any device and dtype),
+``triton`` (kernels/, CUDA tensors; CPU tensors only under ``TRITON_INTERPRET=1``) and ``cpp``
+(csrc/, CPU tensors). ``auto`` picks triton for CUDA tensors and cpp for CPU tensors, and the reference
+for dtypes the kernels do not take (float64). Naming a backend that cannot run the given tensors raises
+instead of silently falling back.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Optional
+
+import torch
+
+from .. import _ext
+
+BACKENDS = ("auto", "torch", "triton", "cpp")
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+_default_backend = "auto"
+
+
+def set_default_backend(name: str) -> None:
+    """Process-wide default used when an op or module is given ``backend=None``."""
+    global _default_backend
+    check_backend_name(name)
+    _default_backend = name
+
+
+def get_default_backend() -> str:
+    return _default_backend
+
+
+def check_backend_name(name: str) -> None:
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, but got {name!r}.")
+
+
+def triton_interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve(backend: Optional[str], tensors: Iterable[torch.Tensor], op: str,
+            dtypes: tuple = KERNEL_DTYPES, cpp_dtypes: tuple = KERNEL_DTYPES) -> str:
+    """Return the concrete backend ('torch', 'triton' or 'cpp') that runs ``op`` on ``tensors``.
+
+    ``dtypes`` are the dtypes the triton kernel accepts, ``cpp_dtypes`` those the C++ kernel accepts
+    (the launcher may convert); ``auto`` falls back to 'torch' for anything else (e.g. float64).
+    """
+    name = _default_backend if backend is None else backend
+    check_backend_name(name)
+    tensors = [t for t in tensors if isinstance(t, torch.Tensor)]
+    device = tensors[0].device
+    dtype = tensors[0].dtype
+    if name == "auto":
+        if device.type == "cuda" and triton_available() and dtype in dtypes:
+            return "triton"
+        if device.type == "cpu" and dtype in cpp_dtypes and _ext.available():
+            return "cpp"
+        return "torch"
+    if name == "triton":
+        if not triton_available():
+            raise RuntimeError(f"{op}: backend='triton' needs the triton package (`pip install triton`).")
+        if device.type != "cuda" and not (device.type == "cpu" and triton_interpret()):
+            raise RuntimeError(
+                f"{op}: backend='triton' runs CUDA tensors, but the input is on {device}. Move it to a CUDA device, "
+                "use backend='cpp' or 'auto' on the CPU (or set TRITON_INTERPRET=1 to run Triton's interpreter, for tests).")
+        if dtype not in dtypes:
+            raise TypeError(f"{op}: backend='triton' takes {[str(d) for d in dtypes]}, but the input is {dtype}.")
+        return "triton"
+    if name == "cpp":
+        if device.type != "cpu":
+            raise RuntimeError(f"{op}: backend='cpp' runs CPU tensors, but the input is on {device}. "
+                               "Use backend='triton' or 'auto' for CUDA tensors.")
+        if dtype not in cpp_dtypes:
+            raise TypeError(f"{op}: backend='cpp' takes {[str(d) for d in cpp_dtypes]}, but the input is {dtype}.")
+        _ext.get()  # raises with the rebuild hint when missing
+        return "cpp"
+    return "torch"
+
+
+def num_threads() -> int:
+    return max(1, torch.get_num_threads())

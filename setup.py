@@ -1,0 +1,93 @@
+"""Build script: setuptools drives CMake, which builds the C++17/pybind11 extension ``fastspike._C``.
+
+CMakeLists.txt is the single source of truth for the native build; this file only finds the tools,
+passes the paths CMake needs and puts the built library where ``fastspike/_C*.so`` is expected.
+"""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+
+
+class CMakeExtension(Extension):
+    def __init__(self, name: str, sourcedir: str = "") -> None:
+        super().__init__(name, sources=[])
+        self.sourcedir = os.fspath(Path(sourcedir).resolve())
+
+
+def _fail(msg: str) -> None:
+    sys.stderr.write("\n" + "=" * 78 + "\nfastspike build error: " + msg + "\n" + "=" * 78 + "\n")
+    raise SystemExit(1)
+
+
+class CMakeBuild(build_ext):
+    def build_extension(self, ext: CMakeExtension) -> None:
+        cmake = shutil.which("cmake")
+        if cmake is None:
+            try:  # the PyPI 'cmake' package (declared in pyproject.toml) puts its binary here
+                import cmake as _cmake_pkg  # type: ignore
+
+                cmake = os.path.join(_cmake_pkg.CMAKE_BIN_DIR, "cmake")
+            except ImportError:
+                pass
+        if cmake is None or not os.path.exists(cmake):
+            _fail("CMake >= 3.18 was not found. Install it with `pip install cmake` "
+                  "(or your system package manager, e.g. `apt-get install cmake`) and retry `pip install -e .`.")
+        cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+        if cxx is None:
+            _fail("No C++17 compiler was found (looked for $CXX, c++, g++, clang++). Install one, e.g. "
+                  "`apt-get install g++` on Debian/Ubuntu or Xcode command line tools on macOS, then retry.")
+        try:
+            import pybind11
+        except ImportError:
+            _fail("pybind11 is missing. `pip install pybind11` (it is a build requirement in pyproject.toml; "
+                  "with --no-build-isolation it must already be installed).")
+
+        extdir = Path(self.get_ext_fullpath(ext.name)).parent.resolve()
+        build_type = os.environ.get("FASTSPIKE_BUILD_TYPE", "Release")
+        build_temp = Path(self.build_temp) / ext.name
+        build_temp.mkdir(parents=True, exist_ok=True)
+        args = [
+            f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={extdir}",
+            f"-DPython_EXECUTABLE={sys.executable}",
+            f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
+            f"-DCMAKE_BUILD_TYPE={build_type}",
+            f"-DCMAKE_CXX_COMPILER={cxx}",
+        ]
+        if os.environ.get("FASTSPIKE_PORTABLE"):
+            args.append("-DFASTSPIKE_NATIVE=OFF")
+        try:
+            subprocess.run([cmake, ext.sourcedir, *args], cwd=build_temp, check=True)
+            jobs = str(max(1, os.cpu_count() or 1))
+            subprocess.run([cmake, "--build", ".", "--config", build_type, "-j", jobs], cwd=build_temp, check=True)
+        except subprocess.CalledProcessError as e:
+            _fail(f"CMake failed ({e}). The output above names the cause; a C++17 compiler with OpenMP "
+                  "(g++ >= 9 or clang++ with libomp) is required.")
+
+
+setup(
+    name="fastspike",
+    version="0.1.0",
+    description="Fast spiking neural networks for PyTorch: SpikingJelly-compatible API, Triton and C++ kernels",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8") if (ROOT / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["fastspike", "fastspike.*"]) + ["fastspike.kernels"],
+    package_dir={"fastspike.kernels": "kernels"},
+    ext_modules=[CMakeExtension("fastspike._C", sourcedir=str(ROOT))],
+    cmdclass={"build_ext": CMakeBuild},
+    install_requires=["numpy", "tqdm"],  # torch is installed first by the user (CPU or CUDA build)
+    extras_require={
+        "triton": ["triton"],
+        "test": ["pytest", "pytest-benchmark", "scikit-learn", "h5py", "matplotlib", "scipy"],
+        "export": ["nir", "h5py"],
+        "plot": ["matplotlib"],
+    },
+    zip_safe=False,
+)

@@ -1,0 +1,29 @@
+"""Comparison helpers (fla-style relative RMS error that also fails on NaN)."""
+import torch
+
+TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 3e-2}
+
+
+def rel_rms(ref: torch.Tensor, out: torch.Tensor) -> float:
+    ref = ref.detach().double()
+    out = out.detach().double()
+    if torch.isnan(out).any() or torch.isinf(out).any() != torch.isinf(ref).any():
+        return float("inf")
+    err = (ref - out).pow(2).mean().sqrt()
+    base = ref.pow(2).mean().sqrt()
+    return float(err / base) if base > 0 else float(err)
+
+
+def assert_close(name: str, ref: torch.Tensor, out: torch.Tensor, tol: float) -> None:
+    assert ref.shape == out.shape, f"{name}: shape {tuple(out.shape)} != reference {tuple(ref.shape)}"
+    e = rel_rms(ref, out)
+    assert e <= tol, f"{name}: relative RMS error {e:.3g} > {tol:.1g} (max abs diff {(ref.double() - out.double()).abs().max().item():.3g})"
+
+
+def noncontiguous(t: torch.Tensor) -> torch.Tensor:
+    """The same values in a non-contiguous layout (a strided view of a larger buffer)."""
+    big = torch.zeros(*t.shape[:-1], t.shape[-1] * 2, dtype=t.dtype, device=t.device)
+    big[..., ::2] = t
+    out = big[..., ::2]
+    assert not out.is_contiguous() or t.numel() <= 1
+    return out.requires_grad_(t.requires_grad)
