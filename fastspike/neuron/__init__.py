@@ -1,0 +1,1 @@
+"""Spiking neuron modules with SpikingJelly 2.0.0's names, arguments, defaults and state_dict keys."""
