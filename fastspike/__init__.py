@@ -1,1 +1,11 @@
-"""fastspike"""
+"""fastspike: fast spiking neural networks for PyTorch.
+
+Drop-in for SpikingJelly's ``activation_based`` API::
+
+    from fastspike import neuron, surrogate, functional, layer
+"""
+__version__ = "0.1.0"
+
+from . import base, ops, surrogate, neuron  # noqa: E402,F401
+
+__all__ = ["base", "ops", "surrogate", "neuron", "__version__"]

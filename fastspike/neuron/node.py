@@ -1,0 +1,273 @@
+"""IF, LIF and ParametricLIF neurons (SpikingJelly 2.0.0 ``activation_based.neuron`` compatible).
+
+Multi-step mode ('m', input [T, N, *]) runs the fused multi-step op (fastspike.ops.multistep_neuron);
+single-step mode ('s', input [N, *]) runs the same kernels with T = 1. Subclasses that override
+``neuronal_charge`` / ``neuronal_fire`` / ``neuronal_reset`` (SpikingJelly's way of defining a custom
+neuron) run those Python methods step by step instead.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from .. import surrogate
+from ..base import MemoryModule
+from ..ops import _backend
+from ..ops.neuron import multistep_neuron
+
+__all__ = ["BaseNode", "IFNode", "LIFNode", "ParametricLIFNode"]
+
+
+class BaseNode(MemoryModule):
+    """Charge, fire (Heaviside with a surrogate gradient) and reset, with the membrane state ``v``
+    kept between calls until ``reset()`` (``functional.reset_net``).
+
+    v_reset: a number for hard reset (V <- v_reset after a spike), None for soft reset (V <- V - v_threshold).
+    backend: 'auto' (triton on CUDA, C++ on CPU), 'torch', 'triton' or 'cpp'.
+    """
+
+    def __init__(self, v_threshold: float = 1.0, v_reset: Optional[float] = 0.0,
+                 surrogate_function: surrogate.SurrogateFunctionBase = surrogate.Sigmoid(),
+                 detach_reset: bool = False, step_mode: str = "s", store_v_seq: bool = False,
+                 backend: str = "auto"):
+        if not isinstance(v_threshold, (int, float)) or isinstance(v_threshold, bool):
+            raise TypeError(f"v_threshold must be a number, but got {type(v_threshold).__name__}.")
+        if v_reset is not None and (not isinstance(v_reset, (int, float)) or isinstance(v_reset, bool)):
+            raise TypeError(f"v_reset must be a number (hard reset) or None (soft reset), but got {v_reset!r}.")
+        if not isinstance(detach_reset, bool):
+            raise TypeError(f"detach_reset must be a bool, but got {detach_reset!r}.")
+        if not callable(surrogate_function):
+            raise TypeError(f"surrogate_function must be callable, but got {surrogate_function!r}.")
+        super().__init__()
+        self.register_memory("v", 0.0 if v_reset is None else float(v_reset))
+        self.v_threshold = float(v_threshold)
+        self.v_reset = None if v_reset is None else float(v_reset)
+        self.surrogate_function = surrogate_function
+        self.detach_reset = detach_reset
+        self.step_mode = step_mode
+        self.store_v_seq = store_v_seq
+        self.backend = backend
+
+    # -- attributes -------------------------------------------------------------------------------
+    @property
+    def store_v_seq(self) -> bool:
+        return self._store_v_seq
+
+    @store_v_seq.setter
+    def store_v_seq(self, value: bool) -> None:
+        self._store_v_seq = bool(value)
+        self.v_seq = None
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        _backend.check_backend_name(value)
+        self._backend = value
+
+    def reset(self) -> None:
+        super().reset()
+        self.v_seq = None
+
+    def detach(self) -> None:
+        super().detach()
+        if isinstance(self.v_seq, torch.Tensor):
+            self.v_seq = self.v_seq.detach()
+
+    def extra_repr(self) -> str:
+        return (f"v_threshold={self.v_threshold}, v_reset={self.v_reset}, detach_reset={self.detach_reset}, "
+                f"step_mode={self.step_mode}, backend={self.backend}")
+
+    # -- SpikingJelly-style hooks (used as-is by custom subclasses) -----------------------------
+    def neuronal_charge(self, x: torch.Tensor) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must define neuronal_charge(x) (update self.v from x).")
+
+    def neuronal_fire(self) -> torch.Tensor:
+        return self.surrogate_function(self.v - self.v_threshold)
+
+    def neuronal_reset(self, spike: torch.Tensor) -> None:
+        s = spike.detach() if self.detach_reset else spike
+        if self.v_reset is None:
+            self.v = self.v - s * self.v_threshold
+        else:
+            self.v = s * self.v_reset + (1.0 - s) * self.v
+
+    # -- the fused path ---------------------------------------------------------------------------
+    def _op_kwargs(self) -> Optional[dict]:
+        """Arguments of ops.multistep_neuron for this neuron, or None when it has no fused op."""
+        return None
+
+    def _fused_kwargs(self) -> Optional[dict]:
+        kw = self._op_kwargs()
+        if kw is None:
+            return None
+        cls = type(self)
+        owner = self._fused_class
+        if (cls.neuronal_charge is not owner.neuronal_charge or cls.neuronal_fire is not BaseNode.neuronal_fire
+                or cls.neuronal_reset is not BaseNode.neuronal_reset):
+            return None  # a subclass redefined the dynamics: run its Python hooks
+        return kw
+
+    def _check_input(self, x, step_ndim: int) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{type(self).__name__}: input must be a torch.Tensor, but got {type(x).__name__}.")
+        if not x.is_floating_point():
+            raise TypeError(f"{type(self).__name__}: input must be a floating-point tensor, but got {x.dtype}.")
+        if x.ndim < step_ndim:
+            want = "[T, N, *]" if self.step_mode == "m" else "[N, *]"
+            raise ValueError(f"{type(self).__name__} in step_mode='{self.step_mode}' expects input of shape {want}, "
+                             f"but got shape {tuple(x.shape)}.")
+
+    def _initial_v(self, x_step: torch.Tensor) -> torch.Tensor:
+        v = self.v
+        if not isinstance(v, torch.Tensor):
+            return torch.full_like(x_step, float(v))
+        if v.shape != x_step.shape:
+            raise RuntimeError(
+                f"{type(self).__name__}: the stored membrane state v has shape {tuple(v.shape)} but this input step "
+                f"has shape {tuple(x_step.shape)}. The batch or feature size changed without a reset: call "
+                "functional.reset_net(net) between independent batches.")
+        if v.dtype != x_step.dtype or v.device != x_step.device:
+            v = v.to(dtype=x_step.dtype, device=x_step.device)
+        return v
+
+    def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x, 1)
+        kw = self._fused_kwargs()
+        if kw is None:
+            self.v = self._initial_v(x)
+            self.neuronal_charge(x)
+            spike = self.neuronal_fire()
+            self.neuronal_reset(spike)
+        else:
+            spikes, v, _ = multistep_neuron(x.unsqueeze(0), self._initial_v(x), **kw)
+            spike = spikes[0]
+            self.v = v
+        if self.store_v_seq:
+            v_step = self.v.unsqueeze(0)
+            if self.v_seq is None or self.v_seq.shape[1:] != v_step.shape[1:]:
+                self.v_seq = v_step
+            else:
+                self.v_seq = torch.cat((self.v_seq, v_step))
+        return spike
+
+    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        self._check_input(x_seq, 2)
+        kw = self._fused_kwargs()
+        if kw is None:
+            spikes, vs = [], []
+            keep = self.store_v_seq
+            self.store_v_seq = False
+            try:
+                for x in x_seq:
+                    spikes.append(self.single_step_forward(x))
+                    vs.append(self.v)
+            finally:
+                self.store_v_seq = keep
+            if keep:
+                self.v_seq = torch.stack(vs)
+            return torch.stack(spikes)
+        spikes, v, v_seq = multistep_neuron(x_seq, self._initial_v(x_seq[0]), store_v_seq=self.store_v_seq, **kw)
+        self.v = v
+        if self.store_v_seq:
+            self.v_seq = v_seq
+        return spikes
+
+
+def _common(node: BaseNode) -> dict:
+    return dict(v_threshold=node.v_threshold, v_reset=node.v_reset, surrogate_function=node.surrogate_function,
+                detach_reset=node.detach_reset, backend=node.backend)
+
+
+class IFNode(BaseNode):
+    """Integrate-and-fire: H[t] = V[t-1] + X[t]."""
+
+    def __init__(self, v_threshold: float = 1.0, v_reset: Optional[float] = 0.0,
+                 surrogate_function: surrogate.SurrogateFunctionBase = surrogate.Sigmoid(),
+                 detach_reset: bool = False, step_mode: str = "s", store_v_seq: bool = False,
+                 backend: str = "auto"):
+        super().__init__(v_threshold, v_reset, surrogate_function, detach_reset, step_mode, store_v_seq, backend)
+
+    def neuronal_charge(self, x: torch.Tensor) -> None:
+        self.v = self.v + x
+
+    def _op_kwargs(self):
+        return dict(mode="if", **_common(self))
+
+
+IFNode._fused_class = IFNode
+
+
+class LIFNode(BaseNode):
+    """Leaky integrate-and-fire with time constant tau (> 1).
+
+    decay_input=True:  H = V + (X - (V - V_reset)) / tau
+    decay_input=False: H = V - (V - V_reset) / tau + X      (V_reset taken as 0 with soft reset)
+    """
+
+    def __init__(self, tau: float = 2.0, decay_input: bool = True, v_threshold: float = 1.0,
+                 v_reset: Optional[float] = 0.0,
+                 surrogate_function: surrogate.SurrogateFunctionBase = surrogate.Sigmoid(),
+                 detach_reset: bool = False, step_mode: str = "s", store_v_seq: bool = False,
+                 backend: str = "auto"):
+        if not isinstance(tau, (int, float)) or isinstance(tau, bool) or not tau > 1.0:
+            raise ValueError(f"LIFNode: tau must be a number > 1, but got {tau!r}.")
+        super().__init__(v_threshold, v_reset, surrogate_function, detach_reset, step_mode, store_v_seq, backend)
+        self.tau = float(tau)
+        self.decay_input = bool(decay_input)
+
+    def extra_repr(self):
+        return super().extra_repr() + f", tau={self.tau}"
+
+    def neuronal_charge(self, x: torch.Tensor) -> None:
+        vr = 0.0 if self.v_reset is None else self.v_reset
+        if self.decay_input:
+            self.v = self.v + (x - (self.v - vr)) / self.tau
+        else:
+            self.v = self.v - (self.v - vr) / self.tau + x
+
+    def _op_kwargs(self):
+        return dict(mode="lif", tau=self.tau, decay_input=self.decay_input, **_common(self))
+
+
+LIFNode._fused_class = LIFNode
+
+
+class ParametricLIFNode(BaseNode):
+    """LIF with a learnable time constant (Fang et al., ICCV 2021): 1/tau = sigmoid(w), w initialised
+    to -log(init_tau - 1); ``w`` is the parameter's state_dict key, as in SpikingJelly."""
+
+    def __init__(self, init_tau: float = 2.0, decay_input: bool = True, v_threshold: float = 1.0,
+                 v_reset: Optional[float] = 0.0,
+                 surrogate_function: surrogate.SurrogateFunctionBase = surrogate.Sigmoid(),
+                 detach_reset: bool = False, step_mode: str = "s", store_v_seq: bool = False,
+                 backend: str = "auto"):
+        if not isinstance(init_tau, (int, float)) or isinstance(init_tau, bool) or not init_tau > 1.0:
+            raise ValueError(f"ParametricLIFNode: init_tau must be a number > 1, but got {init_tau!r}.")
+        super().__init__(v_threshold, v_reset, surrogate_function, detach_reset, step_mode, store_v_seq, backend)
+        self.decay_input = bool(decay_input)
+        self.w = nn.Parameter(torch.as_tensor(-math.log(init_tau - 1.0)))
+
+    def extra_repr(self):
+        with torch.no_grad():
+            tau = 1.0 / self.w.sigmoid()
+        return super().extra_repr() + f", tau={tau}"
+
+    def neuronal_charge(self, x: torch.Tensor) -> None:
+        vr = 0.0 if self.v_reset is None else self.v_reset
+        k = self.w.sigmoid()
+        if self.decay_input:
+            self.v = self.v + (x - (self.v - vr)) * k
+        else:
+            self.v = self.v - (self.v - vr) * k + x
+
+    def _op_kwargs(self):
+        return dict(mode="plif", w=self.w, decay_input=self.decay_input, **_common(self))
+
+
+ParametricLIFNode._fused_class = ParametricLIFNode

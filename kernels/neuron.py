@@ -1,0 +1,186 @@
+"""Fused multi-step IF / LIF / ParametricLIF kernels (Triton) and their launchers.
+
+One program owns BLOCK neurons and runs the whole time loop, keeping V in registers. Forward reads X
+and writes S (and H for the backward, V_seq only when asked); backward runs the reverse-time loop
+with the surrogate gradient computed inline and writes dL/dX, dL/dV0 and, for ParametricLIF, one
+partial sum of dL/dk per program (summed afterwards: deterministic, no float atomics).
+
+MODE: 0 IF, 1 LIF (divides by tau, as the reference), 2 ParametricLIF (multiplies by k = sigmoid(w),
+read from a 1-element tensor so no host sync is needed).
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .surrogate import surrogate_grad
+
+BLOCK = 1024
+
+
+@triton.jit
+def _charge(b_v, b_x, decay, v_reset_decay, MODE: tl.constexpr, DECAY_INPUT: tl.constexpr):
+    if MODE == 0:
+        b_h = b_v + b_x
+    elif MODE == 1:
+        if DECAY_INPUT:
+            b_h = b_v + (b_x - (b_v - v_reset_decay)) / decay
+        else:
+            b_h = b_v - (b_v - v_reset_decay) / decay + b_x
+    else:
+        if DECAY_INPUT:
+            b_h = b_v + (b_x - (b_v - v_reset_decay)) * decay
+        else:
+            b_h = b_v - (b_v - v_reset_decay) * decay + b_x
+    return b_h
+
+
+@triton.jit
+def _reset(b_h, b_s, v_th, v_reset, SOFT_RESET: tl.constexpr):
+    if SOFT_RESET:
+        b_v = b_h - v_th * b_s
+    else:
+        b_v = b_s * v_reset + (1.0 - b_s) * b_h
+    return b_v
+
+
+@triton.jit
+def neuron_fwd_kernel(
+    p_x, p_v0, p_s, p_h, p_vseq, p_vlast, p_k,
+    T, N, tau, v_th, v_reset,
+    MODE: tl.constexpr, DECAY_INPUT: tl.constexpr, SOFT_RESET: tl.constexpr,
+    STORE_H: tl.constexpr, STORE_V_SEQ: tl.constexpr, BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0).to(tl.int64)
+    o_n = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    m_n = o_n < N
+    if MODE == 2:
+        decay = tl.load(p_k).to(tl.float32)
+    else:
+        decay = tau
+    v_reset_decay = 0.0 if SOFT_RESET else v_reset
+    b_v = tl.load(p_v0 + o_n, mask=m_n, other=0.0).to(tl.float32)
+    o_t = o_n  # int64 running offset: t * N never evaluated in 32 bits
+    for t in range(0, T):
+        b_x = tl.load(p_x + o_t, mask=m_n, other=0.0).to(tl.float32)
+        b_h = _charge(b_v, b_x, decay, v_reset_decay, MODE, DECAY_INPUT)
+        b_s = (b_h >= v_th).to(tl.float32)
+        b_v = _reset(b_h, b_s, v_th, v_reset, SOFT_RESET)
+        tl.store(p_s + o_t, b_s.to(p_s.dtype.element_ty), mask=m_n)
+        if STORE_H:
+            tl.store(p_h + o_t, b_h.to(p_h.dtype.element_ty), mask=m_n)
+        if STORE_V_SEQ:
+            tl.store(p_vseq + o_t, b_v.to(p_vseq.dtype.element_ty), mask=m_n)
+        o_t += N
+    tl.store(p_vlast + o_n, b_v.to(p_vlast.dtype.element_ty), mask=m_n)
+
+
+@triton.jit
+def neuron_bwd_kernel(
+    p_gs, p_gvseq, p_gvlast, p_h, p_x, p_v0, p_gx, p_gv0, p_gk, p_k,
+    T, N, tau, v_th, v_reset, sg_a, sg_b,
+    MODE: tl.constexpr, DECAY_INPUT: tl.constexpr, SOFT_RESET: tl.constexpr, DETACH_RESET: tl.constexpr,
+    HAS_GVSEQ: tl.constexpr, HAS_GVLAST: tl.constexpr, SG: tl.constexpr, BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0).to(tl.int64)
+    o_n = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    m_n = o_n < N
+    vr = 0.0 if SOFT_RESET else v_reset
+    if MODE == 2:
+        k = tl.load(p_k).to(tl.float32)
+        dh_dv = 1.0 - k
+    elif MODE == 1:
+        k = 1.0 / tau
+        dh_dv = 1.0 - 1.0 / tau
+    else:
+        k = 1.0
+        dh_dv = 1.0
+    if HAS_GVLAST:
+        b_carry = tl.load(p_gvlast + o_n, mask=m_n, other=0.0).to(tl.float32)
+    else:
+        b_carry = tl.zeros([BLOCK], dtype=tl.float32)
+    b_gk = tl.zeros([BLOCK], dtype=tl.float32)
+    o_t = o_n + (T - 1).to(tl.int64) * N  # int64 offsets
+    for i in range(0, T):
+        t = T - 1 - i
+        b_h = tl.load(p_h + o_t, mask=m_n, other=0.0).to(tl.float32)
+        b_s = (b_h >= v_th).to(tl.float32)
+        b_sg = surrogate_grad(b_h - v_th, sg_a, sg_b, SG)
+        if SOFT_RESET:
+            if DETACH_RESET:
+                b_dvdh = 1.0 + 0.0 * b_h
+            else:
+                b_dvdh = 1.0 - v_th * b_sg
+        else:
+            if DETACH_RESET:
+                b_dvdh = 1.0 - b_s
+            else:
+                b_dvdh = (1.0 - b_s) + (vr - b_h) * b_sg
+        b_gv = b_carry
+        if HAS_GVSEQ:
+            b_gv += tl.load(p_gvseq + o_t, mask=m_n, other=0.0).to(tl.float32)
+        b_gh = tl.load(p_gs + o_t, mask=m_n, other=0.0).to(tl.float32) * b_sg + b_gv * b_dvdh
+        if DECAY_INPUT:
+            if MODE == 1:
+                b_gx = b_gh / tau
+            else:
+                b_gx = b_gh * k
+        else:
+            b_gx = b_gh
+        tl.store(p_gx + o_t, b_gx.to(p_gx.dtype.element_ty), mask=m_n)
+        b_carry = b_gh * dh_dv
+        if MODE == 2:
+            if t > 0:
+                b_hp = tl.load(p_h + o_t - N, mask=m_n, other=0.0).to(tl.float32)
+                b_vp = _reset(b_hp, (b_hp >= v_th).to(tl.float32), v_th, v_reset, SOFT_RESET)
+            else:
+                b_vp = tl.load(p_v0 + o_n, mask=m_n, other=0.0).to(tl.float32)
+            if DECAY_INPUT:
+                b_factor = tl.load(p_x + o_t, mask=m_n, other=0.0).to(tl.float32) - (b_vp - vr)
+            else:
+                b_factor = vr - b_vp
+            b_gk += tl.where(m_n, b_gh * b_factor, 0.0)
+        o_t -= N
+    tl.store(p_gv0 + o_n, b_carry.to(p_gv0.dtype.element_ty), mask=m_n)
+    if MODE == 2:
+        tl.store(p_gk + pid, tl.sum(b_gk, axis=0))
+
+
+def _grid(N, block):
+    return (triton.cdiv(N, block),)
+
+
+def neuron_forward(x, v0, k, cfg, store_h: bool, store_v_seq: bool, block: int = BLOCK):
+    """x [T, N] contiguous (fp32/fp16/bf16), v0 [N]; returns (spikes, h or None, v_seq or None, v_last)."""
+    T, N = x.shape
+    spikes = torch.empty_like(x)
+    h = torch.empty((T, N), dtype=torch.float32, device=x.device) if store_h else None
+    v_seq = torch.empty_like(x) if store_v_seq else None
+    v_last = torch.empty((N,), dtype=x.dtype, device=x.device)
+    dummy = x
+    neuron_fwd_kernel[_grid(N, block)](
+        x, v0, spikes, h if store_h else dummy, v_seq if store_v_seq else dummy, v_last,
+        k if k is not None else dummy,
+        T, N, float(cfg.tau), float(cfg.v_threshold), float(cfg.v_reset_value),
+        MODE=cfg.mode_id, DECAY_INPUT=cfg.decay_input, SOFT_RESET=cfg.soft_reset,
+        STORE_H=store_h, STORE_V_SEQ=store_v_seq, BLOCK=block,
+    )
+    return spikes, h, v_seq, v_last
+
+
+def neuron_backward(gs, gv_seq, gv_last, h, x, v0, k, cfg, block: int = BLOCK):
+    """Reverse-time backward; every tensor [T, N] / [N] contiguous. Returns (grad_x fp32, grad_v0 fp32, grad_k or None)."""
+    T, N = h.shape
+    gx = torch.empty((T, N), dtype=torch.float32, device=h.device)
+    gv0 = torch.empty((N,), dtype=torch.float32, device=h.device)
+    nprog = triton.cdiv(N, block)
+    gk = torch.empty((nprog,), dtype=torch.float32, device=h.device) if cfg.mode_id == 2 else None
+    dummy = h
+    a, b = cfg.surrogate_params
+    neuron_bwd_kernel[(nprog,)](
+        gs, gv_seq if gv_seq is not None else dummy, gv_last if gv_last is not None else dummy, h,
+        x if x is not None else dummy, v0, gx, gv0, gk if gk is not None else dummy, k if k is not None else dummy,
+        T, N, float(cfg.tau), float(cfg.v_threshold), float(cfg.v_reset_value), float(a), float(b),
+        MODE=cfg.mode_id, DECAY_INPUT=cfg.decay_input, SOFT_RESET=cfg.soft_reset, DETACH_RESET=cfg.detach_reset,
+        HAS_GVSEQ=gv_seq is not None, HAS_GVLAST=gv_last is not None, SG=cfg.surrogate_id, BLOCK=block,
+    )
+    return gx, gv0, (gk.sum() if gk is not None else None)
