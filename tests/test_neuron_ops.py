@@ -1,0 +1,207 @@
+"""fastspike.ops.multistep_neuron: every backend against the pure-PyTorch reference."""
+import itertools
+
+import pytest
+import torch
+
+from fastspike import surrogate as sg
+from fastspike.ops import multistep_neuron
+from fastspike.ops import reference
+from helpers import TOL, assert_close, noncontiguous
+
+KERNEL_BACKENDS = ["cpp", "triton"]
+SURROGATES = [cls() for cls in sg._BUILTINS]
+
+
+def _run(backend, x, v0, w, grads, store_v_seq=True, **kw):
+    """Forward + backward with fixed upstream gradients; returns outputs and input gradients."""
+    x = x.detach().clone().requires_grad_()
+    v0 = v0.detach().clone().requires_grad_()
+    w = w.detach().clone().requires_grad_() if w is not None else None
+    s, v, v_seq = multistep_neuron(x, v0, w=w, store_v_seq=store_v_seq, backend=backend, **kw)
+    g_s, g_v, g_vseq = grads
+    loss = (s * g_s).sum() + (v * g_v).sum()
+    if store_v_seq:
+        loss = loss + (v_seq * g_vseq).sum()
+    loss.backward()
+    return s, v, v_seq, x.grad, v0.grad, (w.grad if w is not None else None)
+
+
+def _inputs(T, shape, dtype=torch.float32, scale=1.5):
+    x = torch.randn(T, *shape) * scale + 0.3
+    v0 = torch.rand(*shape) * 0.5
+    grads = (torch.randn(T, *shape), torch.randn(*shape), torch.randn(T, *shape))
+    return x.to(dtype), v0.to(dtype), grads
+
+
+def _compare(backend, x, v0, w, grads, store_v_seq=True, tol=1e-5, **kw):
+    ref = _run("torch", x, v0, w, grads, store_v_seq, **kw)
+    out = _run(backend, x, v0, w, grads, store_v_seq, **kw)
+    names = ["spikes", "v_last", "v_seq", "grad_x", "grad_v0", "grad_w"]
+    assert torch.equal(ref[0], out[0]), "spikes differ from the reference"
+    for name, r, o in zip(names[1:], ref[1:], out[1:]):
+        if r is None:
+            assert o is None or name == "grad_w", name
+            continue
+        assert o is not None, f"{name} missing"
+        assert o.dtype == r.dtype, f"{name}: dtype {o.dtype} != {r.dtype}"
+        assert_close(f"{backend}:{name}", r, o, tol)
+
+
+MODES = ["if", "lif", "plif"]
+# IF has no decay_input flag, so it is listed once
+FLAGS = [f for f in itertools.product(MODES, [None, 0.0, -0.2], [False, True], [True, False], [True, False])
+         if f[0] != "if" or f[3]]
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("mode,v_reset,detach,decay_input,store_v_seq", FLAGS,
+                         ids=[f"{m}-vr{r}-det{d}-di{di}-vseq{s}" for m, r, d, di, s in FLAGS])
+def test_flags(backend, mode, v_reset, detach, decay_input, store_v_seq):
+    x, v0, grads = _inputs(6, (3, 37))
+    w = torch.tensor(0.4) if mode == "plif" else None
+    _compare(backend, x, v0, w, grads, store_v_seq, mode=mode, tau=2.5, decay_input=decay_input, v_threshold=0.9,
+             v_reset=v_reset, detach_reset=detach, surrogate_function=sg.Sigmoid())
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("surrogate", SURROGATES, ids=[type(s).__name__ for s in SURROGATES])
+def test_every_surrogate_fused(backend, surrogate):
+    assert surrogate.fusable()
+    x, v0, grads = _inputs(5, (2, 29), scale=2.0)
+    for mode in MODES:
+        w = torch.tensor(-0.3) if mode == "plif" else None
+        _compare(backend, x, v0, w, grads, True, mode=mode, tau=3.0, v_reset=0.0, surrogate_function=surrogate)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("T,shape", [(1, (4, 5)), (63, (1000,)), (7, (2, 3, 5, 7)), (3, (1,))],
+                         ids=["T1", "T63-N1000", "T7-4d", "T3-N1"])
+def test_odd_shapes(backend, T, shape):
+    if backend == "triton" and T * max(shape) > 10000:
+        shape = (257,)  # keep the interpreter quick
+    x, v0, grads = _inputs(T, shape)
+    _compare(backend, x, v0, torch.tensor(0.1), grads, True, mode="plif", v_reset=None, surrogate_function=sg.ATan())
+    _compare(backend, x, v0, None, grads, False, mode="lif", tau=2.0, surrogate_function=sg.ATan())
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_noncontiguous_inputs_and_grads(backend):
+    x, v0, (g_s, g_v, g_vseq) = _inputs(5, (4, 9))
+    grads = (noncontiguous(g_s), g_v.t().contiguous().t() if g_v.ndim == 2 else g_v, noncontiguous(g_vseq))
+    _compare(backend, noncontiguous(x), v0, torch.tensor(0.2), grads, True, mode="plif", surrogate_function=sg.Erf())
+    # expanded (stride-0) upstream gradient, as produced by .sum() / .mean() backward
+    x = torch.randn(4, 3, 8).requires_grad_()
+    s, _, _ = multistep_neuron(x, torch.zeros(3, 8), mode="lif", backend=backend)
+    s.mean().backward()
+    x_ref = x.detach().clone().requires_grad_()
+    s_ref, _, _ = multistep_neuron(x_ref, torch.zeros(3, 8), mode="lif", backend="torch")
+    s_ref.mean().backward()
+    assert_close("grad_x(expanded grad)", x_ref.grad, x.grad, 1e-5)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision(backend, dtype):
+    x, v0, grads = _inputs(4, (2, 33), dtype)
+    grads = tuple(g.to(dtype) for g in grads)
+    ref = _run("torch", x, v0, None, grads, True, mode="lif")
+    out = _run(backend, x, v0, None, grads, True, mode="lif")
+    assert out[0].dtype == dtype and out[3].dtype == dtype
+    assert torch.equal(ref[0], out[0])
+    for name, r, o in zip(["v_last", "v_seq", "grad_x", "grad_v0"], ref[1:5], out[1:5]):
+        assert_close(name, r, o, TOL[dtype])
+
+
+def test_reference_gradcheck_float64():
+    # a smooth surrogate and inputs away from the threshold kink: gradcheck of the reference itself
+    T, N = 4, 6
+    x = (torch.randn(T, N, dtype=torch.float64) * 0.3).requires_grad_()
+    v0 = (torch.rand(N, dtype=torch.float64) * 0.2).requires_grad_()
+    w = torch.tensor(0.2, dtype=torch.float64, requires_grad=True)
+
+    def f(x, v0, w):
+        s, v, vs = reference.neuron_multistep(x, v0, "plif", w=w, v_reset=None, surrogate_function=sg.Sigmoid(),
+                                              v_threshold=5.0, store_v_seq=True)
+        return v, vs
+
+    assert torch.autograd.gradcheck(f, (x, v0, w))
+
+
+def test_float64_auto_uses_reference():
+    x = torch.randn(3, 5, dtype=torch.float64)
+    s, v, _ = multistep_neuron(x, torch.zeros(5, dtype=torch.float64), mode="if")
+    assert s.dtype == torch.float64 and v.dtype == torch.float64
+
+
+def test_long_sequence_no_nan():
+    x = torch.randn(4096, 64) * 0.8
+    for backend in ["cpp", "torch"]:
+        xr = x.clone().requires_grad_()
+        s, v, _ = multistep_neuron(xr, torch.zeros(64), mode="lif", backend=backend, surrogate_function=sg.ATan())
+        s.sum().backward()
+        assert torch.isfinite(xr.grad).all() and torch.isfinite(v).all()
+    # cpp and torch agree on the long run too
+    a = multistep_neuron(x, torch.zeros(64), mode="lif", backend="cpp")[0]
+    b = multistep_neuron(x, torch.zeros(64), mode="lif", backend="torch")[0]
+    assert torch.equal(a, b)
+
+
+class _Custom(sg.SurrogateFunctionBase):
+    @staticmethod
+    def grad(x, alpha):
+        return torch.exp(-x * x) * alpha
+
+    def __init__(self):
+        super().__init__(True, alpha=1.0)
+
+
+def test_custom_surrogate_falls_back_with_warning():
+    x, v0, grads = _inputs(4, (2, 5))
+    from fastspike.ops import neuron as opn
+    opn._warned_custom_surrogate.discard("_Custom")
+    with pytest.warns(RuntimeWarning, match="not fused"):
+        out = _run("auto", x, v0, None, grads, True, mode="lif", surrogate_function=_Custom())
+    ref = _run("torch", x, v0, None, grads, True, mode="lif", surrogate_function=_Custom())
+    for r, o in zip(ref[:5], out[:5]):
+        assert torch.equal(r, o)
+    with pytest.raises(ValueError, match="fuses only the built-in"):
+        multistep_neuron(x, v0, mode="lif", surrogate_function=_Custom(), backend="cpp")
+    # spiking=False also runs the reference (its output is the smooth primitive, not spikes)
+    s, _, _ = multistep_neuron(x, v0, mode="lif", surrogate_function=sg.Sigmoid(spiking=False))
+    assert ((s > 0) & (s < 1)).any()
+
+
+def test_bad_input():
+    x = torch.randn(3, 4)
+    with pytest.raises(TypeError, match="floating-point"):
+        multistep_neuron(x.long(), torch.zeros(4))
+    with pytest.raises(ValueError, match="tau must be a number > 1"):
+        multistep_neuron(x, torch.zeros(4), mode="lif", tau=1.0)
+    with pytest.raises(ValueError, match="reset_net"):
+        multistep_neuron(x, torch.zeros(5))
+    with pytest.raises(ValueError, match="mode must be"):
+        multistep_neuron(x, torch.zeros(4), mode="izh")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        multistep_neuron(x, torch.zeros(4), backend="cuda")
+    with pytest.raises(ValueError, match="w must be"):
+        multistep_neuron(x, torch.zeros(4), mode="plif")
+
+
+def test_triton_on_cpu_without_interpreter_is_an_error(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(RuntimeError, match="runs CUDA tensors"):
+        multistep_neuron(torch.randn(2, 3), torch.zeros(3), backend="triton")
+
+
+def test_cpp_threads_agree():
+    x = torch.randn(16, 3000)
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        a = multistep_neuron(x, torch.zeros(3000), mode="plif", w=torch.tensor(0.3), backend="cpp")
+        torch.set_num_threads(2)
+        b = multistep_neuron(x, torch.zeros(3000), mode="plif", w=torch.tensor(0.3), backend="cpp")
+    finally:
+        torch.set_num_threads(n)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
