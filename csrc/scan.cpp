@@ -1,0 +1,150 @@
+// Linear recurrence h[t] = a[t] * h[t-1] + b[t] on the CPU, forward and backward (a reversed scan).
+//
+// Layout: b, h, grad tensors are [T, M] row-major float32, contiguous (time outer, columns inner).
+// The decay `a` comes in one of three modes:
+//   0  scalar       one float for every step and column (a_scalar)
+//   1  per step     a[T]           (a tensor broadcast over the columns)
+//   2  full         a[T, M]
+// On the CPU the memory-bound optimum is sequential over time and parallel + SIMD over columns: each
+// OpenMP thread owns blocks of kBlock columns, keeps their state in a local array and streams the rows.
+// Never parallel over time.
+//
+// Backward, with g[t] = dL/dh[t] accumulated through the recurrence:
+//   g[t] = g_out[t] + a[t+1] * g[t+1]       (g[T] = 0)
+//   grad_b[t] = g[t],  grad_a[t] = g[t] * h[t-1] (h[-1] = h0),  grad_h0 = a[0] * g[0].
+// Mode 1 reduces grad_a over the columns of each block into grad_a_partial[nblocks, T] (float64), summed
+// by the caller: deterministic whatever the thread count.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "registry.h"
+
+namespace fastspike {
+namespace {
+
+constexpr std::int64_t kScanBlock = 256;
+
+inline float decay_at(int mode, const float* a, float a_scalar, std::int64_t t, std::int64_t idx) {
+  return mode == 0 ? a_scalar : (mode == 1 ? a[t] : a[idx]);
+}
+
+void scan_forward(std::uintptr_t a_, std::uintptr_t b_, std::uintptr_t h0_, std::uintptr_t h_, std::int64_t T,
+                  std::int64_t M, int mode, float a_scalar, int nthreads) {
+  check(mode >= 0 && mode <= 2, "linear_scan: a mode must be 0 (scalar), 1 (per step) or 2 (full)");
+  check(mode == 0 || a_ != 0, "linear_scan: a tensor is required for modes 1 and 2");
+  const float* a = mode == 0 ? nullptr : ptr<const float>(a_);
+  const float* b = ptr<const float>(b_);
+  const float* h0 = h0_ ? ptr<const float>(h0_) : nullptr;
+  float* h = ptr<float>(h_);
+  const std::int64_t nblocks = (M + kScanBlock - 1) / kScanBlock;
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, nblocks))
+  for (std::int64_t blk = 0; blk < nblocks; ++blk) {
+    const std::int64_t n0 = blk * kScanBlock;
+    const std::int64_t len = std::min(kScanBlock, M - n0);
+    float state[kScanBlock];
+    for (std::int64_t i = 0; i < len; ++i) state[i] = h0 ? h0[n0 + i] : 0.0f;
+    for (std::int64_t t = 0; t < T; ++t) {
+      const std::int64_t o = t * M + n0;
+      if (mode == 2) {
+#pragma omp simd
+        for (std::int64_t i = 0; i < len; ++i) {
+          const float v = a[o + i] * state[i] + b[o + i];
+          state[i] = v;
+          h[o + i] = v;
+        }
+      } else {
+        const float at = mode == 0 ? a_scalar : a[t];
+#pragma omp simd
+        for (std::int64_t i = 0; i < len; ++i) {
+          const float v = at * state[i] + b[o + i];
+          state[i] = v;
+          h[o + i] = v;
+        }
+      }
+    }
+  }
+}
+
+void scan_backward(std::uintptr_t a_, std::uintptr_t h_, std::uintptr_t h0_, std::uintptr_t gout_,
+                   std::uintptr_t gb_, std::uintptr_t ga_, std::uintptr_t ga_partial_, std::uintptr_t gh0_,
+                   std::int64_t T, std::int64_t M, int mode, float a_scalar, int nthreads) {
+  check(mode >= 0 && mode <= 2, "linear_scan: a mode must be 0 (scalar), 1 (per step) or 2 (full)");
+  check(mode == 0 || a_ != 0, "linear_scan: a tensor is required for modes 1 and 2");
+  check(!(ga_ && mode != 2), "linear_scan: grad_a (full) is only produced in mode 2");
+  check(!(ga_partial_ && mode != 1), "linear_scan: grad_a_partial is only produced in mode 1");
+  const float* a = mode == 0 ? nullptr : ptr<const float>(a_);
+  const float* h = ptr<const float>(h_);
+  const float* h0 = h0_ ? ptr<const float>(h0_) : nullptr;
+  const float* gout = ptr<const float>(gout_);
+  float* gb = ptr<float>(gb_);
+  float* ga = ga_ ? ptr<float>(ga_) : nullptr;
+  double* gap = ga_partial_ ? ptr<double>(ga_partial_) : nullptr;
+  float* gh0 = gh0_ ? ptr<float>(gh0_) : nullptr;
+  const std::int64_t nblocks = (M + kScanBlock - 1) / kScanBlock;
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, nblocks))
+  for (std::int64_t blk = 0; blk < nblocks; ++blk) {
+    const std::int64_t n0 = blk * kScanBlock;
+    const std::int64_t len = std::min(kScanBlock, M - n0);
+    float carry[kScanBlock];  // g[t+1]
+    float ones[kScanBlock];
+    for (std::int64_t i = 0; i < len; ++i) carry[i] = 0.0f;
+    for (std::int64_t i = 0; i < len; ++i) ones[i] = 1.0f;
+    for (std::int64_t t = T - 1; t >= 0; --t) {
+      const std::int64_t o = t * M + n0;
+      const std::int64_t on = o + M;  // row t + 1
+      const float* hprev = t > 0 ? h + (o - M) : h0 ? h0 + n0 : nullptr;
+      if (mode == 2) {
+        // At t = T - 1 there is no row T: the carry is 0 and the decay is never read (a 1 stands in).
+        const float* arow = t == T - 1 ? ones : a + on;
+#pragma omp simd
+        for (std::int64_t i = 0; i < len; ++i) {
+          const float g = gout[o + i] + arow[i] * carry[i];
+          carry[i] = g;
+          gb[o + i] = g;
+          if (ga) ga[o + i] = hprev ? g * hprev[i] : 0.0f;
+        }
+      } else {
+        const float an = t == T - 1 ? 0.0f : (mode == 0 ? a_scalar : a[t + 1]);
+        float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+        for (std::int64_t i = 0; i < len; ++i) {
+          const float g = gout[o + i] + an * carry[i];
+          carry[i] = g;
+          gb[o + i] = g;
+          if (gap && hprev) acc += g * hprev[i];
+        }
+        if (gap) gap[blk * T + t] = acc;
+      }
+    }
+    if (gh0) {
+      if (mode == 2) {
+#pragma omp simd
+        for (std::int64_t i = 0; i < len; ++i) gh0[n0 + i] = a[n0 + i] * carry[i];
+      } else {
+        const float a0 = decay_at(mode, a, a_scalar, 0, 0);
+#pragma omp simd
+        for (std::int64_t i = 0; i < len; ++i) gh0[n0 + i] = a0 * carry[i];
+      }
+    }
+  }
+}
+
+void register_scan(pybind11::module_& m) {
+  namespace py = pybind11;
+  m.attr("SCAN_BLOCK") = kScanBlock;
+  m.def("scan_forward", &scan_forward, py::call_guard<py::gil_scoped_release>(), py::arg("a"), py::arg("b"),
+        py::arg("h0"), py::arg("h"), py::arg("T"), py::arg("M"), py::arg("mode"), py::arg("a_scalar"),
+        py::arg("nthreads"),
+        "h[t] = a[t] h[t-1] + b[t] on [T, M] float32 buffers (addresses); a is 0 in mode 0, h0 may be 0.");
+  m.def("scan_backward", &scan_backward, py::call_guard<py::gil_scoped_release>(), py::arg("a"), py::arg("h"),
+        py::arg("h0"), py::arg("grad_out"), py::arg("grad_b"), py::arg("grad_a"), py::arg("grad_a_partial"),
+        py::arg("grad_h0"), py::arg("T"), py::arg("M"), py::arg("mode"), py::arg("a_scalar"), py::arg("nthreads"),
+        "Reversed scan of scan_forward's gradient; grad_a (mode 2), grad_a_partial (mode 1, float64 "
+        "[ceil(M / SCAN_BLOCK), T]) and grad_h0 may be 0.");
+}
+FASTSPIKE_REGISTER(register_scan);
+
+}  // namespace
+}  // namespace fastspike

@@ -1,0 +1,145 @@
+"""Triton kernels for the linear recurrence h[t] = a[t] * h[t-1] + b[t] (fastspike.ops.scan).
+
+Each program owns BLOCK_M columns of the [T, M] row-major buffers and walks time in chunks of BLOCK_T
+rows. Inside a chunk the recurrence is solved by ``tl.associative_scan`` over (a, b) pairs (log depth);
+the state at the end of a chunk is folded into the first row of the next one, so any T works with one
+compiled kernel per (BLOCK_T, BLOCK_M, A_MODE) choice. The backward is the same scan run over reversed
+time on the upstream gradient, with a[t + 1] as decay.
+
+A_MODE: 0 scalar decay (a_scalar), 1 one decay per step (a_ptr[T]), 2 full decay (a_ptr[T, M]).
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _affine_combine(a_l, b_l, a_r, b_r):
+    # (a_l, b_l) applied first, then (a_r, b_r): h -> a_r * (a_l * h + b_l) + b_r
+    return a_l * a_r, b_l * a_r + b_r
+
+
+@triton.jit
+def _load_decay(a_ptr, a_scalar, t, o_tm, m_t, m_tm, A_MODE: tl.constexpr, BLOCK_T: tl.constexpr,
+                BLOCK_M: tl.constexpr):
+    # decay at rows t (int64 [BLOCK_T]); rows outside [0, T) get 1 so they pass the state through
+    if A_MODE == 0:
+        b_a = tl.where(m_t[:, None], a_scalar, 1.0) + tl.zeros([BLOCK_T, BLOCK_M], dtype=tl.float32)
+    elif A_MODE == 1:
+        b_a1 = tl.load(a_ptr + t, mask=m_t, other=1.0).to(tl.float32)
+        b_a = b_a1[:, None] + tl.zeros([BLOCK_T, BLOCK_M], dtype=tl.float32)
+    else:
+        b_a = tl.load(a_ptr + o_tm, mask=m_tm, other=1.0).to(tl.float32)
+    return b_a
+
+
+@triton.jit
+def scan_fwd_kernel(a_ptr, b_ptr, h0_ptr, h_ptr, T, M, a_scalar,
+                    A_MODE: tl.constexpr, HAS_H0: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_M: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)
+    o_m = pid * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
+    m_m = o_m < M
+    o_r = tl.arange(0, BLOCK_T)
+    if HAS_H0:
+        b_carry = tl.load(h0_ptr + o_m, mask=m_m, other=0.0).to(tl.float32)
+    else:
+        b_carry = tl.zeros([BLOCK_M], dtype=tl.float32)
+    for t0 in range(0, T, BLOCK_T):
+        t = t0 + o_r.to(tl.int64)
+        m_t = t < T
+        m_tm = m_t[:, None] & m_m[None, :]
+        o_tm = t[:, None] * M + o_m[None, :]
+        b_a = _load_decay(a_ptr, a_scalar, t, o_tm, m_t, m_tm, A_MODE, BLOCK_T, BLOCK_M)
+        b_b = tl.load(b_ptr + o_tm, mask=m_tm, other=0.0).to(tl.float32)
+        # fold the state entering this chunk into its first row
+        b_b = tl.where(o_r[:, None] == 0, b_b + b_a * b_carry[None, :], b_b)
+        _, b_h = tl.associative_scan((b_a, b_b), 0, _affine_combine)
+        tl.store(h_ptr + o_tm, b_h.to(h_ptr.dtype.element_ty), mask=m_tm)
+        # padded rows carry the state unchanged, so the last row is the state after this chunk
+        b_carry = tl.sum(tl.where(o_r[:, None] == BLOCK_T - 1, b_h, 0.0), 0)
+
+
+@triton.jit
+def scan_bwd_kernel(a_ptr, h_ptr, h0_ptr, gout_ptr, gb_ptr, ga_ptr, gap_ptr, gh0_ptr, T, M, a_scalar,
+                    A_MODE: tl.constexpr, HAS_H0: tl.constexpr, NEED_GA: tl.constexpr, NEED_GH0: tl.constexpr,
+                    BLOCK_T: tl.constexpr, BLOCK_M: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)
+    o_m = pid * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
+    m_m = o_m < M
+    o_r = tl.arange(0, BLOCK_T)
+    b_carry = tl.zeros([BLOCK_M], dtype=tl.float32)
+    if HAS_H0:
+        b_h0 = tl.load(h0_ptr + o_m, mask=m_m, other=0.0).to(tl.float32)
+    else:
+        b_h0 = tl.zeros([BLOCK_M], dtype=tl.float32)
+    for s0 in range(0, T, BLOCK_T):
+        # reversed time: row r of this chunk is step t = T - 1 - (s0 + r)
+        t = (T - 1 - s0) - o_r.to(tl.int64)
+        m_t = t >= 0
+        m_tm = m_t[:, None] & m_m[None, :]
+        o_tm = t[:, None] * M + o_m[None, :]
+        # decay that carries g[t + 1] into g[t] is a[t + 1]; at t = T - 1 the carry is 0 anyway
+        tn = t + 1
+        m_tn = m_t & (tn < T)
+        b_a = _load_decay(a_ptr, a_scalar, tn, o_tm + M, m_tn, m_tn[:, None] & m_m[None, :], A_MODE, BLOCK_T,
+                          BLOCK_M)
+        b_a = tl.where(m_t[:, None], b_a, 1.0)
+        b_go = tl.load(gout_ptr + o_tm, mask=m_tm, other=0.0).to(tl.float32)
+        b_go = tl.where(o_r[:, None] == 0, b_go + b_a * b_carry[None, :], b_go)
+        _, b_g = tl.associative_scan((b_a, b_go), 0, _affine_combine)
+        tl.store(gb_ptr + o_tm, b_g, mask=m_tm)
+        if NEED_GA:
+            m_prev = m_tm & (t[:, None] > 0)
+            b_hp = tl.load(h_ptr + o_tm - M, mask=m_prev, other=0.0).to(tl.float32)
+            b_hp = tl.where((t[:, None] == 0) & m_m[None, :], b_h0[None, :], b_hp)
+            b_ga = tl.where(m_tm, b_g * b_hp, 0.0)
+            if A_MODE == 2:
+                tl.store(ga_ptr + o_tm, b_ga, mask=m_tm)
+            else:
+                tl.store(gap_ptr + pid * T + t, tl.sum(b_ga, 1), mask=m_t)
+        b_carry = tl.sum(tl.where(o_r[:, None] == BLOCK_T - 1, b_g, 0.0), 0)
+    if NEED_GH0:
+        # b_carry is g[0]; grad_h0 = a[0] * g[0]
+        if A_MODE == 0:
+            b_a0 = a_scalar + tl.zeros([BLOCK_M], dtype=tl.float32)
+        elif A_MODE == 1:
+            b_a0 = tl.load(a_ptr).to(tl.float32) + tl.zeros([BLOCK_M], dtype=tl.float32)
+        else:
+            b_a0 = tl.load(a_ptr + o_m, mask=m_m, other=0.0).to(tl.float32)
+        tl.store(gh0_ptr + o_m, b_a0 * b_carry, mask=m_m)
+
+
+def _blocks(T: int, interpret: bool):
+    block_t = min(64, max(16, triton.next_power_of_2(T)))
+    block_m = 16 if interpret else 64
+    return block_t, block_m
+
+
+def scan_forward(a, b, h0, h, T: int, M: int, mode: int, a_scalar: float, interpret: bool = False):
+    """h[T, M] <- scan of b[T, M] (contiguous) with decay a (None in mode 0, [T] in mode 1, [T, M] in mode 2)."""
+    block_t, block_m = _blocks(T, interpret)
+    grid = (triton.cdiv(M, block_m),)
+    dummy = b
+    scan_fwd_kernel[grid](a if a is not None else dummy, b, h0 if h0 is not None else dummy, h, T, M,
+                          float(a_scalar), A_MODE=mode, HAS_H0=h0 is not None, BLOCK_T=block_t, BLOCK_M=block_m)
+    return h
+
+
+def scan_backward(a, h, h0, gout, gb, ga, gh0, T: int, M: int, mode: int, a_scalar: float, need_ga: bool,
+                  interpret: bool = False):
+    """Fill gb[T, M] (fp32), ga (mode 2: [T, M]; mode 1: returns [T] reduced) and gh0[M] when given."""
+    import torch
+
+    block_t, block_m = _blocks(T, interpret)
+    nprog = triton.cdiv(M, block_m)
+    gap = None
+    if need_ga and mode == 1:
+        gap = torch.empty((nprog, T), dtype=torch.float32, device=gb.device)
+    dummy = gb
+    scan_bwd_kernel[(nprog,)](a if a is not None else dummy, h, h0 if h0 is not None else dummy, gout, gb,
+                              ga if ga is not None else dummy, gap if gap is not None else dummy,
+                              gh0 if gh0 is not None else dummy, T, M, float(a_scalar), A_MODE=mode,
+                              HAS_H0=h0 is not None, NEED_GA=need_ga, NEED_GH0=gh0 is not None,
+                              BLOCK_T=block_t, BLOCK_M=block_m)
+    if gap is not None:
+        return gap.sum(0)
+    return ga
