@@ -1,0 +1,151 @@
+"""Time-aware batch normalisation for SNNs (SpikingJelly ``layer`` names, arguments and state_dict keys).
+
+- ``ThresholdDependentBatchNorm{1,2,3}d(alpha, v_th, num_features, ...)`` (tdBN, Zheng et al., AAAI 2021):
+  statistics over time and batch together (input [T, N, C, ...] is normalised as [T*N, C, ...]); the
+  scale is initialised to ``alpha * v_th``. Multi-step only.
+- ``TemporalEffectiveBatchNorm{1,2,3}d(T, num_features, ...)`` (TEBN, Duan et al., NeurIPS 2022): BN over
+  [T*N, C, ...] followed by a learnable per-time-step scale ``scale[t]`` (initialised to 1). Multi-step only.
+- ``BatchNormThroughTime{1,2,3}d(T, num_features, ...)`` (BNTT, Kim & Panda 2021): one BatchNorm per time
+  step (``bn_list[t]``, without bias); the step counter ``t`` is a memory, so call ``reset()`` /
+  ``functional.reset_net`` between sequences. Both step modes.
+
+The plain step-mode wrappers ``BatchNorm1d/2d/3d`` live in ``fastspike.layer.wrappers``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .. import base
+
+__all__ = [
+    "ThresholdDependentBatchNorm1d",
+    "ThresholdDependentBatchNorm2d",
+    "ThresholdDependentBatchNorm3d",
+    "TemporalEffectiveBatchNorm1d",
+    "TemporalEffectiveBatchNorm2d",
+    "TemporalEffectiveBatchNorm3d",
+    "BatchNormThroughTime1d",
+    "BatchNormThroughTime2d",
+    "BatchNormThroughTime3d",
+]
+
+
+def _merged_forward(x_seq: torch.Tensor, fn, step_ndims, cls_name: str) -> torch.Tensor:
+    """Apply ``fn`` to ``x_seq`` [T, N, ...] viewed as [T*N, ...] and restore [T, N, ...]."""
+    if x_seq.dim() - 1 not in step_ndims:
+        want = " or ".join(f"{d + 1}-D" for d in step_ndims)
+        raise ValueError(f"{cls_name} expects a multi-step input [T, N, C, ...] ({want}), got shape {tuple(x_seq.shape)}")
+    y = fn(x_seq.flatten(0, 1))
+    return y.view(x_seq.shape[0], x_seq.shape[1], *y.shape[1:])
+
+
+class _TdBN(_BatchNorm, base.MultiStepModule):
+    _ndims = (3,)
+
+    def __init__(self, alpha: float, v_th: float, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.step_mode = "m"
+        self.alpha = alpha
+        self.v_th = v_th
+        if not self.affine:
+            raise ValueError("ThresholdDependentBatchNorm needs affine=True (its scale is initialised to alpha * v_th)")
+        nn.init.constant_(self.weight, alpha * v_th)
+
+    def _check_input_dim(self, input):
+        if input.dim() not in self._ndims:
+            raise ValueError(f"{type(self).__name__}: unexpected merged input shape {tuple(input.shape)}")
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        return _merged_forward(x_seq, super().forward, self._ndims, type(self).__name__)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", alpha={self.alpha}, v_th={self.v_th}, step_mode={self.step_mode}"
+
+
+class ThresholdDependentBatchNorm1d(_TdBN):
+    _ndims = (2, 3)
+
+
+class ThresholdDependentBatchNorm2d(_TdBN):
+    _ndims = (4,)
+
+
+class ThresholdDependentBatchNorm3d(_TdBN):
+    _ndims = (5,)
+
+
+class _TEBN(_BatchNorm, base.MultiStepModule):
+    _ndims = (3,)
+
+    def __init__(self, T: int, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.step_mode = "m"
+        self.scale = nn.Parameter(torch.ones([T]))
+
+    def _check_input_dim(self, input):
+        if input.dim() not in self._ndims:
+            raise ValueError(f"{type(self).__name__}: unexpected merged input shape {tuple(input.shape)}")
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        if x_seq.dim() >= 1 and x_seq.shape[0] != self.scale.numel():
+            raise ValueError(f"{type(self).__name__} was built for T={self.scale.numel()} but got {x_seq.shape[0]} steps")
+        y = _merged_forward(x_seq, super().forward, self._ndims, type(self).__name__)
+        return y * self.scale.view(-1, *([1] * (y.dim() - 1)))
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", T={self.scale.numel()}, step_mode={self.step_mode}"
+
+
+class TemporalEffectiveBatchNorm1d(_TEBN):
+    _ndims = (2, 3)
+
+
+class TemporalEffectiveBatchNorm2d(_TEBN):
+    _ndims = (4,)
+
+
+class TemporalEffectiveBatchNorm3d(_TEBN):
+    _ndims = (5,)
+
+
+class _BNTT(base.MemoryModule):
+    bn_type = nn.BatchNorm1d
+
+    def __init__(self, T: int, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, step_mode: str = "s"):
+        super().__init__()
+        if not isinstance(T, int) or T < 1:
+            raise ValueError(f"T must be a positive int, got {T!r}")
+        self.bn_list = nn.ModuleList(
+            self.bn_type(num_features, eps, momentum, affine, track_running_stats) for _ in range(T)
+        )
+        for bn in self.bn_list:
+            bn.bias = None  # BNTT learns a per-step scale only
+        self.T = T
+        self.step_mode = step_mode
+        self.register_memory("t", -1)
+
+    def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.t + 1
+        if t >= self.T:
+            raise RuntimeError(f"{type(self).__name__} has T={self.T} BatchNorms but was called for step {t}; "
+                               "call reset() (functional.reset_net) between sequences")
+        self.t = t
+        return self.bn_list[t](x)
+
+    def extra_repr(self) -> str:
+        return f"T={self.T}, step_mode={self.step_mode}"
+
+
+class BatchNormThroughTime1d(_BNTT):
+    bn_type = nn.BatchNorm1d
+
+
+class BatchNormThroughTime2d(_BNTT):
+    bn_type = nn.BatchNorm2d
+
+
+class BatchNormThroughTime3d(_BNTT):
+    bn_type = nn.BatchNorm3d
