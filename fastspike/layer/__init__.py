@@ -5,3 +5,6 @@ Each submodule defines ``__all__``; add a module here with one ``from .x import 
 from .container import *
 from .wrappers import *
 from .dropout import *
+from .bn import *
+from .misc import *
+from .attention import *

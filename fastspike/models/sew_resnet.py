@@ -1,0 +1,237 @@
+"""Spike-Element-Wise ResNets (Fang et al., NeurIPS 2021), SpikingJelly 2.0.0 arguments and state_dict keys.
+
+Each residual block ends with its own spiking neuron and joins the spikes of the residual branch and of
+the shortcut with a connect function ``cnf``: 'ADD' (A + S), 'AND' (A * S) or 'IAND'. The shortcut's
+downsample path (conv1x1 + BN) is followed by a spiking neuron ``downsample_sn``.
+IAND follows SpikingJelly 2.0.0 exactly: in BasicBlock it is ``identity * (1 - out)``, in Bottleneck
+``out * (1 - identity)``.
+"""
+from __future__ import annotations
+
+from copy import deepcopy
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from .. import layer
+from ._common import load_pretrained, require_neuron
+from .spiking_resnet import _init_resnet, conv1x1, conv3x3, flatten_features, model_urls
+
+__all__ = [
+    "SEWResNet",
+    "sew_function",
+    "sew_resnet18",
+    "sew_resnet34",
+    "sew_resnet50",
+    "sew_resnet101",
+    "sew_resnet152",
+    "sew_resnext50_32x4d",
+    "sew_resnext101_32x8d",
+    "sew_wide_resnet50_2",
+    "sew_wide_resnet101_2",
+]
+
+CONNECT_FUNCTIONS = ("ADD", "AND", "IAND")
+
+
+def sew_function(x: torch.Tensor, y: torch.Tensor, cnf: str) -> torch.Tensor:
+    if cnf == "ADD":
+        return x + y
+    if cnf == "AND":
+        return x * y
+    if cnf == "IAND":
+        return x * (1.0 - y)
+    raise ValueError(f"cnf must be one of {CONNECT_FUNCTIONS}, got {cnf!r}")
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1,
+                 norm_layer=None, cnf: str = None, spiking_neuron: Callable = None, **kwargs):
+        super().__init__()
+        norm_layer = norm_layer or layer.BatchNorm2d
+        if groups != 1 or base_width != 64:
+            raise ValueError("BasicBlock only supports groups=1 and base_width=64")
+        if dilation > 1:
+            raise NotImplementedError("Dilation > 1 not supported in BasicBlock")
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = norm_layer(planes)
+        self.sn1 = spiking_neuron(**deepcopy(kwargs))
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = norm_layer(planes)
+        self.sn2 = spiking_neuron(**deepcopy(kwargs))
+        self.downsample = downsample
+        if downsample is not None:
+            self.downsample_sn = spiking_neuron(**deepcopy(kwargs))
+        self.stride = stride
+        self.cnf = cnf
+
+    def forward(self, x):
+        out = self.sn1(self.bn1(self.conv1(x)))
+        out = self.sn2(self.bn2(self.conv2(out)))
+        identity = x if self.downsample is None else self.downsample_sn(self.downsample(x))
+        return sew_function(identity, out, self.cnf)
+
+    def extra_repr(self) -> str:
+        return f"cnf={self.cnf}"
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1,
+                 norm_layer=None, cnf: str = None, spiking_neuron: Callable = None, **kwargs):
+        super().__init__()
+        norm_layer = norm_layer or layer.BatchNorm2d
+        width = int(planes * (base_width / 64.0)) * groups
+        self.conv1 = conv1x1(inplanes, width)
+        self.bn1 = norm_layer(width)
+        self.sn1 = spiking_neuron(**deepcopy(kwargs))
+        self.conv2 = conv3x3(width, width, stride, groups, dilation)
+        self.bn2 = norm_layer(width)
+        self.sn2 = spiking_neuron(**deepcopy(kwargs))
+        self.conv3 = conv1x1(width, planes * self.expansion)
+        self.bn3 = norm_layer(planes * self.expansion)
+        self.sn3 = spiking_neuron(**deepcopy(kwargs))
+        self.downsample = downsample
+        if downsample is not None:
+            self.downsample_sn = spiking_neuron(**deepcopy(kwargs))
+        self.stride = stride
+        self.cnf = cnf
+
+    def forward(self, x):
+        out = self.sn1(self.bn1(self.conv1(x)))
+        out = self.sn2(self.bn2(self.conv2(out)))
+        out = self.sn3(self.bn3(self.conv3(out)))
+        identity = x if self.downsample is None else self.downsample_sn(self.downsample(x))
+        return sew_function(out, identity, self.cnf)
+
+    def extra_repr(self) -> str:
+        return f"cnf={self.cnf}"
+
+
+class SEWResNet(nn.Module):
+    def __init__(self, block, layers, num_classes=1000, zero_init_residual=False, groups=1, width_per_group=64,
+                 replace_stride_with_dilation=None, norm_layer=None, cnf: str = None, spiking_neuron: Callable = None,
+                 **kwargs):
+        super().__init__()
+        spiking_neuron = require_neuron(spiking_neuron, type(self).__name__)
+        if cnf not in CONNECT_FUNCTIONS:
+            raise ValueError(f"cnf must be one of {CONNECT_FUNCTIONS}, got {cnf!r}")
+        norm_layer = norm_layer or layer.BatchNorm2d
+        self._norm_layer = norm_layer
+        self.inplanes = 64
+        self.dilation = 1
+        if replace_stride_with_dilation is None:
+            replace_stride_with_dilation = [False, False, False]
+        if len(replace_stride_with_dilation) != 3:
+            raise ValueError("replace_stride_with_dilation should be None or a 3-element tuple, "
+                             f"got {replace_stride_with_dilation}")
+        self.groups = groups
+        self.base_width = width_per_group
+        self.conv1 = layer.Conv2d(3, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = norm_layer(self.inplanes)
+        self.sn1 = spiking_neuron(**deepcopy(kwargs))
+        self.maxpool = layer.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        common = dict(cnf=cnf, spiking_neuron=spiking_neuron, **kwargs)
+        self.layer1 = self._make_layer(block, 64, layers[0], **common)
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2, dilate=replace_stride_with_dilation[0], **common)
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2, dilate=replace_stride_with_dilation[1], **common)
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2, dilate=replace_stride_with_dilation[2], **common)
+        self.avgpool = layer.AdaptiveAvgPool2d((1, 1))
+        self.fc = layer.Linear(512 * block.expansion, num_classes)
+        _init_resnet(self, zero_init_residual, BasicBlock, Bottleneck)
+
+    def _make_layer(self, block, planes, blocks, stride=1, dilate=False, cnf: str = None,
+                    spiking_neuron: Callable = None, **kwargs):
+        norm_layer = self._norm_layer
+        downsample = None
+        previous_dilation = self.dilation
+        if dilate:
+            self.dilation *= stride
+            stride = 1
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(conv1x1(self.inplanes, planes * block.expansion, stride),
+                                       norm_layer(planes * block.expansion))
+        blocks_ = [block(self.inplanes, planes, stride, downsample, self.groups, self.base_width, previous_dilation,
+                         norm_layer, cnf, spiking_neuron, **kwargs)]
+        self.inplanes = planes * block.expansion
+        for _ in range(1, blocks):
+            blocks_.append(block(self.inplanes, planes, groups=self.groups, base_width=self.base_width,
+                                 dilation=self.dilation, norm_layer=norm_layer, cnf=cnf,
+                                 spiking_neuron=spiking_neuron, **kwargs))
+        return nn.Sequential(*blocks_)
+
+    def _forward_impl(self, x):
+        x = self.maxpool(self.sn1(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = flatten_features(self.avgpool(x), self.avgpool)
+        return self.fc(x)
+
+    def forward(self, x):
+        return self._forward_impl(x)
+
+
+def _sew_resnet(arch, block, layers, pretrained, progress, cnf, spiking_neuron, **kwargs):
+    model = SEWResNet(block, layers, cnf=cnf, spiking_neuron=spiking_neuron, **kwargs)
+    if pretrained:
+        load_pretrained(model, arch, model_urls[arch])
+    return model
+
+
+def sew_resnet18(pretrained=False, progress=True, cnf: str = None, spiking_neuron: Callable = None, **kwargs):
+    """SEW ResNet-18; ``cnf`` in 'ADD', 'AND', 'IAND'. ``kwargs``: SEWResNet options (num_classes, ...),
+    the rest go to ``spiking_neuron``."""
+    return _sew_resnet("resnet18", BasicBlock, [2, 2, 2, 2], pretrained, progress, cnf, spiking_neuron, **kwargs)
+
+
+def sew_resnet34(pretrained=False, progress=True, cnf: str = None, spiking_neuron: Callable = None, **kwargs):
+    """SEW ResNet-34 (see ``sew_resnet18``)."""
+    return _sew_resnet("resnet34", BasicBlock, [3, 4, 6, 3], pretrained, progress, cnf, spiking_neuron, **kwargs)
+
+
+def sew_resnet50(pretrained=False, progress=True, cnf: str = None, spiking_neuron: Callable = None, **kwargs):
+    """SEW ResNet-50 (see ``sew_resnet18``)."""
+    return _sew_resnet("resnet50", Bottleneck, [3, 4, 6, 3], pretrained, progress, cnf, spiking_neuron, **kwargs)
+
+
+def sew_resnet101(pretrained=False, progress=True, cnf: str = None, spiking_neuron: Callable = None, **kwargs):
+    """SEW ResNet-101 (see ``sew_resnet18``)."""
+    return _sew_resnet("resnet101", Bottleneck, [3, 4, 23, 3], pretrained, progress, cnf, spiking_neuron, **kwargs)
+
+
+def sew_resnet152(pretrained=False, progress=True, cnf: str = None, spiking_neuron: Callable = None, **kwargs):
+    """SEW ResNet-152 (see ``sew_resnet18``)."""
+    return _sew_resnet("resnet152", Bottleneck, [3, 8, 36, 3], pretrained, progress, cnf, spiking_neuron, **kwargs)
+
+
+def sew_resnext50_32x4d(pretrained=False, progress=True, cnf: str = None, spiking_neuron: Callable = None, **kwargs):
+    """SEW ResNeXt-50 32x4d (see ``sew_resnet18``)."""
+    kwargs["groups"] = 32
+    kwargs["width_per_group"] = 4
+    return _sew_resnet("resnext50_32x4d", Bottleneck, [3, 4, 6, 3], pretrained, progress, cnf, spiking_neuron,
+                       **kwargs)
+
+
+def sew_resnext101_32x8d(pretrained=False, progress=True, cnf: str = None, spiking_neuron: Callable = None, **kwargs):
+    """SEW ResNeXt-101 32x8d (see ``sew_resnet18``)."""
+    kwargs["groups"] = 32
+    kwargs["width_per_group"] = 8
+    return _sew_resnet("resnext101_32x8d", Bottleneck, [3, 4, 23, 3], pretrained, progress, cnf, spiking_neuron,
+                       **kwargs)
+
+
+def sew_wide_resnet50_2(pretrained=False, progress=True, cnf: str = None, spiking_neuron: Callable = None, **kwargs):
+    """SEW Wide ResNet-50-2 (see ``sew_resnet18``)."""
+    kwargs["width_per_group"] = 64 * 2
+    return _sew_resnet("wide_resnet50_2", Bottleneck, [3, 4, 6, 3], pretrained, progress, cnf, spiking_neuron,
+                       **kwargs)
+
+
+def sew_wide_resnet101_2(pretrained=False, progress=True, cnf: str = None, spiking_neuron: Callable = None, **kwargs):
+    """SEW Wide ResNet-101-2 (see ``sew_resnet18``)."""
+    kwargs["width_per_group"] = 64 * 2
+    return _sew_resnet("wide_resnet101_2", Bottleneck, [3, 4, 23, 3], pretrained, progress, cnf, spiking_neuron,
+                       **kwargs)
