@@ -1,0 +1,183 @@
+// Parallel Spiking Neuron family on the CPU: H = W X + B over time, S = Heaviside(H), fused with the
+// surrogate gradient in the backward.
+//
+// Layout: x, s, grad tensors are [T, N] row-major float32, contiguous; w is [T, T] (row t: the weights of
+// the inputs that step t sees), b is [T]. `band` > 0 restricts W to its causal band of width `band`
+// (w[t][j] used only for t - band < j <= t; MaskedPSN with lambda >= 1 and SlidingPSN); entries outside
+// the band are treated as 0 and get no gradient. band == 0 means dense W (PSN, MaskedPSN while lambda < 1).
+//
+// The time matrix is tiny (T x T) and N is large, so each OpenMP thread takes blocks of kPsnBlock columns:
+// the T x kPsnBlock slice of X stays in L1/L2 while every row of H is accumulated with a SIMD loop over the
+// columns. The forward reads X once and writes S once; H never reaches memory. The backward recomputes H
+// from X, forms dH = dS * surrogate'(H) in a thread-local buffer and produces dX = W^T dH, dW = dH X^T and
+// dB = sum dH in the same pass. dW/dB partial sums are per chunk of columns (a fixed partition that does
+// not depend on the thread count), in float64, summed by the caller: deterministic results.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "registry.h"
+#include "surrogate.h"
+
+namespace fastspike {
+namespace {
+
+constexpr std::int64_t kPsnBlock = 64;
+
+struct Band {
+  std::int64_t T, k;  // k == 0: dense
+  std::int64_t lo(std::int64_t t) const { return k > 0 ? std::max<std::int64_t>(0, t - k + 1) : 0; }
+  std::int64_t hi(std::int64_t t) const { return k > 0 ? t + 1 : T; }  // exclusive
+};
+
+// acc[i] = b[t] + sum_j w[t][j] x[j][n0 + i]
+inline void accumulate_row(const float* w, const float* x, float bias, const Band& band, std::int64_t t,
+                           std::int64_t N, std::int64_t n0, std::int64_t len, float* acc) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < len; ++i) acc[i] = 0.0f;
+  const std::int64_t T = band.T;
+  for (std::int64_t j = band.lo(t); j < band.hi(t); ++j) {
+    const float wtj = w[t * T + j];
+    const float* xr = x + j * N + n0;
+#pragma omp simd
+    for (std::int64_t i = 0; i < len; ++i) acc[i] += wtj * xr[i];
+  }
+#pragma omp simd
+  for (std::int64_t i = 0; i < len; ++i) acc[i] += bias;
+}
+
+void psn_forward(std::uintptr_t x_, std::uintptr_t w_, std::uintptr_t b_, std::uintptr_t s_, std::uintptr_t h_,
+                 std::int64_t T, std::int64_t N, std::int64_t band_k, int nthreads) {
+  check(band_k >= 0, "psn: band must be >= 0 (0 = dense)");
+  const float* x = ptr<const float>(x_);
+  const float* w = ptr<const float>(w_);
+  const float* b = ptr<const float>(b_);
+  float* s = ptr<float>(s_);
+  float* h = h_ ? ptr<float>(h_) : nullptr;
+  const Band band{T, band_k};
+  const std::int64_t nblocks = (N + kPsnBlock - 1) / kPsnBlock;
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, nblocks))
+  for (std::int64_t blk = 0; blk < nblocks; ++blk) {
+    const std::int64_t n0 = blk * kPsnBlock;
+    const std::int64_t len = std::min(kPsnBlock, N - n0);
+    float acc[kPsnBlock];
+    for (std::int64_t t = 0; t < T; ++t) {
+      accumulate_row(w, x, b[t], band, t, N, n0, len, acc);
+      float* sr = s + t * N + n0;
+#pragma omp simd
+      for (std::int64_t i = 0; i < len; ++i) sr[i] = acc[i] >= 0.0f ? 1.0f : 0.0f;
+      if (h) {
+        float* hr = h + t * N + n0;
+#pragma omp simd
+        for (std::int64_t i = 0; i < len; ++i) hr[i] = acc[i];
+      }
+    }
+  }
+}
+
+template <int SG>
+void psn_backward_impl(const float* x, const float* gs, const float* w, const float* b, float* gx, double* gw_part,
+                       double* gb_part, std::int64_t T, std::int64_t N, std::int64_t band_k, std::int64_t nchunks,
+                       float sa, float sb, int nthreads) {
+  const Band band{T, band_k};
+  const std::int64_t nblocks = (N + kPsnBlock - 1) / kPsnBlock;
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, nchunks))
+  for (std::int64_t c = 0; c < nchunks; ++c) {
+    const std::int64_t blk0 = c * nblocks / nchunks;
+    const std::int64_t blk1 = (c + 1) * nblocks / nchunks;
+    std::vector<float> gh(static_cast<std::size_t>(T * kPsnBlock));
+    std::vector<float> gw_blk(static_cast<std::size_t>(T * T), 0.0f);
+    std::vector<float> gb_blk(static_cast<std::size_t>(T), 0.0f);
+    double* gw = gw_part + c * T * T;
+    double* gbp = gb_part + c * T;
+    for (std::int64_t q = 0; q < T * T; ++q) gw[q] = 0.0;
+    for (std::int64_t q = 0; q < T; ++q) gbp[q] = 0.0;
+    float acc[kPsnBlock];
+    for (std::int64_t blk = blk0; blk < blk1; ++blk) {
+      const std::int64_t n0 = blk * kPsnBlock;
+      const std::int64_t len = std::min(kPsnBlock, N - n0);
+      // dH = dS * surrogate'(H), H recomputed
+      for (std::int64_t t = 0; t < T; ++t) {
+        accumulate_row(w, x, b[t], band, t, N, n0, len, acc);
+        const float* gsr = gs + t * N + n0;
+        float* ghr = gh.data() + t * kPsnBlock;
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (std::int64_t i = 0; i < len; ++i) {
+          const float g = gsr[i] * surrogate_grad<SG>(acc[i], sa, sb);
+          ghr[i] = g;
+          sum += g;
+        }
+        gb_blk[t] += sum;
+        // dW[t][j] += sum_i dH[t][i] X[j][i]
+        for (std::int64_t j = band.lo(t); j < band.hi(t); ++j) {
+          const float* xr = x + j * N + n0;
+          float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+          for (std::int64_t i = 0; i < len; ++i) dot += ghr[i] * xr[i];
+          gw_blk[t * T + j] += dot;
+        }
+      }
+      // dX[j] = sum_t W[t][j] dH[t]
+      for (std::int64_t j = 0; j < T; ++j) {
+        const std::int64_t t_lo = j;
+        const std::int64_t t_hi = band_k > 0 ? std::min(T, j + band_k) : T;
+        const std::int64_t t_start = band_k > 0 ? t_lo : 0;
+#pragma omp simd
+        for (std::int64_t i = 0; i < len; ++i) acc[i] = 0.0f;
+        for (std::int64_t t = t_start; t < t_hi; ++t) {
+          const float wtj = w[t * T + j];
+          const float* ghr = gh.data() + t * kPsnBlock;
+#pragma omp simd
+          for (std::int64_t i = 0; i < len; ++i) acc[i] += wtj * ghr[i];
+        }
+        float* gxr = gx + j * N + n0;
+#pragma omp simd
+        for (std::int64_t i = 0; i < len; ++i) gxr[i] = acc[i];
+      }
+      // flush the float block sums into the float64 chunk partials every few blocks
+      if ((blk - blk0) % 16 == 15 || blk == blk1 - 1) {
+        for (std::int64_t q = 0; q < T * T; ++q) {
+          gw[q] += gw_blk[q];
+          gw_blk[q] = 0.0f;
+        }
+        for (std::int64_t q = 0; q < T; ++q) {
+          gbp[q] += gb_blk[q];
+          gb_blk[q] = 0.0f;
+        }
+      }
+    }
+  }
+}
+
+void psn_backward(std::uintptr_t x_, std::uintptr_t gs_, std::uintptr_t w_, std::uintptr_t b_, std::uintptr_t gx_,
+                  std::uintptr_t gw_part_, std::uintptr_t gb_part_, std::int64_t T, std::int64_t N,
+                  std::int64_t band_k, std::int64_t nchunks, int sg, float a, float bpar, int nthreads) {
+  check(band_k >= 0, "psn: band must be >= 0 (0 = dense)");
+  check(nchunks >= 1, "psn: nchunks must be >= 1");
+  dispatch_surrogate(sg, [&](auto id) {
+    psn_backward_impl<decltype(id)::value>(ptr<const float>(x_), ptr<const float>(gs_), ptr<const float>(w_),
+                                           ptr<const float>(b_), ptr<float>(gx_), ptr<double>(gw_part_),
+                                           ptr<double>(gb_part_), T, N, band_k, nchunks, a, bpar, nthreads);
+  });
+}
+
+void register_psn(pybind11::module_& m) {
+  namespace py = pybind11;
+  m.attr("PSN_BLOCK") = kPsnBlock;
+  m.def("psn_forward", &psn_forward, py::call_guard<py::gil_scoped_release>(), py::arg("x"), py::arg("w"),
+        py::arg("b"), py::arg("spike"), py::arg("h"), py::arg("T"), py::arg("N"), py::arg("band"),
+        py::arg("nthreads"),
+        "S = (W X + B >= 0) on [T, N] float32 buffers (addresses); h (may be 0) receives W X + B.");
+  m.def("psn_backward", &psn_backward, py::call_guard<py::gil_scoped_release>(), py::arg("x"), py::arg("grad_spike"),
+        py::arg("w"), py::arg("b"), py::arg("grad_x"), py::arg("grad_w_partial"), py::arg("grad_b_partial"),
+        py::arg("T"), py::arg("N"), py::arg("band"), py::arg("nchunks"), py::arg("surrogate"), py::arg("alpha"),
+        py::arg("beta"), py::arg("nthreads"),
+        "Fused backward: grad_x [T, N]; float64 partials grad_w [nchunks, T, T] and grad_b [nchunks, T].");
+}
+FASTSPIKE_REGISTER(register_psn);
+
+}  // namespace
+}  // namespace fastspike
