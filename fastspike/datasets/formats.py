@@ -36,8 +36,12 @@ class EventFileError(ValueError):
     def __init__(self, path, offset, message):
         self.path = str(path)
         self.offset = offset
+        self.message = message
         where = f" at byte offset {offset}" if offset is not None else ""
         super().__init__(f"{self.path}{where}: {message}")
+
+    def __reduce__(self):  # survives the trip back from a worker process
+        return (type(self), (self.path, self.offset, self.message))
 
 
 def make_events(t, x, y, p) -> np.ndarray:
