@@ -243,6 +243,11 @@ def test_utilities_match_spikingjelly():
     assert_close("seq_to_ann vs SpikingJelly", sjf.seq_to_ann_forward(xs, lin), functional.seq_to_ann_forward(xs, lin), 0)
     assert_close("multi_step vs SpikingJelly", sjf.multi_step_forward(xs, [lin, nn.ReLU()]),
                  functional.multi_step_forward(xs, [lin, nn.ReLU()]), 0)
+    xt = torch.randn(N, 2, T)  # time-last
+    assert_close("t_last_seq_to_ann vs SpikingJelly", sjf.t_last_seq_to_ann_forward(xt, lin),
+                 functional.t_last_seq_to_ann_forward(xt, lin), 1e-6)
+    assert_close("t_last_multi_step vs SpikingJelly", sjf.t_last_multi_step_forward(xt, lin),
+                 functional.t_last_multi_step_forward(xt, lin), 0)
 
 
 # ------------------------------------------------------------------------------------------------
