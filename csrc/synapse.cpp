@@ -1,0 +1,581 @@
+// Event-driven synapses on the CPU: spike-gather Linear and Conv2d (forward and weight gradient) and
+// bit packing of binary spike tensors (8 spikes a byte) for the tensors saved for backward.
+//
+// Conventions (fastspike/ops/synapse.py is the launcher and validates everything):
+// * float32, contiguous buffers passed as addresses; at most `nthreads` OpenMP threads.
+// * Bit layout: a [rows, cols] tensor packs to [rows, ceil(cols / 8)] bytes; bit j of byte b of a row holds
+//   element 8 b + j (little-endian within the byte). A flat tensor is packed as one row.
+// * A spike is any value != 0; a value outside {0, 1} makes the op report "not binary" (return false) so
+//   the caller can raise or fall back to the dense path; outputs are then left unwritten.
+//
+// Linear, forward: every row of x is compacted into the list of its active inputs (one pass: AVX-512 compress
+// where available, bits packed on the way); then, per tile of 64 outputs, each active input k adds row k of
+// the tile-blocked transposed weight WT[tile][K][64] (a contiguous 256-byte row that stays in L2 across rows).
+// Linear, weight gradient: the packed bits are turned into per-input lists of active rows (CSC), then per
+// (64-output tile, 16-input block) gW[n, k] = sum over active rows m of g[m, n], read from the tile-blocked
+// copy G[tile][M][64] of the upstream gradient.
+// Conv2d, forward: gather per output pixel. Each input pixel gets the list of its active channels; an output
+// row (b, oy) keeps a local accumulator [OW][Cout] and, for every tap whose input pixel is active, adds the
+// contiguous weight row WT[c][ky][kx][0:Cout/groups]; the row is written once, transposed to NCHW. Race-free.
+// Conv2d, weight gradient: parallel over input channels; every active input pixel adds, for each tap that
+// lands on an output pixel, the contiguous row g_nhwc[b, oy, ox, group] into gWT[c][ky][kx][:].
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#include <immintrin.h>
+#define FASTSPIKE_SYN_AVX512 1
+#endif
+
+#include "registry.h"
+
+namespace fastspike {
+namespace {
+
+constexpr std::int64_t kTile = 64;     // outputs per weight tile (4 AVX-512 registers)
+constexpr std::int64_t kKBlock = 16;   // inputs per weight-gradient block
+constexpr std::int64_t kChunk = 4096;  // elements per work item of pack / unpack / stats (multiple of 8)
+constexpr std::int64_t kSlack = 16;    // extra index slots a vector compaction may write past the count
+
+// ---------------------------------------------------------------------------------------------------------
+// Row compaction: writes the indices (plus `base`) of the nonzeros of x[0, n) to idx (which must have
+// n + kSlack slots), packs the nonzero mask into bits (byte aligned at element 0) when bits != nullptr, and
+// ORs into `bad` whether any value is outside {0, 1} (NaN included). Returns the number of nonzeros.
+inline std::int64_t compact_row(const float* x, std::int64_t n, std::int32_t* idx, std::int32_t base,
+                                std::uint8_t* bits, bool& bad) {
+  std::int64_t c = 0;
+  std::int64_t k = 0;
+#ifdef FASTSPIKE_SYN_AVX512
+  const __m512 zero = _mm512_setzero_ps();
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512i step = _mm512_set1_epi32(16);
+  __m512i vk = _mm512_add_epi32(_mm512_set1_epi32(base),
+                                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+  __mmask16 badm = 0;
+  for (; k + 16 <= n; k += 16) {
+    const __m512 v = _mm512_loadu_ps(x + k);
+    const __mmask16 nz = _mm512_cmp_ps_mask(v, zero, _CMP_NEQ_UQ);
+    if (nz) {
+      badm |= nz & _mm512_cmp_ps_mask(v, one, _CMP_NEQ_UQ);
+      // register-form compress (fast everywhere), then a plain unaligned store of all 16 lanes
+      _mm512_storeu_si512(reinterpret_cast<void*>(idx + c), _mm512_maskz_compress_epi32(nz, vk));
+      c += _mm_popcnt_u32(static_cast<unsigned>(nz));
+    }
+    if (bits) {
+      const std::uint16_t m16 = static_cast<std::uint16_t>(nz);
+      std::memcpy(bits + k / 8, &m16, 2);
+    }
+    vk = _mm512_add_epi32(vk, step);
+  }
+  if (k < n) {
+    const __mmask16 live = static_cast<__mmask16>((1u << (n - k)) - 1u);
+    const __m512 v = _mm512_maskz_loadu_ps(live, x + k);
+    const __mmask16 nz = _mm512_mask_cmp_ps_mask(live, v, zero, _CMP_NEQ_UQ);
+    badm |= nz & _mm512_cmp_ps_mask(v, one, _CMP_NEQ_UQ);
+    _mm512_storeu_si512(reinterpret_cast<void*>(idx + c), _mm512_maskz_compress_epi32(nz, vk));
+    c += _mm_popcnt_u32(static_cast<unsigned>(nz));
+    if (bits) {
+      const std::uint16_t m16 = static_cast<std::uint16_t>(nz);
+      std::memcpy(bits + k / 8, &m16, static_cast<std::size_t>((n - k + 7) / 8));
+    }
+  }
+  if (badm) bad = true;
+#else
+  bool b = false;
+  for (; k < n; k += 8) {
+    const std::int64_t end = std::min<std::int64_t>(k + 8, n);
+    unsigned byte = 0;
+    for (std::int64_t i = k; i < end; ++i) {
+      const float v = x[i];
+      const bool nz = v != 0.0f;
+      idx[c] = base + static_cast<std::int32_t>(i);
+      c += nz;
+      b |= nz && v != 1.0f;
+      byte |= static_cast<unsigned>(nz) << (i - k);
+    }
+    if (bits) bits[k / 8] = static_cast<std::uint8_t>(byte);
+  }
+  if (b) bad = true;
+#endif
+  return c;
+}
+
+// Pack x[0, n) to bits (byte aligned) and report non-binary values; no index output.
+inline void pack_span(const float* x, std::int64_t n, std::uint8_t* bits, bool& bad) {
+  bool b = false;
+  std::int64_t k = 0;
+#ifdef FASTSPIKE_SYN_AVX512
+  const __m512 zero = _mm512_setzero_ps();
+  const __m512 one = _mm512_set1_ps(1.0f);
+  __mmask16 badm = 0;
+  for (; k + 16 <= n; k += 16) {
+    const __m512 v = _mm512_loadu_ps(x + k);
+    const __mmask16 nz = _mm512_cmp_ps_mask(v, zero, _CMP_NEQ_UQ);
+    badm |= nz & _mm512_cmp_ps_mask(v, one, _CMP_NEQ_UQ);
+    const std::uint16_t m16 = static_cast<std::uint16_t>(nz);
+    std::memcpy(bits + k / 8, &m16, 2);
+  }
+  b = badm != 0;
+#endif
+  for (; k < n; k += 8) {
+    const std::int64_t end = std::min<std::int64_t>(k + 8, n);
+    unsigned byte = 0;
+    for (std::int64_t i = k; i < end; ++i) {
+      const float v = x[i];
+      const bool nz = v != 0.0f;
+      b |= nz && v != 1.0f;
+      byte |= static_cast<unsigned>(nz) << (i - k);
+    }
+    bits[k / 8] = static_cast<std::uint8_t>(byte);
+  }
+  if (b) bad = true;
+}
+
+// Up to 56 bits of a packed stream starting at bit position `pos` (bytes beyond `nbytes` read as 0).
+inline std::uint64_t load_bits(const std::uint8_t* bytes, std::int64_t nbytes, std::int64_t pos, int count) {
+  const std::int64_t byte = pos >> 3;
+  std::uint64_t w = 0;
+  const std::int64_t avail = std::min<std::int64_t>(8, nbytes - byte);
+  if (avail > 0) std::memcpy(&w, bytes + byte, static_cast<std::size_t>(avail));
+  w >>= (pos & 7);
+  return count >= 64 ? w : (w & ((std::uint64_t{1} << count) - 1));
+}
+
+// acc[0, 64) += w[0, 64)
+inline void add_tile(float* acc, const float* w) {
+#pragma omp simd
+  for (int i = 0; i < kTile; ++i) acc[i] += w[i];
+}
+
+// ------------------------------------------------------------------------------------------------- bits
+bool spike_pack(std::uintptr_t x_, std::uintptr_t out_, std::int64_t rows, std::int64_t cols, int nthreads) {
+  const float* x = ptr<const float>(x_);
+  std::uint8_t* out = ptr<std::uint8_t>(out_);
+  const std::int64_t nb = (cols + 7) / 8;
+  const std::int64_t chunks = (cols + kChunk - 1) / kChunk;
+  const std::int64_t items = rows * chunks;
+  bool bad = false;
+#pragma omp parallel for schedule(static) reduction(|| : bad) num_threads(clamp_threads(nthreads, items))
+  for (std::int64_t it = 0; it < items; ++it) {
+    const std::int64_t r = it / chunks, c0 = (it % chunks) * kChunk;
+    const std::int64_t len = std::min(kChunk, cols - c0);
+    bool b = false;
+    pack_span(x + r * cols + c0, len, out + r * nb + c0 / 8, b);
+    bad = bad || b;
+  }
+  return !bad;
+}
+
+void spike_unpack(std::uintptr_t bits_, std::uintptr_t out_, std::int64_t rows, std::int64_t cols, int nthreads) {
+  const std::uint8_t* bits = ptr<const std::uint8_t>(bits_);
+  float* out = ptr<float>(out_);
+  const std::int64_t nb = (cols + 7) / 8;
+  const std::int64_t chunks = (cols + kChunk - 1) / kChunk;
+  const std::int64_t items = rows * chunks;
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, items))
+  for (std::int64_t it = 0; it < items; ++it) {
+    const std::int64_t r = it / chunks, c0 = (it % chunks) * kChunk;
+    const std::int64_t len = std::min(kChunk, cols - c0);
+    const std::uint8_t* b = bits + r * nb + c0 / 8;
+    float* o = out + r * cols + c0;
+#pragma omp simd
+    for (std::int64_t i = 0; i < len; ++i) o[i] = static_cast<float>((b[i >> 3] >> (i & 7)) & 1);
+  }
+}
+
+// (number of nonzeros, every value in {0, 1})
+std::pair<std::int64_t, bool> spike_stats(std::uintptr_t x_, std::int64_t n, int nthreads) {
+  const float* x = ptr<const float>(x_);
+  const std::int64_t items = (n + kChunk - 1) / kChunk;
+  std::int64_t nnz = 0;
+  bool bad = false;
+#pragma omp parallel for schedule(static) reduction(+ : nnz) reduction(|| : bad) \
+    num_threads(clamp_threads(nthreads, items))
+  for (std::int64_t it = 0; it < items; ++it) {
+    const std::int64_t c0 = it * kChunk, len = std::min(kChunk, n - c0);
+    const float* p = x + c0;
+    std::int64_t cnt = 0;
+    int b = 0;
+#pragma omp simd reduction(+ : cnt) reduction(| : b)
+    for (std::int64_t i = 0; i < len; ++i) {
+      const float v = p[i];
+      cnt += v != 0.0f;
+      b |= (v != 0.0f) & (v != 1.0f);
+    }
+    nnz += cnt;
+    bad = bad || b;
+  }
+  return {nnz, !bad};
+}
+
+// ----------------------------------------------------------------------------------------------- linear
+// Spike lists of the rows of a [rows, cols] matrix, built one pass per row into per-thread buffers.
+struct RowLists {
+  std::vector<std::vector<std::int32_t>> local;  // per thread
+  std::vector<int> owner;                        // thread that built the row
+  std::vector<std::int64_t> offset, count;       // position of the row's list in its owner's buffer
+  const std::int32_t* list(std::int64_t r) const { return local[owner[r]].data() + offset[r]; }
+};
+
+bool build_row_lists(const float* x, std::int64_t rows, std::int64_t cols, std::uint8_t* bits, int threads,
+                     RowLists& L) {
+  L.local.assign(threads, {});
+  L.owner.assign(rows, 0);
+  L.offset.assign(rows, 0);
+  L.count.assign(rows, 0);
+  const std::int64_t nb = (cols + 7) / 8;
+  bool bad = false;
+#pragma omp parallel num_threads(threads) reduction(|| : bad)
+  {
+    const int tid = omp_get_thread_num();
+    std::vector<std::int32_t>& buf = L.local[tid];
+    std::int64_t used = 0;
+    bool b = false;
+#pragma omp for schedule(static)
+    for (std::int64_t r = 0; r < rows; ++r) {
+      if (static_cast<std::int64_t>(buf.size()) < used + cols + kSlack)
+        buf.resize(std::max<std::int64_t>(used + cols + kSlack, 2 * static_cast<std::int64_t>(buf.size())));
+      const std::int64_t c = compact_row(x + r * cols, cols, buf.data() + used, 0, bits ? bits + r * nb : nullptr, b);
+      L.owner[r] = tid;
+      L.offset[r] = used;
+      L.count[r] = c;
+      used += c;
+    }
+    bad = bad || b;
+  }
+  return !bad;
+}
+
+// x [M, K]; wt [ceil(N/64)][K][64] (tile-blocked W^T, zero padded); bias [N] or 0; out [M, N];
+// bits [M, ceil(K/8)] or 0 (filled with the packed spikes on the way). Returns false (out unwritten)
+// when x is not binary.
+bool linear_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, std::uintptr_t out_,
+                    std::uintptr_t bits_, std::int64_t M, std::int64_t K, std::int64_t N, int nthreads) {
+  const float* x = ptr<const float>(x_);
+  const float* wt = ptr<const float>(wt_);
+  const float* bias = bias_ ? ptr<const float>(bias_) : nullptr;
+  float* out = ptr<float>(out_);
+  const int threads = clamp_threads(nthreads, M);
+  RowLists L;
+  if (!build_row_lists(x, M, K, bits_ ? ptr<std::uint8_t>(bits_) : nullptr, threads, L)) return false;
+
+  const std::int64_t ntiles = (N + kTile - 1) / kTile;
+  constexpr std::int64_t kRowBlock = 128;
+  const std::int64_t rblocks = (M + kRowBlock - 1) / kRowBlock;
+  const std::int64_t items = ntiles * rblocks;
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, items))
+  for (std::int64_t it = 0; it < items; ++it) {
+    const std::int64_t t = it / rblocks, rb = it % rblocks;
+    const std::int64_t n0 = t * kTile, nvalid = std::min(kTile, N - n0);
+    const float* wtile = wt + t * K * kTile;
+    alignas(64) float b0[kTile];
+    for (std::int64_t i = 0; i < kTile; ++i) b0[i] = (bias && i < nvalid) ? bias[n0 + i] : 0.0f;
+    const std::int64_t m_end = std::min(M, (rb + 1) * kRowBlock);
+    for (std::int64_t m = rb * kRowBlock; m < m_end; ++m) {
+      const std::int32_t* li = L.list(m);
+      const std::int64_t cnt = L.count[m];
+      alignas(64) float acc[kTile];
+#ifdef FASTSPIKE_SYN_AVX512
+      __m512 a0 = _mm512_load_ps(b0), a1 = _mm512_load_ps(b0 + 16), a2 = _mm512_load_ps(b0 + 32),
+             a3 = _mm512_load_ps(b0 + 48);
+      __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+      std::int64_t j = 0;
+      for (; j + 2 <= cnt; j += 2) {
+        const float* w = wtile + static_cast<std::int64_t>(li[j]) * kTile;
+        const float* v = wtile + static_cast<std::int64_t>(li[j + 1]) * kTile;
+        a0 = _mm512_add_ps(a0, _mm512_loadu_ps(w));
+        a1 = _mm512_add_ps(a1, _mm512_loadu_ps(w + 16));
+        a2 = _mm512_add_ps(a2, _mm512_loadu_ps(w + 32));
+        a3 = _mm512_add_ps(a3, _mm512_loadu_ps(w + 48));
+        c0 = _mm512_add_ps(c0, _mm512_loadu_ps(v));
+        c1 = _mm512_add_ps(c1, _mm512_loadu_ps(v + 16));
+        c2 = _mm512_add_ps(c2, _mm512_loadu_ps(v + 32));
+        c3 = _mm512_add_ps(c3, _mm512_loadu_ps(v + 48));
+      }
+      if (j < cnt) {
+        const float* w = wtile + static_cast<std::int64_t>(li[j]) * kTile;
+        a0 = _mm512_add_ps(a0, _mm512_loadu_ps(w));
+        a1 = _mm512_add_ps(a1, _mm512_loadu_ps(w + 16));
+        a2 = _mm512_add_ps(a2, _mm512_loadu_ps(w + 32));
+        a3 = _mm512_add_ps(a3, _mm512_loadu_ps(w + 48));
+      }
+      _mm512_store_ps(acc, _mm512_add_ps(a0, c0));
+      _mm512_store_ps(acc + 16, _mm512_add_ps(a1, c1));
+      _mm512_store_ps(acc + 32, _mm512_add_ps(a2, c2));
+      _mm512_store_ps(acc + 48, _mm512_add_ps(a3, c3));
+#else
+      for (std::int64_t i = 0; i < kTile; ++i) acc[i] = b0[i];
+      for (std::int64_t j = 0; j < cnt; ++j) add_tile(acc, wtile + static_cast<std::int64_t>(li[j]) * kTile);
+#endif
+      std::memcpy(out + m * N + n0, acc, static_cast<std::size_t>(nvalid) * sizeof(float));
+    }
+  }
+  return true;
+}
+
+// bits [M, ceil(K/8)] (packed x); gt [ceil(N/64)][M][64] (tile-blocked upstream gradient, zero padded);
+// gw [N, K] = g^T x, accumulated only over the active inputs.
+void linear_grad_weight(std::uintptr_t bits_, std::uintptr_t gt_, std::uintptr_t gw_, std::int64_t M,
+                        std::int64_t K, std::int64_t N, int nthreads) {
+  const std::uint8_t* bits = ptr<const std::uint8_t>(bits_);
+  const float* gt = ptr<const float>(gt_);
+  float* gw = ptr<float>(gw_);
+  const std::int64_t nb = (K + 7) / 8;
+  // CSC: for every input k, the rows m where it fired (ascending m, so the sum order is deterministic).
+  std::vector<std::int64_t> col_ptr(K + 1, 0);
+  const int th_b = clamp_threads(nthreads, nb);
+#pragma omp parallel for schedule(static) num_threads(th_b)
+  for (std::int64_t b = 0; b < nb; ++b) {
+    std::int64_t cnt[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (std::int64_t m = 0; m < M; ++m) {
+      unsigned v = bits[m * nb + b];
+      while (v) {
+        cnt[__builtin_ctz(v)]++;
+        v &= v - 1;
+      }
+    }
+    for (int j = 0; j < 8 && 8 * b + j < K; ++j) col_ptr[8 * b + j + 1] = cnt[j];
+  }
+  for (std::int64_t k = 0; k < K; ++k) col_ptr[k + 1] += col_ptr[k];
+  std::vector<std::int32_t> rows_of(static_cast<std::size_t>(std::max<std::int64_t>(col_ptr[K], 1)));
+#pragma omp parallel for schedule(static) num_threads(th_b)
+  for (std::int64_t b = 0; b < nb; ++b) {
+    std::int64_t pos[8];
+    for (int j = 0; j < 8; ++j) pos[j] = 8 * b + j < K ? col_ptr[8 * b + j] : 0;
+    for (std::int64_t m = 0; m < M; ++m) {
+      unsigned v = bits[m * nb + b];
+      while (v) {
+        const int j = __builtin_ctz(v);
+        rows_of[pos[j]++] = static_cast<std::int32_t>(m);
+        v &= v - 1;
+      }
+    }
+  }
+  const std::int64_t ntiles = (N + kTile - 1) / kTile;
+  const std::int64_t kblocks = (K + kKBlock - 1) / kKBlock;
+  const std::int64_t items = ntiles * kblocks;
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, items))
+  for (std::int64_t it = 0; it < items; ++it) {
+    const std::int64_t t = it / kblocks, kb = it % kblocks;
+    const std::int64_t n0 = t * kTile, nvalid = std::min(kTile, N - n0);
+    const std::int64_t k0 = kb * kKBlock, kvalid = std::min(kKBlock, K - k0);
+    const float* gtile = gt + t * M * kTile;
+    alignas(64) float buf[kKBlock][kTile];
+    for (std::int64_t kk = 0; kk < kvalid; ++kk) {
+      float* acc = buf[kk];
+      for (std::int64_t i = 0; i < kTile; ++i) acc[i] = 0.0f;
+      const std::int64_t e = col_ptr[k0 + kk + 1];
+      for (std::int64_t j = col_ptr[k0 + kk]; j < e; ++j) add_tile(acc, gtile + static_cast<std::int64_t>(rows_of[j]) * kTile);
+    }
+    for (std::int64_t i = 0; i < nvalid; ++i) {
+      float* dst = gw + (n0 + i) * K + k0;
+      for (std::int64_t kk = 0; kk < kvalid; ++kk) dst[kk] = buf[kk][i];
+    }
+  }
+}
+
+// ----------------------------------------------------------------------------------------------- conv2d
+struct ConvShape {
+  std::int64_t B, Cin, H, W, Cout, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, G;
+  std::int64_t cin_g() const { return Cin / G; }
+  std::int64_t cout_g() const { return Cout / G; }
+};
+
+// x [B, Cin, H, W]; wt [Cin][KH][KW][Cout/G] (for input channel c, the weights of the outputs of its group);
+// bias [Cout] or 0; out [B, Cout, OH, OW]. Returns false (out unwritten) when x is not binary.
+bool conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, std::uintptr_t out_,
+                    std::int64_t B, std::int64_t Cin, std::int64_t H, std::int64_t W, std::int64_t Cout,
+                    std::int64_t OH, std::int64_t OW, std::int64_t KH, std::int64_t KW, std::int64_t sh,
+                    std::int64_t sw, std::int64_t ph, std::int64_t pw, std::int64_t dh, std::int64_t dw,
+                    std::int64_t G, int nthreads) {
+  const ConvShape s{B, Cin, H, W, Cout, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, G};
+  const float* x = ptr<const float>(x_);
+  const float* wt = ptr<const float>(wt_);
+  const float* bias = bias_ ? ptr<const float>(bias_) : nullptr;
+  float* out = ptr<float>(out_);
+  const std::int64_t cg = s.cout_g(), cing = s.cin_g();
+
+  // Phase 1: per input row (b, iy), the active channels of each pixel, stored pixel by pixel in
+  // per-thread buffers: pix_off[b, iy, ix] = start of the pixel's list in its row's buffer, pix_cnt its length.
+  const std::int64_t in_rows = B * H;
+  std::vector<std::int32_t> pix_off(static_cast<std::size_t>(B * H * W)), pix_cnt(static_cast<std::size_t>(B * H * W));
+  std::vector<const std::int32_t*> row_base(static_cast<std::size_t>(in_rows));
+  const int th1 = clamp_threads(nthreads, in_rows);
+  std::vector<std::vector<std::int32_t>> local(th1);
+  std::vector<int> row_owner(static_cast<std::size_t>(in_rows));
+  std::vector<std::int64_t> row_off(static_cast<std::size_t>(in_rows));
+  bool bad = false;
+#pragma omp parallel num_threads(th1) reduction(|| : bad)
+  {
+    const int tid = omp_get_thread_num();
+    std::vector<std::int32_t>& buf = local[tid];
+    std::vector<std::int32_t> stage(static_cast<std::size_t>(W * Cin));  // [ix][up to Cin channels]
+    std::vector<std::int32_t> cnt(static_cast<std::size_t>(W));
+    std::vector<std::int32_t> cols(static_cast<std::size_t>(W + kSlack));
+    std::int64_t used = 0;
+    bool b = false;
+#pragma omp for schedule(static)
+    for (std::int64_t r = 0; r < in_rows; ++r) {
+      const std::int64_t bb = r / H, iy = r % H;
+      std::fill(cnt.begin(), cnt.end(), 0);
+      std::int64_t total = 0;
+      for (std::int64_t c = 0; c < Cin; ++c) {
+        const std::int64_t n = compact_row(x + ((bb * Cin + c) * H + iy) * W, W, cols.data(), 0, nullptr, b);
+        for (std::int64_t j = 0; j < n; ++j) {
+          const std::int32_t ix = cols[j];
+          stage[ix * Cin + cnt[ix]++] = static_cast<std::int32_t>(c);
+        }
+        total += n;
+      }
+      if (static_cast<std::int64_t>(buf.size()) < used + total)
+        buf.resize(std::max<std::int64_t>(used + total, 2 * static_cast<std::int64_t>(buf.size())));
+      row_owner[r] = tid;
+      row_off[r] = used;
+      std::int64_t o = 0;
+      for (std::int64_t ix = 0; ix < W; ++ix) {
+        pix_off[r * W + ix] = static_cast<std::int32_t>(o);
+        pix_cnt[r * W + ix] = cnt[ix];
+        std::memcpy(buf.data() + used + o, stage.data() + ix * Cin, sizeof(std::int32_t) * cnt[ix]);
+        o += cnt[ix];
+      }
+      used += total;
+    }
+    bad = bad || b;
+  }
+  if (bad) return false;
+  for (std::int64_t r = 0; r < in_rows; ++r) row_base[r] = local[row_owner[r]].data() + row_off[r];
+
+  // Phase 2: gather per output row.
+  const std::int64_t out_rows = B * OH;
+#pragma omp parallel num_threads(clamp_threads(nthreads, out_rows))
+  {
+    std::vector<float> acc(static_cast<std::size_t>(OW * Cout));
+#pragma omp for schedule(static)
+    for (std::int64_t r = 0; r < out_rows; ++r) {
+      const std::int64_t bb = r / OH, oy = r % OH;
+      for (std::int64_t ox = 0; ox < OW; ++ox) {
+        float* a = acc.data() + ox * Cout;
+        if (bias) std::memcpy(a, bias, sizeof(float) * Cout);
+        else std::fill(a, a + Cout, 0.0f);
+      }
+      for (std::int64_t ky = 0; ky < KH; ++ky) {
+        const std::int64_t iy = oy * sh - ph + ky * dh;
+        if (iy < 0 || iy >= H) continue;
+        const std::int64_t irow = bb * H + iy;
+        const std::int32_t* base = row_base[irow];
+        for (std::int64_t ox = 0; ox < OW; ++ox) {
+          float* a = acc.data() + ox * Cout;
+          for (std::int64_t kx = 0; kx < KW; ++kx) {
+            const std::int64_t ix = ox * sw - pw + kx * dw;
+            if (ix < 0 || ix >= W) continue;
+            const std::int64_t p = irow * W + ix;
+            const std::int32_t* li = base + pix_off[p];
+            const std::int32_t n = pix_cnt[p];
+            for (std::int32_t j = 0; j < n; ++j) {
+              const std::int64_t c = li[j];
+              const float* w = wt + ((c * KH + ky) * KW + kx) * cg;
+              float* ag = a + (G == 1 ? 0 : (c / cing) * cg);
+#pragma omp simd
+              for (std::int64_t i = 0; i < cg; ++i) ag[i] += w[i];
+            }
+          }
+        }
+      }
+      for (std::int64_t o = 0; o < Cout; ++o) {
+        float* dst = out + ((bb * Cout + o) * OH + oy) * OW;
+        const float* src = acc.data() + o;
+        for (std::int64_t ox = 0; ox < OW; ++ox) dst[ox] = src[ox * Cout];
+      }
+    }
+  }
+  return true;
+}
+
+// bits: x [B, Cin, H, W] packed flat (one row); g_nhwc [B, OH, OW, Cout]; gwt [Cin][KH][KW][Cout/G] (written).
+void conv2d_grad_weight(std::uintptr_t bits_, std::int64_t nbytes, std::uintptr_t g_, std::uintptr_t gwt_,
+                        std::int64_t B, std::int64_t Cin, std::int64_t H, std::int64_t W, std::int64_t Cout,
+                        std::int64_t OH, std::int64_t OW, std::int64_t KH, std::int64_t KW, std::int64_t sh,
+                        std::int64_t sw, std::int64_t ph, std::int64_t pw, std::int64_t dh, std::int64_t dw,
+                        std::int64_t G, int nthreads) {
+  const std::uint8_t* bits = ptr<const std::uint8_t>(bits_);
+  const float* g = ptr<const float>(g_);
+  float* gwt = ptr<float>(gwt_);
+  const std::int64_t cg = Cout / G, cing = Cin / G, HW = H * W;
+  const std::int64_t row = KH * KW * cg;
+#pragma omp parallel num_threads(clamp_threads(nthreads, Cin))
+  {
+#pragma omp for schedule(static)
+    for (std::int64_t c = 0; c < Cin; ++c) std::fill(gwt + c * row, gwt + (c + 1) * row, 0.0f);
+    // the same static schedule hands every thread the same channels in each b, so no barrier is needed
+    for (std::int64_t bb = 0; bb < B; ++bb) {
+#pragma omp for schedule(static) nowait
+      for (std::int64_t c = 0; c < Cin; ++c) {
+        const std::int64_t grp = c / cing;
+        const std::int64_t base = (bb * Cin + c) * HW;
+        float* dst_c = gwt + c * row;
+        for (std::int64_t p0 = 0; p0 < HW; p0 += 32) {
+          const int len = static_cast<int>(std::min<std::int64_t>(32, HW - p0));
+          std::uint64_t word = load_bits(bits, nbytes, base + p0, len);
+          while (word) {
+            const std::int64_t p = p0 + __builtin_ctzll(word);
+            word &= word - 1;
+            const std::int64_t iy = p / W, ix = p % W;
+            for (std::int64_t ky = 0; ky < KH; ++ky) {
+              const std::int64_t ty = iy + ph - ky * dh;
+              if (ty < 0 || ty % sh) continue;
+              const std::int64_t oy = ty / sh;
+              if (oy >= OH) continue;
+              for (std::int64_t kx = 0; kx < KW; ++kx) {
+                const std::int64_t tx = ix + pw - kx * dw;
+                if (tx < 0 || tx % sw) continue;
+                const std::int64_t ox = tx / sw;
+                if (ox >= OW) continue;
+                const float* src = g + ((bb * OH + oy) * OW + ox) * Cout + grp * cg;
+                float* dst = dst_c + (ky * KW + kx) * cg;
+#pragma omp simd
+                for (std::int64_t i = 0; i < cg; ++i) dst[i] += src[i];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+void register_synapse(pybind11::module_& m) {
+  namespace py = pybind11;
+  m.attr("SYNAPSE_TILE") = kTile;
+  const auto nogil = py::call_guard<py::gil_scoped_release>();
+  m.def("spike_pack", &spike_pack, nogil, py::arg("x"), py::arg("out"), py::arg("rows"), py::arg("cols"),
+        py::arg("nthreads"), "Pack float32 [rows, cols] to uint8 [rows, ceil(cols/8)] bits; returns True if binary.");
+  m.def("spike_unpack", &spike_unpack, nogil, py::arg("bits"), py::arg("out"), py::arg("rows"), py::arg("cols"),
+        py::arg("nthreads"), "Unpack uint8 [rows, ceil(cols/8)] bits to float32 [rows, cols].");
+  m.def("spike_stats", &spike_stats, nogil, py::arg("x"), py::arg("n"), py::arg("nthreads"),
+        "(number of nonzeros, all values in {0, 1}) of a float32 buffer.");
+  m.def("synapse_linear_forward", &linear_forward, nogil, py::arg("x"), py::arg("wt"), py::arg("bias"),
+        py::arg("out"), py::arg("bits"), py::arg("M"), py::arg("K"), py::arg("N"), py::arg("nthreads"),
+        "Event-driven x @ W^T + b on float32 buffers; False (out unwritten) when x is not binary.");
+  m.def("synapse_linear_grad_weight", &linear_grad_weight, nogil, py::arg("bits"), py::arg("gt"), py::arg("gw"),
+        py::arg("M"), py::arg("K"), py::arg("N"), py::arg("nthreads"),
+        "Event-driven grad of W = g^T x from packed x bits and the tile-blocked g.");
+  m.def("synapse_conv2d_forward", &conv2d_forward, nogil, py::arg("x"), py::arg("wt"), py::arg("bias"),
+        py::arg("out"), py::arg("B"), py::arg("Cin"), py::arg("H"), py::arg("W"), py::arg("Cout"), py::arg("OH"),
+        py::arg("OW"), py::arg("KH"), py::arg("KW"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"),
+        py::arg("dh"), py::arg("dw"), py::arg("groups"), py::arg("nthreads"),
+        "Event-driven conv2d forward (gather per output row); False (out unwritten) when x is not binary.");
+  m.def("synapse_conv2d_grad_weight", &conv2d_grad_weight, nogil, py::arg("bits"), py::arg("nbytes"), py::arg("g"),
+        py::arg("gwt"), py::arg("B"), py::arg("Cin"), py::arg("H"), py::arg("W"), py::arg("Cout"), py::arg("OH"),
+        py::arg("OW"), py::arg("KH"), py::arg("KW"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"),
+        py::arg("dh"), py::arg("dw"), py::arg("groups"), py::arg("nthreads"),
+        "Event-driven conv2d weight gradient from packed x bits and g in NHWC; writes gwt [Cin][KH][KW][Cout/G].");
+}
+FASTSPIKE_REGISTER(register_synapse);
+
+}  // namespace
+}  // namespace fastspike

@@ -1,0 +1,691 @@
+"""Event-driven synapses (spike-gather Linear and Conv2d) and bit-packed spike storage.
+
+Public ops
+----------
+* ``synapse_linear(x, weight, bias=None, event_driven='auto', backend='auto')`` -- ``F.linear`` for spikes.
+* ``synapse_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, event_driven='auto',
+  backend='auto')`` -- ``F.conv2d`` for spikes.
+* ``pack_bits(x)`` / ``unpack_bits(bits, n)``: a binary tensor [*, n] <-> uint8 [*, ceil(n / 8)] (8 spikes a byte,
+  bit j of byte b = element 8 b + j).
+* ``spike_stats(x)``: (spike density, every value in {0, 1}); ``crossover(op, device)`` / ``calibrate(...)`` /
+  ``save_crossover(...)``: the per-machine density below which the event-driven path is faster.
+
+``event_driven``: True takes the event-driven path and raises ValueError for non-binary input; False takes
+the dense path (torch's GEMM / convolution); 'auto' measures the density and takes the event-driven path when
+the input is binary and at most as dense as the calibrated crossover, else the dense path. Whenever the input
+is binary and a gradient is needed, both paths save the input for backward as bits (32x smaller than float32)
+and unpack it inside the backward. Gradients: the input's is dense (torch's GEMM / transposed convolution of
+the upstream gradient); the weight's is accumulated only over the active inputs (event path) or by the dense
+GEMM on the unpacked spikes (dense path).
+
+Backends: 'cpp' (csrc/synapse.cpp, CPU), 'triton' (kernels/synapse.py, CUDA; CPU only under
+TRITON_INTERPRET=1), 'torch' (the references below: the test oracle and the float64 fallback).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import threading
+import time
+import weakref
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+
+from .. import _ext
+from . import _backend
+
+__all__ = [
+    "synapse_linear",
+    "synapse_conv2d",
+    "pack_bits",
+    "unpack_bits",
+    "spike_stats",
+    "crossover",
+    "save_crossover",
+    "calibrate",
+    "calibration_path",
+    "DEFAULT_CROSSOVER",
+    "EVENT_DRIVEN_CHOICES",
+]
+
+EVENT_DRIVEN_CHOICES = ("auto", True, False)
+_TILE = 64  # outputs per weight tile of the C++ linear kernel (csrc/synapse.cpp kTile)
+
+
+# =============================================================================================== references
+def ref_pack_bits(x: torch.Tensor) -> torch.Tensor:
+    """[*, n] (nonzero = spike) -> uint8 [*, ceil(n / 8)], bit j of byte b = element 8 b + j."""
+    n = x.shape[-1]
+    nb = (n + 7) // 8
+    nz = (x != 0).to(torch.uint8)
+    if nb * 8 != n:
+        nz = F.pad(nz, (0, nb * 8 - n))
+    nz = nz.reshape(*x.shape[:-1], nb, 8)
+    weights = (2 ** torch.arange(8, device=x.device, dtype=torch.int32)).to(torch.uint8)
+    return (nz * weights).sum(-1, dtype=torch.int32).to(torch.uint8)
+
+
+def ref_unpack_bits(bits: torch.Tensor, n: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 [*, ceil(n / 8)] -> [*, n] of 0/1 in ``dtype``."""
+    shifts = torch.arange(8, device=bits.device, dtype=torch.uint8)
+    out = (bits.unsqueeze(-1) >> shifts) & 1
+    return out.reshape(*bits.shape[:-1], bits.shape[-1] * 8)[..., :n].to(dtype)
+
+
+def ref_is_binary(x: torch.Tensor) -> bool:
+    return bool(((x == 0) | (x == 1)).all())
+
+
+def ref_linear_grad_weight(bits: torch.Tensor, g: torch.Tensor, K: int) -> torch.Tensor:
+    x = ref_unpack_bits(bits, K, torch.float32 if g.dtype != torch.float64 else torch.float64)
+    return g.to(x.dtype).t().mm(x)
+
+
+def ref_conv2d_grad_weight(bits, x_shape, g, w_shape, stride, padding, dilation, groups):
+    n = 1
+    for s in x_shape:
+        n *= s
+    x = ref_unpack_bits(bits, n, torch.float32 if g.dtype != torch.float64 else torch.float64).reshape(x_shape)
+    return torch.nn.grad.conv2d_weight(x, w_shape, g.to(x.dtype), stride, padding, dilation, groups)
+
+
+# ====================================================================================== C++ launchers
+def _f32(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.float32).contiguous()
+
+
+def _cpp_pack(x2: torch.Tensor) -> Tuple[torch.Tensor, bool]:
+    C = _ext.get()
+    x2 = _f32(x2)
+    rows, cols = x2.shape
+    bits = torch.empty((rows, (cols + 7) // 8), dtype=torch.uint8)
+    ok = C.spike_pack(x2.data_ptr(), bits.data_ptr(), rows, cols, _backend.num_threads())
+    return bits, bool(ok)
+
+
+def _cpp_unpack(bits: torch.Tensor, cols: int) -> torch.Tensor:
+    C = _ext.get()
+    bits = bits.contiguous()
+    rows = bits.shape[0]
+    out = torch.empty((rows, cols), dtype=torch.float32)
+    C.spike_unpack(bits.data_ptr(), out.data_ptr(), rows, cols, _backend.num_threads())
+    return out
+
+
+def _cpp_stats(x: torch.Tensor) -> Tuple[int, bool]:
+    x = _f32(x)
+    nnz, ok = _ext.get().spike_stats(x.data_ptr(), x.numel(), _backend.num_threads())
+    return int(nnz), bool(ok)
+
+
+# Tile-blocked W^T per weight version: WT[t][k][i] = W[64 t + i, k] (zero padded). Built once per weight
+# version (an optimizer step bumps the version) and kept while the weight lives.
+_wt_cache: dict = {}  # id(weight) -> (weakref to weight, {tag: (key, blocked copy)})
+_wt_lock = threading.Lock()
+
+
+def _weight_version(w: torch.Tensor):
+    try:
+        return w._version
+    except Exception:  # inference tensors have no version counter: never cache them
+        return None
+
+
+def _drop(wid: int):
+    def callback(_ref):
+        with _wt_lock:
+            _wt_cache.pop(wid, None)
+    return callback
+
+
+def _cached(w: torch.Tensor, tag: str, build):
+    ver = _weight_version(w)
+    key = (ver, w.data_ptr(), tuple(w.shape), tuple(w.stride()), w.dtype, w.device)
+    if ver is not None:
+        with _wt_lock:
+            entry = _wt_cache.get(id(w))
+            if entry is not None and entry[0]() is w:
+                hit = entry[1].get(tag)
+                if hit is not None and hit[0] == key:
+                    return hit[1]
+    out = build(w)
+    if ver is not None:
+        with _wt_lock:
+            entry = _wt_cache.get(id(w))
+            if entry is None or entry[0]() is not w:
+                entry = (weakref.ref(w, _drop(id(w))), {})
+                _wt_cache[id(w)] = entry
+            entry[1][tag] = (key, out)
+    return out
+
+
+def _tile_rows(a: torch.Tensor) -> torch.Tensor:
+    """[R, C] -> [ceil(C / 64)][R][64], zero padded: tile t holds columns 64 t .. 64 t + 63 of every row."""
+    R, Cc = a.shape
+    nt = (Cc + _TILE - 1) // _TILE
+    a = _f32(a)
+    if nt * _TILE != Cc:
+        a = F.pad(a, (0, nt * _TILE - Cc))
+    return a.reshape(R, nt, _TILE).transpose(0, 1).contiguous()
+
+
+def _linear_wt(w: torch.Tensor) -> torch.Tensor:
+    return _cached(w, "linear_cpp", lambda w: _tile_rows(w.detach().t()))
+
+
+def _cpp_linear_forward(x2, w, b, want_bits):
+    C = _ext.get()
+    x2 = _f32(x2)
+    M, K = x2.shape
+    N = w.shape[0]
+    wt = _linear_wt(w)
+    b32 = _f32(b.detach()) if b is not None else None
+    out = torch.empty((M, N), dtype=torch.float32)
+    bits = torch.empty((M, (K + 7) // 8), dtype=torch.uint8) if want_bits else None
+    ok = C.synapse_linear_forward(x2.data_ptr(), wt.data_ptr(), b32.data_ptr() if b32 is not None else 0,
+                                  out.data_ptr(), bits.data_ptr() if want_bits else 0, M, K, N,
+                                  _backend.num_threads())
+    return (out, bits) if ok else (None, None)
+
+
+def _cpp_linear_grad_weight(bits, g, K):
+    C = _ext.get()
+    M, N = g.shape
+    gt = _tile_rows(g)
+    gw = torch.empty((N, K), dtype=torch.float32)
+    C.synapse_linear_grad_weight(bits.contiguous().data_ptr(), gt.data_ptr(), gw.data_ptr(), M, K, N,
+                                 _backend.num_threads())
+    return gw
+
+
+def _conv_wt(w: torch.Tensor, groups: int) -> torch.Tensor:
+    """[Cout, Cin/G, KH, KW] -> [Cin][KH][KW][Cout/G]: the contiguous output row of each input channel and tap."""
+    def build(w):
+        Cout, cing, KH, KW = w.shape
+        return _f32(w.detach()).reshape(groups, Cout // groups, cing, KH, KW).permute(0, 2, 3, 4, 1).contiguous()
+    return _cached(w, f"conv_cpp_g{groups}", build)
+
+
+def _conv_out_hw(H, W, KH, KW, s, p, d):
+    return (H + 2 * p[0] - d[0] * (KH - 1) - 1) // s[0] + 1, (W + 2 * p[1] - d[1] * (KW - 1) - 1) // s[1] + 1
+
+
+def _cpp_conv2d_forward(x, w, b, s, p, d, groups):
+    C = _ext.get()
+    x = _f32(x)
+    B, Cin, H, W = x.shape
+    Cout, _, KH, KW = w.shape
+    OH, OW = _conv_out_hw(H, W, KH, KW, s, p, d)
+    wt = _conv_wt(w, groups)
+    b32 = _f32(b.detach()) if b is not None else None
+    out = torch.empty((B, Cout, OH, OW), dtype=torch.float32)
+    ok = C.synapse_conv2d_forward(x.data_ptr(), wt.data_ptr(), b32.data_ptr() if b32 is not None else 0,
+                                  out.data_ptr(), B, Cin, H, W, Cout, OH, OW, KH, KW, s[0], s[1], p[0], p[1],
+                                  d[0], d[1], groups, _backend.num_threads())
+    return out if ok else None
+
+
+def _cpp_conv2d_grad_weight(bits, x_shape, g, w_shape, s, p, d, groups):
+    C = _ext.get()
+    B, Cin, H, W = x_shape
+    Cout, cing, KH, KW = w_shape
+    _, _, OH, OW = g.shape
+    g_nhwc = g.to(torch.float32).permute(0, 2, 3, 1).contiguous()
+    gwt = torch.empty((Cin, KH, KW, Cout // groups), dtype=torch.float32)
+    bits = bits.contiguous()
+    C.synapse_conv2d_grad_weight(bits.data_ptr(), bits.numel(), g_nhwc.data_ptr(), gwt.data_ptr(), B, Cin, H, W,
+                                 Cout, OH, OW, KH, KW, s[0], s[1], p[0], p[1], d[0], d[1], groups,
+                                 _backend.num_threads())
+    return gwt.reshape(groups, cing, KH, KW, Cout // groups).permute(0, 4, 1, 2, 3).reshape(Cout, cing, KH, KW)
+
+
+# ================================================================================ backend dispatch tables
+def _kernels():
+    from ..kernels import synapse as K  # lazy: triton is optional
+    return K
+
+
+def _pack(x2: torch.Tensor, backend: str) -> Tuple[torch.Tensor, bool]:
+    """Pack a 2-D tensor; returns (bits, binary). bits is meaningless when binary is False."""
+    if backend == "cpp":
+        return _cpp_pack(x2)
+    if backend == "triton":
+        return _kernels().pack_bits(x2)
+    return ref_pack_bits(x2), ref_is_binary(x2)
+
+
+def _unpack(bits: torch.Tensor, cols: int, backend: str) -> torch.Tensor:
+    if backend == "cpp":
+        return _cpp_unpack(bits, cols)
+    if backend == "triton":
+        return _kernels().unpack_bits(bits, cols)
+    return ref_unpack_bits(bits, cols)
+
+
+def _stats(x: torch.Tensor, backend: str) -> Tuple[int, bool]:
+    if backend == "cpp":
+        return _cpp_stats(x)
+    return int(torch.count_nonzero(x)), ref_is_binary(x)
+
+
+# ============================================================================================ public: bits
+def pack_bits(x: torch.Tensor, backend: Optional[str] = "auto") -> torch.Tensor:
+    """Pack a binary tensor [*, n] into uint8 [*, ceil(n / 8)] (bit j of byte b = element 8 b + j).
+
+    Raises ValueError when x holds a value other than 0 and 1 (the round trip would not be exact).
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"pack_bits: x must be a torch.Tensor, but got {type(x).__name__}.")
+    if x.dim() == 0:
+        raise ValueError("pack_bits: x must have at least one dimension, but got a 0-d tensor.")
+    if not (x.is_floating_point() or x.dtype == torch.bool):
+        x = x.to(torch.float32)
+    if x.dtype == torch.bool:
+        x = x.to(torch.float32)
+    lead, n = x.shape[:-1], x.shape[-1]
+    x2 = x.reshape(-1, n)
+    be = _backend.resolve(backend, [x2], "pack_bits")
+    if x2.numel() == 0:
+        return torch.zeros((*lead, (n + 7) // 8), dtype=torch.uint8, device=x.device)
+    bits, ok = _pack(x2, be)
+    if not ok:
+        raise ValueError("pack_bits: x must be binary (every value 0 or 1), but it holds other values; "
+                         "bit packing keeps only whether each element is nonzero.")
+    return bits.reshape(*lead, bits.shape[-1])
+
+
+def unpack_bits(bits: torch.Tensor, n: int, dtype: torch.dtype = torch.float32,
+                backend: Optional[str] = "auto") -> torch.Tensor:
+    """Inverse of :func:`pack_bits`: uint8 [*, ceil(n / 8)] -> [*, n] of 0/1 in ``dtype``."""
+    if not isinstance(bits, torch.Tensor) or bits.dtype != torch.uint8:
+        raise TypeError(f"unpack_bits: bits must be a torch.uint8 tensor, but got "
+                        f"{getattr(bits, 'dtype', type(bits).__name__)}.")
+    if bits.dim() == 0 or bits.shape[-1] != (n + 7) // 8:
+        raise ValueError(f"unpack_bits: bits must have shape [*, ceil(n/8)] = [*, {(n + 7) // 8}] for n={n}, "
+                         f"but got {tuple(bits.shape)}.")
+    lead = bits.shape[:-1]
+    b2 = bits.reshape(-1, bits.shape[-1])
+    probe = torch.empty(0, dtype=torch.float32, device=bits.device)
+    be = _backend.resolve(backend, [probe], "unpack_bits")
+    if b2.numel() == 0:
+        return torch.zeros((*lead, n), dtype=dtype, device=bits.device)
+    return _unpack(b2, n, be).reshape(*lead, n).to(dtype)
+
+
+def spike_stats(x: torch.Tensor, backend: Optional[str] = "auto") -> Tuple[float, bool]:
+    """(fraction of nonzero elements, whether every value is 0 or 1), in one pass on the CPU."""
+    if x.numel() == 0:
+        return 0.0, True
+    be = _backend.resolve(backend, [x], "spike_stats", cpp_dtypes=(torch.float32,))
+    nnz, ok = _stats(x, be)
+    return nnz / x.numel(), ok
+
+
+# ===================================================================================== crossover store
+# Density (fraction of active inputs) at or below which the event-driven path is used by 'auto'. The built-in
+# values were measured with bench/bench_synapse.py on a 2-thread AMD EPYC (AVX-512) and are used when no
+# calibration for this machine is stored.
+DEFAULT_CROSSOVER = {"cpu": {"linear": 0.25, "conv2d": 0.10}, "cuda": {"linear": 0.02, "conv2d": 0.02}}
+_store_cache = {}
+
+
+def calibration_path() -> str:
+    """``$FASTSPIKE_CACHE_DIR/synapse_crossover.json`` (default ``~/.cache/fastspike``, or $XDG_CACHE_HOME)."""
+    root = os.environ.get("FASTSPIKE_CACHE_DIR")
+    if not root:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(xdg, "fastspike")
+    return os.path.join(root, "synapse_crossover.json")
+
+
+def machine_key(device: Union[str, torch.device] = "cpu") -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"cpu:{cpu}:threads={torch.get_num_threads()}"
+
+
+def _load_store(path: str) -> dict:
+    try:
+        mtime = os.path.getmtime(path)
+    except OSError:
+        return {}
+    hit = _store_cache.get(path)
+    if hit is not None and hit[0] == mtime:
+        return hit[1]
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        if not isinstance(data, dict):
+            data = {}
+    except (OSError, ValueError):
+        data = {}  # a corrupt or unreadable store falls back to the built-in defaults
+    _store_cache[path] = (mtime, data)
+    return data
+
+
+def crossover(op: str, device: Union[str, torch.device] = "cpu") -> float:
+    """The density at or below which 'auto' takes the event-driven path for ``op`` ('linear' or 'conv2d')."""
+    if op not in ("linear", "conv2d"):
+        raise ValueError(f"crossover: op must be 'linear' or 'conv2d', but got {op!r}.")
+    device = torch.device(device)
+    entry = _load_store(calibration_path()).get(machine_key(device), {})
+    value = entry.get(op)
+    if isinstance(value, (int, float)) and 0.0 <= value <= 1.0:
+        return float(value)
+    return DEFAULT_CROSSOVER["cuda" if device.type == "cuda" else "cpu"][op]
+
+
+def save_crossover(op: str, value: float, device: Union[str, torch.device] = "cpu") -> str:
+    """Store a calibrated crossover for this machine (atomic: temporary file + os.replace). Returns the path."""
+    if op not in ("linear", "conv2d"):
+        raise ValueError(f"save_crossover: op must be 'linear' or 'conv2d', but got {op!r}.")
+    if not (0.0 <= float(value) <= 1.0):
+        raise ValueError(f"save_crossover: value must be a density in [0, 1], but got {value!r}.")
+    path = calibration_path()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    data = dict(_load_store(path))
+    key = machine_key(device)
+    entry = dict(data.get(key, {}))
+    entry[op] = float(value)
+    data[key] = entry
+    fd, tmp = tempfile.mkstemp(prefix=".synapse_crossover.", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _store_cache.pop(path, None)
+    return path
+
+
+def _time(fn, reps: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def calibrate(op: str, device: Union[str, torch.device] = "cpu", shape: Optional[dict] = None,
+              densities=(0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5), reps: int = 3,
+              save: bool = True) -> Tuple[float, list]:
+    """Time the event-driven and the dense forward at each density; the crossover is the largest density
+    below which the event path won at every measured point. Returns (crossover, [(density, t_event, t_dense)])
+    and stores the crossover for this machine when ``save``."""
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    rows = []
+    with torch.no_grad():
+        if op == "linear":
+            s = {"M": 256, "K": 2048, "N": 2048, **(shape or {})}
+            w = torch.randn(s["N"], s["K"], device=device)
+            make = lambda d: (torch.rand(s["M"], s["K"], device=device) < d).float()  # noqa: E731
+            run = lambda x, e: synapse_linear(x, w, None, event_driven=e)  # noqa: E731
+        elif op == "conv2d":
+            s = {"B": 8, "C": 128, "H": 32, "W": 32, **(shape or {})}
+            w = torch.randn(s["C"], s["C"], 3, 3, device=device)
+            make = lambda d: (torch.rand(s["B"], s["C"], s["H"], s["W"], device=device) < d).float()  # noqa: E731
+            run = lambda x, e: synapse_conv2d(x, w, None, padding=1, event_driven=e)  # noqa: E731
+        else:
+            raise ValueError(f"calibrate: op must be 'linear' or 'conv2d', but got {op!r}.")
+        cross = 0.0
+        winning = True
+        for d in densities:
+            x = make(d)
+            te = _time(lambda: (run(x, True), sync()), reps)
+            td = _time(lambda: (run(x, False), sync()), reps)
+            rows.append((d, te, td))
+            if winning and te < td:
+                cross = d
+            else:
+                winning = False
+    if save:
+        save_crossover(op, cross, device)
+    return cross, rows
+
+
+# ==================================================================================== autograd Functions
+class _SynapseLinearFn(torch.autograd.Function):
+    """x2 [M, K] -> x2 @ W^T + b. ``event``: the spike-gather kernel (x must be binary) or torch's GEMM.
+    Saves x as bits when it is binary (``pack``), else as it is."""
+
+    @staticmethod
+    def forward(ctx, x2, weight, bias, event: bool, binary: bool, backend: str):
+        need_grad_w = ctx.needs_input_grad[1]
+        bits = None
+        if event and backend == "cpp":
+            out, bits = _cpp_linear_forward(x2, weight, bias, want_bits=need_grad_w)
+            if out is None:
+                raise ValueError("synapse_linear: event_driven=True needs binary spikes (every value 0 or 1), "
+                                 "but x holds other values; use event_driven=False or 'auto' for real-valued input.")
+        elif event and backend == "triton":
+            out = _kernels().linear_forward(x2, weight, bias)
+        else:
+            out = F.linear(x2, weight, bias) if x2.dtype == weight.dtype else F.linear(x2.to(weight.dtype), weight, bias)
+        saved_x = None
+        if need_grad_w and bits is None:
+            if binary:
+                bits, _ = _pack(x2, backend)
+            else:
+                saved_x = x2
+        ctx.binary = bits is not None
+        ctx.event, ctx.backend, ctx.K = event, backend, x2.shape[1]
+        ctx.x_dtype = x2.dtype
+        ctx.save_for_backward(weight, bits if bits is not None else saved_x)
+        return out.to(weight.dtype) if out.dtype != weight.dtype else out
+
+    @staticmethod
+    def backward(ctx, g):
+        weight, saved = ctx.saved_tensors
+        gx = gw = gb = None
+        gf = g if g.dtype == torch.float64 else g.to(torch.float32)
+        if ctx.needs_input_grad[0]:
+            gx = gf.mm(weight.to(gf.dtype)).to(ctx.x_dtype)  # dense
+        if ctx.needs_input_grad[1]:
+            if not ctx.binary:
+                gw = gf.t().mm(saved.to(gf.dtype))
+            elif ctx.event and ctx.backend == "cpp" and gf.dtype == torch.float32:
+                gw = _cpp_linear_grad_weight(saved, gf.contiguous(), ctx.K)
+            elif ctx.event and ctx.backend == "triton" and gf.dtype == torch.float32:
+                gw = _kernels().linear_grad_weight(saved, gf.contiguous(), ctx.K)
+            elif ctx.backend in ("cpp", "triton") and gf.dtype == torch.float32:
+                gw = gf.t().mm(_unpack(saved, ctx.K, ctx.backend))
+            else:
+                gw = ref_linear_grad_weight(saved, gf, ctx.K)
+            gw = gw.to(weight.dtype)
+        if ctx.needs_input_grad[2]:
+            gb = gf.sum(0).to(weight.dtype)
+        return gx, gw, gb, None, None, None
+
+
+class _SynapseConv2dFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, dilation, groups, event: bool, binary: bool, backend: str):
+        need_grad_w = ctx.needs_input_grad[1]
+        if event and backend == "cpp":
+            out = _cpp_conv2d_forward(x, weight, bias, stride, padding, dilation, groups)
+            if out is None:
+                raise ValueError("synapse_conv2d: event_driven=True needs binary spikes (every value 0 or 1), "
+                                 "but x holds other values; use event_driven=False or 'auto' for real-valued input.")
+        elif event and backend == "triton":
+            out = _kernels().conv2d_forward(x, weight, bias, stride, padding, dilation, groups)
+        else:
+            out = F.conv2d(x.to(weight.dtype), weight, bias, stride, padding, dilation, groups)
+        bits = saved_x = None
+        if need_grad_w:
+            if binary:
+                bits, _ = _pack(x.reshape(1, -1), backend)
+            else:
+                saved_x = x
+        ctx.binary = bits is not None
+        ctx.conf = (stride, padding, dilation, groups)
+        ctx.event, ctx.backend = event, backend
+        ctx.x_shape, ctx.x_dtype = tuple(x.shape), x.dtype
+        ctx.save_for_backward(weight, bits if bits is not None else saved_x)
+        return out.to(weight.dtype) if out.dtype != weight.dtype else out
+
+    @staticmethod
+    def backward(ctx, g):
+        weight, saved = ctx.saved_tensors
+        s, p, d, groups = ctx.conf
+        gx = gw = gb = None
+        gf = g if g.dtype == torch.float64 else g.to(torch.float32)
+        wf = weight.to(gf.dtype)
+        if ctx.needs_input_grad[0]:
+            gx = torch.nn.grad.conv2d_input(ctx.x_shape, wf, gf, s, p, d, groups).to(ctx.x_dtype)  # dense
+        if ctx.needs_input_grad[1]:
+            if not ctx.binary:
+                gw = torch.nn.grad.conv2d_weight(saved.to(gf.dtype), weight.shape, gf, s, p, d, groups)
+            elif ctx.event and ctx.backend == "cpp" and gf.dtype == torch.float32:
+                gw = _cpp_conv2d_grad_weight(saved, ctx.x_shape, gf, weight.shape, s, p, d, groups)
+            elif ctx.event and ctx.backend == "triton" and gf.dtype == torch.float32:
+                gw = _kernels().conv2d_grad_weight(saved, ctx.x_shape, gf.contiguous(), weight.shape, s, p, d, groups)
+            elif ctx.backend in ("cpp", "triton") and gf.dtype == torch.float32:
+                n = 1
+                for v in ctx.x_shape:
+                    n *= v
+                xs = _unpack(saved, n, ctx.backend).reshape(ctx.x_shape)
+                gw = torch.nn.grad.conv2d_weight(xs, weight.shape, gf, s, p, d, groups)
+            else:
+                gw = ref_conv2d_grad_weight(saved, ctx.x_shape, gf, weight.shape, s, p, d, groups)
+            gw = gw.to(weight.dtype)
+        if ctx.needs_input_grad[2]:
+            gb = gf.sum((0, 2, 3)).to(weight.dtype)
+        return gx, gw, gb, None, None, None, None, None, None, None
+
+
+# ============================================================================================ public ops
+def _check_event_driven(name: str, event_driven) -> None:
+    if not (event_driven is True or event_driven is False or event_driven == "auto"):
+        raise ValueError(f"{name}: event_driven must be 'auto', True or False, but got {event_driven!r}.")
+
+
+def _choose(name: str, op: str, x: torch.Tensor, weight: torch.Tensor, event_driven, backend: str,
+            supported: bool, why: str):
+    """Decide (event path?, input binary?) for one call. 'binary' matters only when the input is saved for
+    the weight gradient (then it is stored as bits)."""
+    need_saved = torch.is_grad_enabled() and weight.requires_grad
+    be_stats = "cpp" if backend == "cpp" and x.dtype == torch.float32 else "torch"
+    if event_driven is False or not supported:
+        if event_driven is True:
+            raise ValueError(f"{name}: event_driven=True does not support {why}; use event_driven=False or 'auto'.")
+        return False, bool(need_saved and _stats(x, be_stats)[1])
+    if event_driven is True:
+        if backend == "cpp":
+            return True, True  # the C++ kernel checks binarity during its compaction pass
+        if not _stats(x, be_stats)[1]:
+            raise ValueError(f"{name}: event_driven=True needs binary spikes (every value 0 or 1), but x holds "
+                             "other values; use event_driven=False or 'auto' for real-valued input.")
+        return True, True
+    nnz, binary = _stats(x, be_stats)
+    if not binary:
+        return False, False
+    return nnz / max(1, x.numel()) <= crossover(op, x.device), True
+
+
+def synapse_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                   event_driven: Union[str, bool] = "auto", backend: Optional[str] = "auto") -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` for spike inputs x [*, K]; see the module docstring for ``event_driven``."""
+    name = "synapse_linear"
+    _check_event_driven(name, event_driven)
+    for arg, t in (("x", x), ("weight", weight)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: {arg} must be a torch.Tensor, but got {type(t).__name__}.")
+    if bias is not None and not isinstance(bias, torch.Tensor):
+        raise TypeError(f"{name}: bias must be a torch.Tensor or None, but got {type(bias).__name__}.")
+    if weight.dim() != 2:
+        raise ValueError(f"{name}: weight must be [out_features, in_features], but got shape {tuple(weight.shape)}.")
+    if x.dim() < 1 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"{name}: x must be [*, in_features={weight.shape[1]}], but got shape {tuple(x.shape)}.")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"{name}: bias must have shape ({weight.shape[0]},), but got {tuple(bias.shape)}.")
+    if x.device != weight.device:
+        raise ValueError(f"{name}: x is on {x.device} but weight is on {weight.device}.")
+    if not x.is_floating_point():
+        x = x.to(weight.dtype)
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1])
+    be = _backend.resolve(backend, [x2, weight], name)
+    if x2.shape[0] == 0 or x2.shape[1] == 0:
+        return F.linear(x, weight, bias)
+    event, binary = _choose(name, "linear", x2, weight, event_driven, be, True, "")
+    out = _SynapseLinearFn.apply(x2, weight, bias, event, binary, be)
+    return out.reshape(*lead, weight.shape[0])
+
+
+def _pair(name: str, arg: str, v) -> Tuple[int, int]:
+    if isinstance(v, int):
+        v = (v, v)
+    if not (isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(i, int) for i in v)):
+        raise ValueError(f"{name}: {arg} must be an int or a pair of ints, but got {v!r}.")
+    return int(v[0]), int(v[1])
+
+
+def synapse_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, stride=1,
+                   padding=0, dilation=1, groups: int = 1, event_driven: Union[str, bool] = "auto",
+                   backend: Optional[str] = "auto") -> torch.Tensor:
+    """``F.conv2d`` for spike inputs x [B, Cin, H, W] (or [Cin, H, W]); see the module docstring."""
+    name = "synapse_conv2d"
+    _check_event_driven(name, event_driven)
+    for arg, t in (("x", x), ("weight", weight)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: {arg} must be a torch.Tensor, but got {type(t).__name__}.")
+    if weight.dim() != 4:
+        raise ValueError(f"{name}: weight must be [Cout, Cin/groups, KH, KW], but got shape {tuple(weight.shape)}.")
+    if not isinstance(groups, int) or groups < 1 or weight.shape[0] % groups:
+        raise ValueError(f"{name}: groups must be a positive int dividing out_channels={weight.shape[0]}, "
+                         f"but got {groups!r}.")
+    unbatched = x.dim() == 3
+    if unbatched:
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or x.shape[1] != weight.shape[1] * groups:
+        raise ValueError(f"{name}: x must be [B, Cin={weight.shape[1] * groups}, H, W], but got shape "
+                         f"{tuple(x.shape if not unbatched else x.shape[1:])}.")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"{name}: bias must have shape ({weight.shape[0]},), but got {tuple(bias.shape)}.")
+    if x.device != weight.device:
+        raise ValueError(f"{name}: x is on {x.device} but weight is on {weight.device}.")
+    if not x.is_floating_point():
+        x = x.to(weight.dtype)
+    s = _pair(name, "stride", stride)
+    d = _pair(name, "dilation", dilation)
+    supported, why = True, ""
+    if isinstance(padding, str):
+        supported, why = False, f"padding={padding!r} (give the padding as ints)"
+        out = None
+        if event_driven is True:
+            raise ValueError(f"{name}: event_driven=True does not support {why}; use event_driven=False or 'auto'.")
+        out = F.conv2d(x, weight, bias, s, padding, d, groups)
+        return out.squeeze(0) if unbatched else out
+    p = _pair(name, "padding", padding)
+    if min(s) < 1 or min(d) < 1 or min(p) < 0:
+        raise ValueError(f"{name}: stride and dilation must be >= 1 and padding >= 0, but got stride={s}, "
+                         f"padding={p}, dilation={d}.")
+    be = _backend.resolve(backend, [x, weight], name)
+    if x.numel() == 0:
+        out = F.conv2d(x, weight, bias, s, p, d, groups)
+        return out.squeeze(0) if unbatched else out
+    event, binary = _choose(name, "conv2d", x, weight, event_driven, be, supported, why)
+    out = _SynapseConv2dFn.apply(x, weight, bias, s, p, d, groups, event, binary, be)
+    return out.squeeze(0) if unbatched else out
