@@ -1,0 +1,320 @@
+"""Event-driven synapses and bit-packed spike storage against F.linear / F.conv2d on every backend that runs here."""
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastspike import _ext
+from fastspike.ops import _backend
+from fastspike.ops import synapse as S
+from helpers import assert_close, noncontiguous
+
+DENSITIES = [0.0, 1e-3, 0.05, 0.5, 1.0]
+TOL = 1e-5
+
+
+def _backends():
+    out = ["torch"]
+    if _ext.available():
+        out.append("cpp")
+    if _backend.triton_available() and (torch.cuda.is_available() or _backend.triton_interpret()):
+        out.append("triton")
+    return out
+
+
+BACKENDS = _backends()
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _dev(backend):
+    return "cpu" if backend == "cpp" else DEVICE
+
+
+def _spikes(shape, density, device="cpu"):
+    x = (torch.rand(shape, device=device) < density).float()
+    if density == 1.0:
+        assert bool(x.all())
+    return x
+
+
+def _linear_shapes(backend):
+    # the interpreter is slow: tiny shapes for triton on the CPU
+    return (7, 37, 19) if backend == "triton" and DEVICE == "cpu" else (67, 301, 133)
+
+
+@pytest.mark.parametrize("density", DENSITIES, ids=lambda d: f"d{d}")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_linear_event_matches_f_linear(backend, density):
+    M, K, N = _linear_shapes(backend)
+    dev = _dev(backend)
+    x = _spikes((M, K), density, dev)
+    w = torch.randn(N, K, device=dev, requires_grad=True)
+    b = torch.randn(N, device=dev, requires_grad=True)
+    xn = noncontiguous(x).requires_grad_()
+    out = S.synapse_linear(xn, w, b, event_driven=True, backend=backend)
+    xr = x.clone().requires_grad_()
+    ref = F.linear(xr, w, b)
+    assert_close("out", ref, out, TOL)
+    g = noncontiguous(torch.randn_like(ref))
+    got = torch.autograd.grad(out, (xn, w, b), g)
+    exp = torch.autograd.grad(ref, (xr, w, b), g)
+    for name, e, o in zip(("grad_x", "grad_w", "grad_b"), exp, got):
+        assert_close(name, e, o, TOL)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_linear_leading_dims_no_bias_and_dense_path(backend):
+    dev = _dev(backend)
+    x = _spikes((3, 2, 29), 0.2, dev)  # [T, N, K]
+    w = torch.randn(11, 29, device=dev, requires_grad=True)
+    for ed in (True, False, "auto"):
+        out = S.synapse_linear(x, w, None, event_driven=ed, backend=backend)
+        ref = F.linear(x, w)
+        assert out.shape == (3, 2, 11)
+        assert_close(f"out[{ed}]", ref, out, TOL)
+        g = torch.randn_like(ref)
+        assert_close(f"grad_w[{ed}]", torch.autograd.grad(ref, w, g)[0], torch.autograd.grad(out, w, g)[0], TOL)
+
+
+def _conv_cases(backend):
+    tiny = backend == "triton" and DEVICE == "cpu"
+    if tiny:
+        return [((2, 4, 5, 7), (6, 2, 3, 2), dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2))]
+    return [((3, 6, 9, 11), (8, 6, 3, 3), dict(stride=1, padding=1, dilation=1, groups=1)),
+            ((2, 6, 10, 7), (9, 2, 3, 2), dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=3))]
+
+
+@pytest.mark.parametrize("density", DENSITIES, ids=lambda d: f"d{d}")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_conv2d_event_matches_f_conv2d(backend, density):
+    dev = _dev(backend)
+    for xs, ws, kw in _conv_cases(backend):
+        x = _spikes(xs, density, dev)
+        w = torch.randn(ws, device=dev, requires_grad=True)
+        b = torch.randn(ws[0], device=dev, requires_grad=True)
+        xn = noncontiguous(x).requires_grad_()
+        out = S.synapse_conv2d(xn, w, b, event_driven=True, backend=backend, **kw)
+        xr = x.clone().requires_grad_()
+        ref = F.conv2d(xr, w, b, **kw)
+        assert_close(f"out{kw}", ref, out, TOL)
+        g = noncontiguous(torch.randn_like(ref))
+        got = torch.autograd.grad(out, (xn, w, b), g)
+        exp = torch.autograd.grad(ref, (xr, w, b), g)
+        for name, e, o in zip(("grad_x", "grad_w", "grad_b"), exp, got):
+            assert_close(f"{name}{kw}", e, o, TOL)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_conv2d_dense_and_auto_paths(backend):
+    dev = _dev(backend)
+    x = _spikes((2, 3, 6, 5), 0.3, dev)
+    w = torch.randn(4, 3, 3, 3, device=dev, requires_grad=True)
+    for ed in (False, "auto"):
+        out = S.synapse_conv2d(x, w, None, padding=1, event_driven=ed, backend=backend)
+        ref = F.conv2d(x, w, None, padding=1)
+        assert_close(f"out[{ed}]", ref, out, TOL)
+        g = torch.randn_like(ref)
+        assert_close(f"grad_w[{ed}]", torch.autograd.grad(ref, w, g)[0], torch.autograd.grad(out, w, g)[0], TOL)
+    # unbatched input [C, H, W]
+    out = S.synapse_conv2d(x[0], w, None, padding=1, event_driven=True, backend=backend)
+    assert_close("unbatched", F.conv2d(x[0:1], w, None, padding=1)[0], out, TOL)
+
+
+# ---------------------------------------------------------------------------------------------- bit packing
+@pytest.mark.parametrize("shape", [(1,), (7,), (8,), (3, 13), (2, 5, 17), (4, 64)], ids=str)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pack_round_trip_exact(backend, shape):
+    dev = _dev(backend)
+    x = _spikes(shape, 0.4, dev)
+    bits = S.pack_bits(x, backend=backend)
+    assert bits.dtype == torch.uint8 and bits.shape == (*shape[:-1], (shape[-1] + 7) // 8)
+    assert torch.equal(bits, S.ref_pack_bits(x))  # same layout as the reference
+    back = S.unpack_bits(bits, shape[-1], backend=backend)
+    assert torch.equal(back, x)
+    # the layout is the documented one: bit j of byte b is element 8 b + j
+    flat = x.reshape(-1, shape[-1])[0]
+    byte0 = int(bits.reshape(-1, bits.shape[-1])[0, 0])
+    assert byte0 == sum(int(flat[j]) << j for j in range(min(8, shape[-1])))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pack_rejects_non_binary(backend):
+    dev = _dev(backend)
+    x = torch.tensor([[0.0, 1.0, 0.5, 0.0, 1.0, 0.0, 0.0, 0.0, 2.0]], device=dev)
+    with pytest.raises(ValueError, match="binary"):
+        S.pack_bits(x, backend=backend)
+    with pytest.raises(ValueError, match="binary"):
+        S.pack_bits(torch.tensor([0.0, float("nan")], device=dev), backend=backend)
+
+
+def test_unpack_errors():
+    with pytest.raises(TypeError, match="uint8"):
+        S.unpack_bits(torch.zeros(3), 8)
+    with pytest.raises(ValueError, match="ceil"):
+        S.unpack_bits(torch.zeros(2, 3, dtype=torch.uint8), 8)
+
+
+def _saved_bytes(fn, exclude):
+    """Bytes of the tensors autograd saves for backward, parameters excluded."""
+    ptrs = {t.data_ptr() for t in exclude}
+    total = [0]
+
+    def pack(t):
+        if t.data_ptr() not in ptrs:
+            total[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total[0]
+
+
+@pytest.mark.parametrize("event_driven", [True, False])
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "triton"] or ["torch"])
+def test_saved_for_backward_is_32x_smaller(backend, event_driven):
+    x = _spikes((64, 256), 0.1)
+    w = torch.randn(32, 256, requires_grad=True)
+    b = torch.randn(32, requires_grad=True)
+    n = _saved_bytes(lambda: S.synapse_linear(x, w, b, event_driven=event_driven, backend=backend), [w, b])
+    assert n * 32 == x.numel() * 4, f"saved {n} bytes for a {x.numel() * 4}-byte float32 input"
+    xc = _spikes((2, 16, 8, 8), 0.1)
+    wc = torch.randn(16, 16, 3, 3, requires_grad=True)
+    n = _saved_bytes(lambda: S.synapse_conv2d(xc, wc, None, padding=1, event_driven=event_driven, backend=backend),
+                     [wc])
+    assert n * 32 == xc.numel() * 4
+    # a real-valued input is saved as it is (nothing is lost)
+    xr = torch.randn(64, 256)
+    n = _saved_bytes(lambda: S.synapse_linear(xr, w, b, event_driven=False, backend=backend), [w, b])
+    assert n == xr.numel() * 4
+
+
+# ------------------------------------------------------------------------------------------ errors and auto
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_event_driven_rejects_non_binary(backend):
+    dev = _dev(backend)
+    x = _spikes((5, 16), 0.5, dev)
+    x[2, 3] = 0.7
+    w = torch.randn(4, 16, device=dev)
+    with pytest.raises(ValueError, match="binary"):
+        S.synapse_linear(x, w, event_driven=True, backend=backend)
+    xc = _spikes((1, 2, 4, 4), 0.5, dev)
+    xc[0, 1, 2, 2] = 3.0
+    with pytest.raises(ValueError, match="binary"):
+        S.synapse_conv2d(xc, torch.randn(2, 2, 3, 3, device=dev), event_driven=True, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_auto_takes_dense_path_for_real_input(backend):
+    dev = _dev(backend)
+    x = torch.randn(5, 16, device=dev, requires_grad=True)
+    w = torch.randn(4, 16, device=dev, requires_grad=True)
+    out = S.synapse_linear(x, w, event_driven="auto", backend=backend)
+    ref = F.linear(x, w)
+    assert_close("out", ref, out, TOL)
+    g = torch.randn_like(ref)
+    for name, e, o in zip(("gx", "gw"), torch.autograd.grad(ref, (x, w), g), torch.autograd.grad(out, (x, w), g)):
+        assert_close(name, e, o, TOL)
+
+
+def test_auto_follows_the_crossover(monkeypatch, tmp_path):
+    if not _ext.available():
+        pytest.skip("needs the C++ extension to observe the event path")
+    monkeypatch.setenv("FASTSPIKE_CACHE_DIR", str(tmp_path))
+    calls = []
+    real = S._cpp_linear_forward
+    monkeypatch.setattr(S, "_cpp_linear_forward", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    x = _spikes((16, 64), 0.05)
+    x[0, :8] = 1.0  # density above 0.05 for sure
+    w = torch.randn(8, 64)
+    S.save_crossover("linear", 1.0)
+    S.synapse_linear(x, w, event_driven="auto", backend="cpp")
+    assert len(calls) == 1
+    S.save_crossover("linear", 0.0)
+    out = S.synapse_linear(x, w, event_driven="auto", backend="cpp")
+    assert len(calls) == 1
+    assert_close("dense", F.linear(x, w), out, TOL)
+
+
+def test_bad_arguments():
+    x = _spikes((4, 8), 0.5)
+    w = torch.randn(3, 8)
+    with pytest.raises(ValueError, match="event_driven"):
+        S.synapse_linear(x, w, event_driven="yes")
+    with pytest.raises(ValueError, match="in_features=8"):
+        S.synapse_linear(torch.zeros(4, 7), w)
+    with pytest.raises(ValueError, match="bias"):
+        S.synapse_linear(x, w, torch.zeros(4))
+    with pytest.raises(TypeError, match="x must be"):
+        S.synapse_linear([1.0], w)
+    with pytest.raises(ValueError, match="Cin=4"):
+        S.synapse_conv2d(torch.zeros(1, 3, 5, 5), torch.randn(2, 4, 3, 3))
+    with pytest.raises(ValueError, match="groups"):
+        S.synapse_conv2d(torch.zeros(1, 4, 5, 5), torch.randn(3, 2, 3, 3), groups=2)
+    with pytest.raises(ValueError, match="padding"):
+        S.synapse_conv2d(torch.zeros(1, 4, 5, 5), torch.randn(2, 4, 3, 3), padding="same", event_driven=True)
+    # padding='same' is fine on the dense path
+    xs = _spikes((1, 4, 5, 5), 0.5)
+    wc = torch.randn(2, 4, 3, 3)
+    assert_close("same", F.conv2d(xs, wc, padding="same"), S.synapse_conv2d(xs, wc, padding="same"), TOL)
+
+
+def test_weight_cache_follows_in_place_updates():
+    if not _ext.available():
+        pytest.skip("the blocked-weight cache belongs to the C++ path")
+    x = _spikes((9, 40), 0.3)
+    w = torch.randn(70, 40, requires_grad=True)
+    out1 = S.synapse_linear(x, w, event_driven=True, backend="cpp")
+    with torch.no_grad():
+        w.mul_(2.0)
+    out2 = S.synapse_linear(x, w, event_driven=True, backend="cpp")
+    assert_close("after in-place update", F.linear(x, w), out2, TOL)
+    assert_close("scaled", 2 * out1, out2, TOL)
+    wc = torch.randn(5, 3, 3, 3)
+    xc = _spikes((1, 3, 6, 6), 0.3)
+    S.synapse_conv2d(xc, wc, event_driven=True, backend="cpp")
+    wc.add_(1.0)
+    assert_close("conv after update", F.conv2d(xc, wc), S.synapse_conv2d(xc, wc, event_driven=True, backend="cpp"),
+                 TOL)
+
+
+def test_float64_and_half_inputs():
+    x = _spikes((6, 24), 0.3).double()
+    w = torch.randn(5, 24, dtype=torch.float64, requires_grad=True)
+    out = S.synapse_linear(x, w, event_driven=True)  # auto backend -> torch reference for float64
+    assert out.dtype == torch.float64
+    assert_close("f64", F.linear(x, w), out, 1e-12)
+    if _ext.available():
+        xh = _spikes((6, 24), 0.3).half()
+        wh = torch.randn(5, 24).half()
+        out = S.synapse_linear(xh, wh, event_driven=True, backend="cpp")
+        assert out.dtype == torch.float16
+        assert_close("f16", F.linear(xh.float(), wh.float()), out.float(), 1e-3)
+
+
+# ----------------------------------------------------------------------------------------- crossover store
+def test_crossover_store_round_trip(monkeypatch, tmp_path):
+    monkeypatch.setenv("FASTSPIKE_CACHE_DIR", str(tmp_path / "sub"))
+    assert S.crossover("linear") == S.DEFAULT_CROSSOVER["cpu"]["linear"]  # nothing stored: built-in default
+    path = S.save_crossover("conv2d", 0.125)
+    assert path.startswith(str(tmp_path)) and os.path.exists(path)
+    assert S.crossover("conv2d") == 0.125
+    assert S.crossover("linear") == S.DEFAULT_CROSSOVER["cpu"]["linear"]
+    S.save_crossover("linear", 0.3)
+    assert (S.crossover("linear"), S.crossover("conv2d")) == (0.3, 0.125)
+    assert sorted(os.listdir(os.path.dirname(path))) == ["synapse_crossover.json"]  # no temporary left behind
+    with open(path, "w") as f:
+        f.write("{not json")
+    assert S.crossover("linear") == S.DEFAULT_CROSSOVER["cpu"]["linear"]  # corrupt store: defaults
+    with pytest.raises(ValueError, match="density"):
+        S.save_crossover("linear", 1.5)
+    with pytest.raises(ValueError, match="op"):
+        S.crossover("conv3d")
+
+
+def test_calibrate_stores_a_measured_crossover(monkeypatch, tmp_path):
+    monkeypatch.setenv("FASTSPIKE_CACHE_DIR", str(tmp_path))
+    cross, rows = S.calibrate("linear", shape={"M": 16, "K": 64, "N": 32}, densities=(0.01, 0.5), reps=1)
+    assert len(rows) == 2 and all(te > 0 and td > 0 for _, te, td in rows)
+    assert cross in (0.0, 0.01, 0.5)
+    assert S.crossover("linear") == cross
