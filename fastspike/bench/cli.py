@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 import time
 from typing import List, Optional, Sequence
@@ -125,8 +126,29 @@ def run(argv: Optional[Sequence[str]] = None, out=None) -> int:
 
 
 def _run(args, device: str, cases: List[Case], peers: List[str], out) -> int:
+    threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        return _run_inner(args, device, cases, peers, out)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _load_warning() -> str:
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return ""
+    cores = os.cpu_count() or 1
+    if load <= cores:
+        return ""
+    return (f"  warning: this machine is busy (1-min load average {load:.1f} on {cores} cores): timings are noisy, "
+            f"and OpenMP/torch with {torch.get_num_threads()} threads can stall at every barrier while a thread waits "
+            "for a core; --threads 1 gives steadier numbers on an oversubscribed machine")
+
+
+def _run_inner(args, device: str, cases: List[Case], peers: List[str], out) -> int:
     started = time.time()
     settings = Settings(device=device, memory=not args.no_memory)
     settings.repeat = args.repeat if args.repeat is not None else (3 if args.quick else settings.repeat)
@@ -144,6 +166,9 @@ def _run(args, device: str, cases: List[Case], peers: List[str], out) -> int:
     for name, info in peer_info.items():
         if info["installed"] is False:
             print(f"  peer {name}: skipped, not installed ({info['reason']}); install: {info['pip']}", file=out)
+    warn = _load_warning() if not device.startswith("cuda") else ""
+    if warn:
+        print(warn, file=out)
     if device.startswith("cuda"):
         settings.copy_bw_gbs = copy_bandwidth(device)
         print(f"  device-to-device copy bandwidth (this run): {settings.copy_bw_gbs:.0f} GB/s", file=out)
@@ -222,6 +247,8 @@ def _run(args, device: str, cases: List[Case], peers: List[str], out) -> int:
                          "warmup": settings.warmup, "min_sample_s": settings.min_sample_s,
                          "copy_bandwidth_gbs": settings.copy_bw_gbs, "memory": settings.memory},
             "unavailable_cases": unavailable,
+            "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            "busy_warning": warn,
             "timing": "median of round-robin samples; perf_counter on CPU, CUDA events on GPU; "
                       "ratio = median / fastspike median in the same table",
         }

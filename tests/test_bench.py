@@ -1,0 +1,204 @@
+"""The benchmark machinery (python -m fastspike.bench) on tiny sizes: every case runs, the JSON record is
+complete, a missing peer is named as skipped, a peer computing something else is flagged and not timed,
+bad arguments exit with code 2. Speed itself is never asserted here."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fastspike.bench import CASES, Impl, Settings, Table, compare_outputs, measure_table, run
+from fastspike.bench.cli import _load_cases
+from fastspike.bench.core import peak_memory
+
+_load_cases()
+
+FAST = ["--quick", "--repeat", "1", "--warmup", "1", "--no-progress", "--threads", "1"]
+
+
+def _tiny_points(monkeypatch):
+    """Every case at its smallest quick size (open-neuromorphic shrunk further)."""
+    for case in CASES.values():
+        if case.name == "open-neuromorphic":
+            monkeypatch.setattr(case, "points", lambda ctx: [dict(T=4, B=2, N=32)])
+        else:
+            orig = case.points
+            monkeypatch.setattr(case, "points", lambda ctx, orig=orig: orig(ctx)[-1:])
+
+
+def _run_json(tmp_path, args, capsys=None):
+    path = tmp_path / "out.json"
+    rc = run(list(args) + ["--json", str(path)])
+    with open(path) as f:
+        return rc, json.load(f)
+
+
+def _rows(data, case=None, mode=None):
+    for t in data["tables"]:
+        if (case is None or t["case"] == case) and (mode is None or t["mode"] == mode):
+            yield t, t["rows"]
+
+
+def test_every_case_runs_and_json_is_complete(tmp_path, monkeypatch):
+    _tiny_points(monkeypatch)
+    names = [c.name for c in CASES.values() if c.available() is None]
+    assert "neuron.lif" in names and "open-neuromorphic" in names
+    args = FAST + ["--peers", "none"]
+    for n in names:
+        args += ["--case", n]
+    rc, data = _run_json(tmp_path, args)
+    assert rc == 0
+    for key in ("schema", "command", "machine", "versions", "peers", "settings", "tables", "elapsed_s"):
+        assert key in data, key
+    assert data["versions"]["torch"] == torch.__version__.split("+")[0] or data["versions"]["torch"]
+    assert data["machine"]["torch_threads"] >= 1
+    seen = {t["case"] for t in data["tables"]}
+    assert seen == set(names)
+    for t, rows in _rows(data):
+        assert not t["error"], (t["case"], t["error"])
+        kinds = {r["kind"] for r in rows}
+        assert "fastspike" in kinds
+        fast = next(r for r in rows if r["kind"] == "fastspike")
+        assert fast["status"] == "ok", (t["case"], fast)
+        assert fast["ratio"] == pytest.approx(1.0)
+        for r in rows:
+            if r["status"] == "ok":
+                assert len(r["times_ms"]) >= 1 and r["median_ms"] > 0, (t["case"], r)
+                assert r["min_ms"] <= r["median_ms"] <= r["max_ms"]
+                assert r["ratio"] == pytest.approx(r["median_ms"] / fast["median_ms"])
+                assert r["peak_mem_bytes"] is None or r["peak_mem_bytes"] >= 0
+            else:
+                assert r["reason"], r
+        if t["family"] == "neuron":
+            assert any(r["kind"] == "floor" and r["status"] == "ok" for r in rows)
+            kern = next(r for r in rows if r["kind"] == "kernel")
+            assert kern["status"] == "ok", kern  # the C++ kernels on preallocated buffers agree with the module
+
+
+def test_missing_peer_is_named_as_skipped(tmp_path, monkeypatch, capsys):
+    _tiny_points(monkeypatch)
+    for mod in ("snntorch", "norse", "norse.torch", "spikingjelly", "spikingjelly.activation_based"):
+        monkeypatch.setitem(sys.modules, mod, None)  # `import snntorch` now raises ImportError
+    rc, data = _run_json(tmp_path, FAST + ["--case", "neuron.lif", "--mode", "train"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    for t, rows in _rows(data):
+        for label in ("SpikingJelly 2.0", "snnTorch", "Norse"):
+            row = next(r for r in rows if r["impl"] == label)
+            assert row["status"] == "skipped" and "pip install" in row["reason"], row
+            assert row["times_ms"] == []
+    assert data["peers"]["snntorch"]["installed"] is False
+    assert "pip install --no-deps snntorch" in out
+
+
+def test_disagreeing_peer_is_flagged_not_timed(tmp_path, monkeypatch):
+    pytest.importorskip("snntorch")
+    from fastspike.bench.cases import neuron as neuron_cases
+    _tiny_points(monkeypatch)
+    monkeypatch.setattr(neuron_cases, "snntorch_beta", lambda tau: 0.9)  # a leak that is not tau=2's
+    rc, data = _run_json(tmp_path, FAST + ["--case", "neuron.lif", "--peers", "snntorch"])
+    assert rc == 0  # a peer's disagreement is reported, not a failure of fastspike
+    for t, rows in _rows(data):
+        row = next(r for r in rows if r["impl"] == "snnTorch")
+        assert row["status"] == "mismatch", row
+        assert "spikes" in row["reason"] and row["times_ms"] == [] and row["median_ms"] is None
+
+
+@pytest.mark.parametrize("peer", ["spikingjelly", "snntorch", "norse"])
+@pytest.mark.parametrize("case", ["neuron.lif", "neuron.if"])
+def test_peer_configuration_agrees(tmp_path, monkeypatch, peer, case):
+    """The documented parameter mapping makes each installed peer compute what fastspike computes."""
+    pytest.importorskip({"spikingjelly": "spikingjelly", "snntorch": "snntorch", "norse": "norse"}[peer])
+    _tiny_points(monkeypatch)
+    rc, data = _run_json(tmp_path, FAST + ["--case", case, "--peers", peer, "--no-memory"])
+    assert rc == 0
+    for t, rows in _rows(data):
+        peer_rows = [r for r in rows if r["kind"] == "peer"]
+        assert len(peer_rows) == 1 and peer_rows[0]["status"] == "ok", peer_rows
+        assert peer_rows[0]["agreement"]["spikes"] <= 1e-3
+
+
+def test_compare_outputs_flags_nan_and_missing():
+    a = {"spikes": torch.tensor([0.0, 1.0, 1.0]), "grad_x": torch.tensor([1.0, 2.0, 3.0])}
+    assert compare_outputs(a, {k: v.clone() for k, v in a.items()}, {})[0] is None
+    bad, _ = compare_outputs(a, {"spikes": a["spikes"], "grad_x": torch.tensor([1.0, float("nan"), 3.0])}, {})
+    assert bad and "grad_x" in bad
+    bad, _ = compare_outputs(a, {"grad_x": a["grad_x"]}, {})
+    assert bad and "spikes: missing" in bad
+    bad, _ = compare_outputs(a, {"spikes": torch.tensor([0.0, 0.0, 1.0]), "grad_x": a["grad_x"]}, {})
+    assert bad and "spikes" in bad
+
+
+def test_measure_table_core():
+    """Round-robin timing, mismatch, error and skipped rows, ratio and floor without a check."""
+    x = torch.randn(1000)
+    good = lambda: {"y": x * 2}
+    impls = [
+        Impl("fastspike", good, kind="fastspike"),
+        Impl("same", lambda: {"y": x + x}),
+        Impl("wrong", lambda: {"y": x * 3}),
+        Impl("broken", lambda: 1 / 0),
+        Impl("absent", None, status="skipped", reason="not installed; install: pip install absent"),
+        Impl("floor (memcpy)", lambda: None, kind="floor", check=False),
+    ]
+    t = measure_table(Table("t", "f", "train", "tiny", {}), impls, Settings(repeat=3, warmup=1, min_sample_s=1e-4))
+    rows = {r.impl: r for r in t.rows}
+    assert [r.impl for r in t.rows] == [i.name for i in impls]
+    assert rows["fastspike"].status == "ok" and rows["fastspike"].ratio == 1.0
+    assert rows["same"].status == "ok" and len(rows["same"].times_ms) == 3
+    assert rows["wrong"].status == "mismatch" and rows["wrong"].times_ms == []
+    assert rows["broken"].status == "error" and "ZeroDivisionError" in rows["broken"].reason
+    assert rows["absent"].status == "skipped"
+    assert rows["floor (memcpy)"].status == "ok"
+
+
+def test_peak_memory_cpu_sees_allocation():
+    n = 1 << 20
+
+    def f():
+        a = torch.ones(n)  # 4 MiB
+        b = a * 2  # 4 MiB more while a is alive
+        return b.sum()
+    peak = peak_memory(f, "cpu")
+    if peak is None:
+        pytest.skip("this torch build has no profiler allocation events")
+    assert 8 * 2**20 <= peak < 16 * 2**20
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--case", "no-such-case"], "unknown case"),
+    (["--peers", "brian2"], "unknown peer"),
+    (["--suite", "nope"], "unknown suite"),
+    (["--repeat", "0"], "--repeat"),
+    (["--bogus-flag"], "unrecognized"),
+])
+def test_bad_arguments_exit_2(args, needle, capsys):
+    assert run(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_exits_2_from_the_command_line():
+    p = subprocess.run([sys.executable, "-m", "fastspike.bench", "--device", "cuda", "--no-progress"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "CUDA is not available" in lines[0]
+
+
+def test_plot_written(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    _tiny_points(monkeypatch)
+    png = tmp_path / "t.png"
+    assert run(FAST + ["--case", "neuron.lif", "--peers", "none", "--mode", "infer", "--no-memory",
+                       "--plot", str(png)]) == 0
+    assert png.exists() and png.stat().st_size > 1000
+
+
+def test_list_names_every_case(capsys):
+    assert run(["--list"]) == 0
+    out = capsys.readouterr().out
+    for name in CASES:
+        assert name in out
