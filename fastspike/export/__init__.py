@@ -4,5 +4,7 @@ See docs/export.md for the conventions (discrete-time <-> ODE mapping, fixed-poi
 """
 from ._modules import CubaLIFNode, GraphModule, Scale, SumPool2d
 from .nir import correct_norse_tau, from_nir, to_nir
+from .loihi import load_loihi, to_loihi
+from . import loihi  # noqa: F401  (fastspike.export.loihi.simulate)
 
-__all__ = ["to_nir", "from_nir", "correct_norse_tau", "GraphModule", "CubaLIFNode", "SumPool2d", "Scale"]
+__all__ = ["to_nir", "from_nir", "correct_norse_tau", "to_loihi", "load_loihi", "loihi", "GraphModule", "CubaLIFNode", "SumPool2d", "Scale"]
