@@ -318,3 +318,39 @@ def test_calibrate_stores_a_measured_crossover(monkeypatch, tmp_path):
     assert len(rows) == 2 and all(te > 0 and td > 0 for _, te, td in rows)
     assert cross in (0.0, 0.01, 0.5)
     assert S.crossover("linear") == cross
+
+
+# ----------------------------------------------------------------------------------------------- layers
+def test_layers_event_driven_option():
+    from fastspike import layer
+
+    torch.manual_seed(1)
+    lin = layer.Linear(40, 12, step_mode="m")
+    assert lin.event_driven is False
+    ref = torch.nn.Linear(40, 12)
+    ref.load_state_dict(lin.state_dict())
+    assert set(lin.state_dict()) == {"weight", "bias"}
+    x = _spikes((3, 5, 40), 0.1)  # [T, N, K]
+    assert torch.equal(lin(x), ref(x))  # default: plain nn.Linear, bit for bit
+    for ed in (True, "auto"):
+        lin.event_driven = ed
+        out = lin(x)
+        assert_close(f"linear[{ed}]", ref(x), out, TOL)
+        g = torch.randn_like(out)
+        gw = torch.autograd.grad(out, lin.weight, g)[0]
+        assert_close(f"linear grad_w[{ed}]", torch.autograd.grad(ref(x), ref.weight, g)[0], gw, TOL)
+    assert "event_driven='auto'" in repr(lin)
+    conv = layer.Conv2d(3, 4, 3, padding=1, step_mode="m", event_driven="auto")
+    refc = torch.nn.Conv2d(3, 4, 3, padding=1)
+    refc.load_state_dict(conv.state_dict())
+    xc = _spikes((2, 2, 3, 6, 6), 0.2)  # [T, N, C, H, W]
+    assert_close("conv m", refc(xc.flatten(0, 1)).reshape(2, 2, 4, 6, 6), conv(xc), TOL)
+    conv.step_mode = "s"
+    conv.event_driven = True
+    assert_close("conv s", refc(xc[0]), conv(xc[0]), TOL)
+    with pytest.raises(ValueError, match="binary"):
+        conv(xc[0] * 0.5 + 0.25)
+    with pytest.raises(ValueError, match="event_driven"):
+        layer.Linear(4, 4, event_driven="always")
+    with pytest.raises(ValueError, match="padding_mode"):
+        layer.Conv2d(3, 4, 3, padding=1, padding_mode="reflect", event_driven=True)

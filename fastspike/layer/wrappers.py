@@ -114,6 +114,11 @@ class _StepModeWrapper(base.StepModule):
         return super().extra_repr() + f", step_mode={self.step_mode}"
 
 
+def _check_event_driven(layer, value) -> None:
+    if not (value is True or value is False or value == "auto"):
+        raise ValueError(f"{type(layer).__name__}: event_driven must be 'auto', True or False, but got {value!r}.")
+
+
 # ------------------------------------------------------------------------------------------------
 # convolutions
 # ------------------------------------------------------------------------------------------------
@@ -129,14 +134,33 @@ class Conv1d(_StepModeWrapper, nn.Conv1d):
 
 
 class Conv2d(_StepModeWrapper, nn.Conv2d):
+    """``event_driven`` (fastspike extension, default False = plain ``nn.Conv2d``): True runs the event-driven
+    spike-gather kernel (binary input only, ValueError otherwise); 'auto' measures the input's spike density and
+    picks the event or the dense path by the calibrated crossover (docs/synapses.md). Both non-default settings
+    save binary inputs for backward as bits."""
+
     _ndim_s, _layout_s = (3, 4), _LAYOUT[2]
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding: Union[str, int] = 0,
                  dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
-                 step_mode: str = "s") -> None:
+                 step_mode: str = "s", event_driven: Union[str, bool] = False) -> None:
         nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                            padding_mode)
         self.step_mode = step_mode
+        _check_event_driven(self, event_driven)
+        if event_driven is True and padding_mode != "zeros":
+            raise ValueError(f"Conv2d: event_driven=True needs padding_mode='zeros', but got {padding_mode!r}.")
+        self.event_driven = event_driven
+
+    def _stateless_forward(self, x):
+        if self.event_driven is False or self.padding_mode != "zeros":
+            return super()._stateless_forward(x)
+        from ..ops.synapse import synapse_conv2d
+        return synapse_conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
+                              event_driven=self.event_driven)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (f", event_driven={self.event_driven!r}" if self.event_driven is not False else "")
 
 
 class Conv3d(_StepModeWrapper, nn.Conv3d):
@@ -191,9 +215,21 @@ class Linear(_StepModeWrapper, nn.Linear):
 
     _fold_time = False
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, step_mode: str = "s") -> None:
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, step_mode: str = "s",
+                 event_driven: Union[str, bool] = False) -> None:
         nn.Linear.__init__(self, in_features, out_features, bias)
         self.step_mode = step_mode
+        _check_event_driven(self, event_driven)
+        self.event_driven = event_driven  # fastspike extension; see Conv2d and docs/synapses.md
+
+    def _stateless_forward(self, x):
+        if self.event_driven is False:
+            return super()._stateless_forward(x)
+        from ..ops.synapse import synapse_linear
+        return synapse_linear(x, self.weight, self.bias, event_driven=self.event_driven)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (f", event_driven={self.event_driven!r}" if self.event_driven is not False else "")
 
 
 # ------------------------------------------------------------------------------------------------
