@@ -108,15 +108,16 @@ def scan_bwd_kernel(a_ptr, h_ptr, h0_ptr, gout_ptr, gb_ptr, ga_ptr, gap_ptr, gh0
         tl.store(gh0_ptr + o_m, b_a0 * b_carry, mask=m_m)
 
 
-def _blocks(T: int, interpret: bool):
+def _blocks(T: int, M: int, interpret: bool):
     block_t = min(64, max(16, triton.next_power_of_2(T)))
-    block_m = 16 if interpret else 64
+    # the interpreter runs a generic associative_scan element by element: keep its padded columns few
+    block_m = min(16, max(2, triton.next_power_of_2(M))) if interpret else 64
     return block_t, block_m
 
 
 def scan_forward(a, b, h0, h, T: int, M: int, mode: int, a_scalar: float, interpret: bool = False):
     """h[T, M] <- scan of b[T, M] (contiguous) with decay a (None in mode 0, [T] in mode 1, [T, M] in mode 2)."""
-    block_t, block_m = _blocks(T, interpret)
+    block_t, block_m = _blocks(T, M, interpret)
     grid = (triton.cdiv(M, block_m),)
     dummy = b
     scan_fwd_kernel[grid](a if a is not None else dummy, b, h0 if h0 is not None else dummy, h, T, M,
@@ -129,7 +130,7 @@ def scan_backward(a, h, h0, gout, gb, ga, gh0, T: int, M: int, mode: int, a_scal
     """Fill gb[T, M] (fp32), ga (mode 2: [T, M]; mode 1: returns [T] reduced) and gh0[M] when given."""
     import torch
 
-    block_t, block_m = _blocks(T, interpret)
+    block_t, block_m = _blocks(T, M, interpret)
     nprog = triton.cdiv(M, block_m)
     gap = None
     if need_ga and mode == 1:

@@ -40,10 +40,15 @@ def reference_linear_scan(a: Decay, b: torch.Tensor, h0: Optional[torch.Tensor] 
         if a.dim() == 0:
             a = a.reshape([1] * b.dim())
     h = torch.zeros(b.shape[1:], dtype=compute, device=b.device) if h0 is None else h0.to(compute)
+    # unbind (not b[t]) keeps the autograd graph linear in T
+    b_steps = b.unbind(0)
+    if isinstance(a, torch.Tensor):
+        a_steps = a.unbind(0) if a.shape[0] > 1 else [a[0]] * T
+    else:
+        a_steps = [a] * T
     out = []
     for t in range(T):
-        a_t = a if not isinstance(a, torch.Tensor) else a[t if a.shape[0] > 1 else 0]
-        h = a_t * h + b[t]
+        h = a_steps[t] * h + b_steps[t]
         out.append(h)
     return torch.stack(out).to(dtype)
 
