@@ -55,6 +55,8 @@ def test_every_case_runs_and_json_is_complete(tmp_path, monkeypatch):
     assert data["machine"]["torch_threads"] >= 1
     seen = {t["case"] for t in data["tables"]}
     assert seen == set(names)
+    if "synapse.linear" in names:  # the measured event-driven/dense crossover is reported
+        assert any("crossover density" in s for s in data["summaries"])
     for t, rows in _rows(data):
         assert not t["error"], (t["case"], t["error"])
         kinds = {r["kind"] for r in rows}

@@ -143,9 +143,11 @@ def _load_warning() -> str:
     cores = os.cpu_count() or 1
     if load <= cores:
         return ""
-    return (f"  warning: this machine is busy (1-min load average {load:.1f} on {cores} cores): timings are noisy, "
-            f"and OpenMP/torch with {torch.get_num_threads()} threads can stall at every barrier while a thread waits "
-            "for a core; --threads 1 gives steadier numbers on an oversubscribed machine")
+    msg = f"  warning: this machine is busy (1-min load average {load:.1f} on {cores} cores): timings are noisy"
+    if torch.get_num_threads() > 1:
+        msg += (f"; OpenMP/torch with {torch.get_num_threads()} threads can stall at every barrier while a thread "
+                "waits for a core, --threads 1 gives steadier numbers on an oversubscribed machine")
+    return msg
 
 
 def _run_inner(args, device: str, cases: List[Case], peers: List[str], out) -> int:
@@ -230,6 +232,17 @@ def _run_inner(args, device: str, cases: List[Case], peers: List[str], out) -> i
             bar.update(1)
     if bar is not None:
         bar.close()
+    summaries: List[str] = []
+    seen = []
+    for case in cases:
+        if case.summarize is not None and case.summarize not in seen:
+            seen.append(case.summarize)
+            try:
+                summaries += case.summarize(tables)
+            except Exception as e:  # pragma: no cover
+                summaries.append(f"{case.name}: summary failed: {type(e).__name__}: {e}")
+    for line in summaries:
+        print(f"summary: {line}", file=out)
     elapsed = time.time() - started
     print(f"done: {len(tables)} tables in {elapsed:.0f} s", file=out)
 
@@ -247,6 +260,7 @@ def _run_inner(args, device: str, cases: List[Case], peers: List[str], out) -> i
                          "warmup": settings.warmup, "min_sample_s": settings.min_sample_s,
                          "copy_bandwidth_gbs": settings.copy_bw_gbs, "memory": settings.memory},
             "unavailable_cases": unavailable,
+            "summaries": summaries,
             "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             "busy_warning": warn,
             "timing": "median of round-robin samples; perf_counter on CPU, CUDA events on GPU; "

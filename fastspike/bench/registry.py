@@ -80,6 +80,7 @@ class Case:
     x_axis: Optional[str] = None  # parameter plotted on the x axis ('T', 'density', ...)
     available: Callable[[], Optional[str]] = field(default=lambda: None)
     label: Callable[[Dict[str, Any]], str] = field(default=lambda p: ", ".join(f"{k}={v}" for k, v in p.items()))
+    summarize: Optional[Callable[[list], List[str]]] = None  # lines computed from all of a run's tables
 
 
 CASES: Dict[str, Case] = {}
