@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
-__all__ = ["Impl", "Row", "Table", "Settings", "compare_outputs", "measure_table", "copy_bandwidth",
+__all__ = ["Impl", "Row", "Table", "Settings", "compare_outputs", "check_impls", "measure_table", "copy_bandwidth",
            "peak_memory", "sync"]
 
 KINDS = ("fastspike", "kernel", "peer", "floor", "published")
@@ -249,10 +249,12 @@ def copy_bandwidth(device: str, nbytes: int = 1 << 30, repeat: int = 10) -> floa
     return 2 * n * 4 / statistics.median(times) / 1e9
 
 
-def measure_table(table: Table, impls: Sequence[Impl], settings: Settings,
-                  progress: Optional[Callable[[str], None]] = None) -> Table:
-    """Check, time and measure every implementation of one table; fills ``table.rows``."""
-    device = settings.device
+def check_impls(impls: Sequence[Impl], device: str,
+                progress: Optional[Callable[[str], None]] = None) -> tuple[Dict[str, Row], List[Impl]]:
+    """Steps 1 of :func:`measure_table`: one call of every runnable implementation and the agreement check.
+
+    Returns (a Row per implementation, in order, with status set; the implementations that may be timed).
+    """
     rows: Dict[str, Row] = {}
     runnable: List[Impl] = []
     outputs: Dict[str, Dict[str, torch.Tensor]] = {}
@@ -272,7 +274,6 @@ def measure_table(table: Table, impls: Sequence[Impl], settings: Settings,
         if impl.status != "ok" or impl.fn is None:
             tick(impl.name)
             continue
-        # 1. first call: outputs for the agreement check (also the first warm-up call)
         try:
             out = impl.fn()
             sync(device)
@@ -310,6 +311,20 @@ def measure_table(table: Table, impls: Sequence[Impl], settings: Settings,
                 continue
         checked.append(impl)
     outputs.clear()
+    return rows, checked
+
+
+def measure_table(table: Table, impls: Sequence[Impl], settings: Settings,
+                  progress: Optional[Callable[[str], None]] = None) -> Table:
+    """Check, time and measure every implementation of one table; fills ``table.rows``."""
+    device = settings.device
+
+    def tick(msg: str):
+        if progress is not None:
+            progress(msg)
+
+    rows, checked = check_impls(impls, device, progress)
+    fast = next((i for i in checked if i.kind == "fastspike"), None)
 
     # 2. warm-up and calibration
     calls: Dict[str, int] = {}
