@@ -5,6 +5,9 @@ See docs/export.md for the conventions (discrete-time <-> ODE mapping, fixed-poi
 from ._modules import CubaLIFNode, GraphModule, Scale, SumPool2d
 from .nir import correct_norse_tau, from_nir, to_nir
 from .loihi import load_loihi, to_loihi
-from . import loihi  # noqa: F401  (fastspike.export.loihi.simulate)
+from .speck import SpeckConfig, SpeckReport, check_speck, to_speck
+from ._transforms import fold_batchnorm
+from . import loihi, speck  # noqa: F401  (fastspike.export.loihi.simulate, fastspike.export.speck.simulate)
 
-__all__ = ["to_nir", "from_nir", "correct_norse_tau", "to_loihi", "load_loihi", "loihi", "GraphModule", "CubaLIFNode", "SumPool2d", "Scale"]
+__all__ = ["check_speck", "to_speck", "SpeckReport", "SpeckConfig", "speck", "fold_batchnorm",
+           "to_nir", "from_nir", "correct_norse_tau", "to_loihi", "load_loihi", "loihi", "GraphModule", "CubaLIFNode", "SumPool2d", "Scale"]

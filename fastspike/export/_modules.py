@@ -21,8 +21,7 @@ class SumPool2d(nn.AvgPool2d):
         super().__init__(kernel_size, stride, padding, ceil_mode=False, count_include_pad=True)
 
     def forward(self, x):
-        k = self.kernel_size if isinstance(self.kernel_size, tuple) else (self.kernel_size, self.kernel_size)
-        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, False, True, k[0] * k[1])
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, False, True, divisor_override=1)
 
 
 class Scale(nn.Module):
