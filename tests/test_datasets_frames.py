@@ -9,6 +9,9 @@ import torch
 from fastspike.datasets import (make_events, pad_sequence_collate, padded_sequence_mask, split_indices,
                                 to_frames)
 from fastspike.datasets import transforms as T
+from fastspike import _ext
+
+BACKENDS = ["numpy"] + (["cpp"] if _ext.available() and hasattr(_ext.get(), "events_integrate") else [])
 
 
 def _events(n, W=7, H=5, t_max=1000, seed=0, gaps=False):
@@ -56,14 +59,15 @@ def _ref_duration(ev, W, H, d):
     return out
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("split_by", ["number", "time"])
 @pytest.mark.parametrize("n,T_,gaps", [(200, 4, False), (203, 7, True), (5, 9, False), (1, 3, False),
                                        (50, 1, False), (64, 16, True)])
-def test_fixed_frames_number_matches_reference(split_by, n, T_, gaps):
+def test_fixed_frames_number_matches_reference(split_by, n, T_, gaps, backend):
     ev = _events(n, seed=n + T_, gaps=gaps)
     segs = _ref_segments(ev["t"], split_by, T_)
     ref = _ref_frames(ev, 7, 5, segs)
-    out = to_frames(ev, (7, 5), frames_number=T_, split_by=split_by)
+    out = to_frames(ev, (7, 5), frames_number=T_, split_by=split_by, backend=backend)
     assert out.shape == (T_, 2, 5, 7) and out.dtype == np.float32
     np.testing.assert_array_equal(out, ref)
     assert out.sum() == n
@@ -72,26 +76,44 @@ def test_fixed_frames_number_matches_reference(split_by, n, T_, gaps):
     assert [(int(a), int(b)) for a, b in zip(j_l, j_r) if b > a] == nonempty
 
 
-def test_time_split_has_empty_windows_and_T_larger_than_events():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_time_split_has_empty_windows_and_T_larger_than_events(backend):
     ev = _events(10, gaps=True)
-    out = to_frames(ev, (7, 5), frames_number=8, split_by="time")
+    out = to_frames(ev, (7, 5), frames_number=8, split_by="time", backend=backend)
     per_frame = out.sum((1, 2, 3))
     assert (per_frame == 0).any() and per_frame.sum() == 10
-    out = to_frames(ev[:3], (7, 5), frames_number=12, split_by="number")  # T > N: all in the last frame
+    out = to_frames(ev[:3], (7, 5), frames_number=12, split_by="number", backend=backend)  # T > N
     assert out[:-1].sum() == 0 and out[-1].sum() == 3
     same_t = make_events([5, 5, 5], [0, 1, 2], [0, 0, 0], [1, 0, 1])  # dt == 0
-    out = to_frames(same_t, (7, 5), frames_number=4, split_by="time")
+    out = to_frames(same_t, (7, 5), frames_number=4, split_by="time", backend=backend)
     assert out[:-1].sum() == 0 and out[-1].sum() == 3
     empty = make_events(np.zeros(0, int), [], [], [])
     for sb in ("number", "time"):
-        assert to_frames(empty, (7, 5), frames_number=3, split_by=sb).shape == (3, 2, 5, 7)
-    assert to_frames(empty, (7, 5), duration=10).shape == (0, 2, 5, 7)
+        assert to_frames(empty, (7, 5), frames_number=3, split_by=sb, backend=backend).shape == (3, 2, 5, 7)
+    assert to_frames(empty, (7, 5), duration=10, backend=backend).shape == (0, 2, 5, 7)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("n,d", [(300, 37), (300, 1000), (40, 1), (1, 5)])
-def test_fixed_duration_matches_reference(n, d):
+def test_fixed_duration_matches_reference(n, d, backend):
     ev = _events(n, seed=d, gaps=True)
-    np.testing.assert_array_equal(to_frames(ev, (7, 5), duration=d), _ref_duration(ev, 7, 5, d))
+    np.testing.assert_array_equal(to_frames(ev, (7, 5), duration=d, backend=backend), _ref_duration(ev, 7, 5, d))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unsorted_strided_and_out_of_range_inputs(backend):
+    ev = _events(500, seed=11)
+    shuffled = ev[np.random.default_rng(0).permutation(500)]
+    for kw in (dict(frames_number=6, split_by="time"), dict(duration=90), dict(frames_number=5)):
+        np.testing.assert_array_equal(to_frames(shuffled, (7, 5), backend=backend, **kw),
+                                      to_frames(shuffled, (7, 5), backend="numpy", **kw))
+        sub = ev[::3]  # a strided view
+        np.testing.assert_array_equal(to_frames(sub, (7, 5), backend=backend, **kw),
+                                      to_frames(sub.copy(), (7, 5), backend="numpy", **kw))
+    bad = ev.copy()
+    bad["y"][123] = 5
+    with pytest.raises(ValueError, match="event 123 has y=5, outside"):
+        to_frames(bad, (7, 5), frames_number=3, backend=backend)
 
 
 def test_duration_exact_multiple_goes_to_last_frame():

@@ -158,19 +158,33 @@ def _decode_aedat2(path, data: bytes, layout: Optional[str] = None):
         rec = np.frombuffer(data, dtype=[("a", ">u2"), ("t", ">u4")], offset=start)
     else:
         rec = np.frombuffer(data, dtype=[("a", ">u4"), ("t", ">u4")], offset=start)
-    a = rec["a"].astype(np.uint32)
-    t = rec["t"].astype(np.int64)
     if layout is None:
         layout = "davis" if re.search(r"davis", header, re.I) and not v1 else "dvs128"
-    idx = np.arange(a.shape[0], dtype=np.int64)
+    if layout not in ("dvs128", "davis"):
+        raise ValueError(f"layout must be 'dvs128' or 'davis', got {layout!r}")
+    if layout == "dvs128" and not v1:
+        # fast path on the big-endian bytes: byte 3 = x<<1 | p, byte 2 = special<<7 | y
+        raw = np.frombuffer(data, dtype=np.uint8, offset=start).reshape(-1, 8)
+        b2, b3 = raw[:, 2], raw[:, 3]
+        special = b2 >= 0x80
+        ev = np.empty(rec.shape[0], EVENT_DTYPE)
+        ev["t"] = rec["t"]
+        ev["x"] = b3 >> 1
+        ev["y"] = b2 & 0x7F
+        ev["p"] = b3 & 1
+        if not special.any():
+            return ev, lambda i: start + np.asarray(i, np.int64) * size
+        idx = np.nonzero(~special)[0]  # bit 15: special/sync events are not DVS events
+        return ev[idx], lambda i: start + idx[i] * size
+    idx = np.arange(rec.shape[0], dtype=np.int64)
+    a = rec["a"].astype(np.uint32)
+    t = rec["t"].astype(np.int64)
     if layout == "dvs128":  # tmpdiff128 raw address; bit 15 = special/sync event
         keep = (a & 0x8000) == 0
         x, y, p = (a >> 1) & 0x7F, (a >> 8) & 0x7F, a & 1
-    elif layout == "davis":  # DAVIS240/346 in jAER: bit 31 = APS/IMU, y 30..22, x 21..12, p 11
+    else:  # DAVIS240/346 in jAER: bit 31 = APS/IMU, y 30..22, x 21..12, p 11
         keep = (a & 0x80000000) == 0
         x, y, p = (a >> 12) & 0x3FF, (a >> 22) & 0x1FF, (a >> 11) & 1
-    else:
-        raise ValueError(f"layout must be 'dvs128' or 'davis', got {layout!r}")
     if not keep.all():
         x, y, p, t, idx = x[keep], y[keep], p[keep], t[keep], idx[keep]
     return make_events(t, x, y, p), lambda i: start + idx[i] * size

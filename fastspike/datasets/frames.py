@@ -15,8 +15,10 @@ Split semantics (identical to ``spikingjelly.datasets.utils`` for non-decreasing
 * ``duration=d``: ``T = ceil((t_max - t_min) / d)`` (at least 1), frame ``i`` holds
   ``t_min + i*d <= t < t_min + (i+1)*d``, the last frame also takes events at exactly ``t_max``.
 
-Every event is binned with one ``np.bincount`` over a linear (frame, polarity, y, x) index: no Python
-loop over events or frames.
+Two implementations give identical frames: a C++ kernel (csrc/events.cpp; one pass over the records,
+OpenMP over frames; used for fastspike's EVENT_DTYPE arrays on 2-D sensors when the extension is built)
+and numpy (one ``np.bincount`` over a linear (frame, polarity, y, x) index).  Neither loops over
+events in Python.
 """
 from __future__ import annotations
 
@@ -118,9 +120,85 @@ def _check_axis(name, v, size):
             raise ValueError(f"event {i} has {name}={int(v[i])}, outside [0, {size}) of sensor_size")
 
 
+def _segments_sorted(t, frames_number, split_by, duration):
+    """(j_l, j_r, T) assuming non-decreasing t: the contiguous event ranges of frame_index's rule."""
+    N = t.shape[0]
+    if duration is not None:
+        if N == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), 0
+        t0 = int(t[0])
+        T = max(1, math.ceil((int(t[-1]) - t0) / int(duration)))
+        step = int(duration)
+    else:
+        T = int(frames_number)
+        if split_by == "number":
+            di = N // T
+            if di == 0:
+                j_l = np.zeros(T, np.int64)
+                return j_l, np.where(np.arange(T) == T - 1, N, 0).astype(np.int64), T
+            j_l = np.arange(T, dtype=np.int64) * di
+            j_r = j_l + di
+            j_r[-1] = N
+            return j_l, j_r, T
+        if N == 0:
+            return np.zeros(T, np.int64), np.zeros(T, np.int64), T
+        t0 = int(t[0])
+        step = (int(t[-1]) - t0) // T
+        if step <= 0:
+            j_l = np.zeros(T, np.int64)
+            return j_l, np.where(np.arange(T) == T - 1, N, 0).astype(np.int64), T
+    b = np.searchsorted(t, t0 + step * np.arange(1, T, dtype=np.int64), side="left").astype(np.int64)
+    return np.concatenate([[0], b]), np.concatenate([b, [N]]), T
+
+
+def _to_frames_cpp(events, sensor_size, frames_number, split_by, duration):
+    """C++ path (csrc/events.cpp) for EVENT_DTYPE arrays on 2-D sensors; None when it cannot apply
+    (unsorted times for a time-based split: the numpy path then handles them)."""
+    from .. import _ext
+    from .formats import EVENT_DTYPE
+
+    W, H = int(sensor_size[0]), int(sensor_size[1])
+    P = int(sensor_size[2]) if len(sensor_size) == 3 else 2
+    if P not in (1, 2):
+        raise ValueError(f"the polarity count in sensor_size must be 1 or 2, got {P}")
+    ev = events
+    t = ev["t"]
+    j_l, j_r, T = _segments_sorted(t, frames_number, split_by, duration)
+    if np.any(j_l > j_r) or np.any(j_l[1:] != j_r[:-1]):  # searchsorted on unsorted times
+        return None
+    out = np.zeros((T, P, H, W), np.float32)
+    f = EVENT_DTYPE.fields
+    stride = ev.strides[0] if ev.ndim == 1 and ev.shape[0] > 0 else EVENT_DTYPE.itemsize
+    bad, unsorted = _ext.get().events_integrate(
+        ev.ctypes.data, ev.shape[0], stride, f["t"][1], f["x"][1], f["y"][1], f["p"][1],
+        j_l.ctypes.data, j_r.ctypes.data, T, P, H, W, out.ctypes.data,
+        split_by == "time" or duration is not None, torch.get_num_threads())
+    if bad >= 0:
+        e = ev[bad]
+        name, v, size = ("x", int(e["x"]), W) if not 0 <= e["x"] < W else ("y", int(e["y"]), H)
+        raise ValueError(f"event {bad} has {name}={v}, outside [0, {size}) of sensor_size")
+    if unsorted and (split_by == "time" or duration is not None):
+        return None
+    return out
+
+
+def _backend_ok(events, sensor_size, backend):
+    from .. import _ext
+    from .formats import EVENT_DTYPE
+
+    if backend == "numpy":
+        return False
+    ok = (isinstance(events, np.ndarray) and events.dtype == EVENT_DTYPE and events.ndim == 1
+          and len(sensor_size) in (2, 3) and (events.shape[0] == 0 or events.strides[0] > 0)
+          and _ext.available() and hasattr(_ext.get(), "events_integrate"))
+    if backend == "cpp" and not ok:
+        raise ValueError("backend='cpp' needs the C++ extension, an EVENT_DTYPE array and a 2-D sensor_size")
+    return ok
+
+
 def to_frames(events, sensor_size: Sequence[int], frames_number: Optional[int] = None,
               split_by: str = "number", duration: Optional[int] = None,
-              dtype=np.float32) -> np.ndarray:
+              dtype=np.float32, backend: str = "auto") -> np.ndarray:
     """Integrate events into frames ``[T, P, H, W]`` (or ``[T, W]`` for ``sensor_size=(W,)``).
 
     Args:
@@ -130,15 +208,27 @@ def to_frames(events, sensor_size: Sequence[int], frames_number: Optional[int] =
         frames_number / split_by: fixed T, split by 'number' of events or by 'time'.
         duration: fixed window length (same unit as t); T varies per recording.
         dtype: output dtype (counts are exact in float32 up to 2**24 events per pixel).
+        backend: 'auto' (C++ kernel of csrc/events.cpp for EVENT_DTYPE arrays on 2-D sensors when the
+            extension is built, else numpy), 'numpy' or 'cpp'.
     """
     if (frames_number is None) == (duration is None):
         raise ValueError("pass exactly one of frames_number and duration")
     if frames_number is not None and (int(frames_number) != frames_number or frames_number <= 0):
         raise ValueError(f"frames_number must be a positive integer, got {frames_number!r}")
+    if split_by not in ("number", "time"):
+        raise ValueError(f"split_by must be 'number' or 'time', got {split_by!r}")
+    if duration is not None and (int(duration) != duration or duration <= 0):
+        raise ValueError(f"duration must be a positive integer, got {duration!r}")
+    if backend not in ("auto", "numpy", "cpp"):
+        raise ValueError(f"backend must be 'auto', 'numpy' or 'cpp', got {backend!r}")
+    sensor_size = tuple(int(s) for s in sensor_size)
+    if _backend_ok(events, sensor_size, backend):
+        out = _to_frames_cpp(events, sensor_size, frames_number, split_by, duration)
+        if out is not None:
+            return out.astype(dtype, copy=False)
     t, x, y, p = _fields(events)
     if not (t.shape == x.shape and (y is None or y.shape == t.shape) and (p is None or p.shape == t.shape)):
         raise ValueError("event fields must all have the same length")
-    sensor_size = tuple(int(s) for s in sensor_size)
     fi, T = frame_index(t, frames_number, split_by, duration)
     if len(sensor_size) == 1:  # 1-D sensor (SHD/SSC channels): frames [T, W], polarity ignored
         W, = sensor_size
