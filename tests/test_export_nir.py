@@ -447,3 +447,25 @@ def test_norse_ignores_decay_input_false():
             out.append(y)
     assert ref[:, 0, 0].tolist() == [1.0, 1.0, 1.0]  # fastspike: H = 1.2 every step after the reset
     assert torch.stack(out)[:, 0, 0].tolist() == [0.0, 0.0, 1.0]  # Norse: v = 0.6, 0.9, 1.05
+
+
+def test_step_mode_wrappers_multi_step_round_trip():
+    layer = pytest.importorskip("fastspike.layer")
+    from fastspike import functional
+
+    torch.manual_seed(10)
+    net = nn.Sequential(
+        layer.Conv2d(2, 4, 3, padding=1, step_mode="m"), neuron.IFNode(step_mode="m"),
+        layer.AvgPool2d(2, step_mode="m"), layer.Flatten(step_mode="m"),
+        layer.Linear(4 * 4 * 4, 5, step_mode="m"), neuron.LIFNode(tau=2.0, v_reset=None, step_mode="m"),
+    )
+    _excite_(net, 3.0)
+    x_seq = _spikes((2, 2, 8, 8), T=6)
+    g = to_nir(net, x_seq, dt=DT)
+    assert isinstance(g.nodes["3"], nir.Flatten) and (g.nodes["3"].start_dim, g.nodes["3"].end_dim) == (0, 2)
+    back = from_nir(g, dt=DT, step_mode="m")
+    functional.reset_net(net)
+    with torch.no_grad():
+        ref = net(x_seq)
+        out = back(x_seq)
+    assert ref.sum() > 0 and torch.equal(ref, out)

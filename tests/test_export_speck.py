@@ -256,3 +256,10 @@ def test_simulator_rejects_bad_input():
 def test_sum_pool_module_sums():
     x = torch.arange(16.0).view(1, 1, 4, 4)
     assert SumPool2d(2)(x).flatten().tolist() == [10.0, 18.0, 42.0, 50.0]
+
+
+def test_multi_step_wrappers_are_checked_like_plain_layers():
+    layer = pytest.importorskip("fastspike.layer")
+    net = nn.Sequential(layer.Conv2d(2, 4, 3, stride=3, step_mode="m"), neuron.IFNode(step_mode="m"))
+    report = check_speck(net, (2, 9, 9))
+    assert [v.constraint for v in report.violations] == ["stride"]
