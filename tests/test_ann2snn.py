@@ -386,17 +386,54 @@ def test_bad_arguments():
         simulate(nn.Identity(), torch.zeros(1), 0)
 
 
-def test_converted_snn_runs_on_every_cpu_backend():
+def test_converted_snn_runs_on_every_backend():
     torch.manual_seed(6)
     ann = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 16, 4), nn.ReLU(),
                         nn.Linear(4, 2)).eval()
     x = torch.rand(5, 1, 6, 6)
-    snn = Converter([x])(ann)
+    snn = Converter([x], v_init=0.5)(ann)
     outs = {}
-    for backend in ("torch", "cpp"):
+    for backend in ("torch", "cpp", "triton"):
+        # triton runs CUDA tensors, or CPU tensors under TRITON_INTERPRET=1 (set by conftest without a GPU)
+        dev = "cuda" if backend == "triton" and torch.cuda.is_available() else "cpu"
         for m in snn.modules():
             if isinstance(m, neuron.IFNode):
                 m.backend = backend
-        outs[backend] = simulate(snn, x, 12)
+        outs[backend] = simulate(snn.to(dev), x.to(dev), 8).cpu()
+        snn.cpu()
     torch.testing.assert_close(outs["cpp"], outs["torch"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(outs["triton"], outs["torch"], rtol=1e-5, atol=1e-5)
+    ref = ann(x).detach()
+    assert ((outs["torch"] - ref).norm() / ref.norm()).item() < 0.3  # already near the ANN at T=8
     assert math.isfinite(outs["torch"].sum().item())
+
+
+def test_fold_scale_gives_bare_neurons_and_exports():
+    torch.manual_seed(7)
+    ann = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
+                        nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 2))
+    ann = _randomize_bn(ann).eval()
+    x = torch.rand(8, 1, 6, 6)
+    scaled = Converter([x], v_init=0.5)(ann)
+    bare = Converter([x], v_init=0.5, fold_scale=True)(ann)
+    assert not any(isinstance(m, ann2snn.VoltageScaler) for m in bare.modules())
+    assert sum(isinstance(m, neuron.IFNode) for m in bare.modules()) == 2
+    torch.testing.assert_close(simulate(bare, x, 32), simulate(scaled, x, 32), rtol=1e-4, atol=1e-5)
+    # functional.reset_net resets the converted SNN like any fastspike model
+    from fastspike import functional
+    bare(x)
+    functional.reset_net(bare)
+    assert all(m.v == pytest.approx(0.5 * m.v_threshold) for m in bare.modules() if isinstance(m, neuron.IFNode))
+    pytest.importorskip("nir")
+    from fastspike import export
+    graph = export.to_nir(bare, x)
+    assert {"2", "6"} <= set(graph.nodes)  # the neurons, at the ReLUs' module paths
+    # the stem's output also feeds the residual addition: it keeps its scale; the block's two neurons fold
+    # into conv2 and (through adaptive_avg_pool2d and flatten) into the head
+    res_ann = _randomize_bn(ResNetTiny()).eval()
+    xr = torch.rand(4, 2, 5, 5)
+    res = Converter([xr], fold_scale=True)(res_ann)
+    scalers = [name for name, m in res.named_modules() if isinstance(m, ann2snn.VoltageScaler)]
+    assert scalers == ["stem.2.1"]
+    torch.testing.assert_close(simulate(res, xr, 16), simulate(Converter([xr])(res_ann), xr, 16),
+                               rtol=1e-4, atol=1e-5)

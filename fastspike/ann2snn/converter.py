@@ -506,11 +506,15 @@ class Converter:
     :param fuse_flag: fold BatchNorm into the preceding conv/linear (otherwise each BatchNorm becomes a fixed
         per-channel affine map).
     :param max_batches: use at most this many calibration batches.
+    :param fold_scale: fold each neuron's output scale lambda into the weights of the conv/linear layers it feeds
+        (through flatten, reshapes, average and max pooling), leaving a bare ``IFNode`` that emits 0/1 spikes.
+        Sites whose output reaches an addition, a concatenation or the network output keep their
+        ``VoltageScaler``. The function computed is the same; bare neurons are what exporters (NIR) expect.
     """
 
     def __init__(self, dataloader: Optional[Iterable] = None, mode="max", stats: Optional[Dict[str, float]] = None,
                  device=None, v_init: Optional[float] = None, fuse_flag: bool = True,
-                 max_batches: Optional[int] = None):
+                 max_batches: Optional[int] = None, fold_scale: bool = False):
         self.mode = _parse_mode(mode)
         if stats is not None and not isinstance(stats, dict):
             raise TypeError(f"stats must be a dict {{site name: lambda}}, but got {type(stats).__name__}.")
@@ -528,6 +532,7 @@ class Converter:
         self.v_init = v_init
         self.fuse_flag = fuse_flag
         self.max_batches = max_batches
+        self.fold_scale = bool(fold_scale)
         self.thresholds: Dict[str, float] = {}  # filled by the last conversion: site -> IF threshold
 
     # -- statistics -------------------------------------------------------------------------------
@@ -617,6 +622,9 @@ class Converter:
             self.thresholds[s.key] = lam
             _set_module(gm, s.module_path, _scaled_if(lam, frac))
         _replace_maxpool(gm)
+        if self.fold_scale:
+            for s in sites:
+                _fold_output_scale(gm, s.module_path, self.thresholds[s.key])
         gm.graph.lint()
         gm.recompile()
         gm.delete_all_unused_submodules()
@@ -630,6 +638,61 @@ def _scaled_if(threshold: float, v_init_fraction: float) -> nn.Sequential:
         node.set_reset_value("v", v0)
         node.v = v0
     return nn.Sequential(node, VoltageScaler(threshold))
+
+
+_SCALE_COMMUTING_MODULES = (
+    nn.Flatten, nn.Unflatten, nn.Identity, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, SpikeMaxPool, nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d,
+)
+_SCALE_COMMUTING_FUNCTIONS = {
+    torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
+}
+_SCALE_COMMUTING_METHODS = {"view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze"}
+_WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
+
+
+def _scale_sinks(gm: fx.GraphModule, node: fx.Node, counts: Dict[str, int]) -> Optional[List[str]]:
+    """Paths of the weighted layers that consume ``node`` only through ops commuting with a positive scale,
+    or None when some path reaches anything else (an addition, a concatenation, the output...)."""
+    sinks = []
+    for user in node.users:
+        tensor_inputs = [a for a in user.all_input_nodes if a.op != "get_attr"]
+        if user.op == "call_module":
+            mod = gm.get_submodule(user.target)
+            if counts.get(user.target, 0) != 1:
+                return None
+            if isinstance(mod, _WEIGHTED):
+                sinks.append(user.target)
+                continue
+            if not isinstance(mod, _SCALE_COMMUTING_MODULES) or len(tensor_inputs) != 1:
+                return None
+        elif user.op == "call_function" and user.target in _SCALE_COMMUTING_FUNCTIONS and user.args[0] is node:
+            pass
+        elif user.op == "call_method" and user.target in _SCALE_COMMUTING_METHODS and user.args[0] is node:
+            pass
+        else:
+            return None
+        more = _scale_sinks(gm, user, counts)
+        if more is None:
+            return None
+        sinks.extend(more)
+    return sinks
+
+
+def _fold_output_scale(gm: fx.GraphModule, path: str, lam: float) -> bool:
+    nodes = [n for n in gm.graph.nodes if n.op == "call_module" and n.target == path]
+    counts = _module_call_counts(gm)
+    if len(nodes) != 1:
+        return False
+    sinks = _scale_sinks(gm, nodes[0], counts)
+    if not sinks:
+        return False
+    with torch.no_grad():
+        for sink in sinks:
+            gm.get_submodule(sink).weight.mul_(lam)
+    _set_module(gm, path, gm.get_submodule(path)[0])  # the bare IFNode: spikes of 0/1
+    return True
 
 
 def _reset(net: nn.Module) -> None:
