@@ -6,44 +6,63 @@
 //   1  per step     a[T]           (a tensor broadcast over the columns)
 //   2  full         a[T, M]
 // On the CPU the memory-bound optimum is sequential over time and parallel + SIMD over columns: each
-// OpenMP thread owns blocks of kBlock columns, keeps their state in a local array and streams the rows.
+// OpenMP thread owns blocks of `block` columns (chosen by the caller: wide enough that every row read is
+// several KiB, so the prefetchers and the TLB keep up), keeps their state in a local array and streams the rows.
 // Never parallel over time.
 //
 // Backward, with g[t] = dL/dh[t] accumulated through the recurrence:
 //   g[t] = g_out[t] + a[t+1] * g[t+1]       (g[T] = 0)
 //   grad_b[t] = g[t],  grad_a[t] = g[t] * h[t-1] (h[-1] = h0),  grad_h0 = a[0] * g[0].
 // Mode 1 reduces grad_a over the columns of each block into grad_a_partial[nblocks, T] (float64), summed
-// by the caller: deterministic whatever the thread count.
+// by the caller: deterministic for a given block size (the caller derives it from M and the thread count).
 #include <omp.h>
 
 #include <algorithm>
 #include <cstdint>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "registry.h"
 
 namespace fastspike {
 namespace {
 
-constexpr std::int64_t kScanBlock = 256;
+constexpr std::int64_t kScanMaxBlock = 4096;
 
 inline float decay_at(int mode, const float* a, float a_scalar, std::int64_t t, std::int64_t idx) {
   return mode == 0 ? a_scalar : (mode == 1 ? a[t] : a[idx]);
 }
 
+// Fresh multi-megabyte CPU outputs cost one page fault per 4 KiB on first touch, which can exceed the
+// kernel itself; asking for transparent huge pages on the untouched buffer removes most of them.
+void advise_hugepages(std::uintptr_t address, std::int64_t nbytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr std::uintptr_t kHuge = std::uintptr_t(1) << 21;
+  const std::uintptr_t lo = (address + kHuge - 1) & ~(kHuge - 1);
+  const std::uintptr_t hi = (address + static_cast<std::uintptr_t>(nbytes)) & ~(kHuge - 1);
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
+#else
+  (void)address;
+  (void)nbytes;
+#endif
+}
+
 void scan_forward(std::uintptr_t a_, std::uintptr_t b_, std::uintptr_t h0_, std::uintptr_t h_, std::int64_t T,
-                  std::int64_t M, int mode, float a_scalar, int nthreads) {
+                  std::int64_t M, int mode, float a_scalar, std::int64_t block, int nthreads) {
+  check(block >= 1 && block <= kScanMaxBlock, "linear_scan: block must be in [1, SCAN_MAX_BLOCK]");
   check(mode >= 0 && mode <= 2, "linear_scan: a mode must be 0 (scalar), 1 (per step) or 2 (full)");
   check(mode == 0 || a_ != 0, "linear_scan: a tensor is required for modes 1 and 2");
   const float* a = mode == 0 ? nullptr : ptr<const float>(a_);
   const float* b = ptr<const float>(b_);
   const float* h0 = h0_ ? ptr<const float>(h0_) : nullptr;
   float* h = ptr<float>(h_);
-  const std::int64_t nblocks = (M + kScanBlock - 1) / kScanBlock;
+  const std::int64_t nblocks = (M + block - 1) / block;
 #pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, nblocks))
   for (std::int64_t blk = 0; blk < nblocks; ++blk) {
-    const std::int64_t n0 = blk * kScanBlock;
-    const std::int64_t len = std::min(kScanBlock, M - n0);
-    float state[kScanBlock];
+    const std::int64_t n0 = blk * block;
+    const std::int64_t len = std::min(block, M - n0);
+    float state[kScanMaxBlock];
     for (std::int64_t i = 0; i < len; ++i) state[i] = h0 ? h0[n0 + i] : 0.0f;
     for (std::int64_t t = 0; t < T; ++t) {
       const std::int64_t o = t * M + n0;
@@ -69,7 +88,8 @@ void scan_forward(std::uintptr_t a_, std::uintptr_t b_, std::uintptr_t h0_, std:
 
 void scan_backward(std::uintptr_t a_, std::uintptr_t h_, std::uintptr_t h0_, std::uintptr_t gout_,
                    std::uintptr_t gb_, std::uintptr_t ga_, std::uintptr_t ga_partial_, std::uintptr_t gh0_,
-                   std::int64_t T, std::int64_t M, int mode, float a_scalar, int nthreads) {
+                   std::int64_t T, std::int64_t M, int mode, float a_scalar, std::int64_t block, int nthreads) {
+  check(block >= 1 && block <= kScanMaxBlock, "linear_scan: block must be in [1, SCAN_MAX_BLOCK]");
   check(mode >= 0 && mode <= 2, "linear_scan: a mode must be 0 (scalar), 1 (per step) or 2 (full)");
   check(mode == 0 || a_ != 0, "linear_scan: a tensor is required for modes 1 and 2");
   check(!(ga_ && mode != 2), "linear_scan: grad_a (full) is only produced in mode 2");
@@ -82,13 +102,13 @@ void scan_backward(std::uintptr_t a_, std::uintptr_t h_, std::uintptr_t h0_, std
   float* ga = ga_ ? ptr<float>(ga_) : nullptr;
   double* gap = ga_partial_ ? ptr<double>(ga_partial_) : nullptr;
   float* gh0 = gh0_ ? ptr<float>(gh0_) : nullptr;
-  const std::int64_t nblocks = (M + kScanBlock - 1) / kScanBlock;
+  const std::int64_t nblocks = (M + block - 1) / block;
 #pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, nblocks))
   for (std::int64_t blk = 0; blk < nblocks; ++blk) {
-    const std::int64_t n0 = blk * kScanBlock;
-    const std::int64_t len = std::min(kScanBlock, M - n0);
-    float carry[kScanBlock];  // g[t+1]
-    float ones[kScanBlock];
+    const std::int64_t n0 = blk * block;
+    const std::int64_t len = std::min(block, M - n0);
+    float carry[kScanMaxBlock];  // g[t+1]
+    float ones[kScanMaxBlock];
     for (std::int64_t i = 0; i < len; ++i) carry[i] = 0.0f;
     for (std::int64_t i = 0; i < len; ++i) ones[i] = 1.0f;
     for (std::int64_t t = T - 1; t >= 0; --t) {
@@ -133,16 +153,20 @@ void scan_backward(std::uintptr_t a_, std::uintptr_t h_, std::uintptr_t h0_, std
 
 void register_scan(pybind11::module_& m) {
   namespace py = pybind11;
-  m.attr("SCAN_BLOCK") = kScanBlock;
+  m.attr("SCAN_MAX_BLOCK") = kScanMaxBlock;
+  m.def("advise_hugepages", &advise_hugepages, py::arg("address"), py::arg("nbytes"),
+        "madvise(MADV_HUGEPAGE) on the 2 MiB-aligned part of a fresh buffer before its first touch (Linux; "
+        "a no-op elsewhere): large outputs then fault in 2 MiB pages instead of 4 KiB ones.");
   m.def("scan_forward", &scan_forward, py::call_guard<py::gil_scoped_release>(), py::arg("a"), py::arg("b"),
         py::arg("h0"), py::arg("h"), py::arg("T"), py::arg("M"), py::arg("mode"), py::arg("a_scalar"),
-        py::arg("nthreads"),
+        py::arg("block"), py::arg("nthreads"),
         "h[t] = a[t] h[t-1] + b[t] on [T, M] float32 buffers (addresses); a is 0 in mode 0, h0 may be 0.");
   m.def("scan_backward", &scan_backward, py::call_guard<py::gil_scoped_release>(), py::arg("a"), py::arg("h"),
         py::arg("h0"), py::arg("grad_out"), py::arg("grad_b"), py::arg("grad_a"), py::arg("grad_a_partial"),
-        py::arg("grad_h0"), py::arg("T"), py::arg("M"), py::arg("mode"), py::arg("a_scalar"), py::arg("nthreads"),
+        py::arg("grad_h0"), py::arg("T"), py::arg("M"), py::arg("mode"), py::arg("a_scalar"), py::arg("block"),
+        py::arg("nthreads"),
         "Reversed scan of scan_forward's gradient; grad_a (mode 2), grad_a_partial (mode 1, float64 "
-        "[ceil(M / SCAN_BLOCK), T]) and grad_h0 may be 0.");
+        "[ceil(M / block), T]) and grad_h0 may be 0.");
 }
 FASTSPIKE_REGISTER(register_scan);
 
