@@ -9,5 +9,5 @@ from .speck import SpeckConfig, SpeckReport, check_speck, to_speck
 from ._transforms import fold_batchnorm
 from . import loihi, speck  # noqa: F401  (fastspike.export.loihi.simulate, fastspike.export.speck.simulate)
 
-__all__ = ["check_speck", "to_speck", "SpeckReport", "SpeckConfig", "speck", "fold_batchnorm",
-           "to_nir", "from_nir", "correct_norse_tau", "to_loihi", "load_loihi", "loihi", "GraphModule", "CubaLIFNode", "SumPool2d", "Scale"]
+__all__ = ["to_nir", "from_nir", "correct_norse_tau", "to_loihi", "load_loihi", "loihi", "check_speck", "to_speck",
+           "SpeckReport", "SpeckConfig", "speck", "fold_batchnorm", "GraphModule", "CubaLIFNode", "SumPool2d", "Scale"]

@@ -30,7 +30,6 @@ dataflow of the fastspike model by default, and Lava's one step per block with `
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple, Union
@@ -87,8 +86,9 @@ def _lif_params(m, kind, name):
     """(i_decay_float, v_decay_float, weight_gain) in units of 1 (not yet x4096)."""
     if kind in ("IF", "LIF", "PLIF"):
         if m.v_reset is None or m.v_reset != 0.0:
-            raise ValueError(f"to_loihi: neuron '{name}' uses {'a soft reset' if m.v_reset is None else f'v_reset={m.v_reset}'}; "
-                             "Loihi's CUBA neuron resets the voltage to 0 (use v_reset=0.0).")
+            what = "a soft reset" if m.v_reset is None else f"v_reset={m.v_reset}"
+            raise ValueError(f"to_loihi: neuron '{name}' uses {what}; Loihi's CUBA neuron resets the voltage to 0 "
+                             "(use v_reset=0.0).")
         if kind == "IF":
             return 1.0, 0.0, 1.0
         tau = float(m.tau) if kind == "LIF" else float(1.0 / torch.sigmoid(m.w.detach().double()))

@@ -171,7 +171,8 @@ def _quantize(core: SpeckCore, report: SpeckReport, quantized: bool):
                 report.add(core.name, f"{name}s must be integers (quantized=True)", "integers", "non-integer values")
             lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
             if float(t.min()) < lo or float(t.max()) > hi:
-                report.add(core.name, f"{bits}-bit {name}s", f"[{lo}, {hi}]", f"[{float(t.min()):g}, {float(t.max()):g}]")
+                report.add(core.name, f"{bits}-bit {name}s", f"[{lo}, {hi}]",
+                           f"[{float(t.min()):g}, {float(t.max()):g}]")
         if not (1 <= core.threshold <= 2 ** 15 - 1) or core.threshold != round(core.threshold):
             report.add(core.neuron, "16-bit threshold", f"integer in [1, {2 ** 15 - 1}]", core.threshold)
     else:
@@ -330,7 +331,8 @@ def _build(graph: TracedGraph, report: SpeckReport, convert_lif: bool, fold_bn: 
                     if k[0] != k[1] or s != k or p != (0, 0):
                         report.add(c, "pooling square, stride = kernel, no padding", "k x k, stride k, padding 0",
                                    f"kernel {k}, stride {s}, padding {p}")
-                    stack.append((c, pool * k[0], avg or isinstance(pm, nn.AvgPool2d) and not isinstance(pm, SumPool2d)))
+                    is_avg = isinstance(pm, nn.AvgPool2d) and not isinstance(pm, SumPool2d)
+                    stack.append((c, pool * k[0], avg or is_avg))
                 elif is_flat(c) or isinstance(mod(c), (nn.Identity,)):
                     stack.append((c, pool, avg))
                 else:
