@@ -34,29 +34,12 @@ struct NeuronParams {
   bool detach_reset;
 };
 
-inline float charge(const NeuronParams& p, float v, float x) {
-  if (p.mode == 0) return v + x;
-  if (p.mode == 1) return p.decay_input ? v + (x - (v - p.v_reset)) / p.decay : v - (v - p.v_reset) / p.decay + x;
-  return p.decay_input ? v + (x - (v - p.v_reset)) * p.decay : v - (v - p.v_reset) * p.decay + x;
-}
-
-inline float reset(const NeuronParams& p, float h, float s) {
-  return p.soft_reset ? h - p.v_th * s : s * p.v_reset + (1.0f - s) * h;
-}
-
-void forward(std::uintptr_t x_, std::uintptr_t v0_, std::uintptr_t s_, std::uintptr_t h_, std::uintptr_t vseq_,
-             std::uintptr_t vlast_, std::int64_t T, std::int64_t N, int mode, float decay, bool decay_input,
-             float v_th, float v_reset, bool soft_reset, int nthreads) {
-  check(mode >= 0 && mode <= 2, "mode must be 0 (IF), 1 (LIF) or 2 (PLIF)");
-  const NeuronParams p{mode, decay, decay_input, v_th, soft_reset ? 0.0f : v_reset, soft_reset, false};
-  const float* x = ptr<const float>(x_);
-  const float* v0 = ptr<const float>(v0_);
-  float* s = ptr<float>(s_);
-  float* h = h_ ? ptr<float>(h_) : nullptr;
-  float* vseq = vseq_ ? ptr<float>(vseq_) : nullptr;
-  float* vlast = ptr<float>(vlast_);
+// The flags are template parameters so the inner loop has no branches left and vectorises cleanly.
+template <int MODE, bool DECAY_INPUT, bool SOFT, bool STORE_H, bool STORE_VSEQ>
+void forward_impl(const float* x, const float* v0, float* s, float* h, float* vseq, float* vlast, std::int64_t T,
+                  std::int64_t N, float decay, float v_th, float v_reset, int nthreads) {
   const std::int64_t nblocks = (N + kBlock - 1) / kBlock;
-  const float v_reset_value = v_reset;
+  const float vr_charge = SOFT ? 0.0f : v_reset;
 #pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, nblocks))
   for (std::int64_t b = 0; b < nblocks; ++b) {
     const std::int64_t n0 = b * kBlock;
@@ -67,66 +50,145 @@ void forward(std::uintptr_t x_, std::uintptr_t v0_, std::uintptr_t s_, std::uint
       const std::int64_t o = t * N + n0;
 #pragma omp simd
       for (std::int64_t i = 0; i < len; ++i) {
-        const float hv = charge(p, v[i], x[o + i]);
-        const float sv = hv >= p.v_th ? 1.0f : 0.0f;
-        v[i] = p.soft_reset ? hv - p.v_th * sv : sv * v_reset_value + (1.0f - sv) * hv;
+        const float vv = v[i];
+        const float xv = x[o + i];
+        float hv;
+        if constexpr (MODE == 0) hv = vv + xv;
+        else if constexpr (MODE == 1) hv = DECAY_INPUT ? vv + (xv - (vv - vr_charge)) / decay : vv - (vv - vr_charge) / decay + xv;
+        else hv = DECAY_INPUT ? vv + (xv - (vv - vr_charge)) * decay : vv - (vv - vr_charge) * decay + xv;
+        const float sv = hv >= v_th ? 1.0f : 0.0f;
+        const float vn = SOFT ? hv - v_th * sv : sv * v_reset + (1.0f - sv) * hv;
+        v[i] = vn;
         s[o + i] = sv;
-        if (h) h[o + i] = hv;
-        if (vseq) vseq[o + i] = v[i];
+        if constexpr (STORE_H) h[o + i] = hv;
+        if constexpr (STORE_VSEQ) vseq[o + i] = vn;
       }
     }
     for (std::int64_t i = 0; i < len; ++i) vlast[n0 + i] = v[i];
   }
 }
 
-template <int SG>
+template <typename F>
+void dispatch_bool(bool flag, F&& f) {
+  if (flag) f(std::true_type{});
+  else f(std::false_type{});
+}
+
+template <typename F>
+void dispatch_mode(int mode, F&& f) {
+  if (mode == 0) f(std::integral_constant<int, 0>{});
+  else if (mode == 1) f(std::integral_constant<int, 1>{});
+  else f(std::integral_constant<int, 2>{});
+}
+
+void forward(std::uintptr_t x_, std::uintptr_t v0_, std::uintptr_t s_, std::uintptr_t h_, std::uintptr_t vseq_,
+             std::uintptr_t vlast_, std::int64_t T, std::int64_t N, int mode, float decay, bool decay_input,
+             float v_th, float v_reset, bool soft_reset, int nthreads) {
+  check(mode >= 0 && mode <= 2, "mode must be 0 (IF), 1 (LIF) or 2 (PLIF)");
+  const float* x = ptr<const float>(x_);
+  const float* v0 = ptr<const float>(v0_);
+  float* s = ptr<float>(s_);
+  float* h = h_ ? ptr<float>(h_) : nullptr;
+  float* vseq = vseq_ ? ptr<float>(vseq_) : nullptr;
+  float* vlast = ptr<float>(vlast_);
+  dispatch_mode(mode, [&](auto m) {
+    dispatch_bool(decay_input || m.value == 0, [&](auto di) {
+      dispatch_bool(soft_reset, [&](auto soft) {
+        dispatch_bool(h != nullptr, [&](auto sh) {
+          dispatch_bool(vseq != nullptr, [&](auto sv) {
+            forward_impl<decltype(m)::value, decltype(di)::value, decltype(soft)::value, decltype(sh)::value,
+                         decltype(sv)::value>(x, v0, s, h, vseq, vlast, T, N, decay, v_th, v_reset, nthreads);
+          });
+        });
+      });
+    });
+  });
+}
+
+// Per-step constants of the backward.
+struct BackwardConsts {
+  float a, b;       // surrogate parameters
+  float v_th, vr;
+  float detach;     // 0 with detach_reset: drops the surrogate term of dV/dH
+  float dh_dx, dh_dv;
+  float x_term;     // 1 with decay_input (dH/dk contains X), else 0
+};
+
+// One reverse time step over one block of neurons. A plain function with restrict pointers (not a
+// lambda): captured state hides the access pattern from gcc's vectoriser. FIRST marks t == 0, where
+// V[t-1] is V0 rather than reset(H[t-1]).
+template <int SG, bool PLIF, bool SOFT, bool HAS_GVSEQ, bool FIRST>
+inline void backward_step(const BackwardConsts c, std::int64_t len, const float* __restrict ht,
+                          const float* __restrict gst, const float* __restrict gvt, const float* __restrict hp,
+                          const float* __restrict xt, const float* __restrict v0b, float* __restrict gxt,
+                          float* __restrict carry, float* __restrict gk_acc) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < len; ++i) {
+    const float hv = ht[i];
+    const float sv = hv >= c.v_th ? 1.0f : 0.0f;
+    const float sg = surrogate_grad<SG>(hv - c.v_th, c.a, c.b);
+    const float dv_dh = SOFT ? 1.0f - c.detach * c.v_th * sg : (1.0f - sv) + c.detach * (c.vr - hv) * sg;
+    float gv = carry[i];
+    if constexpr (HAS_GVSEQ) gv += gvt[i];
+    const float gh = gst[i] * sg + gv * dv_dh;
+    gxt[i] = gh * c.dh_dx;
+    carry[i] = gh * c.dh_dv;
+    if constexpr (PLIF) {
+      float vprev;
+      if constexpr (FIRST) {
+        vprev = v0b[i];
+      } else {
+        const float hpv = hp[i];
+        const float spv = hpv >= c.v_th ? 1.0f : 0.0f;
+        vprev = SOFT ? hpv - c.v_th * spv : spv * c.vr + (1.0f - spv) * hpv;
+      }
+      gk_acc[i] += gh * (c.x_term * xt[i] - (vprev - c.vr));  // dL/dH * dH/dk
+    }
+  }
+}
+
+template <int SG, bool PLIF, bool SOFT, bool HAS_GVSEQ>
 void backward_impl(const NeuronParams& p, float a, float bpar, const float* gs, const float* gvseq,
                    const float* gvlast, const float* h, const float* x, const float* v0, float* gx, float* gv0,
                    double* gk_partial, std::int64_t T, std::int64_t N, int nthreads) {
   const std::int64_t nblocks = (N + kBlock - 1) / kBlock;
-  const bool plif = p.mode == 2;
-  const float dh_dv = p.mode == 0 ? 1.0f : (p.mode == 1 ? 1.0f - 1.0f / p.decay : 1.0f - p.decay);
-  const float dh_dx = p.decay_input ? (p.mode == 1 ? 1.0f / p.decay : (p.mode == 2 ? p.decay : 1.0f)) : 1.0f;
-  const float vr = p.v_reset;
+  BackwardConsts c;
+  c.a = a;
+  c.b = bpar;
+  c.v_th = p.v_th;
+  c.vr = p.v_reset;
+  c.detach = p.detach_reset ? 0.0f : 1.0f;
+  c.dh_dv = p.mode == 0 ? 1.0f : (p.mode == 1 ? 1.0f - 1.0f / p.decay : 1.0f - p.decay);
+  c.dh_dx = p.decay_input ? (p.mode == 1 ? 1.0f / p.decay : (p.mode == 2 ? p.decay : 1.0f)) : 1.0f;
+  c.x_term = p.decay_input ? 1.0f : 0.0f;
 #pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, nblocks))
   for (std::int64_t b = 0; b < nblocks; ++b) {
     const std::int64_t n0 = b * kBlock;
     const std::int64_t len = std::min(kBlock, N - n0);
     float carry[kBlock];
-    double gk = 0.0;
-    for (std::int64_t i = 0; i < len; ++i) carry[i] = gvlast ? gvlast[n0 + i] : 0.0f;
+    float gk_acc[kBlock];
+    for (std::int64_t i = 0; i < len; ++i) {
+      carry[i] = gvlast ? gvlast[n0 + i] : 0.0f;
+      gk_acc[i] = 0.0f;
+    }
     for (std::int64_t t = T - 1; t >= 0; --t) {
       const std::int64_t o = t * N + n0;
-      const std::int64_t op = (t - 1) * N + n0;
-      float gk_step = 0.0f;
-#pragma omp simd reduction(+ : gk_step)
-      for (std::int64_t i = 0; i < len; ++i) {
-        const float hv = h[o + i];
-        const float sv = hv >= p.v_th ? 1.0f : 0.0f;
-        const float sg = surrogate_grad<SG>(hv - p.v_th, a, bpar);
-        float dv_dh;
-        if (p.soft_reset) dv_dh = p.detach_reset ? 1.0f : 1.0f - p.v_th * sg;
-        else dv_dh = p.detach_reset ? 1.0f - sv : (1.0f - sv) + (vr - hv) * sg;
-        const float gv = carry[i] + (gvseq ? gvseq[o + i] : 0.0f);
-        const float gh = gs[o + i] * sg + gv * dv_dh;
-        gx[o + i] = p.mode == 1 && p.decay_input ? gh / p.decay : gh * dh_dx;
-        carry[i] = gh * dh_dv;
-        if (plif) {
-          float vprev;
-          if (t > 0) {
-            const float hp = h[op + i];
-            vprev = reset(p, hp, hp >= p.v_th ? 1.0f : 0.0f);
-          } else {
-            vprev = v0[n0 + i];
-          }
-          const float factor = p.decay_input ? x[o + i] - (vprev - vr) : -(vprev - vr);
-          gk_step += gh * factor;
-        }
+      const float* gvt = HAS_GVSEQ ? gvseq + o : nullptr;
+      const float* xt = PLIF ? x + o : nullptr;
+      if (t > 0) {
+        backward_step<SG, PLIF, SOFT, HAS_GVSEQ, false>(c, len, h + o, gs + o, gvt, h + o - N, xt, v0 + n0, gx + o,
+                                                         carry, gk_acc);
+      } else {
+        backward_step<SG, PLIF, SOFT, HAS_GVSEQ, true>(c, len, h + o, gs + o, gvt, nullptr, xt, v0 + n0, gx + o,
+                                                        carry, gk_acc);
       }
-      gk += gk_step;
     }
     for (std::int64_t i = 0; i < len; ++i) gv0[n0 + i] = carry[i];
-    if (gk_partial) gk_partial[b] = gk;
+    if (PLIF && gk_partial) {
+      double acc = 0.0;
+      for (std::int64_t i = 0; i < len; ++i) acc += gk_acc[i];
+      gk_partial[b] = acc;
+    }
   }
 }
 
@@ -138,11 +200,18 @@ void backward(std::uintptr_t gs_, std::uintptr_t gvseq_, std::uintptr_t gvlast_,
   check(mode != 2 || (gk_partial_ && v0_ && x_), "PLIF backward needs x, v0 and a gk_partial buffer");
   const NeuronParams p{mode, decay, decay_input, v_th, soft_reset ? 0.0f : v_reset, soft_reset, detach_reset};
   dispatch_surrogate(sg, [&](auto id) {
-    backward_impl<decltype(id)::value>(p, a, b, ptr<const float>(gs_), gvseq_ ? ptr<const float>(gvseq_) : nullptr,
-                                       gvlast_ ? ptr<const float>(gvlast_) : nullptr, ptr<const float>(h_),
-                                       x_ ? ptr<const float>(x_) : nullptr, v0_ ? ptr<const float>(v0_) : nullptr,
-                                       ptr<float>(gx_), ptr<float>(gv0_),
-                                       gk_partial_ ? ptr<double>(gk_partial_) : nullptr, T, N, nthreads);
+    dispatch_bool(mode == 2, [&](auto plif) {
+      dispatch_bool(soft_reset, [&](auto soft) {
+        dispatch_bool(gvseq_ != 0, [&](auto has_gvseq) {
+          backward_impl<decltype(id)::value, decltype(plif)::value, decltype(soft)::value,
+                        decltype(has_gvseq)::value>(
+              p, a, b, ptr<const float>(gs_), gvseq_ ? ptr<const float>(gvseq_) : nullptr,
+              gvlast_ ? ptr<const float>(gvlast_) : nullptr, ptr<const float>(h_), x_ ? ptr<const float>(x_) : nullptr,
+              ptr<const float>(v0_), ptr<float>(gx_), ptr<float>(gv0_),
+              gk_partial_ ? ptr<double>(gk_partial_) : nullptr, T, N, nthreads);
+        });
+      });
+    });
   });
 }
 

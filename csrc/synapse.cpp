@@ -24,6 +24,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <cstdio>
+#include <cstdlib>
 #include <utility>
 #include <vector>
 
@@ -386,6 +388,28 @@ struct ConvShape {
   std::int64_t cout_g() const { return Cout / G; }
 };
 
+#ifdef FASTSPIKE_SYN_AVX512
+// One output pixel of a groups == 1 convolution, outputs [cb, cb + 16 NV): bias + the weight rows of every
+// active (channel, tap), accumulated in NV registers and stored once to dst[cb, cb + 16 NV).
+template <int NV>
+inline void conv_pixel_block(const float* wt, std::int64_t cstride, const float* bias, float* dst, std::int64_t cb,
+                             const std::int32_t* const* lists, const std::int32_t* counts, const std::int64_t* tap_off,
+                             int ntaps) {
+  __m512 acc[NV];
+  for (int v = 0; v < NV; ++v) acc[v] = bias ? _mm512_loadu_ps(bias + cb + 16 * v) : _mm512_setzero_ps();
+  for (int t = 0; t < ntaps; ++t) {
+    const std::int32_t* li = lists[t];
+    const std::int32_t n = counts[t];
+    const float* wtap = wt + tap_off[t] + cb;
+    for (std::int32_t j = 0; j < n; ++j) {
+      const float* w = wtap + static_cast<std::int64_t>(li[j]) * cstride;
+      for (int v = 0; v < NV; ++v) acc[v] = _mm512_add_ps(acc[v], _mm512_loadu_ps(w + 16 * v));
+    }
+  }
+  for (int v = 0; v < NV; ++v) _mm512_storeu_ps(dst + cb + 16 * v, acc[v]);
+}
+#endif
+
 // x [B, Cin, H, W]; wt [Cin][KH][KW][Cout/G] (for input channel c, the weights of the outputs of its group);
 // bias [Cout] or 0; out [B, Cout, OH, OW]. Returns false (out unwritten) when x is not binary.
 bool conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, std::uintptr_t out_,
@@ -400,6 +424,7 @@ bool conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_,
   float* out = ptr<float>(out_);
   const std::int64_t cg = s.cout_g(), cing = s.cin_g();
 
+  double tp0 = omp_get_wtime();
   // Phase 1: per input row (b, iy), the active channels of each pixel, stored pixel by pixel in
   // per-thread buffers: pix_off[b, iy, ix] = start of the pixel's list in its row's buffer, pix_cnt its length.
   const std::int64_t in_rows = B * H;
@@ -448,16 +473,59 @@ bool conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_,
     bad = bad || b;
   }
   if (bad) return false;
+  double tp1 = omp_get_wtime();
   for (std::int64_t r = 0; r < in_rows; ++r) row_base[r] = local[row_owner[r]].data() + row_off[r];
 
   // Phase 2: gather per output row.
   const std::int64_t out_rows = B * OH;
+  const bool fast = G == 1 && Cout % 16 == 0;
+  (void)fast;
 #pragma omp parallel num_threads(clamp_threads(nthreads, out_rows))
   {
     std::vector<float> acc(static_cast<std::size_t>(OW * Cout));
+    std::vector<const std::int32_t*> tap_lists(static_cast<std::size_t>(KH * KW));
+    std::vector<std::int32_t> tap_counts(static_cast<std::size_t>(KH * KW));
+    std::vector<std::int64_t> tap_off(static_cast<std::size_t>(KH * KW));
 #pragma omp for schedule(static)
     for (std::int64_t r = 0; r < out_rows; ++r) {
       const std::int64_t bb = r / OH, oy = r % OH;
+#ifdef FASTSPIKE_SYN_AVX512
+      if (fast) {
+        // register-blocked: per output pixel, gather the valid taps' spike lists, then one pass per block of
+        // outputs with the accumulators in registers
+        for (std::int64_t ox = 0; ox < OW; ++ox) {
+          int ntaps = 0;
+          for (std::int64_t ky = 0; ky < KH; ++ky) {
+            const std::int64_t iy = oy * sh - ph + ky * dh;
+            if (iy < 0 || iy >= H) continue;
+            const std::int64_t irow = bb * H + iy;
+            for (std::int64_t kx = 0; kx < KW; ++kx) {
+              const std::int64_t ix = ox * sw - pw + kx * dw;
+              if (ix < 0 || ix >= W) continue;
+              const std::int64_t p = irow * W + ix;
+              if (pix_cnt[p] == 0) continue;
+              tap_lists[ntaps] = row_base[irow] + pix_off[p];
+              tap_counts[ntaps] = pix_cnt[p];
+              tap_off[ntaps] = (ky * KW + kx) * Cout;
+              ++ntaps;
+            }
+          }
+          float* a = acc.data() + ox * Cout;
+          const std::int64_t cstride = KH * KW * Cout;
+          if (Cout % 128 == 0) {
+            for (std::int64_t cb = 0; cb < Cout; cb += 128)
+              conv_pixel_block<8>(wt, cstride, bias, a, cb, tap_lists.data(), tap_counts.data(), tap_off.data(), ntaps);
+          } else if (Cout % 64 == 0) {
+            for (std::int64_t cb = 0; cb < Cout; cb += 64)
+              conv_pixel_block<4>(wt, cstride, bias, a, cb, tap_lists.data(), tap_counts.data(), tap_off.data(), ntaps);
+          } else {
+            for (std::int64_t cb = 0; cb < Cout; cb += 16)
+              conv_pixel_block<1>(wt, cstride, bias, a, cb, tap_lists.data(), tap_counts.data(), tap_off.data(), ntaps);
+          }
+        }
+      } else
+#endif
+      {
       for (std::int64_t ox = 0; ox < OW; ++ox) {
         float* a = acc.data() + ox * Cout;
         if (bias) std::memcpy(a, bias, sizeof(float) * Cout);
@@ -486,6 +554,7 @@ bool conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_,
           }
         }
       }
+      }
       for (std::int64_t o = 0; o < Cout; ++o) {
         float* dst = out + ((bb * Cout + o) * OH + oy) * OW;
         const float* src = acc.data() + o;
@@ -493,6 +562,7 @@ bool conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_,
       }
     }
   }
+  if (getenv("SYNPROF")) fprintf(stderr, "phase1 %.2f ms phase2 %.2f ms\n", (tp1 - tp0) * 1e3, (omp_get_wtime() - tp1) * 1e3);
   return true;
 }
 
