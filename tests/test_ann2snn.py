@@ -257,6 +257,25 @@ def test_spike_max_pool_follows_the_highest_rate():
     assert naive > 0.7  # plain max pooling of spikes counts the union of spike trains
     pool.reset()
     assert pool.acc == 0.0
+    adaptive = ann2snn.SpikeMaxPool(nn.AdaptiveMaxPool2d(1))
+    out = sum(adaptive(s.view(1, 1, 2, 2)) for s in spikes).item() / T
+    assert abs(out - 0.55) < 0.02, out
+
+
+def test_statistics_modes():
+    x = torch.arange(1000.0).view(10, 100) - 1.0  # the ReLU output is 0, 0, 1, ..., 998
+    obs = ann2snn.StatisticObserver
+    assert obs.statistic(F.relu(x), "max") == 998.0
+    assert obs.statistic(F.relu(x), 0.5) == 499.0
+    assert obs.statistic(F.relu(x), "99.9%") == pytest.approx(997.0, abs=1.0)
+    assert obs.statistic(F.relu(x), "50%") == pytest.approx(498.5, abs=1.0)
+    # through the converter: max over batches, percentiles averaged over batches
+    net = nn.Sequential(nn.Identity(), nn.ReLU())
+    batches = [torch.full((4, 3), 2.0), torch.full((4, 3), 6.0)]
+    assert Converter(batches, mode="max").collect_stats(net) == {"1": 6.0}
+    assert Converter(batches, mode="Max").collect_stats(net) == {"1": 6.0}
+    assert Converter(batches, mode="99%").collect_stats(net) == {"1": 4.0}
+    assert Converter(batches, mode=0.5).collect_stats(net) == {"1": 3.0}
 
 
 def test_batchnorm_folding_is_exact():
