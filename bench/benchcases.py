@@ -24,7 +24,8 @@ def bench_case_params(family):
         if case.family != family or case.available() is not None:
             continue
         for point in case.points(_ctx()):
-            for mode in case.modes:
+            point = dict(point)
+            for mode in point.pop("modes", case.modes):
                 pid = f"{case.name}-{mode}-" + "-".join(f"{k}{v}" for k, v in point.items())
                 out.append(pytest.param(case.name, point, mode, id=pid))
     return out

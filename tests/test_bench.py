@@ -44,11 +44,15 @@ def test_every_case_runs_and_json_is_complete(tmp_path, monkeypatch):
     _tiny_points(monkeypatch)
     names = [c.name for c in CASES.values() if c.available() is None]
     assert "neuron.lif" in names and "open-neuromorphic" in names
-    args = FAST + ["--peers", "none"]
+    md = tmp_path / "out.md"
+    args = FAST + ["--peers", "none", "--markdown", str(md)]
     for n in names:
         args += ["--case", n]
     rc, data = _run_json(tmp_path, args)
     assert rc == 0
+    assert data["command"].startswith("python -m fastspike.bench --quick")
+    text = md.read_text()
+    assert "| case | mode | size | fastspike ms |" in text and "| neuron.lif | train |" in text
     for key in ("schema", "command", "machine", "versions", "peers", "settings", "tables", "elapsed_s"):
         assert key in data, key
     assert data["versions"]["torch"] == torch.__version__.split("+")[0] or data["versions"]["torch"]

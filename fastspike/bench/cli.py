@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import shlex
 import sys
 import time
 from typing import List, Optional, Sequence
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train = forward+backward, infer = forward only (default: both)")
     p.add_argument("--json", metavar="FILE", help="write machine info, versions and every timing to FILE")
     p.add_argument("--plot", metavar="FILE.png", help="plot time versus T (and versus spike density) to FILE.png")
+    p.add_argument("--markdown", metavar="FILE.md", help="write a one-line-per-table markdown summary (needs nothing else)")
     p.add_argument("--quick", action="store_true", help="small sizes and fewer repeats (a smoke run)")
     p.add_argument("--repeat", type=int, default=None, help="timed samples per implementation (default 7, quick 3)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up calls per implementation (default 2)")
@@ -105,7 +107,9 @@ def list_text() -> str:
 def run(argv: Optional[Sequence[str]] = None, out=None) -> int:
     out = out or sys.stdout
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
+        args.argv_list = argv
         if args.list:
             print(list_text(), file=out)
             return 0
@@ -152,6 +156,7 @@ def _load_warning() -> str:
 
 def _run_inner(args, device: str, cases: List[Case], peers: List[str], out) -> int:
     started = time.time()
+    started_utc = report.now()
     settings = Settings(device=device, memory=not args.no_memory)
     settings.repeat = args.repeat if args.repeat is not None else (3 if args.quick else settings.repeat)
     settings.warmup = args.warmup if args.warmup is not None else settings.warmup
@@ -184,7 +189,9 @@ def _run_inner(args, device: str, cases: List[Case], peers: List[str], out) -> i
             unavailable[case.name] = why
             continue
         for point in case.points(ctx):
-            for mode in case.modes:
+            point = dict(point)
+            point_modes = point.pop("modes", case.modes)  # a size may run in fewer modes than its case
+            for mode in point_modes:
                 if mode in modes:
                     jobs.append((case, point, mode))
     for name, why in unavailable.items():
@@ -246,12 +253,12 @@ def _run_inner(args, device: str, cases: List[Case], peers: List[str], out) -> i
     elapsed = time.time() - started
     print(f"done: {len(tables)} tables in {elapsed:.0f} s", file=out)
 
-    if args.json:
+    if args.json or args.markdown:
         meta = {
             "schema": "fastspike.bench/1",
-            "command": " ".join([PROG] + list(sys.argv[1:] if args is not None else [])),
-            "argv": vars(args),
-            "started_utc": report.now(),
+            "command": " ".join([PROG] + [shlex.quote(a) for a in args.argv_list]),
+            "argv": {k: v for k, v in vars(args).items() if k != "argv_list"},
+            "started_utc": started_utc,
             "elapsed_s": round(elapsed, 1),
             "machine": report.machine_info(device),
             "versions": report.versions(),
@@ -266,8 +273,15 @@ def _run_inner(args, device: str, cases: List[Case], peers: List[str], out) -> i
             "timing": "median of round-robin samples; perf_counter on CPU, CUDA events on GPU; "
                       "ratio = median / fastspike median in the same table",
         }
-        report.write_json(args.json, tables, meta)
-        print(f"wrote {args.json}", file=out)
+        if args.json:
+            report.write_json(args.json, tables, meta)
+            print(f"wrote {args.json}", file=out)
+        if args.markdown:
+            import json as _json
+            data = _json.loads(_json.dumps(report.to_json(tables, meta), default=str))
+            with open(args.markdown, "w") as f:
+                f.write(report.markdown(data))
+            print(f"wrote {args.markdown}", file=out)
     if args.plot:
         why = report.plot(args.plot, tables)
         print(f"plot: {why}" if why else f"wrote {args.plot}", file=out)

@@ -154,8 +154,11 @@ def plot(path: str, tables: List[Table]) -> Optional[str]:
             continue
         rest = tuple(sorted((k, str(v)) for k, v in t.params.items() if k != t.x_axis))
         groups.setdefault((t.case, t.mode, rest), []).append(t)
+    # a panel needs at least two values on its axis (single sizes are in the tables)
+    groups = {k: ts for k, ts in groups.items() if len({str(t.params[t.x_axis]) for t in ts}) >= 2}
     if not groups:
-        return "no case in this run has a plottable axis"
+        return ("no case in this run varies its x axis (T, density or N) at fixed other sizes; "
+                "try --suite full, --case psn or --case synapse")
     n = len(groups)
     ncol = min(3, n)
     nrow = (n + ncol - 1) // ncol
@@ -191,3 +194,56 @@ def plot(path: str, tables: List[Table]) -> Optional[str]:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return None
+
+
+# ------------------------------------------------------------------------------------------------ markdown
+def markdown(data: Dict[str, Any]) -> str:
+    """A compact markdown summary of a JSON record: one line per table, fastspike's median and every other
+    implementation's time as a multiple of it (x > 1: slower than fastspike)."""
+    m = data.get("machine", {})
+    v = data.get("versions", {})
+    s = data.get("settings", {})
+    lines = [
+        f"- date (UTC): {data.get('started_utc', '?')}; elapsed {data.get('elapsed_s', '?')} s",
+        f"- machine: {m.get('cpu_model', m.get('processor', '?'))}, {m.get('cpu_count', '?')} cores, "
+        f"{m.get('torch_threads', '?')} torch threads, {m.get('mem_total_gib', '?')} GiB"
+        + (f"; GPU {m['cuda_device']} (CUDA {m.get('cuda_version')})" if m.get("cuda_device") else ""),
+        f"- versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val),
+        f"- command: `{data.get('command', '?')}`",
+    ]
+    if s.get("copy_bandwidth_gbs"):
+        lines.append(f"- device-to-device copy bandwidth in this run: {s['copy_bandwidth_gbs']:.0f} GB/s")
+    if data.get("busy_warning"):
+        lines.append(f"- {data['busy_warning'].strip()}")
+    families: Dict[str, List[Dict[str, Any]]] = {}
+    for t in data.get("tables", []):
+        families.setdefault(t.get("family", t["case"]), []).append(t)
+    for fam, tabs in families.items():
+        impls: List[str] = []
+        for t in tabs:
+            for r in t["rows"]:
+                if r["kind"] not in ("fastspike", "published") and r["impl"] not in impls and r["status"] != "n/a":
+                    impls.append(r["impl"])
+        head = ["case", "mode", "size", "fastspike ms"] + impls
+        lines += ["", f"**{fam}** (other columns: time / fastspike time in the same run)", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for t in tabs:
+            rows = {r["impl"]: r for r in t["rows"]}
+            fast = next((r for r in t["rows"] if r["kind"] == "fastspike"), None)
+            cells = [t["case"], t["mode"], t["label"],
+                     _ms(fast["median_ms"]) if fast and fast["median_ms"] else (t.get("error") or "-")]
+            for name in impls:
+                r = rows.get(name)
+                if r is None:
+                    cells.append("")
+                elif r["status"] == "ok" and r.get("ratio") is not None:
+                    cells.append(f"{r['ratio']:.3g}x")
+                else:
+                    cells.append(r["status"])
+            lines.append("| " + " | ".join(cells) + " |")
+        pub = [(t, r) for t in tabs for r in t["rows"] if r["kind"] == "published"]
+        for t, r in pub:
+            lines.append(f"\n{t['label']}: {r['impl']}: {r['median_ms']} ms ({r['note']})")
+    for sline in data.get("summaries", []):
+        lines.append(f"\n- {sline}")
+    return "\n".join(lines) + "\n"

@@ -40,6 +40,9 @@ SIGMOID_ALPHA = 4.0
 # peers running per-step Python loops take seconds at this many elements: the default suite skips them
 # there (named in the table); --suite full runs them.
 PEER_DEFAULT_MAX_NUMEL = 20_000_000
+# bf16/fp16 inputs: fastspike keeps the state in fp32, peers compute in the 16-bit dtype, so spikes near the
+# threshold differ more often; these limits still flag a different neuron model (tens of % of spikes)
+LOW_PRECISION_TOL = {"spikes": 0.02, "grad_x": 0.1, "grad_w": 0.1}
 
 
 def snntorch_beta(tau: float) -> float:
@@ -68,12 +71,14 @@ def _points(kind: str):
             if kind != "lif":
                 pts = [p for p in pts if p["dtype"] == "fp32"]
             return pts
-        sizes = [(64, 16, 4096), (64, 4, 256)]
+        pts = [dict(T=T, B=B, N=N, dtype="fp32") for T, B, N in [(64, 16, 4096), (64, 4, 256)]]
         if kind == "lif":
-            sizes.append((256, 32, 8192))
+            # the memory-bound size of issue 2; forward+backward only in the default suite (time budget)
+            big = dict(T=256, B=32, N=8192, dtype="fp32")
+            pts.append(big if ctx.suite == "full" else dict(big, modes=("train",)))
             if ctx.suite == "full":
-                sizes += [(T, 16, 4096) for T in (8, 16, 32, 128, 256)]
-        return [dict(T=T, B=B, N=N, dtype="fp32") for T, B, N in sizes]
+                pts += [dict(T=T, B=16, N=4096, dtype="fp32") for T in (8, 16, 32, 128, 256)]
+        return pts
     return points
 
 
@@ -83,13 +88,14 @@ def _label(p):
 
 # ------------------------------------------------------------------------------------------------ helpers
 def _inputs(kind, T, B, N, dtype, device, seed):
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(device=device).manual_seed(seed)  # generated where they are used (GPU sizes are GBs)
+    x = torch.randn(T, B, N, generator=g, device=device)
     if kind == "if":
-        x = torch.randn(T, B, N, generator=g) * 0.5 + 0.25
+        x.mul_(0.5).add_(0.25)
     else:  # LIF/PLIF with decay_input: H = (V + X) / 2 at rest
-        x = torch.randn(T, B, N, generator=g) * 1.0 + 1.0
-    gs = torch.randn(T, B, N, generator=g)
-    return x.to(device=device, dtype=dtype), gs.to(device=device, dtype=dtype)
+        x.add_(1.0)
+    gs = torch.randn(T, B, N, generator=g, device=device)
+    return x.to(dtype), gs.to(dtype)
 
 
 def _fs_node(kind, detach_reset=False, backend="auto"):
@@ -275,15 +281,17 @@ def _norse_impl(kind, x, gs, mode):
     if kind == "plif":
         return _peer_skip("norse", "no equivalent: Norse has no ParametricLIF neuron", "n/a")
     import norse.torch as nt
+    dev = x.device
     if kind == "if":
-        p = nt.IAFParameters(v_th=torch.as_tensor(V_TH), v_reset=torch.as_tensor(0.0), method="tanh",
-                             alpha=torch.as_tensor(SIGMOID_ALPHA / 2))
+        p = nt.IAFParameters(v_th=torch.as_tensor(V_TH, device=dev), v_reset=torch.as_tensor(0.0, device=dev),
+                             method="tanh", alpha=torch.as_tensor(SIGMOID_ALPHA / 2, device=dev))
         mod = nt.IAF(p, dt=1.0)
         note = "IAF"
     else:
-        p = nt.LIFBoxParameters(tau_mem_inv=torch.as_tensor(1.0 / TAU), v_leak=torch.as_tensor(0.0),
-                                v_th=torch.as_tensor(V_TH), v_reset=torch.as_tensor(0.0), method="tanh",
-                                alpha=torch.as_tensor(SIGMOID_ALPHA / 2))
+        p = nt.LIFBoxParameters(tau_mem_inv=torch.as_tensor(1.0 / TAU, device=dev),
+                                v_leak=torch.as_tensor(0.0, device=dev), v_th=torch.as_tensor(V_TH, device=dev),
+                                v_reset=torch.as_tensor(0.0, device=dev), method="tanh",
+                                alpha=torch.as_tensor(SIGMOID_ALPHA / 2, device=dev))
         mod = nt.Lift(nt.LIFBoxCell(p, dt=1.0))
         note = "Lift(LIFBoxCell), dt*tau_mem_inv=1/2"
     mod = mod.to(x.device)
@@ -347,6 +355,8 @@ def _setup(kind):
                             reason=f"setup failed: {type(e).__name__}: {e}"[:200])
             if impl.fn is not None and impl.kind == "peer":
                 impl.bytes_moved = _bytes(kind, mode, x.numel(), dtype)
+                if dtype != torch.float32:  # peers compute in the 16-bit dtype, fastspike in fp32
+                    impl.tol = dict(LOW_PRECISION_TOL)
             impls.append(impl)
         impls.append(_floor(x, mode))
         return impls

@@ -48,12 +48,12 @@ def _label(p):
 
 def _data(p, device, seed):
     T, B, N = p["T"], p["B"], p["N"]
-    g = torch.Generator().manual_seed(seed)
-    x = (torch.rand(T, B, N, generator=g) < 0.3).float()
-    w = torch.randn(N, N, generator=g) * (2.5 / math.sqrt(0.3 * N))
-    b = torch.randn(N, generator=g) * 0.1 + 0.5
-    gs = torch.randn(T, B, N, generator=g)
-    return x.to(device), w.to(device), b.to(device), gs.to(device)
+    g = torch.Generator(device=device).manual_seed(seed)
+    x = (torch.rand(T, B, N, generator=g, device=device) < 0.3).float()
+    w = torch.randn(N, N, generator=g, device=device) * (2.5 / math.sqrt(0.3 * N))
+    b = torch.randn(N, generator=g, device=device) * 0.1 + 0.5
+    gs = torch.randn(T, B, N, generator=g, device=device)
+    return x, w, b, gs
 
 
 def _fs_net(w, b, detach_reset=False):
@@ -161,9 +161,10 @@ def _norse(x, w, b, gs):
     with torch.no_grad():
         fc.weight.copy_(w)
         fc.bias.copy_(b)
-    p = nt.LIFBoxParameters(tau_mem_inv=torch.as_tensor(1.0 / TAU), v_leak=torch.as_tensor(0.0),
-                            v_th=torch.as_tensor(V_TH), v_reset=torch.as_tensor(0.0), method="tanh",
-                            alpha=torch.as_tensor(SIGMOID_ALPHA / 2))
+    dev = x.device
+    p = nt.LIFBoxParameters(tau_mem_inv=torch.as_tensor(1.0 / TAU, device=dev), v_leak=torch.as_tensor(0.0, device=dev),
+                            v_th=torch.as_tensor(V_TH, device=dev), v_reset=torch.as_tensor(0.0, device=dev),
+                            method="tanh", alpha=torch.as_tensor(SIGMOID_ALPHA / 2, device=dev))
     lif = nt.Lift(nt.LIFBoxCell(p, dt=1.0)).to(x.device)
 
     def fwd():

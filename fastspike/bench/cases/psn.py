@@ -38,10 +38,10 @@ def _label(p):
 
 
 def _data(p, device, seed):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(p["T"], p["B"], p["N"], generator=g) + 1.0
-    gs = torch.randn(p["T"], p["B"], p["N"], generator=g)
-    return x.to(device), gs.to(device)
+    g = torch.Generator(device=device).manual_seed(seed)
+    x = torch.randn(p["T"], p["B"], p["N"], generator=g, device=device) + 1.0
+    gs = torch.randn(p["T"], p["B"], p["N"], generator=g, device=device)
+    return x, gs
 
 
 def _fn(module, x, gs, mode, reset, named_params):
