@@ -194,13 +194,22 @@ def test_cuda_without_cuda_exits_2_from_the_command_line():
     assert len(lines) == 1 and "CUDA is not available" in lines[0]
 
 
-def test_plot_written(tmp_path, monkeypatch):
+def test_plot_written(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "t.png"
+    # quick synapse sizes: two densities at one size, so the density axis varies
+    assert run(FAST + ["--case", "synapse.linear", "--mode", "infer", "--no-memory", "--plot", str(png)]) == 0
+    assert png.exists() and png.stat().st_size > 1000
+    assert f"wrote {png}" in capsys.readouterr().out
+
+
+def test_plot_skipped_when_nothing_varies(tmp_path, monkeypatch, capsys):
     pytest.importorskip("matplotlib")
     _tiny_points(monkeypatch)
     png = tmp_path / "t.png"
-    assert run(FAST + ["--case", "neuron.lif", "--peers", "none", "--mode", "infer", "--no-memory",
+    assert run(FAST + ["--case", "neuron.if", "--peers", "none", "--mode", "infer", "--no-memory",
                        "--plot", str(png)]) == 0
-    assert png.exists() and png.stat().st_size > 1000
+    assert not png.exists() and "varies its x axis" in capsys.readouterr().out
 
 
 def test_list_names_every_case(capsys):
