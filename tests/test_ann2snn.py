@@ -173,6 +173,34 @@ def test_functional_relu_rates():
     assert errs[-1] < 0.03 and errs[-1] < errs[0] / 3, errs
 
 
+def test_clipped_relus_rates():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2, self.fc3, self.fc4 = (nn.Linear(12, 12) for _ in range(4))
+            self.act1, self.act2 = nn.ReLU6(), nn.Hardtanh(0.0, 0.3)
+
+        def forward(self, x):
+            x = self.act1(self.fc1(x) * 8)  # drives the clip at 6
+            x = F.relu6(self.fc2(x))
+            x = F.hardtanh(self.fc3(x), 0.0, 0.5)
+            return self.fc4(self.act2(x))
+
+    torch.manual_seed(8)
+    ann = Net().eval()
+    x = torch.rand(64, 12) * 2
+    conv = Converter([x], v_init=0.5)
+    errs = _rate_errors(ann, x, v_init=0.5)
+    assert errs[-1] < 0.03 and errs[-1] < errs[0] / 3, errs
+    conv(ann)
+    assert conv.thresholds["act1"] == 6.0 and conv.thresholds["act2"] <= 0.3
+    conv = Converter(stats={"act1": 9.0, "relu6": 2.0, "hardtanh": 1.0, "act2": 0.2})
+    conv(ann)
+    assert conv.thresholds == {"act1": 6.0, "relu6": 2.0, "hardtanh": 0.5, "act2": 0.2}
+    with pytest.raises(ConversionError, match=r"Hardtanh\) at graph node"):
+        Converter(stats={})(nn.Sequential(nn.Hardtanh()))  # clips at -1: not a ReLU
+
+
 class ResBlock(nn.Module):
     def __init__(self, c):
         super().__init__()

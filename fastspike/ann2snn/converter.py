@@ -207,7 +207,25 @@ def _shape_nodes(graph: fx.Graph) -> set:
     return shape
 
 
+def _clip_of(node: fx.Node, gm: nn.Module) -> Optional[float]:
+    """The upper bound of a clipped ReLU site (ReLU6, Hardtanh(0, m)), None for anything else."""
+    if node.op == "call_module":
+        mod = gm.get_submodule(node.target)
+        if isinstance(mod, nn.Hardtanh) and mod.min_val == 0.0 and mod.max_val > 0.0:
+            return float(mod.max_val)
+    elif node.op == "call_function" and node.target is F.relu6:
+        return 6.0
+    elif node.op == "call_function" and node.target is F.hardtanh:
+        lo = node.kwargs.get("min_val", node.args[1] if len(node.args) > 1 else -1.0)
+        hi = node.kwargs.get("max_val", node.args[2] if len(node.args) > 2 else 1.0)
+        if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and lo == 0.0 and hi > 0.0:
+            return float(hi)
+    return None
+
+
 def _is_relu_site(node: fx.Node, gm: nn.Module) -> bool:
+    if _clip_of(node, gm) is not None:
+        return True
     if node.op == "call_module":
         return isinstance(gm.get_submodule(node.target), (nn.ReLU, QCFS))
     if node.op == "call_function":
@@ -288,7 +306,7 @@ def _check_supported(gm: fx.GraphModule) -> None:
         raise ConversionError(
             f"ann2snn cannot convert {len(problems)} operation(s) of {gm._get_name()}:\n" + "\n".join(problems)
             + "\nSupported: Conv/ConvTranspose/Linear, BatchNorm (folded), ReLU (module, F.relu, torch.relu, "
-            "x.relu()), QCFS, Avg/AdaptiveAvg pooling, Max/AdaptiveMax pooling (spike-gated), Flatten, Dropout "
+            "x.relu()), ReLU6 and Hardtanh(0, m), QCFS, Avg/AdaptiveAvg pooling, Max/AdaptiveMax pooling (spike-gated), Flatten, Dropout "
             "(removed), zero padding, additions, concatenation, reshapes and scaling by constants.")
 
 
@@ -388,14 +406,16 @@ def _remove_dropout(gm: fx.GraphModule) -> None:
 class _Site:
     """One ReLU/QCFS call site in the graph."""
 
-    def __init__(self, key: str, node_name: str, module_path: str, qcfs: Optional[QCFS]):
+    def __init__(self, key: str, node_name: str, module_path: str, qcfs: Optional[QCFS], clip: Optional[float]):
         self.key = key            # name used in stats dicts
         self.node_name = node_name
         self.module_path = module_path  # where its observer / neuron lives in the GraphModule
         self.qcfs = qcfs
+        self.clip = clip          # upper bound of ReLU6 / Hardtanh(0, m) sites
 
 
-def _place_sites(gm: fx.GraphModule, make_module: Callable[[Optional[QCFS]], nn.Module]) -> List[_Site]:
+def _place_sites(gm: fx.GraphModule, make_module: Callable[[Optional[QCFS], Optional[float]], nn.Module]
+                 ) -> List[_Site]:
     """Give every ReLU/QCFS call its own module (made by ``make_module``), honouring in-place semantics."""
     counts = _module_call_counts(gm)
     order = {n: i for i, n in enumerate(gm.graph.nodes)}
@@ -404,17 +424,18 @@ def _place_sites(gm: fx.GraphModule, make_module: Callable[[Optional[QCFS]], nn.
         if not _is_relu_site(node, gm):
             continue
         qcfs = None
+        clip = _clip_of(node, gm)
         if node.op == "call_module":
             mod = gm.get_submodule(node.target)
             qcfs = mod if isinstance(mod, QCFS) else None
             if counts[node.target] == 1:
                 key = path = node.target
-                _set_module(gm, path, make_module(qcfs))
-                sites.append(_Site(key, node.name, path, qcfs))
+                _set_module(gm, path, make_module(qcfs, clip))
+                sites.append(_Site(key, node.name, path, qcfs, clip))
                 continue
         key = node.name
         path = _fresh_name(gm, node.name)
-        gm.add_submodule(path, make_module(qcfs))
+        gm.add_submodule(path, make_module(qcfs, clip))
         src = node.args[0]
         inplace = _is_inplace(node, gm)
         with gm.graph.inserting_after(node):
@@ -425,7 +446,7 @@ def _place_sites(gm: fx.GraphModule, make_module: Callable[[Optional[QCFS]], nn.
             for user in list(src.users):
                 if user is not new and order.get(user, -1) > order[node]:
                     user.replace_input_with(src, new)
-        sites.append(_Site(key, node.name, path, qcfs))
+        sites.append(_Site(key, node.name, path, qcfs, clip))
     return sites
 
 
@@ -590,7 +611,7 @@ class Converter:
 
     def _site_graph(self, ann: nn.Module):
         gm = self._prepare(ann)
-        sites = _place_sites(gm, lambda q: StatisticObserver(self.mode) if q is None else q)
+        sites = _place_sites(gm, lambda q, clip: StatisticObserver(self.mode, clip) if q is None else q)
         return gm, sites
 
     def sites(self, ann: nn.Module) -> List[str]:
@@ -614,6 +635,8 @@ class Converter:
                 frac = s.qcfs.phi if self.v_init is None else float(self.v_init)
             else:
                 lam = measured[s.key] if s.key in measured else self._lookup(s)
+                if s.clip is not None:
+                    lam = min(lam, s.clip)  # the IF neuron saturates at one spike per step: the clip
                 frac = (0.5 if self.mode == "qcfs" else 0.0) if self.v_init is None else float(self.v_init)
             if not lam > 0.0 or not math.isfinite(lam):
                 warnings.warn(f"ann2snn: site {s.key!r} has activation statistic {lam}; using threshold 1.0 "

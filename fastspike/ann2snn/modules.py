@@ -119,9 +119,10 @@ class SpikeMaxPool(base.MemoryModule):
 class StatisticObserver(nn.Module):
     """ReLU that records a per-batch statistic of its output (used while calibrating a conversion)."""
 
-    def __init__(self, mode):
+    def __init__(self, mode, clip: Optional[float] = None):
         super().__init__()
         self.mode = mode
+        self.clip = clip  # ReLU6 / Hardtanh(0, clip) sites record the clipped activation
         self.values: List[float] = []
 
     @staticmethod
@@ -141,7 +142,7 @@ class StatisticObserver(nn.Module):
         return value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu(x)
+        y = F.relu(x) if self.clip is None else torch.clamp(x, 0.0, self.clip)
         self.values.append(self.statistic(y, self.mode))
         return y
 
