@@ -21,6 +21,7 @@ These are small element-wise ops with no state; they run on any device through P
 """
 from __future__ import annotations
 
+import operator
 from typing import Optional, Sequence
 
 import torch
@@ -161,7 +162,8 @@ def floor(x: torch.Tensor) -> torch.Tensor:
 def clamp(x: torch.Tensor, min_value: float, max_value: float) -> torch.Tensor:
     """Clamp to [min_value, max_value]; the gradient passes where min_value <= x <= max_value and is 0 elsewhere."""
     _check_tensor("x", x)
-    if float(min_value) > float(max_value):
+    numbers = all(isinstance(v, (int, float)) for v in (min_value, max_value))
+    if numbers and float(min_value) > float(max_value):
         raise ValueError(f"clamp needs min_value <= max_value, but got min_value={min_value}, max_value={max_value}.")
     return ClampATGF.apply(x, min_value, max_value)
 
@@ -203,8 +205,12 @@ def k_bit_quantize(x: torch.Tensor, k: int) -> torch.Tensor:
     :func:`clamp_by_linear`, ``torch.sigmoid`` or :func:`clamp`.
     """
     _check_tensor("x", x)
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"k must be an int, but got {type(k).__name__}.")
+    if isinstance(k, bool):
+        raise TypeError("k must be an int, but got bool.")
+    try:
+        k = operator.index(k)  # ints and integer scalars (numpy, 0-dim integer tensors)
+    except TypeError:
+        raise TypeError(f"k must be an int, but got {type(k).__name__}.") from None
     if k < 1:
         raise ValueError(f"k must be a positive integer, but got {k}")
     return KBitQuantizeATGF.apply(x, k)

@@ -43,6 +43,8 @@ def test_clamp_gradient_mask_is_inclusive():
     assert torch.equal(x.grad, g * torch.tensor([0.0, 1, 1, 1, 1, 1, 0]))
     with pytest.raises(ValueError, match="min_value"):
         q.clamp(x, 1.0, -1.0)
+    lo, hi = torch.tensor([-1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]), torch.full((7,), 0.8)  # tensor bounds
+    assert torch.equal(q.clamp(x.detach(), lo, hi), torch.clamp(x.detach(), lo, hi))
 
 
 def test_step_quantize():
@@ -79,6 +81,8 @@ def test_k_bit_quantize_rejects_bad_k():
         q.k_bit_quantize(torch.rand(3), 0)
     with pytest.raises(TypeError, match="k"):
         q.k_bit_quantize(torch.rand(3), 2.0)
+    np = pytest.importorskip("numpy")
+    assert torch.equal(q.k_bit_quantize(torch.tensor([0.4]), np.int64(1)), torch.tensor([0.0]))
     with pytest.raises(TypeError, match="x"):
         q.k_bit_quantize([0.5], 2)
     with pytest.raises(TypeError, match="floating"):
