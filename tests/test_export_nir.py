@@ -469,3 +469,38 @@ def test_step_mode_wrappers_multi_step_round_trip():
         ref = net(x_seq)
         out = back(x_seq)
     assert ref.sum() > 0 and torch.equal(ref, out)
+
+
+def test_cubalif_interop_with_snntorch_synaptic_both_ways():
+    """snnTorch's Synaptic (syn = alpha syn + x; mem = beta mem + syn) is CubaLIF with tau_syn = 1/(1-alpha),
+    tau_mem = 1/(1-beta) steps, w_in = tau_syn, r = tau_mem; exported with its dt = 1e-4."""
+    snn = pytest.importorskip("snntorch")
+    from snntorch.export_nir import export_to_nir
+    from snntorch.import_nir import import_from_nir
+
+    def synaptic(shape, **kw):
+        return snn.Synaptic(alpha=torch.full(shape, 0.6), beta=torch.full(shape, 0.8), threshold=torch.ones(shape),
+                            init_hidden=True, reset_mechanism="zero", reset_delay=False, **kw)
+
+    torch.manual_seed(11)
+    snet = nn.Sequential(nn.Linear(6, 5), synaptic((5,)), nn.Linear(5, 4), synaptic((4,), output=True))
+    _excite_(snet, 1.0, f=0.2)
+    xs = _spikes((3, 6), T=12)
+    back = from_nir(export_to_nir(snet, xs[0], ignore_dims=[0]), dt=1e-4)
+    assert isinstance(back.node("1"), CubaLIFNode)
+    torch.testing.assert_close(back.node("1").tau_syn, torch.full((5,), 2.5))
+    torch.testing.assert_close(back.node("1").r, torch.full((5,), 5.0))
+
+    def run_snn(model):
+        for m in model.modules():
+            if isinstance(m, snn.Synaptic):
+                m.reset_hidden()
+        with torch.no_grad():
+            outs = [model(x) for x in xs]
+        return torch.stack([o[0] if isinstance(o, tuple) else o for o in outs])
+
+    ref = run_snn(snet)
+    assert ref.sum() > 0 and torch.equal(ref, _run(back, xs))
+    # and back again: fastspike's CubaLIF graph imported by snnTorch
+    snet2 = import_from_nir(to_nir(back, xs[0], dt=1e-4))
+    assert torch.equal(run_snn(snet2), ref)

@@ -191,17 +191,18 @@ def test_lif_to_iaf_and_avgpool_rules():
 
 
 def test_simulator_exact_on_representable_network():
-    """Weights on the 8-bit grid of each layer and thresholds between representable sums: the integer
-    simulator equals the float IFNode model spike for spike."""
+    """Weights m/128 with max m = 127 quantize to exactly m (scale 128) and thresholds k/128 to k; sums of
+    such numbers are exact in float32, so the integer simulator equals the float IFNode model spike for spike
+    (hard and soft reset)."""
     g = torch.Generator().manual_seed(3)
-    net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=False), neuron.IFNode(v_threshold=0.505),
+    net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=False), neuron.IFNode(v_threshold=65 / 128),
                         SumPool2d(2), nn.Conv2d(4, 4, 3, stride=2, padding=1, bias=False),
-                        neuron.IFNode(v_threshold=0.705, v_reset=None))
+                        neuron.IFNode(v_threshold=90 / 128, v_reset=None))
     with torch.no_grad():
         for conv in (net[0], net[3]):
             m = torch.randint(-40, 128, conv.weight.shape, generator=g).double()
             m.view(-1)[0] = 127
-            conv.weight.copy_((m * 0.01).float())
+            conv.weight.copy_((m / 128).float())
     xs = _spikes((3, 2, 8, 8), T=12, p=0.4)
     cfg = to_speck(net, (2, 8, 8))
     out, layers = speck.simulate(cfg, xs, return_all=True)
@@ -211,7 +212,7 @@ def test_simulator_exact_on_representable_network():
     h.remove()
     assert torch.stack(acts).sum() > 0 and ref.sum() > 0
     assert torch.equal(layers[0], torch.stack(acts)) and torch.equal(out, ref)
-    assert cfg.cores[0].threshold_q == 51  # 0.505 * (127 / 1.27)
+    assert cfg.cores[0].scale == 128.0 and cfg.cores[0].threshold_q == 65
 
 
 def test_simulator_close_to_float_model_and_reproducible():
@@ -263,3 +264,37 @@ def test_multi_step_wrappers_are_checked_like_plain_layers():
     net = nn.Sequential(layer.Conv2d(2, 4, 3, stride=3, step_mode="m"), neuron.IFNode(step_mode="m"))
     report = check_speck(net, (2, 9, 9))
     assert [v.constraint for v in report.violations] == ["stride"]
+
+
+class _Residual(nn.Module):
+    """Two cores feeding one destination (allowed on the chip) and a core with two destinations."""
+
+    def __init__(self):
+        super().__init__()
+        self.c0, self.s0 = nn.Conv2d(2, 4, 3, padding=1, bias=False), neuron.IFNode(v_threshold=65 / 128)
+        self.a, self.sa = nn.Conv2d(4, 4, 1, bias=False), neuron.IFNode(v_threshold=40 / 128)
+        self.b = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        self.sb = neuron.IFNode(v_threshold=52 / 128, v_reset=None)
+        self.d, self.sd = nn.Conv2d(4, 3, 3, stride=2, padding=1, bias=False), neuron.IFNode(v_threshold=78 / 128)
+
+    def forward(self, x):
+        h = self.s0(self.c0(x))
+        return self.sd(self.d(self.sa(self.a(h)) + self.sb(self.b(h))))
+
+
+def test_residual_network_is_accepted_and_simulated_exactly():
+    g = torch.Generator().manual_seed(5)
+    net = _Residual()
+    with torch.no_grad():
+        for conv in (net.c0, net.a, net.b, net.d):
+            m = torch.randint(-40, 128, conv.weight.shape, generator=g).double()
+            m.view(-1)[0] = 127
+            conv.weight.copy_((m / 128).float())
+    report = check_speck(net, (2, 8, 8))
+    assert report.ok, str(report)
+    c0, ca, cb, cd = report.cores
+    assert c0.destinations == [(1, 1), (2, 1)] and sorted(cd.sources) == [(1, 1), (2, 1)]
+    xs = _spikes((2, 2, 8, 8), T=10, p=0.4)
+    out = speck.simulate(to_speck(net, (2, 8, 8)), xs)
+    ref = _run(net, xs)
+    assert ref.sum() > 0 and torch.equal(out, ref)
