@@ -152,7 +152,8 @@ def plot(path: str, tables: List[Table]) -> Optional[str]:
     for t in tables:
         if not t.x_axis or t.x_axis not in t.params or t.error:
             continue
-        rest = tuple(sorted((k, str(v)) for k, v in t.params.items() if k != t.x_axis))
+        rest = tuple(sorted((k, str(v)) for k, v in t.params.items()
+                            if k != t.x_axis and not isinstance(v, bool)))  # flags do not split a panel
         groups.setdefault((t.case, t.mode, rest), []).append(t)
     # a panel needs at least two values on its axis (single sizes are in the tables)
     groups = {k: ts for k, ts in groups.items() if len({str(t.params[t.x_axis]) for t in ts}) >= 2}
