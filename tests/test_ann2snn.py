@@ -202,16 +202,22 @@ def test_clipped_relus_rates():
 
 
 class ResBlock(nn.Module):
-    def __init__(self, c):
+    def __init__(self, cin, c, stride=1):
         super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.conv1, self.bn1 = nn.Conv2d(cin, c, 3, stride, padding=1, bias=False), nn.BatchNorm2d(c)
         self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
         self.relu = nn.ReLU(inplace=True)  # shared by two call sites, as in torchvision's BasicBlock
+        self.downsample = None
+        if stride != 1 or cin != c:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, c, 1, stride, bias=False), nn.BatchNorm2d(c))
 
     def forward(self, x):
+        identity = x
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        out += x
+        if self.downsample is not None:  # a Python attribute test: fine for torch.fx
+            identity = self.downsample(x)
+        out += identity
         return self.relu(out)
 
 
@@ -219,12 +225,15 @@ class ResNetTiny(nn.Module):
     def __init__(self):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(2, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU())
-        self.block = ResBlock(6)
-        self.head = nn.Linear(6, 5)
+        self.block = ResBlock(6, 6)
+        self.pool = nn.MaxPool2d(3, 2, 1)
+        self.down = ResBlock(6, 8, stride=2)
+        self.head = nn.Linear(8, 5)
 
     def forward(self, x):
-        x = self.block(self.stem(x))
-        return self.head(F.adaptive_avg_pool2d(x, 1).flatten(1))
+        x = self.pool(self.block(self.stem(x)))
+        x = self.down(x)
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
 def _randomize_bn(model):
@@ -241,12 +250,12 @@ def _randomize_bn(model):
 def test_residual_block_with_batchnorm_rates():
     torch.manual_seed(2)
     ann = _randomize_bn(ResNetTiny()).eval()
-    x = torch.rand(16, 2, 7, 7)
+    x = torch.rand(16, 2, 8, 8)
     conv = Converter([x])
-    assert conv.sites(ann) == ["stem.2", "block_relu", "block_relu_1"]
+    assert conv.sites(ann) == ["stem.2", "block_relu", "block_relu_1", "down_relu", "down_relu_1"]
     snn = conv(ann)
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in snn.modules())
-    assert sum(isinstance(m, neuron.IFNode) for m in snn.modules()) == 3  # one neuron per call of the shared ReLU
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in snn.modules())  # incl. the downsample's
+    assert sum(isinstance(m, neuron.IFNode) for m in snn.modules()) == 5  # one neuron per call of a shared ReLU
     errs = _rate_errors(ann, x, v_init=0.5)
     assert errs[-1] < 0.05 and errs[-1] < errs[0] / 2, errs
 
@@ -475,10 +484,11 @@ def test_fold_scale_gives_bare_neurons_and_exports():
     from fastspike import export
     graph = export.to_nir(bare, x)
     assert {"2", "6"} <= set(graph.nodes)  # the neurons, at the ReLUs' module paths
-    # the stem's output also feeds the residual addition: it keeps its scale; the block's two neurons fold
-    # into conv2 and (through adaptive_avg_pool2d and flatten) into the head
+    # the stem's output also feeds a residual addition: it keeps its scale; the other neurons fold into
+    # conv2 / down.conv1 and down.downsample.0 (through the max pool) / the head (through adaptive_avg_pool2d
+    # and flatten)
     res_ann = _randomize_bn(ResNetTiny()).eval()
-    xr = torch.rand(4, 2, 5, 5)
+    xr = torch.rand(4, 2, 8, 8)
     res = Converter([xr], fold_scale=True)(res_ann)
     scalers = [name for name, m in res.named_modules() if isinstance(m, ann2snn.VoltageScaler)]
     assert scalers == ["stem.2.1"]
