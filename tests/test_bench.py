@@ -221,3 +221,18 @@ def test_list_names_every_case(capsys):
     out = capsys.readouterr().out
     for name in CASES:
         assert name in out
+
+
+def test_cuda_table_shows_bandwidth_fraction():
+    """The CUDA columns (achieved GB/s and fraction of the copy bandwidth) are filled from bytes_moved."""
+    from fastspike.bench.report import format_table
+    x = torch.randn(1 << 16)
+    impls = [Impl("fastspike", lambda: {"y": x + 1}, kind="fastspike", bytes_moved=2 * x.numel() * 4),
+             Impl("floor (memcpy)", lambda: None, kind="floor", check=False, bytes_moved=2 * x.numel() * 4)]
+    s = Settings(repeat=2, warmup=1, min_sample_s=1e-4, memory=False, copy_bw_gbs=1.0)
+    t = measure_table(Table("t", "f", "infer", "tiny", {}), impls, s)
+    fast = t.rows[0]
+    assert fast.bandwidth_gbs == pytest.approx(fast.bytes_moved / (fast.median_ms / 1e3) / 1e9)
+    assert fast.bandwidth_fraction == pytest.approx(fast.bandwidth_gbs / 1.0)
+    text = format_table(t, cuda=True)
+    assert "of copy BW" in text and "GB/s" in text and "%" in text
