@@ -21,7 +21,7 @@ def _points_psn(ctx: Ctx) -> List[Dict]:
     if ctx.quick:
         return [dict(T=8, B=4, N=256)]
     if ctx.device.startswith("cuda"):
-        return [dict(T=T, B=64, N=65536) for T in (4, 16, 64)]
+        return [dict(T=T, B=64, N=65536) for T in (16, 64)]
     return [dict(T=16, B=16, N=4096), dict(T=64, B=16, N=4096)]
 
 
@@ -29,7 +29,7 @@ def _points_scan(ctx: Ctx) -> List[Dict]:
     if ctx.quick:
         return [dict(T=16, B=4, N=256)]
     if ctx.device.startswith("cuda"):
-        return [dict(T=T, B=64, N=65536) for T in (16, 64, 256)]
+        return [dict(T=T, B=64, N=65536) for T in (64, 256)]
     return [dict(T=64, B=16, N=4096), dict(T=256, B=4, N=1024)]
 
 
