@@ -313,6 +313,9 @@ def test_statistics_modes():
     assert Converter(batches, mode="Max").collect_stats(net) == {"1": 6.0}
     assert Converter(batches, mode="99%").collect_stats(net) == {"1": 4.0}
     assert Converter(batches, mode=0.5).collect_stats(net) == {"1": 3.0}
+    assert Converter(batches, mode="max", momentum=0.1).collect_stats(net) == {"1": pytest.approx(2.4)}
+    with pytest.raises(ValueError, match="momentum"):
+        Converter(momentum=0.0)
 
 
 def test_batchnorm_folding_is_exact():
@@ -377,7 +380,7 @@ def test_qcfs_conversion_is_exact_for_constant_input_at_T_equal_L():
     out = simulate(snn, x, L)
     ref = ann(x).detach()
     mismatch = (out - ref).abs() > 1e-5
-    assert mismatch.float().mean() < 0.005, f"{int(mismatch.sum())} of {ref.numel()} differ"
+    assert mismatch.sum() <= 2, f"{int(mismatch.sum())} of {ref.numel()} differ"  # 0 here; ties may round apart
 
 
 # ------------------------------------------------------------------------------------------------

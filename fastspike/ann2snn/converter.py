@@ -531,11 +531,13 @@ class Converter:
         (through flatten, reshapes, average and max pooling), leaving a bare ``IFNode`` that emits 0/1 spikes.
         Sites whose output reaches an addition, a concatenation or the network output keep their
         ``VoltageScaler``. The function computed is the same; bare neurons are what exporters (NIR) expect.
+    :param momentum: ``None`` (default) combines the per-batch statistics as described under ``mode``; a float
+        m in (0, 1] uses SpikingJelly's running estimate ``s <- (1 - m) s + m s_batch`` instead.
     """
 
     def __init__(self, dataloader: Optional[Iterable] = None, mode="max", stats: Optional[Dict[str, float]] = None,
                  device=None, v_init: Optional[float] = None, fuse_flag: bool = True,
-                 max_batches: Optional[int] = None, fold_scale: bool = False):
+                 max_batches: Optional[int] = None, fold_scale: bool = False, momentum: Optional[float] = None):
         self.mode = _parse_mode(mode)
         if stats is not None and not isinstance(stats, dict):
             raise TypeError(f"stats must be a dict {{site name: lambda}}, but got {type(stats).__name__}.")
@@ -554,6 +556,9 @@ class Converter:
         self.fuse_flag = fuse_flag
         self.max_batches = max_batches
         self.fold_scale = bool(fold_scale)
+        if momentum is not None and not 0.0 < float(momentum) <= 1.0:
+            raise ValueError(f"momentum must be in (0, 1] or None, but got {momentum!r}.")
+        self.momentum = None if momentum is None else float(momentum)
         self.thresholds: Dict[str, float] = {}  # filled by the last conversion: site -> IF threshold
 
     # -- statistics -------------------------------------------------------------------------------
@@ -597,7 +602,7 @@ class Converter:
             raise ConversionError("the calibration dataloader yielded no batches.")
         out = {}
         for key, obs in observers.items():
-            value = obs.result()
+            value = obs.result(self.momentum)
             if value is None:
                 raise ConversionError(f"ReLU site {key!r} was never reached while calibrating.")
             out[key] = value

@@ -146,9 +146,14 @@ class StatisticObserver(nn.Module):
         self.values.append(self.statistic(y, self.mode))
         return y
 
-    def result(self) -> Optional[float]:
+    def result(self, momentum: Optional[float] = None) -> Optional[float]:
         if not self.values:
             return None
+        if momentum is not None:  # SpikingJelly's running estimate: s <- (1 - m) s + m s_batch
+            value = self.values[0]
+            for v in self.values[1:]:
+                value = (1.0 - momentum) * value + momentum * v
+            return value
         if isinstance(self.mode, str) and self.mode.endswith("%"):
             return sum(self.values) / len(self.values)
         return max(self.values)
