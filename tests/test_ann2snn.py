@@ -267,11 +267,12 @@ def test_maxpool_and_functional_ops_rates():
             self.c1, self.c2 = nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 3, padding=1)
             self.fc = nn.Linear(32, 3)
             self.drop = nn.Dropout(0.5)
+            self.gain = nn.Parameter(torch.tensor(0.8))
 
         def forward(self, x):
             x = F.max_pool2d(F.relu(self.c1(x)), 2)
             a = F.relu(self.c2(x))
-            x = torch.cat([a, x], 1) * 0.5
+            x = torch.cat([a, x], 1) * 0.5 * torch.sigmoid(self.gain)  # constants: any op on parameters is fine
             x = F.dropout(x, 0.3, self.training)
             x = F.avg_pool2d(x, 2).view(x.size(0), -1)
             return self.fc(self.drop(x))

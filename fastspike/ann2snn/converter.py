@@ -194,17 +194,22 @@ def _trace(ann: nn.Module) -> fx.GraphModule:
 # graph checks and rewrites
 # ------------------------------------------------------------------------------------------------
 def _shape_nodes(graph: fx.Graph) -> set:
-    """Nodes that carry Python shapes/ints (x.size(), x.shape, arithmetic on them), not tensors."""
-    shape = set()
+    """Nodes whose value does not depend on the input activations: Python shapes and ints (x.size(), x.shape,
+    arithmetic on them), parameters and buffers read directly (get_attr) and anything computed only from those.
+    They are the same at every time step, so any operation on them is allowed."""
+    static = set()
     for node in graph.nodes:
-        if node.op == "call_method" and node.target in _SHAPE_METHODS:
-            shape.add(node)
+        if node.op == "get_attr":
+            static.add(node)
+        elif node.op == "call_method" and node.target in _SHAPE_METHODS:
+            static.add(node)
         elif node.op == "call_function" and node.target is getattr and len(node.args) > 1 \
                 and node.args[1] in ("shape", "ndim"):
-            shape.add(node)
-        elif node.op == "call_function" and node.all_input_nodes and all(n in shape for n in node.all_input_nodes):
-            shape.add(node)
-    return shape
+            static.add(node)
+        elif node.op in ("call_function", "call_method") and node.all_input_nodes \
+                and all(n in static for n in node.all_input_nodes):
+            static.add(node)
+    return static
 
 
 def _clip_of(node: fx.Node, gm: nn.Module) -> Optional[float]:
