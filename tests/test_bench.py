@@ -236,3 +236,23 @@ def test_cuda_table_shows_bandwidth_fraction():
     assert fast.bandwidth_fraction == pytest.approx(fast.bandwidth_gbs / 1.0)
     text = format_table(t, cuda=True)
     assert "of copy BW" in text and "GB/s" in text and "%" in text
+
+
+@pytest.mark.parametrize("kind", ["if", "lif", "plif"])
+@pytest.mark.parametrize("mode", ["train", "infer"])
+def test_triton_kernel_row_agrees(kind, mode):
+    """The GPU table's 'kernels (launchers)' row, run here through Triton's interpreter on tiny CPU tensors."""
+    pytest.importorskip("triton")
+    from fastspike.ops import _backend
+    if not _backend.triton_interpret() and not torch.cuda.is_available():
+        pytest.skip("needs CUDA or TRITON_INTERPRET=1")
+    from fastspike.bench.cases import neuron as nc
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    x, gs = nc._inputs(kind, 5, 2, 24, torch.float32, device, 0)
+    node = nc._fs_node(kind, backend="torch").to(device)
+    params = [node.w] if kind == "plif" else []
+    ref = nc._module_fn(node, x, gs, mode, node.reset, params)()
+    got = nc._triton_kernel_impl(kind, x, gs, mode).fn()
+    bad, errs = compare_outputs(ref, got, {"grad_x": 1e-5, "grad_w": 1e-5})
+    assert bad is None, bad
+    assert errs["spikes"] == 0.0
