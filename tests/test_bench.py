@@ -256,3 +256,17 @@ def test_triton_kernel_row_agrees(kind, mode):
     bad, errs = compare_outputs(ref, got, {"grad_x": 1e-5, "grad_w": 1e-5})
     assert bad is None, bad
     assert errs["spikes"] == 0.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_quick_run(tmp_path):
+    """On a GPU: the LIF case end to end, with the copy bandwidth and each row's fraction of it."""
+    rc, data = _run_json(tmp_path, ["--device", "cuda", "--quick", "--case", "neuron.lif", "--peers", "none",
+                                    "--repeat", "2", "--no-progress"])
+    assert rc == 0
+    assert data["settings"]["copy_bandwidth_gbs"] > 0
+    for t, rows in _rows(data):
+        fast = next(r for r in rows if r["kind"] == "fastspike")
+        kern = next(r for r in rows if r["kind"] == "kernel")
+        assert fast["status"] == "ok" and kern["status"] == "ok", (fast, kern)
+        assert 0 < fast["bandwidth_fraction"] and fast["peak_mem_bytes"] > 0
