@@ -32,20 +32,42 @@ struct Band {
   std::int64_t hi(std::int64_t t) const { return k > 0 ? t + 1 : T; }  // exclusive
 };
 
-// acc[i] = b[t] + sum_j w[t][j] x[j][n0 + i]
+// acc[i] = b[t] + sum_j w[t][j] x[j][n0 + i] for i < n. FULL blocks have the compile-time length
+// kPsnBlock, so the accumulator lives in vector registers; the ragged last block takes the generic path.
+template <bool FULL>
 inline void accumulate_row(const float* w, const float* x, float bias, const Band& band, std::int64_t t,
-                           std::int64_t N, std::int64_t n0, std::int64_t len, float* acc) {
-#pragma omp simd
-  for (std::int64_t i = 0; i < len; ++i) acc[i] = 0.0f;
+                           std::int64_t N, std::int64_t n0, std::int64_t len, float* out) {
+  const std::int64_t n = FULL ? kPsnBlock : len;
   const std::int64_t T = band.T;
+  float acc[kPsnBlock];
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) acc[i] = 0.0f;
   for (std::int64_t j = band.lo(t); j < band.hi(t); ++j) {
     const float wtj = w[t * T + j];
     const float* xr = x + j * N + n0;
 #pragma omp simd
-    for (std::int64_t i = 0; i < len; ++i) acc[i] += wtj * xr[i];
+    for (std::int64_t i = 0; i < n; ++i) acc[i] += wtj * xr[i];
   }
 #pragma omp simd
-  for (std::int64_t i = 0; i < len; ++i) acc[i] += bias;
+  for (std::int64_t i = 0; i < n; ++i) out[i] = acc[i] + bias;
+}
+
+template <bool FULL>
+inline void forward_block(const float* x, const float* w, const float* b, float* s, float* h, const Band& band,
+                          std::int64_t N, std::int64_t n0, std::int64_t len) {
+  const std::int64_t n = FULL ? kPsnBlock : len;
+  float hv[kPsnBlock];
+  for (std::int64_t t = 0; t < band.T; ++t) {
+    accumulate_row<FULL>(w, x, b[t], band, t, N, n0, len, hv);
+    float* sr = s + t * N + n0;
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) sr[i] = hv[i] >= 0.0f ? 1.0f : 0.0f;
+    if (h) {
+      float* hr = h + t * N + n0;
+#pragma omp simd
+      for (std::int64_t i = 0; i < n; ++i) hr[i] = hv[i];
+    }
+  }
 }
 
 void psn_forward(std::uintptr_t x_, std::uintptr_t w_, std::uintptr_t b_, std::uintptr_t s_, std::uintptr_t h_,
@@ -62,18 +84,56 @@ void psn_forward(std::uintptr_t x_, std::uintptr_t w_, std::uintptr_t b_, std::u
   for (std::int64_t blk = 0; blk < nblocks; ++blk) {
     const std::int64_t n0 = blk * kPsnBlock;
     const std::int64_t len = std::min(kPsnBlock, N - n0);
-    float acc[kPsnBlock];
-    for (std::int64_t t = 0; t < T; ++t) {
-      accumulate_row(w, x, b[t], band, t, N, n0, len, acc);
-      float* sr = s + t * N + n0;
-#pragma omp simd
-      for (std::int64_t i = 0; i < len; ++i) sr[i] = acc[i] >= 0.0f ? 1.0f : 0.0f;
-      if (h) {
-        float* hr = h + t * N + n0;
-#pragma omp simd
-        for (std::int64_t i = 0; i < len; ++i) hr[i] = acc[i];
-      }
+    if (len == kPsnBlock) forward_block<true>(x, w, b, s, h, band, N, n0, len);
+    else forward_block<false>(x, w, b, s, h, band, N, n0, len);
+  }
+}
+
+// One block of columns of the backward: dH (in gh, T x kPsnBlock), dX, and the float block sums of dW, dB.
+template <int SG, bool FULL>
+inline void backward_block(const float* x, const float* gs, const float* w, const float* b, float* gx, float* gh,
+                           float* gw_blk, float* gb_blk, const Band& band, std::int64_t N, std::int64_t n0,
+                           std::int64_t len, float sa, float sb) {
+  const std::int64_t n = FULL ? kPsnBlock : len;
+  const std::int64_t T = band.T;
+  float hv[kPsnBlock];
+  // dH = dS * surrogate'(H), H recomputed; dB and dW = dH X^T block sums
+  for (std::int64_t t = 0; t < T; ++t) {
+    accumulate_row<FULL>(w, x, b[t], band, t, N, n0, len, hv);
+    const float* gsr = gs + t * N + n0;
+    float* ghr = gh + t * kPsnBlock;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (std::int64_t i = 0; i < n; ++i) {
+      const float g = gsr[i] * surrogate_grad<SG>(hv[i], sa, sb);
+      ghr[i] = g;
+      sum += g;
     }
+    gb_blk[t] += sum;
+    for (std::int64_t j = band.lo(t); j < band.hi(t); ++j) {
+      const float* xr = x + j * N + n0;
+      float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+      for (std::int64_t i = 0; i < n; ++i) dot += ghr[i] * xr[i];
+      gw_blk[t * T + j] += dot;
+    }
+  }
+  // dX[j] = sum_t W[t][j] dH[t] over the t whose band contains j
+  for (std::int64_t j = 0; j < T; ++j) {
+    const std::int64_t t_lo = band.k > 0 ? j : 0;
+    const std::int64_t t_hi = band.k > 0 ? std::min(T, j + band.k) : T;
+    float acc[kPsnBlock];
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) acc[i] = 0.0f;
+    for (std::int64_t t = t_lo; t < t_hi; ++t) {
+      const float wtj = w[t * T + j];
+      const float* ghr = gh + t * kPsnBlock;
+#pragma omp simd
+      for (std::int64_t i = 0; i < n; ++i) acc[i] += wtj * ghr[i];
+    }
+    float* gxr = gx + j * N + n0;
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) gxr[i] = acc[i];
   }
 }
 
@@ -94,49 +154,13 @@ void psn_backward_impl(const float* x, const float* gs, const float* w, const fl
     double* gbp = gb_part + c * T;
     for (std::int64_t q = 0; q < T * T; ++q) gw[q] = 0.0;
     for (std::int64_t q = 0; q < T; ++q) gbp[q] = 0.0;
-    float acc[kPsnBlock];
     for (std::int64_t blk = blk0; blk < blk1; ++blk) {
       const std::int64_t n0 = blk * kPsnBlock;
       const std::int64_t len = std::min(kPsnBlock, N - n0);
-      // dH = dS * surrogate'(H), H recomputed
-      for (std::int64_t t = 0; t < T; ++t) {
-        accumulate_row(w, x, b[t], band, t, N, n0, len, acc);
-        const float* gsr = gs + t * N + n0;
-        float* ghr = gh.data() + t * kPsnBlock;
-        float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-        for (std::int64_t i = 0; i < len; ++i) {
-          const float g = gsr[i] * surrogate_grad<SG>(acc[i], sa, sb);
-          ghr[i] = g;
-          sum += g;
-        }
-        gb_blk[t] += sum;
-        // dW[t][j] += sum_i dH[t][i] X[j][i]
-        for (std::int64_t j = band.lo(t); j < band.hi(t); ++j) {
-          const float* xr = x + j * N + n0;
-          float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-          for (std::int64_t i = 0; i < len; ++i) dot += ghr[i] * xr[i];
-          gw_blk[t * T + j] += dot;
-        }
-      }
-      // dX[j] = sum_t W[t][j] dH[t]
-      for (std::int64_t j = 0; j < T; ++j) {
-        const std::int64_t t_lo = j;
-        const std::int64_t t_hi = band_k > 0 ? std::min(T, j + band_k) : T;
-        const std::int64_t t_start = band_k > 0 ? t_lo : 0;
-#pragma omp simd
-        for (std::int64_t i = 0; i < len; ++i) acc[i] = 0.0f;
-        for (std::int64_t t = t_start; t < t_hi; ++t) {
-          const float wtj = w[t * T + j];
-          const float* ghr = gh.data() + t * kPsnBlock;
-#pragma omp simd
-          for (std::int64_t i = 0; i < len; ++i) acc[i] += wtj * ghr[i];
-        }
-        float* gxr = gx + j * N + n0;
-#pragma omp simd
-        for (std::int64_t i = 0; i < len; ++i) gxr[i] = acc[i];
-      }
+      if (len == kPsnBlock)
+        backward_block<SG, true>(x, gs, w, b, gx, gh.data(), gw_blk.data(), gb_blk.data(), band, N, n0, len, sa, sb);
+      else
+        backward_block<SG, false>(x, gs, w, b, gx, gh.data(), gw_blk.data(), gb_blk.data(), band, N, n0, len, sa, sb);
       // flush the float block sums into the float64 chunk partials every few blocks
       if ((blk - blk0) % 16 == 15 || blk == blk1 - 1) {
         for (std::int64_t q = 0; q < T * T; ++q) {
