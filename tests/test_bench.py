@@ -55,6 +55,7 @@ def test_every_case_runs_and_json_is_complete(tmp_path, monkeypatch):
     assert "| case | mode | size | fastspike ms |" in text and "| neuron.lif | train |" in text
     for key in ("schema", "command", "machine", "versions", "peers", "settings", "tables", "elapsed_s"):
         assert key in data, key
+    assert data["complete"] is True
     assert data["versions"]["torch"] == torch.__version__.split("+")[0] or data["versions"]["torch"]
     assert data["machine"]["torch_threads"] >= 1
     seen = {t["case"] for t in data["tables"]}

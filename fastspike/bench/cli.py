@@ -180,6 +180,28 @@ def _run_inner(args, device: str, cases: List[Case], peers: List[str], out) -> i
         settings.copy_bw_gbs = copy_bandwidth(device)
         print(f"  device-to-device copy bandwidth (this run): {settings.copy_bw_gbs:.0f} GB/s", file=out)
 
+    def make_meta(complete: bool) -> dict:
+        return {
+            "schema": "fastspike.bench/1",
+            "complete": complete,  # False in the copy rewritten after every table (a killed run keeps its tables)
+            "command": " ".join([PROG] + [shlex.quote(a) for a in args.argv_list]),
+            "argv": {k: v for k, v in vars(args).items() if k != "argv_list"},
+            "started_utc": started_utc,
+            "elapsed_s": round(time.time() - started, 1),
+            "machine": report.machine_info(device),
+            "versions": report.versions(),
+            "peers": peer_info,
+            "settings": {"device": device, "suite": args.suite, "quick": args.quick, "repeat": settings.repeat,
+                         "warmup": settings.warmup, "min_sample_s": settings.min_sample_s,
+                         "copy_bandwidth_gbs": settings.copy_bw_gbs, "memory": settings.memory},
+            "unavailable_cases": unavailable,
+            "summaries": summaries,
+            "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            "busy_warning": warn,
+            "timing": "median of round-robin samples; perf_counter on CPU, CUDA events on GPU; "
+                      "ratio = median / fastspike median in the same table",
+        }
+
     modes = ("train", "infer") if args.mode == "both" else (args.mode,)
     jobs = []
     unavailable = {}
@@ -208,6 +230,7 @@ def _run_inner(args, device: str, cases: List[Case], peers: List[str], out) -> i
     write(report.legend())
 
     tables: List[Table] = []
+    summaries: List[str] = []
     failed = False
     for case, point, mode in jobs:
         label = case.label(point)
@@ -235,11 +258,15 @@ def _run_inner(args, device: str, cases: List[Case], peers: List[str], out) -> i
         if table.error:
             failed = True
         write(report.format_table(table, cuda=device.startswith("cuda")))
+        if args.json:
+            try:
+                report.write_json(args.json, tables, make_meta(False))
+            except OSError:
+                pass
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
-    summaries: List[str] = []
     seen = []
     for case in cases:
         if case.summarize is not None and case.summarize not in seen:
@@ -254,25 +281,7 @@ def _run_inner(args, device: str, cases: List[Case], peers: List[str], out) -> i
     print(f"done: {len(tables)} tables in {elapsed:.0f} s", file=out)
 
     if args.json or args.markdown:
-        meta = {
-            "schema": "fastspike.bench/1",
-            "command": " ".join([PROG] + [shlex.quote(a) for a in args.argv_list]),
-            "argv": {k: v for k, v in vars(args).items() if k != "argv_list"},
-            "started_utc": started_utc,
-            "elapsed_s": round(elapsed, 1),
-            "machine": report.machine_info(device),
-            "versions": report.versions(),
-            "peers": peer_info,
-            "settings": {"device": device, "suite": args.suite, "quick": args.quick, "repeat": settings.repeat,
-                         "warmup": settings.warmup, "min_sample_s": settings.min_sample_s,
-                         "copy_bandwidth_gbs": settings.copy_bw_gbs, "memory": settings.memory},
-            "unavailable_cases": unavailable,
-            "summaries": summaries,
-            "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-            "busy_warning": warn,
-            "timing": "median of round-robin samples; perf_counter on CPU, CUDA events on GPU; "
-                      "ratio = median / fastspike median in the same table",
-        }
+        meta = make_meta(True)
         if args.json:
             report.write_json(args.json, tables, meta)
             print(f"wrote {args.json}", file=out)
