@@ -152,7 +152,8 @@ def _rate_errors(ann, x, Ts=(8, 32, 128), **kw):
 class FunctionalRelu(nn.Module):
     def __init__(self):
         super().__init__()
-        self.fc1, self.fc2, self.fc3, self.fc4, self.fc5 = (nn.Linear(12, 12) for _ in range(5))
+        self.fc1, self.fc2, self.fc3, self.fc4, self.fc5, self.fc6 = (nn.Linear(12, 12) for _ in range(6))
+        self.act = nn.ReLU(inplace=True)
 
     def forward(self, x):
         x = F.relu(self.fc1(x))
@@ -160,7 +161,9 @@ class FunctionalRelu(nn.Module):
         x = self.fc3(x).relu()
         y = self.fc4(x)
         F.relu(y, inplace=True)  # in-place: later readers of y see the rectified value
-        return self.fc5(y)
+        z = self.fc5(y)
+        self.act(z)  # the same through an in-place module
+        return self.fc6(z)
 
 
 def test_functional_relu_rates():
@@ -168,7 +171,7 @@ def test_functional_relu_rates():
     ann = FunctionalRelu().eval()
     x = torch.rand(64, 12) * 2
     conv = Converter([x])
-    assert conv.sites(ann) == ["relu", "relu_1", "relu_2", "relu_3"]
+    assert conv.sites(ann) == ["relu", "relu_1", "relu_2", "relu_3", "act"]
     errs = _rate_errors(ann, x, v_init=0.5)
     assert errs[-1] < 0.03 and errs[-1] < errs[0] / 3, errs
 

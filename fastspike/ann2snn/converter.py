@@ -430,22 +430,22 @@ def _place_sites(gm: fx.GraphModule, make_module: Callable[[Optional[QCFS], Opti
             continue
         qcfs = None
         clip = _clip_of(node, gm)
+        src = node.args[0]
+        inplace = _is_inplace(node, gm)
         if node.op == "call_module":
             mod = gm.get_submodule(node.target)
             qcfs = mod if isinstance(mod, QCFS) else None
-            if counts[node.target] == 1:
-                key = path = node.target
-                _set_module(gm, path, make_module(qcfs, clip))
-                sites.append(_Site(key, node.name, path, qcfs, clip))
-                continue
-        key = node.name
-        path = _fresh_name(gm, node.name)
-        gm.add_submodule(path, make_module(qcfs, clip))
-        src = node.args[0]
-        inplace = _is_inplace(node, gm)
-        with gm.graph.inserting_after(node):
-            new = gm.graph.call_module(path, (src,))
-        _erase_replacing(node, new)
+        if node.op == "call_module" and counts[node.target] == 1:
+            key = path = node.target  # the module is called once: its neuron takes its place
+            _set_module(gm, path, make_module(qcfs, clip))
+            new = node
+        else:
+            key = node.name
+            path = _fresh_name(gm, node.name)
+            gm.add_submodule(path, make_module(qcfs, clip))
+            with gm.graph.inserting_after(node):
+                new = gm.graph.call_module(path, (src,))
+            _erase_replacing(node, new)
         if inplace and isinstance(src, fx.Node):
             # later readers of the input saw the in-place result in the ANN
             for user in list(src.users):
