@@ -26,9 +26,9 @@ from ..registry import Case, Ctx, PEERS, feature, peer_status, register
 from .neuron import SIGMOID_ALPHA, TAU, V_TH, snntorch_beta
 
 PUBLISHED_16K = [  # (label, ms) Open Neuromorphic framework benchmark, RTX 4090, 16k neurons, fwd+bwd
-    ("SpikingJelly CuPy (published, RTX 4090)", 118.0),
-    ("Norse compiled (published, RTX 4090)", 110.0),
-    ("Spyx fp16 (published, RTX 4090)", 47.0),
+    ("SpikingJelly CuPy (published, RTX 4090, n=16k T=500)", 118.0),
+    ("Norse compiled (published, RTX 4090, n=16k T=500)", 110.0),
+    ("Spyx fp16 (published, RTX 4090, n=16k T=500)", 47.0),
 ]
 
 
@@ -38,7 +38,8 @@ def _available():
 
 def _points(ctx: Ctx) -> List[Dict]:
     if ctx.quick:
-        return [dict(T=50, B=16, N=n, published=False) for n in (512, 1024, 2048)]
+        # the published n=16k figures are listed under the largest table for reference (their size is in the label)
+    return [dict(T=50, B=16, N=n, published=(n == 2048)) for n in (512, 1024, 2048)]
     # the 16k table shows the published RTX 4090 figures beside ours
     return [dict(T=500, B=16, N=n, published=(n == 16384)) for n in (4096, 8192, 16384)]
 

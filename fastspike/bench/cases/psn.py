@@ -22,7 +22,7 @@ def _points_psn(ctx: Ctx) -> List[Dict]:
         return [dict(T=8, B=4, N=256)]
     if ctx.device.startswith("cuda"):
         return [dict(T=T, B=64, N=65536) for T in (16, 64)]
-    return [dict(T=16, B=16, N=4096), dict(T=64, B=16, N=4096)]
+    return [dict(T=16, B=32, N=8192), dict(T=64, B=16, N=4096)]  # the first: the PSN issue's target size
 
 
 def _points_scan(ctx: Ctx) -> List[Dict]:
@@ -30,7 +30,7 @@ def _points_scan(ctx: Ctx) -> List[Dict]:
         return [dict(T=16, B=4, N=256)]
     if ctx.device.startswith("cuda"):
         return [dict(T=T, B=64, N=65536) for T in (64, 256)]
-    return [dict(T=64, B=16, N=4096), dict(T=256, B=4, N=1024)]
+    return [dict(T=64, B=16, N=4096), dict(T=1024, B=16, N=1024)]  # the second: the scan issue's target size
 
 
 def _label(p):
