@@ -39,7 +39,7 @@ def _available():
 def _points(ctx: Ctx) -> List[Dict]:
     if ctx.quick:
         # the published n=16k figures are listed under the largest table for reference (their size is in the label)
-    return [dict(T=50, B=16, N=n, published=(n == 2048)) for n in (512, 1024, 2048)]
+        return [dict(T=50, B=16, N=n, published=(n == 2048)) for n in (512, 1024, 2048)]
     # the 16k table shows the published RTX 4090 figures beside ours
     return [dict(T=500, B=16, N=n, published=(n == 16384)) for n in (4096, 8192, 16384)]
 
