@@ -9,6 +9,9 @@ Cases (forward + backward, float32):
 
     pytest bench/bench_psn.py --benchmark-only -p no:cacheprovider     # pytest-benchmark tables
     python bench/bench_psn.py                                          # one run, prints the ratios
+    python bench/bench_psn.py --cuda                                   # the same on the GPU, plus the
+        memory-bandwidth fraction and the associative scan against a sequential Triton time loop at
+        B*N = 1024, T = 4096 (needs a CUDA device)
 """
 from __future__ import annotations
 
@@ -22,6 +25,14 @@ import torch
 PSN_SHAPE = (16, 32, 8192)
 SCAN_SHAPE = (1024, 16, 1024)
 KINDS = ("PSN", "MaskedPSN", "SlidingPSN")
+
+
+DEVICE = "cpu"
+
+
+def _sync():
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
 
 
 def _make(kind: str, lib: str, backend: str = "auto"):
@@ -49,9 +60,10 @@ def psn_train_fn(kind: str, impl: str):
     else:
         m = _make(kind, "fastspike", "torch" if impl == "fastspike-torch" else "auto")
     m.load_state_dict(ref.state_dict())
+    m = m.to(DEVICE)
     g = torch.Generator().manual_seed(1)
-    x = (torch.randn(*PSN_SHAPE, generator=g) + 0.5).requires_grad_()
-    gs = torch.randn(*PSN_SHAPE, generator=g)
+    x = (torch.randn(*PSN_SHAPE, generator=g) + 0.5).to(DEVICE).requires_grad_()
+    gs = torch.randn(*PSN_SHAPE, generator=g).to(DEVICE)
     params = [m.weight, m.bias]
 
     def fn():
@@ -62,8 +74,8 @@ def psn_train_fn(kind: str, impl: str):
 
 def scan_train_fn():
     from fastspike.ops.scan import linear_scan
-    b = torch.randn(*SCAN_SHAPE).requires_grad_()
-    g = torch.randn(*SCAN_SHAPE)
+    b = torch.randn(*SCAN_SHAPE, device=DEVICE).requires_grad_()
+    g = torch.randn(*SCAN_SHAPE, device=DEVICE)
 
     def fn():
         h = linear_scan(0.5, b)
@@ -72,7 +84,8 @@ def scan_train_fn():
 
 
 def copy_floor_fn(copies: int = 3):
-    pairs = [(torch.randn(*SCAN_SHAPE), torch.zeros(*SCAN_SHAPE)) for _ in range(copies)]
+    pairs = [(torch.randn(*SCAN_SHAPE, device=DEVICE), torch.zeros(*SCAN_SHAPE, device=DEVICE))
+             for _ in range(copies)]
 
     def fn():
         for src, dst in pairs:
@@ -102,38 +115,75 @@ def _median_times(fns: dict, repeat: int = 7, warmup: int = 2) -> dict:
     for fn in fns.values():
         for _ in range(warmup):
             fn()
+    _sync()
     samples = {k: [] for k in fns}
     for _ in range(repeat):
         for k, fn in fns.items():
+            _sync()
             t0 = time.perf_counter()
             fn()
+            _sync()
             samples[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) * 1e3 for k, v in samples.items()}
 
 
+def scan_depth_fns(T: int = 4096, M: int = 1024):
+    """Forward only, few columns and a long sequence: the associative-scan kernel against the sequential
+    Triton time loop (kernels.scan.scan_forward_sequential). CUDA only."""
+    from fastspike.kernels import scan as K
+    from fastspike.ops.scan import linear_scan
+    b = torch.randn(T, M, device="cuda")
+    h = torch.empty_like(b)
+
+    def scan():
+        with torch.no_grad():
+            return linear_scan(0.5, b)
+
+    def seq():
+        return K.scan_forward_sequential(None, b, None, h, T, M, 0, 0.5)
+    return {"associative scan": scan, "sequential loop": seq}
+
+
 def main(repeat: int = 7) -> int:
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"torch {torch.__version__}, device {DEVICE}, threads {torch.get_num_threads()}")
     try:
         import spikingjelly  # noqa: F401
         have_sj = True
     except ImportError:
         have_sj = False
         print("spikingjelly not installed: PSN ratios need `pip install spikingjelly==2.0.0 --no-deps`")
+    bw = None
+    if DEVICE == "cuda":
+        t = _median_times({"copy": copy_floor_fn(1)}, repeat)["copy"]
+        bw = 2 * torch.Size(SCAN_SHAPE).numel() * 4 / (t * 1e-3)
+        print(f"device copy bandwidth {bw / 1e9:.0f} GB/s (read + write of one {SCAN_SHAPE} fp32 tensor)")
     for kind in KINDS:
         fns = {"fastspike": psn_train_fn(kind, "fastspike"), "fastspike-torch": psn_train_fn(kind, "fastspike-torch")}
         if have_sj:
             fns["spikingjelly"] = psn_train_fn(kind, "spikingjelly")
         t = _median_times(fns, repeat)
-        line = f"{kind:11s} fwd+bwd {PSN_SHAPE}: fastspike {t['fastspike']:7.1f} ms, torch backend " \
-               f"{t['fastspike-torch']:7.1f} ms"
+        line = f"{kind:11s} fwd+bwd {PSN_SHAPE}: fastspike {t['fastspike']:7.2f} ms, torch backend " \
+               f"{t['fastspike-torch']:7.2f} ms"
         if have_sj:
-            line += f", SpikingJelly {t['spikingjelly']:7.1f} ms -> speed-up {t['spikingjelly'] / t['fastspike']:.2f}x"
+            line += f", SpikingJelly {t['spikingjelly']:7.2f} ms -> speed-up {t['spikingjelly'] / t['fastspike']:.2f}x"
+        if bw:  # fused fwd+bwd moves X, S (fwd) and X, dS, dX (bwd): 5 tensors
+            moved = 5 * torch.Size(PSN_SHAPE).numel() * 4
+            line += f", {moved / (t['fastspike'] * 1e-3) / bw:.0%} of copy bandwidth"
         print(line)
     t = _median_times({"scan": scan_train_fn(), "floor": copy_floor_fn(3)}, repeat)
-    print(f"linear_scan fwd+bwd {SCAN_SHAPE}: {t['scan']:7.1f} ms, 3 preallocated copies {t['floor']:7.1f} ms "
+    print(f"linear_scan fwd+bwd {SCAN_SHAPE}: {t['scan']:7.2f} ms, 3 preallocated copies {t['floor']:7.2f} ms "
           f"-> {t['scan'] / t['floor']:.2f}x the floor")
+    if DEVICE == "cuda":
+        t = _median_times(scan_depth_fns(), repeat)
+        print(f"linear_scan fwd, T=4096, B*N=1024: associative scan {t['associative scan']:.3f} ms, sequential "
+              f"loop {t['sequential loop']:.3f} ms -> {t['sequential loop'] / t['associative scan']:.2f}x")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 7))
+    args = [a for a in sys.argv[1:] if a != "--cuda"]
+    if "--cuda" in sys.argv[1:]:
+        if not torch.cuda.is_available():
+            sys.exit("--cuda: no CUDA device is available")
+        DEVICE = "cuda"
+    sys.exit(main(int(args[0]) if args else 7))

@@ -109,10 +109,47 @@ def scan_bwd_kernel(a_ptr, h_ptr, h0_ptr, gout_ptr, gb_ptr, ga_ptr, gap_ptr, gh0
 
 
 def _blocks(T: int, M: int, interpret: bool):
-    block_t = min(64, max(16, triton.next_power_of_2(T)))
-    # the interpreter runs a generic associative_scan element by element: keep its padded columns few
-    block_m = min(16, max(2, triton.next_power_of_2(M))) if interpret else 64
-    return block_t, block_m
+    if interpret:
+        # the interpreter runs a generic associative_scan element by element: keep its padded columns few
+        return min(64, max(16, triton.next_power_of_2(T))), min(16, max(2, triton.next_power_of_2(M)))
+    if M <= 4096:
+        # few columns (e.g. B*N = 1024, T = 4096): narrow column blocks give more programs, long time
+        # chunks give fewer sequential steps; this is where the log-depth scan beats a time loop
+        return min(256, max(16, triton.next_power_of_2(T))), 16
+    return min(64, max(16, triton.next_power_of_2(T))), 64
+
+
+@triton.jit
+def scan_fwd_sequential_kernel(a_ptr, b_ptr, h0_ptr, h_ptr, T, M, a_scalar, A_MODE: tl.constexpr,
+                               HAS_H0: tl.constexpr, BLOCK_M: tl.constexpr):
+    # the plain time loop, one lane per column: the baseline the associative scan is measured against
+    pid = tl.program_id(0).to(tl.int64)
+    o_m = pid * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
+    m_m = o_m < M
+    if HAS_H0:
+        b_h = tl.load(h0_ptr + o_m, mask=m_m, other=0.0).to(tl.float32)
+    else:
+        b_h = tl.zeros([BLOCK_M], dtype=tl.float32)
+    o = o_m  # int64 offsets of row t, advanced by M each step
+    for t in range(0, T):
+        if A_MODE == 0:
+            b_a = a_scalar
+        elif A_MODE == 1:
+            b_a = tl.load(a_ptr + t).to(tl.float32)
+        else:
+            b_a = tl.load(a_ptr + o, mask=m_m, other=0.0).to(tl.float32)
+        b_h = b_a * b_h + tl.load(b_ptr + o, mask=m_m, other=0.0).to(tl.float32)
+        tl.store(h_ptr + o, b_h.to(h_ptr.dtype.element_ty), mask=m_m)
+        o += M
+
+
+def scan_forward_sequential(a, b, h0, h, T: int, M: int, mode: int, a_scalar: float, block_m: int = 128):
+    """Benchmark baseline: the same forward as ``scan_forward`` with a sequential loop over time."""
+    grid = (triton.cdiv(M, block_m),)
+    dummy = b
+    scan_fwd_sequential_kernel[grid](a if a is not None else dummy, b, h0 if h0 is not None else dummy, h, T, M,
+                                     float(a_scalar), A_MODE=mode, HAS_H0=h0 is not None, BLOCK_M=block_m)
+    return h
 
 
 def scan_forward(a, b, h0, h, T: int, M: int, mode: int, a_scalar: float, interpret: bool = False):

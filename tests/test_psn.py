@@ -282,3 +282,19 @@ def test_neurons_warn_nothing_on_default_path():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         PSN(4)(torch.randn(4, 3))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_psn_op_wide_band_spans_tiles(backend):
+    """A band (20) wider than a Triton time tile (16/32) and T = 40 (two tiles, ragged)."""
+    T, band, sg = 40, 20, surrogate.ATan()
+    x = torch.randn(T, 17, requires_grad=True)
+    w = (torch.randn(T, T) / 5).requires_grad_()
+    b = torch.randn(T).requires_grad_()
+    g = torch.randn(T, 17)
+    out = psn(x, w, b, sg, band, backend=backend)
+    ref = reference_psn(x, w, b, sg, band)
+    check_spikes(ref, out, near_threshold(x, w, b, band))
+    for name, r, o in zip(["grad_x", "grad_w", "grad_b"], torch.autograd.grad(ref, [x, w, b], g),
+                          torch.autograd.grad(out, [x, w, b], g)):
+        assert_close(name, r, o, 1e-5)

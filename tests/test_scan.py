@@ -141,3 +141,17 @@ def test_scan_bad_input():
         linear_scan(0.5, b, torch.randn(4))
     with pytest.raises(ValueError, match="backend must be one of"):
         linear_scan(0.5, b, backend="cuda")
+
+
+@pytest.mark.parametrize("mode", [0, 1, 2])
+def test_sequential_triton_baseline_matches_loop(mode):
+    """kernels.scan.scan_forward_sequential (the benchmark's time-loop baseline) computes the same h."""
+    from fastspike.kernels import scan as K
+
+    T, M = 23, 10
+    b, h0, a = torch.randn(T, M), torch.randn(M), torch.rand(T, M)
+    a_k = [None, a[:, 0].contiguous(), a][mode]
+    h = torch.empty(T, M)
+    K.scan_forward_sequential(a_k, b, h0, h, T, M, mode, 0.7, block_m=4)
+    a_ref = [0.7, a[:, :1], a][mode]
+    assert_close("h", reference_linear_scan(a_ref, b, h0), h, 1e-6)
