@@ -56,6 +56,7 @@ def test_every_case_runs_and_json_is_complete(tmp_path, monkeypatch):
     for key in ("schema", "command", "machine", "versions", "peers", "settings", "tables", "elapsed_s"):
         assert key in data, key
     assert data["complete"] is True
+    assert data["case_import_errors"] == {}  # every case module imports
     assert data["versions"]["torch"] == torch.__version__.split("+")[0] or data["versions"]["torch"]
     assert data["machine"]["torch_threads"] >= 1
     seen = {t["case"] for t in data["tables"]}

@@ -195,6 +195,7 @@ def _run_inner(args, device: str, cases: List[Case], peers: List[str], out) -> i
                          "warmup": settings.warmup, "min_sample_s": settings.min_sample_s,
                          "copy_bandwidth_gbs": settings.copy_bw_gbs, "memory": settings.memory},
             "unavailable_cases": unavailable,
+            "case_import_errors": dict(IMPORT_ERRORS),
             "summaries": summaries,
             "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             "busy_warning": warn,
@@ -218,6 +219,9 @@ def _run_inner(args, device: str, cases: List[Case], peers: List[str], out) -> i
                     jobs.append((case, point, mode))
     for name, why in unavailable.items():
         print(f"  case {name}: unavailable ({why})", file=out)
+    from .cases import IMPORT_ERRORS
+    for name, why in IMPORT_ERRORS.items():
+        print(f"  case module {name}: FAILED TO IMPORT ({why})", file=out)
 
     bar = None
     if not args.no_progress:
@@ -294,7 +298,7 @@ def _run_inner(args, device: str, cases: List[Case], peers: List[str], out) -> i
     if args.plot:
         why = report.plot(args.plot, tables)
         print(f"plot: {why}" if why else f"wrote {args.plot}", file=out)
-    return 1 if failed else 0
+    return 1 if failed or IMPORT_ERRORS else 0
 
 
 def main() -> None:
