@@ -138,6 +138,9 @@ def psn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate_fun
     if not isinstance(bias, torch.Tensor) or bias.numel() != T:
         raise ValueError(f"psn: bias must have T = {T} elements ([T] or [T, 1]), but got "
                          f"{tuple(bias.shape) if isinstance(bias, torch.Tensor) else type(bias).__name__}.")
+    if weight.device != x.device or bias.device != x.device:
+        raise ValueError(f"psn: x is on {x.device} but weight is on {weight.device} and bias on {bias.device}; "
+                         "move the module (or the tensors) to one device.")
     if isinstance(band, bool) or not isinstance(band, int) or band < 0:
         raise ValueError(f"psn: band must be an int >= 0 (0 = dense), but got {band!r}.")
     name = _backend.resolve(backend, [x], "psn")

@@ -201,6 +201,8 @@ def linear_scan(a: Decay, b: torch.Tensor, h0: Optional[torch.Tensor] = None,
     if h0 is not None:
         if not isinstance(h0, torch.Tensor):
             raise TypeError(f"linear_scan: h0 must be a tensor or None, but got {type(h0).__name__}.")
+        if h0.device != b.device:
+            raise ValueError(f"linear_scan: h0 is on {h0.device} but b is on {b.device}; put them on the same device.")
         try:
             torch.broadcast_shapes(h0.shape, b.shape[1:])
             ok = torch.broadcast_shapes(h0.shape, b.shape[1:]) == b.shape[1:]
