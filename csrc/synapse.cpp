@@ -24,8 +24,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <cstdio>
-#include <cstdlib>
 #include <utility>
 #include <vector>
 
@@ -389,6 +387,32 @@ struct ConvShape {
 };
 
 #ifdef FASTSPIKE_SYN_AVX512
+// dst[j * dstride + i] = src[i * sstride + j] for i, j < 16 (register transpose of a 16 x 16 block)
+inline void transpose16(const float* src, std::int64_t sstride, float* dst, std::int64_t dstride) {
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * sstride);
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 16; i += 8)
+    for (int k = 0; k < 4; ++k) {
+      t[i + k] = _mm512_shuffle_f32x4(r[i + k], r[i + 4 + k], 0x88);
+      t[i + 4 + k] = _mm512_shuffle_f32x4(r[i + k], r[i + 4 + k], 0xDD);
+    }
+  for (int k = 0; k < 8; ++k) {
+    r[k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0x88);
+    r[8 + k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0xDD);
+  }
+  for (int j = 0; j < 16; ++j) _mm512_storeu_ps(dst + j * dstride, r[j]);
+}
+
 // One output pixel of a groups == 1 convolution, outputs [cb, cb + 16 NV): bias + the weight rows of every
 // active (channel, tap), accumulated in NV registers and stored once to dst[cb, cb + 16 NV).
 template <int NV>
@@ -424,7 +448,6 @@ bool conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_,
   float* out = ptr<float>(out_);
   const std::int64_t cg = s.cout_g(), cing = s.cin_g();
 
-  double tp0 = omp_get_wtime();
   // Phase 1: per input row (b, iy), the active channels of each pixel, stored pixel by pixel in
   // per-thread buffers: pix_off[b, iy, ix] = start of the pixel's list in its row's buffer, pix_cnt its length.
   const std::int64_t in_rows = B * H;
@@ -473,12 +496,11 @@ bool conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_,
     bad = bad || b;
   }
   if (bad) return false;
-  double tp1 = omp_get_wtime();
   for (std::int64_t r = 0; r < in_rows; ++r) row_base[r] = local[row_owner[r]].data() + row_off[r];
 
   // Phase 2: gather per output row.
   const std::int64_t out_rows = B * OH;
-  const bool fast = G == 1 && Cout % 16 == 0;
+  const bool fast = G == 1 && Cout % 16 == 0;  // register-blocked path (AVX-512 builds)
   (void)fast;
 #pragma omp parallel num_threads(clamp_threads(nthreads, out_rows))
   {
@@ -555,14 +577,22 @@ bool conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_,
         }
       }
       }
+      // write the row [OW][Cout] transposed to out[b, :, oy, :]
+      std::int64_t o_done = 0, ox_done = 0;
+#ifdef FASTSPIKE_SYN_AVX512
+      o_done = Cout - Cout % 16;
+      ox_done = OW - OW % 16;
+      for (std::int64_t o0 = 0; o0 < o_done; o0 += 16)
+        for (std::int64_t ox0 = 0; ox0 < ox_done; ox0 += 16)
+          transpose16(acc.data() + ox0 * Cout + o0, Cout, out + ((bb * Cout + o0) * OH + oy) * OW + ox0, OH * OW);
+#endif
       for (std::int64_t o = 0; o < Cout; ++o) {
         float* dst = out + ((bb * Cout + o) * OH + oy) * OW;
         const float* src = acc.data() + o;
-        for (std::int64_t ox = 0; ox < OW; ++ox) dst[ox] = src[ox * Cout];
+        for (std::int64_t ox = o < o_done ? ox_done : 0; ox < OW; ++ox) dst[ox] = src[ox * Cout];
       }
     }
   }
-  if (getenv("SYNPROF")) fprintf(stderr, "phase1 %.2f ms phase2 %.2f ms\n", (tp1 - tp0) * 1e3, (omp_get_wtime() - tp1) * 1e3);
   return true;
 }
 

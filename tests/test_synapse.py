@@ -82,7 +82,12 @@ def _conv_cases(backend):
     if tiny:
         return [((2, 4, 5, 7), (6, 2, 3, 2), dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2))]
     return [((3, 6, 9, 11), (8, 6, 3, 3), dict(stride=1, padding=1, dilation=1, groups=1)),
-            ((2, 6, 10, 7), (9, 2, 3, 2), dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=3))]
+            ((2, 6, 10, 7), (9, 2, 3, 2), dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=3)),
+            # outputs in blocks of 16 / 64 / 128 and rows of >= 16 pixels: the register-blocked C++ path and its
+            # 16 x 16 transposed store, with ragged tails
+            ((1, 3, 5, 17), (48, 3, 3, 3), dict(stride=1, padding=1, dilation=1, groups=1)),
+            ((1, 4, 4, 33), (64, 4, 1, 3), dict(stride=1, padding=(0, 1), dilation=1, groups=1)),
+            ((1, 2, 3, 16), (128, 2, 3, 3), dict(stride=1, padding=1, dilation=1, groups=1))]
 
 
 @pytest.mark.parametrize("density", DENSITIES, ids=lambda d: f"d{d}")
