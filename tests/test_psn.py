@@ -298,3 +298,20 @@ def test_psn_op_wide_band_spans_tiles(backend):
     for name, r, o in zip(["grad_x", "grad_w", "grad_b"], torch.autograd.grad(ref, [x, w, b], g),
                           torch.autograd.grad(out, [x, w, b], g)):
         assert_close(name, r, o, 1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("T", [63, 257])
+@pytest.mark.parametrize("band", [0, 5])
+def test_psn_op_long_T(backend, T, band):
+    sg = surrogate.ATan()
+    x = torch.randn(T, 19, requires_grad=True)
+    w = (torch.randn(T, T) / T ** 0.5).requires_grad_()
+    b = torch.randn(T, 1).requires_grad_()
+    g = torch.randn(T, 19)
+    out = psn(x, w, b, sg, band, backend=backend)
+    ref = reference_psn(x, w, b, sg, band)
+    check_spikes(ref, out, near_threshold(x, w, b, band))
+    for name, r, o in zip(["grad_x", "grad_w", "grad_b"], torch.autograd.grad(ref, [x, w, b], g),
+                          torch.autograd.grad(out, [x, w, b], g)):
+        assert_close(name, r, o, 1e-5)
