@@ -272,3 +272,13 @@ def test_cuda_quick_run(tmp_path):
         kern = next(r for r in rows if r["kind"] == "kernel")
         assert fast["status"] == "ok" and kern["status"] == "ok", (fast, kern)
         assert 0 < fast["bandwidth_fraction"] and fast["peak_mem_bytes"] > 0
+
+
+def test_progress_bar_does_not_disturb_tables(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("tqdm")
+    _tiny_points(monkeypatch)
+    args = [a for a in FAST if a != "--no-progress"] + ["--case", "neuron.if", "--peers", "none", "--mode", "infer",
+                                                      "--no-memory"]
+    assert run(args) == 0
+    out = capsys.readouterr().out
+    assert "== neuron.if | forward only (inference)" in out and "fastspike" in out
