@@ -61,6 +61,7 @@ def test_every_case_runs_and_json_is_complete(tmp_path, monkeypatch):
     assert data["machine"]["torch_threads"] >= 1
     seen = {t["case"] for t in data["tables"]}
     assert seen == set(names)
+    assert any(s.startswith("neuron.lif train") and "kernels/floor" in s for s in data["summaries"])
     if "synapse.linear" in names:  # the measured event-driven/dense crossover is reported
         assert any("crossover density" in s for s in data["summaries"])
     for t, rows in _rows(data):

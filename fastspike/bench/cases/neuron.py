@@ -396,6 +396,29 @@ def _setup(kind):
     return setup
 
 
+def summarize(tables) -> List[str]:
+    """Per neuron table: each peer's time over fastspike's, the kernels over the memcpy floor (issue 2's
+    'within 2x of three copies'), and the module over the kernels (allocation + autograd overhead)."""
+    lines = []
+    for t in tables:
+        if t.family != "neuron" or t.error:
+            continue
+        rows = {r.impl: r for r in t.rows if r.status == "ok" and r.median_ms}
+        fast = next((r for r in t.rows if r.kind == "fastspike" and r.status == "ok"), None)
+        kern = next((r for r in t.rows if r.kind == "kernel" and r.status == "ok"), None)
+        floor = rows.get("floor (memcpy)")
+        if fast is None:
+            continue
+        parts = [f"{r.impl}/fastspike {r.median_ms / fast.median_ms:.2f}x" for r in t.rows
+                 if r.kind == "peer" and r.impl in rows]
+        if kern is not None and floor is not None:
+            parts.append(f"kernels/floor {kern.median_ms / floor.median_ms:.2f}x")
+        if kern is not None:
+            parts.append(f"module/kernels {fast.median_ms / kern.median_ms:.2f}x")
+        lines.append(f"{t.case} {t.mode} {t.label}: " + "; ".join(parts))
+    return lines
+
+
 _DESC = {
     "if": "IFNode, hard reset to 0, threshold 1, Sigmoid(alpha=4)",
     "lif": "LIFNode tau=2, decay_input, hard reset to 0, threshold 1, Sigmoid(alpha=4)",
@@ -406,4 +429,4 @@ for _kind in ("lif", "if", "plif"):
     register(Case(
         name=f"neuron.{_kind}", family="neuron", suites=("default", "full", "neuron"),
         description=_DESC[_kind], points=_points(_kind), setup=_setup(_kind), x_axis="T",
-        available=_available, label=_label))
+        available=_available, label=_label, summarize=summarize))
