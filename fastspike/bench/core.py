@@ -116,10 +116,6 @@ def sync(device: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ agreement
-def _as_float(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().to(torch.float64).reshape(-1).cpu()
-
-
 def compare_outputs(expected: Dict[str, torch.Tensor], got: Dict[str, torch.Tensor],
                     tol: Dict[str, float]) -> tuple[Optional[str], Dict[str, float]]:
     """Compare two output dicts. Returns (None or a one-line mismatch description, per-output errors).
@@ -134,19 +130,21 @@ def compare_outputs(expected: Dict[str, torch.Tensor], got: Dict[str, torch.Tens
         if name not in got:
             problems.append(f"{name}: missing")
             continue
-        a, b = _as_float(ref), _as_float(got[name])
+        # computed where the tensors are, in their own precision (no float64 copies of GPU-sized outputs)
+        a = ref.detach().reshape(-1)
+        b = got[name].detach().reshape(-1).to(a.device)
         if a.numel() != b.numel():
             problems.append(f"{name}: {b.numel()} elements, expected {a.numel()}")
             continue
+        finite = bool(torch.isfinite(b).all())
         if name.startswith("spike"):
-            err = float((a != b).double().mean()) if a.numel() else 0.0
-            if not torch.isfinite(b).all():
-                err = float("nan")
+            err = float((a != b).sum()) / max(a.numel(), 1) if finite else float("nan")
             lim = tol.get(name, 1e-3)
             what = f"{err:.2%} of spikes differ"
         else:
-            den = float(a.norm()) or 1.0
-            err = float((a - b).norm()) / den
+            a32, b32 = a.float(), b.float()
+            den = float(torch.linalg.vector_norm(a32)) or 1.0
+            err = float(torch.linalg.vector_norm(a32 - b32)) / den if finite else float("nan")
             lim = tol.get(name, 2e-2)
             what = f"relative RMS error {err:.2e}"
         errors[name] = err
@@ -251,17 +249,31 @@ def copy_bandwidth(device: str, nbytes: int = 1 << 30, repeat: int = 10) -> floa
 
 def check_impls(impls: Sequence[Impl], device: str,
                 progress: Optional[Callable[[str], None]] = None) -> tuple[Dict[str, Row], List[Impl]]:
-    """Steps 1 of :func:`measure_table`: one call of every runnable implementation and the agreement check.
+    """Step 1 of :func:`measure_table`: one call of every runnable implementation and the agreement check.
 
-    Returns (a Row per implementation, in order, with status set; the implementations that may be timed).
+    fastspike's row runs first and keeps its outputs; every other implementation is called, compared and its
+    outputs dropped before the next one runs (GPU-sized outputs are gigabytes each).
+    Returns (a Row per implementation, with status set; the implementations that may be timed, in order).
     """
     rows: Dict[str, Row] = {}
-    runnable: List[Impl] = []
-    outputs: Dict[str, Dict[str, torch.Tensor]] = {}
+    ok: Dict[str, Impl] = {}
 
     def tick(msg: str):
         if progress is not None:
             progress(msg)
+
+    def first_call(impl: Impl, row: Row):
+        try:
+            out = impl.fn()
+            sync(device)
+        except Exception as e:  # an implementation that fails is reported, the run goes on
+            row.status, row.reason = "error", f"{type(e).__name__}: {e}".splitlines()[0][:300]
+            tick(impl.name)
+            return False, None
+        if out is not None:
+            out = {k: v.detach() for k, v in out.items()}
+            out = impl.canon(out) if impl.canon is not None else out
+        return True, out
 
     for impl in impls:
         row = Row(impl=impl.name, kind=impl.kind, status=impl.status, reason=impl.reason, note=impl.note,
@@ -270,36 +282,30 @@ def check_impls(impls: Sequence[Impl], device: str,
         if impl.kind == "published":
             row.status = "published"
             row.median_ms = impl.published_ms
-            continue
-        if impl.status != "ok" or impl.fn is None:
+        elif impl.status != "ok" or impl.fn is None:
             tick(impl.name)
-            continue
-        try:
-            out = impl.fn()
-            sync(device)
-        except Exception as e:  # an implementation that fails is reported, the run goes on
-            row.status, row.reason = "error", f"{type(e).__name__}: {e}".splitlines()[0][:300]
-            tick(impl.name)
-            continue
-        if out is not None:
-            out = {k: v.detach() for k, v in out.items()}
-            outputs[impl.name] = impl.canon(out) if impl.canon is not None else out
-        runnable.append(impl)
 
-    fast = next((i for i in runnable if i.kind == "fastspike"), None)
-    checked: List[Impl] = []
-    for impl in runnable:
+    fast = next((i for i in impls if i.kind == "fastspike" and i.status == "ok" and i.fn is not None), None)
+    fast_out = None
+    if fast is not None:
+        good, fast_out = first_call(fast, rows[fast.name])
+        if good:
+            ok[fast.name] = fast
+    for impl in impls:
         row = rows[impl.name]
+        if impl is fast or impl.kind == "published" or impl.status != "ok" or impl.fn is None:
+            continue
+        good, out = first_call(impl, row)
+        if not good:
+            continue
         if impl.check and impl.kind != "floor":
             try:
                 if impl.expect is not None:
                     exp = {k: v.detach() for k, v in impl.expect().items()}
-                elif fast is not None and impl is not fast and fast.name in outputs:
-                    exp = outputs[fast.name]
                 else:
-                    exp = None
+                    exp = fast_out
                 if exp is not None:
-                    mismatch, errs = compare_outputs(exp, outputs.get(impl.name, {}), impl.tol)
+                    mismatch, errs = compare_outputs(exp, out or {}, impl.tol)
                     row.agreement = errs
                     if mismatch:
                         row.status, row.reason = "mismatch", mismatch
@@ -309,9 +315,11 @@ def check_impls(impls: Sequence[Impl], device: str,
                 row.status, row.reason = "error", f"agreement check failed: {type(e).__name__}: {e}"[:300]
                 tick(impl.name)
                 continue
-        checked.append(impl)
-    outputs.clear()
-    return rows, checked
+            finally:
+                exp = out = None
+        ok[impl.name] = impl
+    fast_out = None
+    return rows, [i for i in impls if i.name in ok]
 
 
 def measure_table(table: Table, impls: Sequence[Impl], settings: Settings,
