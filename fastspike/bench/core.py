@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 
 __all__ = ["Impl", "Row", "Table", "Settings", "compare_outputs", "check_impls", "measure_table", "copy_bandwidth",
-           "peak_memory", "sync"]
+           "peak_memory", "sync", "floor_impl"]
 
 KINDS = ("fastspike", "kernel", "peer", "floor", "published")
 
@@ -108,6 +108,25 @@ class Settings:
     max_impl_s: float = 12.0  # soft cap on the timed seconds spent on one implementation of one table
     memory: bool = True
     copy_bw_gbs: Optional[float] = None  # CUDA: device-to-device copy bandwidth measured in this run
+
+
+def floor_impl(x: torch.Tensor, copies: int, what: str) -> Impl:
+    """The memory-traffic floor: ``copies`` preallocated ``dst.copy_(src)`` of a tensor shaped like ``x``.
+
+    On the CPU every copy has its own source and destination (a caches-sized tensor copied twice would be
+    faster than memory); on CUDA one pair is reused (GPU-sized tensors are far larger than the L2 cache, and
+    distinct pairs would cost gigabytes)."""
+    distinct = x.device.type != "cuda"
+    n_pairs = copies if distinct else 1
+    pairs = [(torch.empty_like(x).copy_(x), torch.empty_like(x)) for _ in range(n_pairs)]
+    seq = pairs if distinct else pairs * copies
+
+    def fn():
+        for src, dst in seq:
+            dst.copy_(src)
+        return None
+    return Impl("floor (memcpy)", fn, kind="floor", check=False, note=what,
+                bytes_moved=copies * 2 * x.numel() * x.element_size())
 
 
 def sync(device: str) -> None:

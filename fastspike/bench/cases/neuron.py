@@ -31,7 +31,7 @@ from typing import Dict, List
 
 import torch
 
-from ..core import Impl
+from ..core import Impl, floor_impl
 from ..registry import Case, Ctx, PEERS, feature, peer_status, register
 
 TAU = 2.0
@@ -146,17 +146,10 @@ def _bytes(kind, mode, numel, dtype):
 
 
 def _floor(x, mode):
-    """Copies of the bytes a fused kernel must touch, on preallocated distinct buffers."""
-    n = 1 if mode == "infer" else 3
-    pairs = [(torch.empty_like(x).copy_(x), torch.empty_like(x)) for _ in range(n)]
-    what = "1 copy of X (read X, write S)" if n == 1 else "3 copies of X (fwd: X->S,H; bwd: dS,H->dX)"
-
-    def fn():
-        for src, dst in pairs:
-            dst.copy_(src)
-        return None
-    return Impl("floor (memcpy)", fn, kind="floor", check=False, note=what,
-                bytes_moved=sum(2 * s.numel() * s.element_size() for s, _ in pairs))
+    """Copies of the bytes a fused kernel must touch, on preallocated buffers."""
+    if mode == "infer":
+        return floor_impl(x, 1, "1 copy of X (read X, write S)")
+    return floor_impl(x, 3, "3 copies of X (fwd: X->S,H; bwd: dS,H->dX)")
 
 
 def _kernel_impl(kind, x, gs, mode, device):

@@ -13,7 +13,7 @@ from typing import Dict, List
 
 import torch
 
-from ..core import Impl
+from ..core import Impl, floor_impl
 from ..registry import Case, Ctx, PEERS, feature, peer_status, register
 
 
@@ -66,13 +66,7 @@ def _fn(module, x, gs, mode, reset, named_params):
 
 
 def _floor(x, copies, what):
-    pairs = [(torch.empty_like(x).copy_(x), torch.empty_like(x)) for _ in range(copies)]
-
-    def fn():
-        for s, d in pairs:
-            d.copy_(s)
-    return Impl("floor (memcpy)", fn, kind="floor", check=False, note=what,
-                bytes_moved=sum(2 * s.numel() * s.element_size() for s, _ in pairs))
+    return floor_impl(x, copies, what)
 
 
 def _reset_of(m):
