@@ -200,11 +200,24 @@ def _csr(nz2: torch.Tensor):
     return rowptr, idx
 
 
-def linear_forward(x2: torch.Tensor, w: torch.Tensor, b) -> torch.Tensor:
+def linear_weight_t(w: torch.Tensor) -> torch.Tensor:
+    """W [N, K] -> W^T [K, N] float32 contiguous (the caller may cache it per weight version)."""
+    return w.detach().t().to(torch.float32).contiguous()
+
+
+def conv2d_weight_t(w: torch.Tensor, groups: int) -> torch.Tensor:
+    """[Cout, Cin/G, KH, KW] -> [Cin][KH][KW][Cout/G] float32 contiguous."""
+    Cout, cing, KH, KW = w.shape
+    return (w.detach().to(torch.float32).reshape(groups, Cout // groups, cing, KH, KW)
+            .permute(0, 2, 3, 4, 1).contiguous())
+
+
+def linear_forward(x2: torch.Tensor, w: torch.Tensor, b, wt=None) -> torch.Tensor:
     M, K = x2.shape
     N = w.shape[0]
     rowptr, idx = _csr(x2 != 0)
-    wt = w.detach().t().to(torch.float32).contiguous()
+    if wt is None:
+        wt = linear_weight_t(w)
     out = torch.empty((M, N), dtype=torch.float32, device=x2.device)
     bias = b.detach().to(torch.float32).contiguous() if b is not None else out
     block_n = _pow2(N, 16, BLOCK_N)
@@ -223,7 +236,7 @@ def linear_grad_weight(bits: torch.Tensor, g: torch.Tensor, K: int) -> torch.Ten
     return gw
 
 
-def conv2d_forward(x, w, b, s, p, d, groups):
+def conv2d_forward(x, w, b, s, p, d, groups, wt=None):
     B, Cin, H, W = x.shape
     Cout, cing, KH, KW = w.shape
     cout_g = Cout // groups
@@ -232,7 +245,8 @@ def conv2d_forward(x, w, b, s, p, d, groups):
     # CSR over (pixel, group): the active channels (within the group) of each input pixel
     nz = (x != 0).permute(0, 2, 3, 1).reshape(B * H * W * groups, cing)
     rowptr, idx = _csr(nz)
-    wt = w.detach().to(torch.float32).reshape(groups, cout_g, cing, KH, KW).permute(0, 2, 3, 4, 1).contiguous()
+    if wt is None:
+        wt = conv2d_weight_t(w, groups)
     out = torch.empty((B, Cout, OH, OW), dtype=torch.float32, device=x.device)
     bias = b.detach().to(torch.float32).contiguous() if b is not None else out
     block_c = _pow2(cout_g, 16, 128)

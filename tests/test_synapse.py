@@ -264,23 +264,23 @@ def test_bad_arguments():
     assert_close("same", F.conv2d(xs, wc, padding="same"), S.synapse_conv2d(xs, wc, padding="same"), TOL)
 
 
-def test_weight_cache_follows_in_place_updates():
-    if not _ext.available():
-        pytest.skip("the blocked-weight cache belongs to the C++ path")
-    x = _spikes((9, 40), 0.3)
-    w = torch.randn(70, 40, requires_grad=True)
-    out1 = S.synapse_linear(x, w, event_driven=True, backend="cpp")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_weight_cache_follows_in_place_updates(backend):
+    dev = _dev(backend)
+    x = _spikes((9, 40), 0.3, dev)
+    w = torch.randn(70, 40, device=dev, requires_grad=True)
+    out1 = S.synapse_linear(x, w, event_driven=True, backend=backend)
     with torch.no_grad():
         w.mul_(2.0)
-    out2 = S.synapse_linear(x, w, event_driven=True, backend="cpp")
+    out2 = S.synapse_linear(x, w, event_driven=True, backend=backend)
     assert_close("after in-place update", F.linear(x, w), out2, TOL)
     assert_close("scaled", 2 * out1, out2, TOL)
-    wc = torch.randn(5, 3, 3, 3)
-    xc = _spikes((1, 3, 6, 6), 0.3)
-    S.synapse_conv2d(xc, wc, event_driven=True, backend="cpp")
+    wc = torch.randn(5, 3, 3, 3, device=dev)
+    xc = _spikes((1, 3, 6, 6), 0.3, dev)
+    S.synapse_conv2d(xc, wc, event_driven=True, backend=backend)
     wc.add_(1.0)
-    assert_close("conv after update", F.conv2d(xc, wc), S.synapse_conv2d(xc, wc, event_driven=True, backend="cpp"),
-                 TOL)
+    assert_close("conv after update", F.conv2d(xc, wc),
+                 S.synapse_conv2d(xc, wc, event_driven=True, backend=backend), TOL)
 
 
 def test_float64_and_half_inputs():

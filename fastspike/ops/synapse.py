@@ -481,7 +481,8 @@ class _SynapseLinearFn(torch.autograd.Function):
                 raise ValueError("synapse_linear: event_driven=True needs binary spikes (every value 0 or 1), "
                                  "but x holds other values; use event_driven=False or 'auto' for real-valued input.")
         elif event and backend == "triton":
-            out = _kernels().linear_forward(x2, weight, bias)
+            K_ = _kernels()
+            out = K_.linear_forward(x2, weight, bias, wt=_cached(weight, "linear_triton", K_.linear_weight_t))
         else:
             out = F.linear(x2, weight, bias) if x2.dtype == weight.dtype else F.linear(x2.to(weight.dtype), weight, bias)
         saved_x = None
@@ -530,7 +531,9 @@ class _SynapseConv2dFn(torch.autograd.Function):
                 raise ValueError("synapse_conv2d: event_driven=True needs binary spikes (every value 0 or 1), "
                                  "but x holds other values; use event_driven=False or 'auto' for real-valued input.")
         elif event and backend == "triton":
-            out = _kernels().conv2d_forward(x, weight, bias, stride, padding, dilation, groups)
+            K_ = _kernels()
+            wt = _cached(weight, f"conv_triton_g{groups}", lambda w: K_.conv2d_weight_t(w, groups))
+            out = K_.conv2d_forward(x, weight, bias, stride, padding, dilation, groups, wt=wt)
         else:
             out = F.conv2d(x.to(weight.dtype), weight, bias, stride, padding, dilation, groups)
         bits = saved_x = None
