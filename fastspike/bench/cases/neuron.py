@@ -119,7 +119,7 @@ def _module_fn(node, x, gs, mode, reset, params=()):
                 s = node(x)
             return {"spikes": s}
         return fn
-    xr = x.detach().clone().requires_grad_(True)
+    xr = x.detach().requires_grad_(True)  # a new leaf on the same storage: no copy
     params = list(params)
 
     def fn():
@@ -282,7 +282,7 @@ def _snntorch_impl(kind, x, gs, mode, ctx):
             with torch.no_grad():
                 return {"spikes": loop(xs)}
     else:
-        xr = xs.clone().requires_grad_(True)
+        xr = xs.requires_grad_(True)  # xs is this peer's own scaled copy
 
         def fn():
             s = loop(xr)
@@ -331,7 +331,7 @@ def _norse_impl(kind, x, gs, mode):
             with torch.no_grad():
                 return {"spikes": run(x)}
     else:
-        xr = x.detach().clone().requires_grad_(True)
+        xr = x.detach().requires_grad_(True)  # a new leaf on the same storage: no copy
 
         def fn():
             s = run(xr)

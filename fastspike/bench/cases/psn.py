@@ -51,7 +51,7 @@ def _fn(module, x, gs, mode, reset, named_params):
             with torch.no_grad():
                 return {"spikes": module(x)}
         return fn
-    xr = x.detach().clone().requires_grad_(True)
+    xr = x.detach().requires_grad_(True)  # a new leaf on the same storage: no copy
     names = [n for n, _ in named_params]
     params = [p for _, p in named_params]
 
@@ -136,7 +136,7 @@ def _setup_scan(p, mode, ctx: Ctx) -> List[Impl]:
                 with torch.no_grad():
                     return {"h": f(a, x)}
             return fn
-        xr = x.detach().clone().requires_grad_(True)
+        xr = x.detach().requires_grad_(True)  # a new leaf on the same storage: no copy
 
         def fn():
             h = f(a, xr)
