@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train = forward+backward, infer = forward only (default: both)")
     p.add_argument("--json", metavar="FILE", help="write machine info, versions and every timing to FILE")
     p.add_argument("--plot", metavar="FILE.png", help="plot time versus T (and versus spike density) to FILE.png")
-    p.add_argument("--markdown", metavar="FILE.md", help="write a one-line-per-table markdown summary (needs nothing else)")
+    p.add_argument("--markdown", metavar="FILE.md", help="write a markdown summary: one table per family, one line per measured table")
     p.add_argument("--quick", action="store_true", help="small sizes and fewer repeats (a smoke run)")
     p.add_argument("--repeat", type=int, default=None, help="timed samples per implementation (default 7, quick 3)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up calls per implementation (default 2)")
