@@ -164,6 +164,11 @@ def _run_inner(args, device: str, cases: List[Case], peers: List[str], out) -> i
         settings.max_impl_s = 3.0
     ctx = Ctx(device=device, peers=peers, quick=args.quick, suite=args.suite)
 
+    if device.startswith("cuda"):
+        # SpikingJelly picks its native CUDA extension before its Triton kernels when both exist; the issue
+        # compares with its Triton kernels. Set before SpikingJelly is imported; a user's own choice wins.
+        for n in ("IF", "LIF", "PLIF"):
+            os.environ.setdefault(f"SJ_{n}_CUDA_IMPLEMENTATION", "triton")
     peer_info = {}
     for name in PEERS:
         ok, info = peer_status(name) if name in peers else (None, "not requested")

@@ -253,8 +253,23 @@ def _sj_impl(kind, x, gs, mode):
         node = sjn.ParametricLIFNode(init_tau=TAU, decay_input=True, **common)
     node = node.to(x.device)
     params = [node.w] if kind == "plif" else []
+    note = "its CPU path (per-step loop + own backward)"
+    if x.is_cuda:
+        note = f"CUDA implementation: {_sj_cuda_impl(kind, x.device)}"
     return Impl(PEERS["spikingjelly"].label, _module_fn(node, x, gs, mode, node.reset, params), kind="peer",
-                note="CUDA: its Triton kernels" if x.is_cuda else "its CPU path (per-step loop + own backward)")
+                note=note)
+
+
+def _sj_cuda_impl(kind, device) -> str:
+    """Which of SpikingJelly's CUDA implementations it selects ('cuda' native extension first, then 'triton';
+    forced with its SJ_<NEURON>_CUDA_IMPLEMENTATION environment variable, e.g. SJ_LIF_CUDA_IMPLEMENTATION)."""
+    import importlib
+    try:
+        mod = importlib.import_module(f"spikingjelly._ops.{ {'if': 'if_', 'lif': 'lif', 'plif': 'plif'}[kind] }")
+        d = mod._selection.diagnostics(torch.device(device))
+        return f"{d['implementation']}" + (f" (unavailable: {', '.join(d['unavailable'])})" if d.get("unavailable") else "")
+    except Exception as e:  # private API: report, never fail the row
+        return f"unknown ({type(e).__name__})"
 
 
 def _snntorch_impl(kind, x, gs, mode, ctx):
