@@ -8,7 +8,8 @@
 # Knobs (environment): PYTHON (default python), GPU_CHECK_SKIP_BUILD=1, GPU_CHECK_SKIP_TESTS=1,
 # GPU_CHECK_TEST_ARGS (default "tests -x -q"), GPU_CHECK_TEST_TIMEOUT (s, default 300),
 # GPU_CHECK_BENCH_ARGS (extra args for python -m fastspike.bench, e.g. "--quick" or "--case neuron.lif"),
-# GPU_CHECK_BENCH_TIMEOUT (s, default 420), GPU_CHECK_ON=1 to also run --suite open-neuromorphic.
+# GPU_CHECK_BENCH_TIMEOUT (s, default 420), GPU_CHECK_ON=1 to also run --suite open-neuromorphic,
+# GPU_CHECK_DEVICE (default cuda; 'cpu' only to dry-run this script on a machine without a GPU).
 # Exit status: 0 when the build, the tests and the benchmark all succeeded, else 1 (see summary.txt).
 set -u
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -51,7 +52,8 @@ for m in ("spikingjelly", "snntorch", "norse", "pybind11", "cmake"):
         print(m, "not installed:", type(e).__name__)
 EOF
 } > "$LOG_DIR/gpu_check_${STAMP}_env.log" 2>&1
-if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+DEV="${GPU_CHECK_DEVICE:-cuda}"
+if [ "$DEV" = "cuda" ] && ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   say "CUDA is not available to $PY: stopping (see gpu_check_${STAMP}_env.log)"
   exit 1
 fi
@@ -82,16 +84,18 @@ fi
 # 3. GPU benchmark (default suite on CUDA: neurons at T in {4,16,64,256}, B=64, N=65536, fp32 and bf16,
 #    with the device-to-device copy bandwidth and each kernel's fraction of it)
 # shellcheck disable=SC2086
-timeout "${GPU_CHECK_BENCH_TIMEOUT:-420}" "$PY" -m fastspike.bench --device cuda --no-progress \
-    --json "$LOG_DIR/bench_cuda_${STAMP}.json" --plot "$LOG_DIR/bench_cuda_${STAMP}.png" ${GPU_CHECK_BENCH_ARGS:-} \
+timeout "${GPU_CHECK_BENCH_TIMEOUT:-420}" "$PY" -m fastspike.bench --device "$DEV" --no-progress \
+    --json "$LOG_DIR/bench_${DEV}_${STAMP}.json" --markdown "$LOG_DIR/bench_${DEV}_${STAMP}.md" \
+    --plot "$LOG_DIR/bench_${DEV}_${STAMP}.png" ${GPU_CHECK_BENCH_ARGS:-} \
     > "$LOG_DIR/gpu_check_${STAMP}_bench.log" 2>&1
 rc=$?
-say "bench --device cuda ${GPU_CHECK_BENCH_ARGS:-}: exit $rc (124 = timed out; tables so far are in the log)"
+say "bench --device $DEV ${GPU_CHECK_BENCH_ARGS:-}: exit $rc (124 = timed out; the JSON keeps the tables finished so far)"
+grep -E '^summary:' "$LOG_DIR/gpu_check_${STAMP}_bench.log" | head -n 40 >> "$SUMMARY"
 [ $rc -eq 0 ] || status=1
 
 if [ "${GPU_CHECK_ON:-0}" = "1" ]; then
-  timeout "${GPU_CHECK_BENCH_TIMEOUT:-420}" "$PY" -m fastspike.bench --device cuda --suite open-neuromorphic \
-      --no-progress --json "$LOG_DIR/bench_cuda_on_${STAMP}.json" > "$LOG_DIR/gpu_check_${STAMP}_bench_on.log" 2>&1
+  timeout "${GPU_CHECK_BENCH_TIMEOUT:-420}" "$PY" -m fastspike.bench --device "$DEV" --suite open-neuromorphic \
+      --no-progress --json "$LOG_DIR/bench_${DEV}_on_${STAMP}.json" > "$LOG_DIR/gpu_check_${STAMP}_bench_on.log" 2>&1
   rc=$?
   say "bench --suite open-neuromorphic: exit $rc"
   [ $rc -eq 0 ] || status=1
