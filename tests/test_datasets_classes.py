@@ -137,12 +137,16 @@ def test_parallel_preprocessing_matches_serial(tmp_path, monkeypatch):
     _trust(monkeypatch, D.NMNIST, tmp_path)
     # chunk per file so two workers really share the work
     monkeypatch.setattr(D.datasets, "_chunks", lambda items, n=64: [[it] for it in items])
+    used = []
+    real_ctx = D._base._mp_context
+    monkeypatch.setattr(D._base, "_mp_context", lambda: used.append(1) or real_ctx())
     a = D.NMNIST(tmp_path, train=True, data_type="frame", frames_number=3, split_by="time",
                  num_workers=2, progress=False)
     b_root = tmp_path / "serial"
     b_root.mkdir()
     (b_root / "download").symlink_to(tmp_path / "download")
     b = D.NMNIST(b_root, train=True, data_type="frame", frames_number=3, split_by="time", **KW)
+    assert len(used) == 2  # the events and the frames stages both ran in a process pool
     assert len(a) == len(b) == 6
     for i in range(6):
         np.testing.assert_array_equal(a[i][0], b[i][0])

@@ -21,6 +21,7 @@ import hashlib
 import inspect
 import json
 import math
+import multiprocessing
 import os
 import pickle
 import shutil
@@ -117,6 +118,17 @@ def stratified_split(labels: Sequence[int], train: bool, ratio: float = 0.9, see
     return sorted(out)
 
 
+def _mp_context():
+    """Workers come from a fork server that imported fastspike.datasets once and never ran a thread
+    pool: forking this (possibly multi-threaded, OpenMP-using) process directly can deadlock (libgomp
+    is not fork-safe), and spawning re-imports torch for every worker."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["fastspike.datasets"])
+    return ctx
+
+
 def _run_pool(fn, jobs, workers: int, progress: bool, desc: str):
     """Run fn(job) for every job (process pool when workers > 1) with a tqdm bar; results in order."""
     from tqdm.auto import tqdm
@@ -129,7 +141,8 @@ def _run_pool(fn, jobs, workers: int, progress: bool, desc: str):
                 results[i] = fn(job)
                 bar.update()
         else:
-            with cf.ProcessPoolExecutor(max_workers=workers) as ex:
+            ctx = _mp_context()
+            with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
                 futs = {ex.submit(fn, job): i for i, job in enumerate(jobs)}
                 try:
                     for fut in cf.as_completed(futs):

@@ -215,7 +215,7 @@ def to_frames(events, sensor_size: Sequence[int], frames_number: Optional[int] =
         raise ValueError("pass exactly one of frames_number and duration")
     if frames_number is not None and (int(frames_number) != frames_number or frames_number <= 0):
         raise ValueError(f"frames_number must be a positive integer, got {frames_number!r}")
-    if split_by not in ("number", "time"):
+    if frames_number is not None and split_by not in ("number", "time"):
         raise ValueError(f"split_by must be 'number' or 'time', got {split_by!r}")
     if duration is not None and (int(duration) != duration or duration <= 0):
         raise ValueError(f"duration must be a positive integer, got {duration!r}")
