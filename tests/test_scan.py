@@ -155,3 +155,15 @@ def test_sequential_triton_baseline_matches_loop(mode):
     K.scan_forward_sequential(a_k, b, h0, h, T, M, mode, 0.7, block_m=4)
     a_ref = [0.7, a[:, :1], a][mode]
     assert_close("h", reference_linear_scan(a_ref, b, h0), h, 1e-6)
+
+
+@pytest.mark.parametrize("kind", ["float", "per_step", "full"])
+def test_scan_cpp_large_streaming_path(kind):
+    """Outputs of >= 16 MiB with rows a multiple of 16 take the C++ streaming-store path (where the CPU has
+    AVX-512): same results as the loop, for h and every gradient."""
+    T, shape = 64, (64, 1024)  # 64 x 65536 floats = 16 MiB per tensor
+    b = torch.randn(T, *shape, requires_grad=True)
+    h0 = torch.randn(*shape, requires_grad=True)
+    a = make_decay(kind, T, shape)
+    g = torch.randn(T, *shape)
+    check_against_reference(a, b, h0, g, "cpp")
