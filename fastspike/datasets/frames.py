@@ -151,6 +151,9 @@ def _segments_sorted(t, frames_number, split_by, duration):
     return np.concatenate([[0], b]), np.concatenate([b, [N]]), T
 
 
+_PARALLEL_MIN_EVENTS = 1 << 21
+
+
 def _to_frames_cpp(events, sensor_size, frames_number, split_by, duration):
     """C++ path (csrc/events.cpp) for EVENT_DTYPE arrays on 2-D sensors; None when it cannot apply
     (unsorted times for a time-based split: the numpy path then handles them)."""
@@ -169,10 +172,12 @@ def _to_frames_cpp(events, sensor_size, frames_number, split_by, duration):
     out = np.zeros((T, P, H, W), np.float32)
     f = EVENT_DTYPE.fields
     stride = ev.strides[0] if ev.ndim == 1 and ev.shape[0] > 0 else EVENT_DTYPE.itemsize
+    # waking a thread team costs more than binning a typical recording (worse on a busy machine)
+    nthreads = torch.get_num_threads() if ev.shape[0] >= _PARALLEL_MIN_EVENTS else 1
     bad, unsorted = _ext.get().events_integrate(
         ev.ctypes.data, ev.shape[0], stride, f["t"][1], f["x"][1], f["y"][1], f["p"][1],
         j_l.ctypes.data, j_r.ctypes.data, T, P, H, W, out.ctypes.data,
-        split_by == "time" or duration is not None, torch.get_num_threads())
+        split_by == "time" or duration is not None, nthreads)
     if bad >= 0:
         e = ev[bad]
         name, v, size = ("x", int(e["x"]), W) if not 0 <= e["x"] < W else ("y", int(e["y"]), H)
