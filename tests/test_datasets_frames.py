@@ -215,3 +215,24 @@ def test_spatial_and_temporal_transforms():
     both = T.Compose([T.SpatialDownsample(2), T.ToFrames((10, 5), frames_number=3)])(ev)
     assert both.shape == (3, 2, 5, 10) and both.sum() == ev.size
     assert ev["x"].max() == 19  # transforms never modify their input
+
+
+@pytest.mark.skipif("cpp" not in BACKENDS, reason="C++ extension without events_integrate")
+def test_cpp_thread_team_matches_numpy(monkeypatch):
+    from fastspike.datasets import frames as FR
+
+    monkeypatch.setattr(FR, "_PARALLEL_MIN_EVENTS", 0)  # force the OpenMP team on small inputs
+    old = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        ev = _events(5000, W=33, H=17, seed=21, gaps=True)
+        for kw in (dict(frames_number=7, split_by="time"), dict(frames_number=2), dict(duration=333)):
+            np.testing.assert_array_equal(to_frames(ev, (33, 17), backend="cpp", **kw),
+                                          to_frames(ev, (33, 17), backend="numpy", **kw))
+        bad = ev.copy()
+        bad["x"][[4000, 4001]] = -1
+        bad["x"][1234] = 33
+        with pytest.raises(ValueError, match="event 1234 has x=33"):  # the first bad one, across threads
+            to_frames(bad, (33, 17), frames_number=7, backend="cpp")
+    finally:
+        torch.set_num_threads(old)
