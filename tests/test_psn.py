@@ -315,3 +315,14 @@ def test_psn_op_long_T(backend, T, band):
     for name, r, o in zip(["grad_x", "grad_w", "grad_b"], torch.autograd.grad(ref, [x, w, b], g),
                           torch.autograd.grad(out, [x, w, b], g)):
         assert_close(name, r, o, 1e-5)
+
+
+def test_nonspiking_subclass_charge_runs_step_by_step():
+    class Doubling(NonSpikingIFNode):
+        def neuronal_charge(self, x):
+            self.v = self.v + 2 * x
+
+    x = torch.randn(6, 3)
+    out = torch.stack(Doubling()(x))
+    assert_close("v", 2 * x.cumsum(0), out, 1e-6)
+    assert_close("v", x.cumsum(0), torch.stack(NonSpikingIFNode()(x)), 1e-6)

@@ -3,7 +3,8 @@
 * ``NonSpikingIFNode(decode=None)`` and ``NonSpikingLIFNode(tau=2., decode=None)``: SpikingJelly 2.0.0's
   readout neurons (multi-step only). Each call starts from V = 0 and returns the membrane potentials,
   decoded by ``decode``: 'max-mem', 'max-abs-mem', 'mean-mem', 'last_mem', or None for the list of the T
-  per-step potentials (SpikingJelly's return type). ``.v`` holds the last potential.
+  per-step potentials (SpikingJelly's return type). ``.v`` holds the last potential. A subclass that
+  redefines ``neuronal_charge`` (SpikingJelly's extension point) runs it step by step instead of the scan.
 * ``NoResetLIFNode``: LIFNode's charge and fire with the reset disabled (V is never pulled back after a
   spike), so V is a linear recurrence V[t] = a V[t-1] + b[t] and the whole sequence is one scan.
   Stateful like LIFNode (``.v`` persists until reset), step modes 's' and 'm', ``store_v_seq``.
@@ -49,6 +50,9 @@ class _NonSpikingBase(nn.Module, MultiStepModule):
         _backend.check_backend_name(value)
         self._backend = value
 
+    def neuronal_charge(self, x: torch.Tensor) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must define neuronal_charge(x) (update self.v from x).")
+
     def _decay_and_drive(self, x_seq: torch.Tensor):
         raise NotImplementedError
 
@@ -58,8 +62,17 @@ class _NonSpikingBase(nn.Module, MultiStepModule):
         if x_seq.dim() < 2:
             raise ValueError(f"{type(self).__name__} is multi-step only and expects input of shape [T, N, *], "
                              f"but got shape {tuple(x_seq.shape)}.")
-        a, b = self._decay_and_drive(x_seq)
-        v_seq = linear_scan(a, b, None, backend=self.backend)
+        if type(self).neuronal_charge is not self._scan_class.neuronal_charge:
+            # a subclass redefined the charge (SpikingJelly's extension point): run it step by step
+            self.v = torch.zeros_like(x_seq[0])
+            steps = []
+            for x in x_seq:
+                self.neuronal_charge(x)
+                steps.append(self.v)
+            v_seq = torch.stack(steps)
+        else:
+            a, b = self._decay_and_drive(x_seq)
+            v_seq = linear_scan(a, b, None, backend=self.backend)
         self.v = v_seq[-1]
         if self.decode == "max-mem":
             return v_seq.max(0).values
@@ -83,6 +96,9 @@ class NonSpikingIFNode(_NonSpikingBase):
     def __init__(self, decode: Optional[str] = None, backend: str = "auto"):
         super().__init__(decode, backend)
 
+    def neuronal_charge(self, x: torch.Tensor) -> None:
+        self.v = self.v + x
+
     def _decay_and_drive(self, x_seq):
         return 1.0, x_seq
 
@@ -94,11 +110,18 @@ class NonSpikingLIFNode(_NonSpikingBase):
         super().__init__(decode, backend)
         self.tau = _check_tau("NonSpikingLIFNode", tau)
 
+    def neuronal_charge(self, x: torch.Tensor) -> None:
+        self.v = self.v + (x - self.v) / self.tau
+
     def _decay_and_drive(self, x_seq):
         return 1.0 - 1.0 / self.tau, x_seq / self.tau
 
     def extra_repr(self) -> str:
         return f"tau={self.tau}, " + super().extra_repr()
+
+
+NonSpikingIFNode._scan_class = NonSpikingIFNode
+NonSpikingLIFNode._scan_class = NonSpikingLIFNode
 
 
 class NoResetLIFNode(MemoryModule):
