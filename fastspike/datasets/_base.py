@@ -332,7 +332,10 @@ class NeuromorphicDataset(torch.utils.data.Dataset):
                                 self.num_workers, self.progress, f"{type(self).__name__}: decoding")
             samples = [s for r in results for s in r]
             _atomic_write_text(tmp / "index.json", json.dumps({"samples": samples}))
-            if events_dir.exists():  # an empty leftover directory (no index) is replaced
+            if (events_dir / "index.json").exists():  # another process finished first: keep its cache
+                shutil.rmtree(tmp, ignore_errors=True)
+                return
+            if events_dir.exists():  # a leftover directory without an index is never loaded: replace it
                 shutil.rmtree(events_dir)
             os.replace(tmp, events_dir)
         except BaseException:
