@@ -7,9 +7,7 @@ Checksums (md5) are the ones SpikingJelly 2.0.0 records for the original downloa
 from __future__ import annotations
 
 import csv
-import math
 import re
-import zipfile
 from pathlib import Path
 from typing import List, Optional
 
