@@ -63,3 +63,15 @@ def neuron_multistep(
     spike_seq = torch.stack(spikes).to(out_dt)
     v_seq = torch.stack(vs).to(out_dt) if store_v_seq else None
     return spike_seq, v.to(out_dt), v_seq
+
+
+# The other ops keep their reference next to their dispatch (written independently of their kernels);
+# they are listed here so this module names the oracle of every op.
+from .psn import band_mask, reference_psn as psn  # noqa: E402
+from .scan import reference_linear_scan as linear_scan  # noqa: E402
+from .synapse import (ref_conv2d_grad_weight as conv2d_grad_weight,  # noqa: E402
+                      ref_linear_grad_weight as linear_grad_weight, ref_pack_bits as pack_bits,
+                      ref_unpack_bits as unpack_bits)
+
+__all__ += ["psn", "band_mask", "linear_scan", "pack_bits", "unpack_bits", "linear_grad_weight",
+            "conv2d_grad_weight"]
