@@ -180,7 +180,9 @@ def parse_args(argv: Optional[list] = None):
     p.add_argument("--channels", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--nproc", type=int, default=1, help="processes for DistributedDataParallel")
-    p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: cores / nproc)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per process (0: cores / nproc). Default 1: the tensors here are tiny and "
+                        "thread synchronisation costs more than it saves (12 epochs: 1.6 s on 1 thread, 7.4 s on 2)")
     p.add_argument("--max-steps-per-epoch", type=int, default=0, help="shorten epochs (tests)")
     p.add_argument("--dump-params", default="", help="directory to save each rank's final state_dict (tests)")
     p.add_argument("--no-progress", action="store_true")
@@ -192,8 +194,7 @@ def main(argv: Optional[list] = None) -> Optional[float]:
     if args.nproc < 1:
         raise SystemExit("--nproc must be >= 1")
     if args.nproc == 1:
-        if args.threads:
-            torch.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads or (os.cpu_count() or 1))
         return train(args)
     import torch.multiprocessing as mp
 
