@@ -186,3 +186,21 @@ def test_pack_saved_spikes_same_gradients_less_memory():
         (xx @ w).sum().backward()
         assert torch.equal(g, w.grad)
         w.grad = None
+
+
+def test_count_synops_matches_spikingjelly_synop_counter():
+    pytest.importorskip("spikingjelly")
+    from spikingjelly.activation_based.op_counter import SynOpCounter
+    from spikingjelly.activation_based.op_counter.base import DispatchCounterMode
+
+    convs = [nn.Conv2d(4, 6, 3, padding=1, stride=2, bias=False), nn.Conv2d(4, 6, 3, padding=2, dilation=2, groups=2),
+             nn.Conv1d(4, 8, 5, padding=1), nn.Linear(7, 9)]
+    inputs = [(torch.rand(2, 4, 9, 9) > 0.7).float(), (torch.rand(2, 4, 9, 9) > 0.7).float(),
+              (torch.rand(3, 4, 11) > 0.5).float(), (torch.rand(5, 7) > 0.5).float()]
+    for m, x in zip(convs, inputs):
+        c = SynOpCounter()
+        with DispatchCounterMode([c]):
+            m(x)
+        rep = utils.count_synops(m, x)
+        assert rep.layers[0].kind == "AC"
+        assert rep.total_ac == c.get_total() > 0, type(m).__name__
