@@ -24,6 +24,8 @@ _real_empty_like = torch.empty_like
 
 
 def _nan_fill(t):
+    if t.device.type == "meta":
+        return t
     if t.is_floating_point():
         t.fill_(float("nan"))
     elif t.dtype in (torch.int32, torch.int64, torch.int16, torch.int8, torch.uint8):
