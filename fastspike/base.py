@@ -12,7 +12,7 @@ from typing import Iterator, Tuple
 import torch
 import torch.nn as nn
 
-__all__ = ["StepModule", "SingleStepModule", "MultiStepModule", "MemoryModule"]
+__all__ = ["StepModule", "SingleStepModule", "MultiStepModule", "MemoryModule", "BackendMixin"]
 
 
 class StepModule:
@@ -126,3 +126,18 @@ class MemoryModule(nn.Module, StepModule):
 
     def extra_repr(self) -> str:
         return f"step_mode={self.step_mode}"
+
+
+class BackendMixin:
+    """A ``backend`` attribute ('auto', 'torch', 'triton' or 'cpp'), validated on assignment."""
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        from .ops._backend import check_backend_name
+
+        check_backend_name(value)
+        self._backend = value

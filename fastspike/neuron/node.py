@@ -14,14 +14,13 @@ import torch
 import torch.nn as nn
 
 from .. import surrogate
-from ..base import MemoryModule
-from ..ops import _backend
+from ..base import BackendMixin, MemoryModule
 from ..ops.neuron import multistep_neuron
 
 __all__ = ["BaseNode", "IFNode", "LIFNode", "ParametricLIFNode"]
 
 
-class BaseNode(MemoryModule):
+class BaseNode(MemoryModule, BackendMixin):
     """Charge, fire (Heaviside with a surrogate gradient) and reset, with the membrane state ``v``
     kept between calls until ``reset()`` (``functional.reset_net``).
 
@@ -60,15 +59,6 @@ class BaseNode(MemoryModule):
     def store_v_seq(self, value: bool) -> None:
         self._store_v_seq = bool(value)
         self.v_seq = None
-
-    @property
-    def backend(self) -> str:
-        return self._backend
-
-    @backend.setter
-    def backend(self, value: str) -> None:
-        _backend.check_backend_name(value)
-        self._backend = value
 
     def reset(self) -> None:
         super().reset()

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from .. import surrogate
-from ..base import MemoryModule, MultiStepModule
+from ..base import BackendMixin, MemoryModule, MultiStepModule
 from ..ops import _backend
 from ..ops.scan import linear_scan
 
@@ -32,7 +32,7 @@ def _check_tau(name: str, tau) -> float:
     return float(tau)
 
 
-class _NonSpikingBase(nn.Module, MultiStepModule):
+class _NonSpikingBase(nn.Module, MultiStepModule, BackendMixin):
     def __init__(self, decode: Optional[str] = None, backend: str = "auto"):
         if decode not in _DECODES:
             raise ValueError(f"{type(self).__name__}: decode must be one of {_DECODES}, but got {decode!r}.")
@@ -40,15 +40,6 @@ class _NonSpikingBase(nn.Module, MultiStepModule):
         self._step_mode = "m"
         self.decode = decode
         self.backend = backend
-
-    @property
-    def backend(self) -> str:
-        return self._backend
-
-    @backend.setter
-    def backend(self, value: str) -> None:
-        _backend.check_backend_name(value)
-        self._backend = value
 
     def neuronal_charge(self, x: torch.Tensor) -> None:
         raise NotImplementedError(f"{type(self).__name__} must define neuronal_charge(x) (update self.v from x).")

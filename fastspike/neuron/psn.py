@@ -19,8 +19,7 @@ import torch
 import torch.nn as nn
 
 from .. import surrogate
-from ..base import MemoryModule, MultiStepModule
-from ..ops import _backend
+from ..base import BackendMixin, MemoryModule, MultiStepModule
 from ..ops.psn import psn
 
 __all__ = ["PSN", "MaskedPSN", "SlidingPSN"]
@@ -50,18 +49,7 @@ def _check_T(name: str, T) -> None:
         raise ValueError(f"{name}: T (the number of time steps) must be an int >= 1, but got {T!r}.")
 
 
-class _BackendMixin:
-    @property
-    def backend(self) -> str:
-        return self._backend
-
-    @backend.setter
-    def backend(self, value: str) -> None:
-        _backend.check_backend_name(value)
-        self._backend = value
-
-
-class PSN(nn.Module, MultiStepModule, _BackendMixin):
+class PSN(nn.Module, MultiStepModule, BackendMixin):
     """Parallel Spiking Neuron: H = W X + B, S = Heaviside(H), over T steps at once (multi-step only).
 
     weight: [T, T] (Kaiming-uniform init, a = sqrt(5)); bias: [T, 1] (init -1, i.e. a threshold of 1).
@@ -88,7 +76,7 @@ class PSN(nn.Module, MultiStepModule, _BackendMixin):
         return f"T={self.T}, backend={self.backend}"
 
 
-class MaskedPSN(MemoryModule, _BackendMixin):
+class MaskedPSN(MemoryModule, BackendMixin):
     """Masked PSN of order k: W restricted to the causal band t - k < j <= t, reached progressively.
 
     ``lambda_`` (buffer ``_lambda_``, init ``lambda_init``) blends the band mask ``mask0`` with the all-ones
@@ -171,7 +159,7 @@ class MaskedPSN(MemoryModule, _BackendMixin):
         return super().extra_repr() + f", lambda_={self.lambda_}, T={self.T}, backend={self.backend}"
 
 
-class SlidingPSN(MemoryModule, _BackendMixin):
+class SlidingPSN(MemoryModule, BackendMixin):
     """Sliding PSN of order k: H[t] = sum_i W[i] X[t - k + 1 + i] + B, weights shared across time.
 
     weight: [k], initialised to (..., 1/4, 1/2, 1) with ``exp_init`` (Kaiming uniform otherwise); bias: a scalar
