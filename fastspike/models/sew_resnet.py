@@ -14,9 +14,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from .. import layer
 from ._common import load_pretrained, require_neuron
-from .spiking_resnet import _init_resnet, conv1x1, conv3x3, flatten_features, model_urls
+from .spiking_resnet import _basic_body, _bottleneck_body, _ResNetTrunk, model_urls
 
 __all__ = [
     "SEWResNet",
@@ -51,18 +50,8 @@ class BasicBlock(nn.Module):
     def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1,
                  norm_layer=None, cnf: str = None, spiking_neuron: Callable = None, **kwargs):
         super().__init__()
-        norm_layer = norm_layer or layer.BatchNorm2d
-        if groups != 1 or base_width != 64:
-            raise ValueError("BasicBlock only supports groups=1 and base_width=64")
-        if dilation > 1:
-            raise NotImplementedError("Dilation > 1 not supported in BasicBlock")
-        self.conv1 = conv3x3(inplanes, planes, stride)
-        self.bn1 = norm_layer(planes)
-        self.sn1 = spiking_neuron(**deepcopy(kwargs))
-        self.conv2 = conv3x3(planes, planes)
-        self.bn2 = norm_layer(planes)
-        self.sn2 = spiking_neuron(**deepcopy(kwargs))
-        self.downsample = downsample
+        _basic_body(self, inplanes, planes, stride, downsample, groups, base_width, dilation, norm_layer,
+                    spiking_neuron, kwargs)
         if downsample is not None:
             self.downsample_sn = spiking_neuron(**deepcopy(kwargs))
         self.stride = stride
@@ -84,18 +73,8 @@ class Bottleneck(nn.Module):
     def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1,
                  norm_layer=None, cnf: str = None, spiking_neuron: Callable = None, **kwargs):
         super().__init__()
-        norm_layer = norm_layer or layer.BatchNorm2d
-        width = int(planes * (base_width / 64.0)) * groups
-        self.conv1 = conv1x1(inplanes, width)
-        self.bn1 = norm_layer(width)
-        self.sn1 = spiking_neuron(**deepcopy(kwargs))
-        self.conv2 = conv3x3(width, width, stride, groups, dilation)
-        self.bn2 = norm_layer(width)
-        self.sn2 = spiking_neuron(**deepcopy(kwargs))
-        self.conv3 = conv1x1(width, planes * self.expansion)
-        self.bn3 = norm_layer(planes * self.expansion)
-        self.sn3 = spiking_neuron(**deepcopy(kwargs))
-        self.downsample = downsample
+        _bottleneck_body(self, inplanes, planes, stride, downsample, groups, base_width, dilation, norm_layer,
+                         spiking_neuron, kwargs)
         if downsample is not None:
             self.downsample_sn = spiking_neuron(**deepcopy(kwargs))
         self.stride = stride
@@ -112,66 +91,20 @@ class Bottleneck(nn.Module):
         return f"cnf={self.cnf}"
 
 
-class SEWResNet(nn.Module):
+class SEWResNet(_ResNetTrunk):
     def __init__(self, block, layers, num_classes=1000, zero_init_residual=False, groups=1, width_per_group=64,
                  replace_stride_with_dilation=None, norm_layer=None, cnf: str = None, spiking_neuron: Callable = None,
                  **kwargs):
-        super().__init__()
-        spiking_neuron = require_neuron(spiking_neuron, type(self).__name__)
+        require_neuron(spiking_neuron, type(self).__name__)
         if cnf not in CONNECT_FUNCTIONS:
             raise ValueError(f"cnf must be one of {CONNECT_FUNCTIONS}, got {cnf!r}")
-        norm_layer = norm_layer or layer.BatchNorm2d
-        self._norm_layer = norm_layer
-        self.inplanes = 64
-        self.dilation = 1
-        if replace_stride_with_dilation is None:
-            replace_stride_with_dilation = [False, False, False]
-        if len(replace_stride_with_dilation) != 3:
-            raise ValueError("replace_stride_with_dilation should be None or a 3-element tuple, "
-                             f"got {replace_stride_with_dilation}")
-        self.groups = groups
-        self.base_width = width_per_group
-        self.conv1 = layer.Conv2d(3, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = norm_layer(self.inplanes)
-        self.sn1 = spiking_neuron(**deepcopy(kwargs))
-        self.maxpool = layer.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        common = dict(cnf=cnf, spiking_neuron=spiking_neuron, **kwargs)
-        self.layer1 = self._make_layer(block, 64, layers[0], **common)
-        self.layer2 = self._make_layer(block, 128, layers[1], stride=2, dilate=replace_stride_with_dilation[0], **common)
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=2, dilate=replace_stride_with_dilation[1], **common)
-        self.layer4 = self._make_layer(block, 512, layers[3], stride=2, dilate=replace_stride_with_dilation[2], **common)
-        self.avgpool = layer.AdaptiveAvgPool2d((1, 1))
-        self.fc = layer.Linear(512 * block.expansion, num_classes)
-        _init_resnet(self, zero_init_residual, BasicBlock, Bottleneck)
+        super().__init__(block, layers, num_classes, zero_init_residual, groups, width_per_group,
+                         replace_stride_with_dilation, norm_layer, spiking_neuron, {"cnf": cnf}, kwargs,
+                         BasicBlock, Bottleneck)
 
     def _make_layer(self, block, planes, blocks, stride=1, dilate=False, cnf: str = None,
                     spiking_neuron: Callable = None, **kwargs):
-        norm_layer = self._norm_layer
-        downsample = None
-        previous_dilation = self.dilation
-        if dilate:
-            self.dilation *= stride
-            stride = 1
-        if stride != 1 or self.inplanes != planes * block.expansion:
-            downsample = nn.Sequential(conv1x1(self.inplanes, planes * block.expansion, stride),
-                                       norm_layer(planes * block.expansion))
-        blocks_ = [block(self.inplanes, planes, stride, downsample, self.groups, self.base_width, previous_dilation,
-                         norm_layer, cnf, spiking_neuron, **kwargs)]
-        self.inplanes = planes * block.expansion
-        for _ in range(1, blocks):
-            blocks_.append(block(self.inplanes, planes, groups=self.groups, base_width=self.base_width,
-                                 dilation=self.dilation, norm_layer=norm_layer, cnf=cnf,
-                                 spiking_neuron=spiking_neuron, **kwargs))
-        return nn.Sequential(*blocks_)
-
-    def _forward_impl(self, x):
-        x = self.maxpool(self.sn1(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        x = flatten_features(self.avgpool(x), self.avgpool)
-        return self.fc(x)
-
-    def forward(self, x):
-        return self._forward_impl(x)
+        return self._build_layer(block, planes, blocks, stride, dilate, {"cnf": cnf}, spiking_neuron, kwargs)
 
 
 def _sew_resnet(arch, block, layers, pretrained, progress, cnf, spiking_neuron, **kwargs):

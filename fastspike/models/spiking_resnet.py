@@ -52,24 +52,48 @@ def flatten_features(x: torch.Tensor, pool: nn.Module) -> torch.Tensor:
     return torch.flatten(x, 2 if getattr(pool, "step_mode", "s") == "m" else 1)
 
 
+def _basic_body(m: nn.Module, inplanes, planes, stride, downsample, groups, base_width, dilation, norm_layer,
+                spiking_neuron, kwargs) -> None:
+    """Register a BasicBlock's conv1, bn1, sn1, conv2, bn2, sn2 and downsample on ``m`` (in that order)."""
+    norm_layer = norm_layer or layer.BatchNorm2d
+    if groups != 1 or base_width != 64:
+        raise ValueError("BasicBlock only supports groups=1 and base_width=64")
+    if dilation > 1:
+        raise NotImplementedError("Dilation > 1 not supported in BasicBlock")
+    m.conv1 = conv3x3(inplanes, planes, stride)
+    m.bn1 = norm_layer(planes)
+    m.sn1 = spiking_neuron(**deepcopy(kwargs))
+    m.conv2 = conv3x3(planes, planes)
+    m.bn2 = norm_layer(planes)
+    m.sn2 = spiking_neuron(**deepcopy(kwargs))
+    m.downsample = downsample
+
+
+def _bottleneck_body(m: nn.Module, inplanes, planes, stride, downsample, groups, base_width, dilation, norm_layer,
+                     spiking_neuron, kwargs) -> None:
+    """Register a Bottleneck's conv1..3, bn1..3, sn1..3 and downsample on ``m`` (in that order)."""
+    norm_layer = norm_layer or layer.BatchNorm2d
+    width = int(planes * (base_width / 64.0)) * groups
+    m.conv1 = conv1x1(inplanes, width)
+    m.bn1 = norm_layer(width)
+    m.sn1 = spiking_neuron(**deepcopy(kwargs))
+    m.conv2 = conv3x3(width, width, stride, groups, dilation)
+    m.bn2 = norm_layer(width)
+    m.sn2 = spiking_neuron(**deepcopy(kwargs))
+    m.conv3 = conv1x1(width, planes * m.expansion)
+    m.bn3 = norm_layer(planes * m.expansion)
+    m.sn3 = spiking_neuron(**deepcopy(kwargs))
+    m.downsample = downsample
+
+
 class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1,
                  norm_layer=None, spiking_neuron: Callable = None, **kwargs):
         super().__init__()
-        norm_layer = norm_layer or layer.BatchNorm2d
-        if groups != 1 or base_width != 64:
-            raise ValueError("BasicBlock only supports groups=1 and base_width=64")
-        if dilation > 1:
-            raise NotImplementedError("Dilation > 1 not supported in BasicBlock")
-        self.conv1 = conv3x3(inplanes, planes, stride)
-        self.bn1 = norm_layer(planes)
-        self.sn1 = spiking_neuron(**deepcopy(kwargs))
-        self.conv2 = conv3x3(planes, planes)
-        self.bn2 = norm_layer(planes)
-        self.sn2 = spiking_neuron(**deepcopy(kwargs))
-        self.downsample = downsample
+        _basic_body(self, inplanes, planes, stride, downsample, groups, base_width, dilation, norm_layer,
+                    spiking_neuron, kwargs)
         self.stride = stride
 
     def forward(self, x):
@@ -85,18 +109,8 @@ class Bottleneck(nn.Module):
     def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1,
                  norm_layer=None, spiking_neuron: Callable = None, **kwargs):
         super().__init__()
-        norm_layer = norm_layer or layer.BatchNorm2d
-        width = int(planes * (base_width / 64.0)) * groups
-        self.conv1 = conv1x1(inplanes, width)
-        self.bn1 = norm_layer(width)
-        self.sn1 = spiking_neuron(**deepcopy(kwargs))
-        self.conv2 = conv3x3(width, width, stride, groups, dilation)
-        self.bn2 = norm_layer(width)
-        self.sn2 = spiking_neuron(**deepcopy(kwargs))
-        self.conv3 = conv1x1(width, planes * self.expansion)
-        self.bn3 = norm_layer(planes * self.expansion)
-        self.sn3 = spiking_neuron(**deepcopy(kwargs))
-        self.downsample = downsample
+        _bottleneck_body(self, inplanes, planes, stride, downsample, groups, base_width, dilation, norm_layer,
+                         spiking_neuron, kwargs)
         self.stride = stride
 
     def forward(self, x):
@@ -107,9 +121,17 @@ class Bottleneck(nn.Module):
         return self.sn3(out + identity)
 
 
-class SpikingResNet(nn.Module):
-    def __init__(self, block, layers, num_classes=1000, zero_init_residual=False, groups=1, width_per_group=64,
-                 replace_stride_with_dilation=None, norm_layer=None, spiking_neuron: Callable = None, **kwargs):
+class _ResNetTrunk(nn.Module):
+    """The ResNet trunk shared by SpikingResNet and SEWResNet: stem (conv1, bn1, sn1, maxpool), layer1..4,
+    avgpool, fc, and their initialisation; registration order and names as SpikingJelly 2.0.0.
+
+    ``block_args``: extra block arguments that go after ``norm_layer`` and before ``spiking_neuron``
+    (SEW's ``cnf``); ``basic``/``bottleneck``: the block classes ``zero_init_residual`` acts on.
+    """
+
+    def __init__(self, block, layers, num_classes, zero_init_residual, groups, width_per_group,
+                 replace_stride_with_dilation, norm_layer, spiking_neuron, block_args: dict, neuron_kwargs: dict,
+                 basic, bottleneck):
         super().__init__()
         spiking_neuron = require_neuron(spiking_neuron, type(self).__name__)
         norm_layer = norm_layer or layer.BatchNorm2d
@@ -125,20 +147,18 @@ class SpikingResNet(nn.Module):
         self.base_width = width_per_group
         self.conv1 = layer.Conv2d(3, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = norm_layer(self.inplanes)
-        self.sn1 = spiking_neuron(**deepcopy(kwargs))
+        self.sn1 = spiking_neuron(**deepcopy(neuron_kwargs))
         self.maxpool = layer.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(block, 64, layers[0], spiking_neuron=spiking_neuron, **kwargs)
-        self.layer2 = self._make_layer(block, 128, layers[1], stride=2, dilate=replace_stride_with_dilation[0],
-                                       spiking_neuron=spiking_neuron, **kwargs)
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=2, dilate=replace_stride_with_dilation[1],
-                                       spiking_neuron=spiking_neuron, **kwargs)
-        self.layer4 = self._make_layer(block, 512, layers[3], stride=2, dilate=replace_stride_with_dilation[2],
-                                       spiking_neuron=spiking_neuron, **kwargs)
+        common = dict(block_args, spiking_neuron=spiking_neuron, **neuron_kwargs)
+        self.layer1 = self._make_layer(block, 64, layers[0], **common)
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2, dilate=replace_stride_with_dilation[0], **common)
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2, dilate=replace_stride_with_dilation[1], **common)
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2, dilate=replace_stride_with_dilation[2], **common)
         self.avgpool = layer.AdaptiveAvgPool2d((1, 1))
         self.fc = layer.Linear(512 * block.expansion, num_classes)
-        _init_resnet(self, zero_init_residual, BasicBlock, Bottleneck)
+        _init_resnet(self, zero_init_residual, basic, bottleneck)
 
-    def _make_layer(self, block, planes, blocks, stride=1, dilate=False, spiking_neuron: Callable = None, **kwargs):
+    def _build_layer(self, block, planes, blocks, stride, dilate, block_args: dict, spiking_neuron, neuron_kwargs):
         norm_layer = self._norm_layer
         downsample = None
         previous_dilation = self.dilation
@@ -149,12 +169,12 @@ class SpikingResNet(nn.Module):
             downsample = nn.Sequential(conv1x1(self.inplanes, planes * block.expansion, stride),
                                        norm_layer(planes * block.expansion))
         blocks_ = [block(self.inplanes, planes, stride, downsample, self.groups, self.base_width, previous_dilation,
-                         norm_layer, spiking_neuron, **kwargs)]
+                         norm_layer, *block_args.values(), spiking_neuron, **neuron_kwargs)]
         self.inplanes = planes * block.expansion
         for _ in range(1, blocks):
             blocks_.append(block(self.inplanes, planes, groups=self.groups, base_width=self.base_width,
-                                 dilation=self.dilation, norm_layer=norm_layer, spiking_neuron=spiking_neuron,
-                                 **kwargs))
+                                 dilation=self.dilation, norm_layer=norm_layer, **block_args,
+                                 spiking_neuron=spiking_neuron, **neuron_kwargs))
         return nn.Sequential(*blocks_)
 
     def _forward_impl(self, x):
@@ -165,6 +185,16 @@ class SpikingResNet(nn.Module):
 
     def forward(self, x):
         return self._forward_impl(x)
+
+
+class SpikingResNet(_ResNetTrunk):
+    def __init__(self, block, layers, num_classes=1000, zero_init_residual=False, groups=1, width_per_group=64,
+                 replace_stride_with_dilation=None, norm_layer=None, spiking_neuron: Callable = None, **kwargs):
+        super().__init__(block, layers, num_classes, zero_init_residual, groups, width_per_group,
+                         replace_stride_with_dilation, norm_layer, spiking_neuron, {}, kwargs, BasicBlock, Bottleneck)
+
+    def _make_layer(self, block, planes, blocks, stride=1, dilate=False, spiking_neuron: Callable = None, **kwargs):
+        return self._build_layer(block, planes, blocks, stride, dilate, {}, spiking_neuron, kwargs)
 
 
 def _init_resnet(model: nn.Module, zero_init_residual: bool, basic, bottleneck) -> None:
