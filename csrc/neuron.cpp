@@ -10,6 +10,11 @@
 // Fire:  S = H >= thr.   Reset: hard V = S ? Vr : H,   soft V = H - thr * S.
 // The expressions are written exactly as the reference (fastspike/ops/reference.py) evaluates them,
 // and the build disables FMA contraction, so forward results match the reference bit for bit.
+//
+// Saved for the backward: X (which already exists), not H. The backward recomputes H for one block of
+// neurons at a time into a per-thread buffer of T x kBlock floats (cache resident), then runs the
+// reverse-time loop over it. The forward thus writes only S (one stream, no fresh H buffer whose page
+// faults cost more than the kernel), and the recomputed H is bit-identical to the forward's (same code).
 #include <omp.h>
 
 #include <algorithm>
@@ -34,12 +39,33 @@ struct NeuronParams {
   bool detach_reset;
 };
 
-// The flags are template parameters so the inner loop has no branches left and vectorises cleanly.
+// One time step of charge, fire and reset over a block of neurons. The flags are template parameters
+// so the loop has no branches left and vectorises; only the requested outputs are written.
+template <int MODE, bool DECAY_INPUT, bool SOFT, bool STORE_S, bool STORE_H, bool STORE_VSEQ>
+inline void step_row(const float* __restrict xt, float* __restrict v, float* __restrict st, float* __restrict ht,
+                     float* __restrict vt, std::int64_t len, float decay, float v_th, float v_reset) {
+  const float vr_charge = SOFT ? 0.0f : v_reset;
+#pragma omp simd
+  for (std::int64_t i = 0; i < len; ++i) {
+    const float vv = v[i];
+    const float xv = xt[i];
+    float hv;
+    if constexpr (MODE == 0) hv = vv + xv;
+    else if constexpr (MODE == 1) hv = DECAY_INPUT ? vv + (xv - (vv - vr_charge)) / decay : vv - (vv - vr_charge) / decay + xv;
+    else hv = DECAY_INPUT ? vv + (xv - (vv - vr_charge)) * decay : vv - (vv - vr_charge) * decay + xv;
+    const float sv = hv >= v_th ? 1.0f : 0.0f;
+    const float vn = SOFT ? hv - v_th * sv : sv * v_reset + (1.0f - sv) * hv;
+    v[i] = vn;
+    if constexpr (STORE_S) st[i] = sv;
+    if constexpr (STORE_H) ht[i] = hv;
+    if constexpr (STORE_VSEQ) vt[i] = vn;
+  }
+}
+
 template <int MODE, bool DECAY_INPUT, bool SOFT, bool STORE_H, bool STORE_VSEQ>
 void forward_impl(const float* x, const float* v0, float* s, float* h, float* vseq, float* vlast, std::int64_t T,
                   std::int64_t N, float decay, float v_th, float v_reset, int nthreads) {
   const std::int64_t nblocks = (N + kBlock - 1) / kBlock;
-  const float vr_charge = SOFT ? 0.0f : v_reset;
 #pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, nblocks))
   for (std::int64_t b = 0; b < nblocks; ++b) {
     const std::int64_t n0 = b * kBlock;
@@ -48,25 +74,27 @@ void forward_impl(const float* x, const float* v0, float* s, float* h, float* vs
     for (std::int64_t i = 0; i < len; ++i) v[i] = v0[n0 + i];
     for (std::int64_t t = 0; t < T; ++t) {
       const std::int64_t o = t * N + n0;
-#pragma omp simd
-      for (std::int64_t i = 0; i < len; ++i) {
-        const float vv = v[i];
-        const float xv = x[o + i];
-        float hv;
-        if constexpr (MODE == 0) hv = vv + xv;
-        else if constexpr (MODE == 1) hv = DECAY_INPUT ? vv + (xv - (vv - vr_charge)) / decay : vv - (vv - vr_charge) / decay + xv;
-        else hv = DECAY_INPUT ? vv + (xv - (vv - vr_charge)) * decay : vv - (vv - vr_charge) * decay + xv;
-        const float sv = hv >= v_th ? 1.0f : 0.0f;
-        const float vn = SOFT ? hv - v_th * sv : sv * v_reset + (1.0f - sv) * hv;
-        v[i] = vn;
-        s[o + i] = sv;
-        if constexpr (STORE_H) h[o + i] = hv;
-        if constexpr (STORE_VSEQ) vseq[o + i] = vn;
-      }
+      step_row<MODE, DECAY_INPUT, SOFT, true, STORE_H, STORE_VSEQ>(x + o, v, s + o, STORE_H ? h + o : nullptr,
+                                                                    STORE_VSEQ ? vseq + o : nullptr, len, decay,
+                                                                    v_th, v_reset);
     }
     for (std::int64_t i = 0; i < len; ++i) vlast[n0 + i] = v[i];
   }
 }
+
+// H of one block for every step, into hbuf[t * kBlock + i] (the backward's recomputation).
+template <int MODE, bool DECAY_INPUT, bool SOFT>
+void recompute_block(const float* x, const float* v0, float* hbuf, std::int64_t T, std::int64_t N, std::int64_t len,
+                     float decay, float v_th, float v_reset) {
+  float v[kBlock];
+  for (std::int64_t i = 0; i < len; ++i) v[i] = v0[i];
+  for (std::int64_t t = 0; t < T; ++t)
+    step_row<MODE, DECAY_INPUT, SOFT, false, true, false>(x + t * N, v, nullptr, hbuf + t * kBlock, nullptr, len,
+                                                          decay, v_th, v_reset);
+}
+
+using RecomputeFn = void (*)(const float*, const float*, float*, std::int64_t, std::int64_t, std::int64_t, float, float,
+                             float);
 
 template <typename F>
 void dispatch_bool(bool flag, F&& f) {
@@ -79,6 +107,18 @@ void dispatch_mode(int mode, F&& f) {
   if (mode == 0) f(std::integral_constant<int, 0>{});
   else if (mode == 1) f(std::integral_constant<int, 1>{});
   else f(std::integral_constant<int, 2>{});
+}
+
+RecomputeFn select_recompute(int mode, bool decay_input, bool soft) {
+  RecomputeFn fn = nullptr;
+  dispatch_mode(mode, [&](auto m) {
+    dispatch_bool(decay_input || m.value == 0, [&](auto di) {
+      dispatch_bool(soft, [&](auto so) {
+        fn = &recompute_block<decltype(m)::value, decltype(di)::value, decltype(so)::value>;
+      });
+    });
+  });
+  return fn;
 }
 
 void forward(std::uintptr_t x_, std::uintptr_t v0_, std::uintptr_t s_, std::uintptr_t h_, std::uintptr_t vseq_,
@@ -148,8 +188,8 @@ inline void backward_step(const BackwardConsts c, std::int64_t len, const float*
 }
 
 template <int SG, bool PLIF, bool SOFT, bool HAS_GVSEQ>
-void backward_impl(const NeuronParams& p, float a, float bpar, const float* gs, const float* gvseq,
-                   const float* gvlast, const float* h, const float* x, const float* v0, float* gx, float* gv0,
+void backward_impl(const NeuronParams& p, RecomputeFn recompute, float a, float bpar, const float* gs,
+                   const float* gvseq, const float* gvlast, const float* x, const float* v0, float* gx, float* gv0,
                    double* gk_partial, std::int64_t T, std::int64_t N, int nthreads) {
   const std::int64_t nblocks = (N + kBlock - 1) / kBlock;
   BackwardConsts c;
@@ -161,43 +201,51 @@ void backward_impl(const NeuronParams& p, float a, float bpar, const float* gs, 
   c.dh_dv = p.mode == 0 ? 1.0f : (p.mode == 1 ? 1.0f - 1.0f / p.decay : 1.0f - p.decay);
   c.dh_dx = p.decay_input ? (p.mode == 1 ? 1.0f / p.decay : (p.mode == 2 ? p.decay : 1.0f)) : 1.0f;
   c.x_term = p.decay_input ? 1.0f : 0.0f;
-#pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, nblocks))
-  for (std::int64_t b = 0; b < nblocks; ++b) {
-    const std::int64_t n0 = b * kBlock;
-    const std::int64_t len = std::min(kBlock, N - n0);
-    float carry[kBlock];
-    float gk_acc[kBlock];
-    for (std::int64_t i = 0; i < len; ++i) {
-      carry[i] = gvlast ? gvlast[n0 + i] : 0.0f;
-      gk_acc[i] = 0.0f;
-    }
-    for (std::int64_t t = T - 1; t >= 0; --t) {
-      const std::int64_t o = t * N + n0;
-      const float* gvt = HAS_GVSEQ ? gvseq + o : nullptr;
-      const float* xt = PLIF ? x + o : nullptr;
-      if (t > 0) {
-        backward_step<SG, PLIF, SOFT, HAS_GVSEQ, false>(c, len, h + o, gs + o, gvt, h + o - N, xt, v0 + n0, gx + o,
-                                                         carry, gk_acc);
-      } else {
-        backward_step<SG, PLIF, SOFT, HAS_GVSEQ, true>(c, len, h + o, gs + o, gvt, nullptr, xt, v0 + n0, gx + o,
-                                                        carry, gk_acc);
+  const float v_reset_arg = p.soft_reset ? 0.0f : p.v_reset;
+#pragma omp parallel num_threads(clamp_threads(nthreads, nblocks))
+  {
+    std::vector<float> hbuf(static_cast<std::size_t>(T) * kBlock);  // this thread's H, [T][kBlock]
+#pragma omp for schedule(static)
+    for (std::int64_t b = 0; b < nblocks; ++b) {
+      const std::int64_t n0 = b * kBlock;
+      const std::int64_t len = std::min(kBlock, N - n0);
+      recompute(x + n0, v0 + n0, hbuf.data(), T, N, len, p.decay, p.v_th, v_reset_arg);
+      float carry[kBlock];
+      float gk_acc[kBlock];
+      for (std::int64_t i = 0; i < len; ++i) {
+        carry[i] = gvlast ? gvlast[n0 + i] : 0.0f;
+        gk_acc[i] = 0.0f;
       }
-    }
-    for (std::int64_t i = 0; i < len; ++i) gv0[n0 + i] = carry[i];
-    if (PLIF && gk_partial) {
-      double acc = 0.0;
-      for (std::int64_t i = 0; i < len; ++i) acc += gk_acc[i];
-      gk_partial[b] = acc;
+      for (std::int64_t t = T - 1; t >= 0; --t) {
+        const std::int64_t o = t * N + n0;
+        const float* ht = hbuf.data() + t * kBlock;
+        const float* gvt = HAS_GVSEQ ? gvseq + o : nullptr;
+        const float* xt = PLIF ? x + o : nullptr;
+        if (t > 0) {
+          backward_step<SG, PLIF, SOFT, HAS_GVSEQ, false>(c, len, ht, gs + o, gvt, ht - kBlock, xt, v0 + n0, gx + o,
+                                                           carry, gk_acc);
+        } else {
+          backward_step<SG, PLIF, SOFT, HAS_GVSEQ, true>(c, len, ht, gs + o, gvt, nullptr, xt, v0 + n0, gx + o,
+                                                          carry, gk_acc);
+        }
+      }
+      for (std::int64_t i = 0; i < len; ++i) gv0[n0 + i] = carry[i];
+      if (PLIF && gk_partial) {
+        double acc = 0.0;
+        for (std::int64_t i = 0; i < len; ++i) acc += gk_acc[i];
+        gk_partial[b] = acc;
+      }
     }
   }
 }
 
-void backward(std::uintptr_t gs_, std::uintptr_t gvseq_, std::uintptr_t gvlast_, std::uintptr_t h_, std::uintptr_t x_,
-              std::uintptr_t v0_, std::uintptr_t gx_, std::uintptr_t gv0_, std::uintptr_t gk_partial_, std::int64_t T,
+void backward(std::uintptr_t gs_, std::uintptr_t gvseq_, std::uintptr_t gvlast_, std::uintptr_t x_, std::uintptr_t v0_, std::uintptr_t gx_, std::uintptr_t gv0_, std::uintptr_t gk_partial_, std::int64_t T,
               std::int64_t N, int mode, float decay, bool decay_input, float v_th, float v_reset, bool soft_reset,
               bool detach_reset, int sg, float a, float b, int nthreads) {
   check(mode >= 0 && mode <= 2, "mode must be 0 (IF), 1 (LIF) or 2 (PLIF)");
-  check(mode != 2 || (gk_partial_ && v0_ && x_), "PLIF backward needs x, v0 and a gk_partial buffer");
+  check(x_ && v0_, "neuron_backward needs x and v0 (it recomputes H from them)");
+  check(mode != 2 || gk_partial_, "PLIF backward needs a gk_partial buffer");
+  const RecomputeFn recompute = select_recompute(mode, decay_input, soft_reset);
   const NeuronParams p{mode, decay, decay_input, v_th, soft_reset ? 0.0f : v_reset, soft_reset, detach_reset};
   dispatch_surrogate(sg, [&](auto id) {
     dispatch_bool(mode == 2, [&](auto plif) {
@@ -205,9 +253,8 @@ void backward(std::uintptr_t gs_, std::uintptr_t gvseq_, std::uintptr_t gvlast_,
         dispatch_bool(gvseq_ != 0, [&](auto has_gvseq) {
           backward_impl<decltype(id)::value, decltype(plif)::value, decltype(soft)::value,
                         decltype(has_gvseq)::value>(
-              p, a, b, ptr<const float>(gs_), gvseq_ ? ptr<const float>(gvseq_) : nullptr,
-              gvlast_ ? ptr<const float>(gvlast_) : nullptr, ptr<const float>(h_), x_ ? ptr<const float>(x_) : nullptr,
-              ptr<const float>(v0_), ptr<float>(gx_), ptr<float>(gv0_),
+              p, recompute, a, b, ptr<const float>(gs_), gvseq_ ? ptr<const float>(gvseq_) : nullptr,
+              gvlast_ ? ptr<const float>(gvlast_) : nullptr, ptr<const float>(x_), ptr<const float>(v0_), ptr<float>(gx_), ptr<float>(gv0_),
               gk_partial_ ? ptr<double>(gk_partial_) : nullptr, T, N, nthreads);
         });
       });
@@ -224,11 +271,12 @@ void register_neuron(pybind11::module_& m) {
         py::arg("soft_reset"), py::arg("nthreads"),
         "Fused multi-step neuron forward on [T, N] float32 buffers (addresses); h and v_seq may be 0.");
   m.def("neuron_backward", &backward, py::call_guard<py::gil_scoped_release>(), py::arg("grad_spike"),
-        py::arg("grad_v_seq"), py::arg("grad_v_last"), py::arg("h"), py::arg("x"), py::arg("v0"), py::arg("grad_x"),
+        py::arg("grad_v_seq"), py::arg("grad_v_last"), py::arg("x"), py::arg("v0"), py::arg("grad_x"),
         py::arg("grad_v0"), py::arg("grad_k_partial"), py::arg("T"), py::arg("N"), py::arg("mode"), py::arg("decay"),
         py::arg("decay_input"), py::arg("v_threshold"), py::arg("v_reset"), py::arg("soft_reset"),
         py::arg("detach_reset"), py::arg("surrogate"), py::arg("alpha"), py::arg("beta"), py::arg("nthreads"),
-        "Reverse-time backward of neuron_forward; grad_k_partial gets one float64 per block of NEURON_BLOCK neurons.");
+        "Reverse-time backward of neuron_forward (recomputes H from x and v0 per block); grad_k_partial gets one "
+        "float64 per block of NEURON_BLOCK neurons.");
 }
 FASTSPIKE_REGISTER(register_neuron);
 

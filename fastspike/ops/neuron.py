@@ -1,8 +1,9 @@
 """Multi-step IF / LIF / ParametricLIF op: validation, backend dispatch and the autograd Function.
 
 ``multistep_neuron`` takes X [T, *] and V0 [*] and returns (spikes [T, *], V after the last step,
-V after every step or None). The fused kernels (csrc/neuron.cpp, kernels/neuron.py) save only H for
-the backward and recompute S from it; ops/reference.py is the oracle and the fallback.
+V after every step or None). The Triton kernels save only H for the backward and recompute S from it;
+the C++ kernels save nothing new (X is kept) and recompute H per block of neurons in the backward;
+ops/reference.py is the oracle and the fallback.
 """
 from __future__ import annotations
 
@@ -37,16 +38,17 @@ class NeuronConfig:
 
 
 def _cpp_forward(x, v0, k, cfg: NeuronConfig, store_h: bool, store_v_seq: bool):
+    # The C++ backward recomputes H from X block by block, so H is never stored (store_h is ignored).
     C = _ext.get()
     x32 = x.float().contiguous()
     T, N = x32.shape
     spikes = torch.empty((T, N), dtype=torch.float32)
-    h = torch.empty((T, N), dtype=torch.float32) if store_h else None
+    h = None
     v_seq = torch.empty((T, N), dtype=torch.float32) if store_v_seq else None
     v_last = torch.empty((N,), dtype=torch.float32)
     v0_32 = v0.float().contiguous()
     decay = float(k) if cfg.mode_id == 2 else cfg.tau
-    C.neuron_forward(x32.data_ptr(), v0_32.data_ptr(), spikes.data_ptr(), h.data_ptr() if store_h else 0,
+    C.neuron_forward(x32.data_ptr(), v0_32.data_ptr(), spikes.data_ptr(), 0,
                      v_seq.data_ptr() if store_v_seq else 0, v_last.data_ptr(), T, N, cfg.mode_id, decay,
                      cfg.decay_input, cfg.v_threshold, cfg.v_reset_value, cfg.soft_reset, _backend.num_threads())
     dt = x.dtype
@@ -55,12 +57,12 @@ def _cpp_forward(x, v0, k, cfg: NeuronConfig, store_h: bool, store_v_seq: bool):
 
 def _cpp_backward(gs, gv_seq, gv_last, h, x, v0, k, cfg: NeuronConfig):
     C = _ext.get()
-    T, N = h.shape
+    T, N = x.shape
     gs = gs.float().contiguous()
     gv_seq = gv_seq.float().contiguous() if gv_seq is not None else None
     gv_last = gv_last.float().contiguous() if gv_last is not None else None
     plif = cfg.mode_id == 2
-    x32 = x.float().contiguous() if plif else None
+    x32 = x.float().contiguous()
     v0_32 = v0.float().contiguous()
     gx = torch.empty((T, N), dtype=torch.float32)
     gv0 = torch.empty((N,), dtype=torch.float32)
@@ -69,8 +71,7 @@ def _cpp_backward(gs, gv_seq, gv_last, h, x, v0, k, cfg: NeuronConfig):
     decay = float(k) if plif else cfg.tau
     a, b = cfg.surrogate_params
     C.neuron_backward(gs.data_ptr(), gv_seq.data_ptr() if gv_seq is not None else 0,
-                      gv_last.data_ptr() if gv_last is not None else 0, h.data_ptr(),
-                      x32.data_ptr() if plif else 0, v0_32.data_ptr(), gx.data_ptr(), gv0.data_ptr(),
+                      gv_last.data_ptr() if gv_last is not None else 0, x32.data_ptr(), v0_32.data_ptr(), gx.data_ptr(), gv0.data_ptr(),
                       gk.data_ptr() if plif else 0, T, N, cfg.mode_id, decay, cfg.decay_input, cfg.v_threshold,
                       cfg.v_reset_value, cfg.soft_reset, cfg.detach_reset, cfg.surrogate_id, a, b,
                       _backend.num_threads())
@@ -94,7 +95,8 @@ class _MultiStepNeuron(torch.autograd.Function):
         ctx.cfg = cfg
         ctx.set_materialize_grads(False)
         if needs_grad:
-            ctx.save_for_backward(h, x if cfg.mode_id == 2 else None, v0, k_val)
+            # triton saves H; the C++ backward recomputes it from X (and PLIF's dH/dk needs X anyway)
+            ctx.save_for_backward(h, x if (h is None or cfg.mode_id == 2) else None, v0, k_val)
         ctx.x_dtype, ctx.v0_dtype = x.dtype, v0.dtype
         if v_seq is None:
             return spikes, v_last
@@ -106,7 +108,7 @@ class _MultiStepNeuron(torch.autograd.Function):
         cfg = ctx.cfg
         _, bwd = _launchers(cfg.backend)
         if gs is None:
-            gs = torch.zeros_like(h)
+            gs = torch.zeros(x.shape if h is None else h.shape, dtype=torch.float32, device=v0.device)
         # contiguity: gradients from autograd may be expanded/strided views
         gs = gs.contiguous()
         gv_seq = gv_seq.contiguous() if gv_seq is not None else None

@@ -149,7 +149,7 @@ def _floor(x, mode):
     """Copies of the bytes a fused kernel must touch, on preallocated buffers."""
     if mode == "infer":
         return floor_impl(x, 1, "1 copy of X (read X, write S)")
-    return floor_impl(x, 3, "3 copies of X (fwd: X->S,H; bwd: dS,H->dX)")
+    return floor_impl(x, 3, "3 copies of X (fwd: X->S [+H on GPU]; bwd: dS + H or X -> dX)")
 
 
 def _kernel_impl(kind, x, gs, mode, device):
@@ -172,7 +172,6 @@ def _kernel_impl(kind, x, gs, mode, device):
     v0 = torch.zeros(n)
     spikes, v_last = torch.empty_like(x2), torch.empty(n)
     train = mode == "train"
-    h = torch.empty_like(x2) if train else None
     g2 = gs.reshape(T, -1).clone()
     gx, gv0 = torch.empty_like(x2), torch.empty(n)
     nblocks = (n + C.NEURON_BLOCK - 1) // C.NEURON_BLOCK
@@ -180,19 +179,19 @@ def _kernel_impl(kind, x, gs, mode, device):
     # LIF: tau; ParametricLIF: k = sigmoid(w) = 1 / init_tau; IF: unused
     decay = {"if": 1.0, "lif": TAU, "plif": 1.0 / TAU}[kind]
     th = _backend.num_threads()
-    for t in (v0, spikes, v_last, gx, gv0, gk) + ((h,) if train else ()):
+    for t in (v0, spikes, v_last, gx, gv0, gk):
         t.zero_()  # touch every output page once, outside the timing
 
     def fwd():
-        C.neuron_forward(x2.data_ptr(), v0.data_ptr(), spikes.data_ptr(), h.data_ptr() if train else 0, 0,
+        # the C++ forward stores no H: its backward recomputes H from X per block of neurons
+        C.neuron_forward(x2.data_ptr(), v0.data_ptr(), spikes.data_ptr(), 0, 0,
                          v_last.data_ptr(), T, n, mode_id, decay, True, V_TH, 0.0, False, th)
 
     def fn():
         fwd()
         if not train:
             return {"spikes": spikes.view_as(x)}
-        C.neuron_backward(g2.data_ptr(), 0, 0, h.data_ptr(), x2.data_ptr() if kind == "plif" else 0,
-                          v0.data_ptr(), gx.data_ptr(), gv0.data_ptr(), gk.data_ptr() if kind == "plif" else 0,
+        C.neuron_backward(g2.data_ptr(), 0, 0, x2.data_ptr(), v0.data_ptr(), gx.data_ptr(), gv0.data_ptr(), gk.data_ptr() if kind == "plif" else 0,
                           T, n, mode_id, decay, True, V_TH, 0.0, False, False, sid, a, b, th)
         out = {"spikes": spikes.view_as(x), "grad_x": gx.view_as(x)}
         if kind == "plif":
