@@ -28,6 +28,10 @@ namespace fastspike {
 namespace {
 
 constexpr std::int64_t kBlock = 256;
+// Minimum [T x N] elements per thread before a kernel goes parallel (forward / backward: the backward
+// does about six times the work per element).
+constexpr std::int64_t kMinForwardPerThread = std::int64_t(1) << 17;
+constexpr std::int64_t kMinBackwardPerThread = std::int64_t(1) << 15;
 
 struct NeuronParams {
   int mode;           // 0 IF, 1 LIF, 2 PLIF
@@ -66,7 +70,7 @@ template <int MODE, bool DECAY_INPUT, bool SOFT, bool STORE_H, bool STORE_VSEQ>
 void forward_impl(const float* x, const float* v0, float* s, float* h, float* vseq, float* vlast, std::int64_t T,
                   std::int64_t N, float decay, float v_th, float v_reset, int nthreads) {
   const std::int64_t nblocks = (N + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, nblocks))
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, nblocks, T * N, kMinForwardPerThread))
   for (std::int64_t b = 0; b < nblocks; ++b) {
     const std::int64_t n0 = b * kBlock;
     const std::int64_t len = std::min(kBlock, N - n0);
@@ -202,7 +206,7 @@ void backward_impl(const NeuronParams& p, RecomputeFn recompute, float a, float 
   c.dh_dx = p.decay_input ? (p.mode == 1 ? 1.0f / p.decay : (p.mode == 2 ? p.decay : 1.0f)) : 1.0f;
   c.x_term = p.decay_input ? 1.0f : 0.0f;
   const float v_reset_arg = p.soft_reset ? 0.0f : p.v_reset;
-#pragma omp parallel num_threads(clamp_threads(nthreads, nblocks))
+#pragma omp parallel num_threads(clamp_threads(nthreads, nblocks, T * N, kMinBackwardPerThread))
   {
     std::vector<float> hbuf(static_cast<std::size_t>(T) * kBlock);  // this thread's H, [T][kBlock]
 #pragma omp for schedule(static)
