@@ -359,3 +359,35 @@ def test_layers_event_driven_option():
         layer.Linear(4, 4, event_driven="always")
     with pytest.raises(ValueError, match="padding_mode"):
         layer.Conv2d(3, 4, 3, padding=1, padding_mode="reflect", event_driven=True)
+
+
+def test_auto_uses_the_training_crossover_when_the_weight_needs_a_gradient(monkeypatch, tmp_path):
+    if not _ext.available():
+        pytest.skip("needs the C++ extension to observe the event path")
+    monkeypatch.setenv("FASTSPIKE_CACHE_DIR", str(tmp_path))
+    calls = []
+    real = S._cpp_linear_forward
+    monkeypatch.setattr(S, "_cpp_linear_forward", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    x = _spikes((16, 64), 0.3)
+    w = torch.randn(8, 64)
+    S.save_crossover("linear", 1.0, mode="infer")  # inference: always event-driven
+    S.save_crossover("linear", 0.0, mode="train")  # training: always dense
+    assert (S.crossover("linear", mode="infer"), S.crossover("linear", mode="train")) == (1.0, 0.0)
+    S.synapse_linear(x, w, event_driven="auto", backend="cpp")
+    assert len(calls) == 1
+    wg = w.clone().requires_grad_()
+    out = S.synapse_linear(x, wg, event_driven="auto", backend="cpp")
+    assert len(calls) == 1  # the training crossover sent it to the dense path
+    out.sum().backward()
+    assert_close("grad_w", x.t() @ torch.ones(16, 8), wg.grad.t(), TOL)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        S.crossover("linear", mode="fit")
+
+
+def test_calibrate_training_mode_stores_its_own_crossover(monkeypatch, tmp_path):
+    monkeypatch.setenv("FASTSPIKE_CACHE_DIR", str(tmp_path))
+    cross, rows = S.calibrate("linear", shape={"M": 16, "K": 64, "N": 32}, densities=(0.01, 0.5), reps=1,
+                              mode="train")
+    assert len(rows) == 2 and all(te > 0 and td > 0 for _, te, td in rows)
+    assert S.crossover("linear", mode="train") == cross
+    assert S.crossover("linear", mode="infer") == S.DEFAULT_CROSSOVER["cpu"]["linear"]

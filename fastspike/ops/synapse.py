@@ -330,7 +330,12 @@ def spike_stats(x: torch.Tensor, backend: Optional[str] = "auto") -> Tuple[float
 # calibration for this machine is stored. CPU: bench/bench_synapse.py on a shared 2-thread AMD EPYC (AVX-512)
 # measured crossovers near 0.45-0.6 for its Linear and Conv2d cases (event path 1.5-2x faster at 0.2); the
 # defaults are kept lower because smaller layers favour the dense GEMM. CUDA: a guess until measured on a GPU.
-DEFAULT_CROSSOVER = {"cpu": {"linear": 0.2, "conv2d": 0.2}, "cuda": {"linear": 0.02, "conv2d": 0.02}}
+# Training ('train': forward + backward, where the dense input gradient is the same either way) has its own,
+# lower crossover: the default suite measured 0.1 for both ops in training on that machine, against 0.2-0.4
+# forward-only.
+DEFAULT_CROSSOVER = {"cpu": {"linear": 0.2, "conv2d": 0.2, "linear_train": 0.1, "conv2d_train": 0.1},
+                     "cuda": {"linear": 0.02, "conv2d": 0.02, "linear_train": 0.01, "conv2d_train": 0.01}}
+_MODES = ("infer", "train")
 _store_cache = {}
 
 
@@ -378,22 +383,29 @@ def _load_store(path: str) -> dict:
     return data
 
 
-def crossover(op: str, device: Union[str, torch.device] = "cpu") -> float:
-    """The density at or below which 'auto' takes the event-driven path for ``op`` ('linear' or 'conv2d')."""
+def _store_key(fn: str, op: str, mode: str) -> str:
     if op not in ("linear", "conv2d"):
-        raise ValueError(f"crossover: op must be 'linear' or 'conv2d', but got {op!r}.")
+        raise ValueError(f"{fn}: op must be 'linear' or 'conv2d', but got {op!r}.")
+    if mode not in _MODES:
+        raise ValueError(f"{fn}: mode must be one of {_MODES}, but got {mode!r}.")
+    return op if mode == "infer" else f"{op}_train"
+
+
+def crossover(op: str, device: Union[str, torch.device] = "cpu", mode: str = "infer") -> float:
+    """The density at or below which 'auto' takes the event-driven path for ``op`` ('linear' or 'conv2d'):
+    ``mode='infer'`` for a forward pass alone, ``'train'`` when the weight gradient will be computed too."""
+    key = _store_key("crossover", op, mode)
     device = torch.device(device)
     entry = _load_store(calibration_path()).get(machine_key(device), {})
-    value = entry.get(op)
+    value = entry.get(key)
     if isinstance(value, (int, float)) and 0.0 <= value <= 1.0:
         return float(value)
-    return DEFAULT_CROSSOVER["cuda" if device.type == "cuda" else "cpu"][op]
+    return DEFAULT_CROSSOVER["cuda" if device.type == "cuda" else "cpu"][key]
 
 
-def save_crossover(op: str, value: float, device: Union[str, torch.device] = "cpu") -> str:
+def save_crossover(op: str, value: float, device: Union[str, torch.device] = "cpu", mode: str = "infer") -> str:
     """Store a calibrated crossover for this machine (atomic: temporary file + os.replace). Returns the path."""
-    if op not in ("linear", "conv2d"):
-        raise ValueError(f"save_crossover: op must be 'linear' or 'conv2d', but got {op!r}.")
+    store_key = _store_key("save_crossover", op, mode)
     if not (0.0 <= float(value) <= 1.0):
         raise ValueError(f"save_crossover: value must be a density in [0, 1], but got {value!r}.")
     path = calibration_path()
@@ -401,7 +413,7 @@ def save_crossover(op: str, value: float, device: Union[str, torch.device] = "cp
     data = dict(_load_store(path))
     key = machine_key(device)
     entry = dict(data.get(key, {}))
-    entry[op] = float(value)
+    entry[store_key] = float(value)
     data[key] = entry
     fd, tmp = tempfile.mkstemp(prefix=".synapse_crossover.", dir=os.path.dirname(path))
     try:
@@ -430,26 +442,34 @@ def _time(fn, reps: int) -> float:
 
 def calibrate(op: str, device: Union[str, torch.device] = "cpu", shape: Optional[dict] = None,
               densities=(0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5), reps: int = 3,
-              save: bool = True) -> Tuple[float, list]:
-    """Time the event-driven and the dense forward at each density; the crossover is the largest density
-    below which the event path won at every measured point. Returns (crossover, [(density, t_event, t_dense)])
-    and stores the crossover for this machine when ``save``."""
+              save: bool = True, mode: str = "infer") -> Tuple[float, list]:
+    """Time the event-driven and the dense path at each density (``mode='infer'``: forward only; ``'train'``:
+    forward + backward with weight and input gradients); the crossover is the largest density below which
+    the event path won at every measured point. Returns (crossover, [(density, t_event, t_dense)]) and stores
+    the crossover for this machine and mode when ``save``."""
+    _store_key("calibrate", op, mode)
     device = torch.device(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    train = mode == "train"
     rows = []
-    with torch.no_grad():
+    with torch.set_grad_enabled(train):
         if op == "linear":
             s = {"M": 256, "K": 2048, "N": 2048, **(shape or {})}
-            w = torch.randn(s["N"], s["K"], device=device)
+            w = torch.randn(s["N"], s["K"], device=device, requires_grad=train)
             make = lambda d: (torch.rand(s["M"], s["K"], device=device) < d).float()  # noqa: E731
-            run = lambda x, e: synapse_linear(x, w, None, event_driven=e)  # noqa: E731
+            fwd = lambda x, e: synapse_linear(x, w, None, event_driven=e)  # noqa: E731
         elif op == "conv2d":
             s = {"B": 8, "C": 128, "H": 32, "W": 32, **(shape or {})}
-            w = torch.randn(s["C"], s["C"], 3, 3, device=device)
+            w = torch.randn(s["C"], s["C"], 3, 3, device=device, requires_grad=train)
             make = lambda d: (torch.rand(s["B"], s["C"], s["H"], s["W"], device=device) < d).float()  # noqa: E731
-            run = lambda x, e: synapse_conv2d(x, w, None, padding=1, event_driven=e)  # noqa: E731
-        else:
-            raise ValueError(f"calibrate: op must be 'linear' or 'conv2d', but got {op!r}.")
+            fwd = lambda x, e: synapse_conv2d(x, w, None, padding=1, event_driven=e)  # noqa: E731
+
+        def run(x, e):
+            if not train:
+                return fwd(x, e)
+            xg = x.requires_grad_(True)
+            out = fwd(xg, e)
+            return torch.autograd.grad(out, (xg, w), torch.ones_like(out))
         cross = 0.0
         winning = True
         for d in densities:
@@ -462,7 +482,7 @@ def calibrate(op: str, device: Union[str, torch.device] = "cpu", shape: Optional
             else:
                 winning = False
     if save:
-        save_crossover(op, cross, device)
+        save_crossover(op, cross, device, mode)
     return cross, rows
 
 
@@ -605,7 +625,8 @@ def _choose(name: str, op: str, x: torch.Tensor, weight: torch.Tensor, event_dri
     nnz, binary = _stats(x, be_stats)
     if not binary:
         return False, False
-    return nnz / max(1, x.numel()) <= crossover(op, x.device), True
+    mode = "train" if need_saved else "infer"
+    return nnz / max(1, x.numel()) <= crossover(op, x.device, mode), True
 
 
 def synapse_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
