@@ -7,6 +7,7 @@ ops/reference.py is the oracle and the fallback.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 from typing import Optional, Tuple
@@ -37,33 +38,38 @@ class NeuronConfig:
     backend: str
 
 
+def _f32(t: torch.Tensor) -> torch.Tensor:
+    return t if t.dtype == torch.float32 and t.is_contiguous() else t.float().contiguous()
+
+
 def _cpp_forward(x, v0, k, cfg: NeuronConfig, store_h: bool, store_v_seq: bool):
     # The C++ backward recomputes H from X block by block, so H is never stored (store_h is ignored).
     C = _ext.get()
-    x32 = x.float().contiguous()
+    x32 = _f32(x)
     T, N = x32.shape
     spikes = torch.empty((T, N), dtype=torch.float32)
-    h = None
     v_seq = torch.empty((T, N), dtype=torch.float32) if store_v_seq else None
     v_last = torch.empty((N,), dtype=torch.float32)
-    v0_32 = v0.float().contiguous()
+    v0_32 = _f32(v0)
     decay = float(k) if cfg.mode_id == 2 else cfg.tau
     C.neuron_forward(x32.data_ptr(), v0_32.data_ptr(), spikes.data_ptr(), 0,
                      v_seq.data_ptr() if store_v_seq else 0, v_last.data_ptr(), T, N, cfg.mode_id, decay,
-                     cfg.decay_input, cfg.v_threshold, cfg.v_reset_value, cfg.soft_reset, _backend.num_threads())
+                     cfg.decay_input, cfg.v_threshold, cfg.v_reset_value, cfg.soft_reset, torch.get_num_threads())
     dt = x.dtype
-    return spikes.to(dt), h, (v_seq.to(dt) if store_v_seq else None), v_last.to(dt)
+    if dt == torch.float32:
+        return spikes, None, v_seq, v_last
+    return spikes.to(dt), None, (v_seq.to(dt) if store_v_seq else None), v_last.to(dt)
 
 
 def _cpp_backward(gs, gv_seq, gv_last, h, x, v0, k, cfg: NeuronConfig):
     C = _ext.get()
     T, N = x.shape
-    gs = gs.float().contiguous()
-    gv_seq = gv_seq.float().contiguous() if gv_seq is not None else None
-    gv_last = gv_last.float().contiguous() if gv_last is not None else None
+    gs = _f32(gs)
+    gv_seq = _f32(gv_seq) if gv_seq is not None else None
+    gv_last = _f32(gv_last) if gv_last is not None else None
     plif = cfg.mode_id == 2
-    x32 = x.float().contiguous()
-    v0_32 = v0.float().contiguous()
+    x32 = _f32(x)
+    v0_32 = _f32(v0)
     gx = torch.empty((T, N), dtype=torch.float32)
     gv0 = torch.empty((N,), dtype=torch.float32)
     nblocks = (N + C.NEURON_BLOCK - 1) // C.NEURON_BLOCK
@@ -74,8 +80,13 @@ def _cpp_backward(gs, gv_seq, gv_last, h, x, v0, k, cfg: NeuronConfig):
                       gv_last.data_ptr() if gv_last is not None else 0, x32.data_ptr(), v0_32.data_ptr(), gx.data_ptr(), gv0.data_ptr(),
                       gk.data_ptr() if plif else 0, T, N, cfg.mode_id, decay, cfg.decay_input, cfg.v_threshold,
                       cfg.v_reset_value, cfg.soft_reset, cfg.detach_reset, cfg.surrogate_id, a, b,
-                      _backend.num_threads())
+                      torch.get_num_threads())
     return gx, gv0, (gk.sum().float() if plif else None)
+
+
+@functools.lru_cache(maxsize=512)
+def _config(*args) -> NeuronConfig:
+    return NeuronConfig(*args)  # one frozen instance per distinct configuration
 
 
 def _launchers(backend: str):
@@ -115,7 +126,8 @@ class _MultiStepNeuron(torch.autograd.Function):
         gv_last = gv_last.contiguous() if gv_last is not None else None
         gx, gv0, gk = bwd(gs, gv_seq, gv_last, h, x, v0, k_val, cfg)
         gk_out = gk.reshape(()) if (gk is not None and ctx.needs_input_grad[2]) else None
-        return gx.to(ctx.x_dtype), gv0.to(ctx.v0_dtype), gk_out, None, None
+        gv0 = gv0.to(ctx.v0_dtype) if ctx.needs_input_grad[1] else None
+        return gx.to(ctx.x_dtype), gv0, gk_out, None, None
 
 
 def _surrogate_spec(surrogate_function) -> Optional[Tuple[int, Tuple[float, float]]]:
@@ -191,11 +203,9 @@ def multistep_neuron(
     if not x2.is_contiguous():
         x2 = x2.contiguous()
     v2 = v_init.reshape(-1).contiguous()
-    cfg = NeuronConfig(
-        mode_id=_MODES[mode], tau=float(tau) if mode == "lif" else 1.0, decay_input=bool(decay_input),
-        v_threshold=float(v_threshold), v_reset_value=0.0 if v_reset is None else float(v_reset),
-        soft_reset=v_reset is None, detach_reset=bool(detach_reset), surrogate_id=spec[0],
-        surrogate_params=spec[1], backend=name)
+    cfg = _config(_MODES[mode], float(tau) if mode == "lif" else 1.0, bool(decay_input), float(v_threshold),
+                  0.0 if v_reset is None else float(v_reset), v_reset is None, bool(detach_reset), spec[0],
+                  spec[1], name)
     k = torch.sigmoid(w.reshape(())) if mode == "plif" else None
     out = _MultiStepNeuron.apply(x2, v2, k, cfg, store_v_seq)
     spikes, v_last = out[0].reshape(shape), out[1].reshape(shape[1:])
