@@ -25,6 +25,9 @@ namespace fastspike {
 namespace {
 
 constexpr std::int64_t kPsnBlock = 64;
+// dW accumulates in kLanes-wide lane sums per (t, j) (one vector register), reduced once per flush, instead of
+// one horizontal reduction per (t, j) per block, which dominated the backward.
+constexpr std::int64_t kLanes = 16;
 
 struct Band {
   std::int64_t T, k;  // k == 0: dense
@@ -112,10 +115,18 @@ inline void backward_block(const float* x, const float* gs, const float* w, cons
     gb_blk[t] += sum;
     for (std::int64_t j = band.lo(t); j < band.hi(t); ++j) {
       const float* xr = x + j * N + n0;
-      float dot = 0.0f;
+      float* lanes = gw_blk + (t * T + j) * kLanes;
+      if constexpr (FULL) {
+        for (std::int64_t c = 0; c < kPsnBlock; c += kLanes) {
+#pragma omp simd
+          for (std::int64_t l = 0; l < kLanes; ++l) lanes[l] += ghr[c + l] * xr[c + l];
+        }
+      } else {
+        float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
-      for (std::int64_t i = 0; i < n; ++i) dot += ghr[i] * xr[i];
-      gw_blk[t * T + j] += dot;
+        for (std::int64_t i = 0; i < n; ++i) dot += ghr[i] * xr[i];
+        lanes[0] += dot;
+      }
     }
   }
   // dX[j] = sum_t W[t][j] dH[t] over the t whose band contains j
@@ -148,7 +159,7 @@ void psn_backward_impl(const float* x, const float* gs, const float* w, const fl
     const std::int64_t blk0 = c * nblocks / nchunks;
     const std::int64_t blk1 = (c + 1) * nblocks / nchunks;
     std::vector<float> gh(static_cast<std::size_t>(T * kPsnBlock));
-    std::vector<float> gw_blk(static_cast<std::size_t>(T * T), 0.0f);
+    std::vector<float> gw_blk(static_cast<std::size_t>(T * T * kLanes), 0.0f);  // lane sums per (t, j)
     std::vector<float> gb_blk(static_cast<std::size_t>(T), 0.0f);
     double* gw = gw_part + c * T * T;
     double* gbp = gb_part + c * T;
@@ -164,8 +175,13 @@ void psn_backward_impl(const float* x, const float* gs, const float* w, const fl
       // flush the float block sums into the float64 chunk partials every few blocks
       if ((blk - blk0) % 16 == 15 || blk == blk1 - 1) {
         for (std::int64_t q = 0; q < T * T; ++q) {
-          gw[q] += gw_blk[q];
-          gw_blk[q] = 0.0f;
+          float* lanes = gw_blk.data() + q * kLanes;
+          double acc = 0.0;
+          for (std::int64_t l = 0; l < kLanes; ++l) {
+            acc += lanes[l];
+            lanes[l] = 0.0f;
+          }
+          gw[q] += acc;
         }
         for (std::int64_t q = 0; q < T; ++q) {
           gbp[q] += gb_blk[q];
