@@ -15,7 +15,6 @@ processes on a shared machine.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import types

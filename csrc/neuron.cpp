@@ -15,6 +15,8 @@
 // neurons at a time into a per-thread buffer of T x kBlock floats (cache resident), then runs the
 // reverse-time loop over it. The forward thus writes only S (one stream, no fresh H buffer whose page
 // faults cost more than the kernel), and the recomputed H is bit-identical to the forward's (same code).
+// V0 is either a [N] buffer or, when its address is 0, one constant for every neuron (a freshly reset
+// layer: no V0 tensor is made, read or differentiated).
 #include <omp.h>
 
 #include <algorithm>
@@ -67,15 +69,15 @@ inline void step_row(const float* __restrict xt, float* __restrict v, float* __r
 }
 
 template <int MODE, bool DECAY_INPUT, bool SOFT, bool STORE_H, bool STORE_VSEQ>
-void forward_impl(const float* x, const float* v0, float* s, float* h, float* vseq, float* vlast, std::int64_t T,
-                  std::int64_t N, float decay, float v_th, float v_reset, int nthreads) {
+void forward_impl(const float* x, const float* v0, float v0_value, float* s, float* h, float* vseq, float* vlast,
+                  std::int64_t T, std::int64_t N, float decay, float v_th, float v_reset, int nthreads) {
   const std::int64_t nblocks = (N + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, nblocks, T * N, kMinForwardPerThread))
   for (std::int64_t b = 0; b < nblocks; ++b) {
     const std::int64_t n0 = b * kBlock;
     const std::int64_t len = std::min(kBlock, N - n0);
     float v[kBlock];
-    for (std::int64_t i = 0; i < len; ++i) v[i] = v0[n0 + i];
+    for (std::int64_t i = 0; i < len; ++i) v[i] = v0 ? v0[n0 + i] : v0_value;
     for (std::int64_t t = 0; t < T; ++t) {
       const std::int64_t o = t * N + n0;
       step_row<MODE, DECAY_INPUT, SOFT, true, STORE_H, STORE_VSEQ>(x + o, v, s + o, STORE_H ? h + o : nullptr,
@@ -125,12 +127,12 @@ RecomputeFn select_recompute(int mode, bool decay_input, bool soft) {
   return fn;
 }
 
-void forward(std::uintptr_t x_, std::uintptr_t v0_, std::uintptr_t s_, std::uintptr_t h_, std::uintptr_t vseq_,
+void forward(std::uintptr_t x_, std::uintptr_t v0_, float v0_value, std::uintptr_t s_, std::uintptr_t h_, std::uintptr_t vseq_,
              std::uintptr_t vlast_, std::int64_t T, std::int64_t N, int mode, float decay, bool decay_input,
              float v_th, float v_reset, bool soft_reset, int nthreads) {
   check(mode >= 0 && mode <= 2, "mode must be 0 (IF), 1 (LIF) or 2 (PLIF)");
   const float* x = ptr<const float>(x_);
-  const float* v0 = ptr<const float>(v0_);
+  const float* v0 = v0_ ? ptr<const float>(v0_) : nullptr;
   float* s = ptr<float>(s_);
   float* h = h_ ? ptr<float>(h_) : nullptr;
   float* vseq = vseq_ ? ptr<float>(vseq_) : nullptr;
@@ -141,7 +143,8 @@ void forward(std::uintptr_t x_, std::uintptr_t v0_, std::uintptr_t s_, std::uint
         dispatch_bool(h != nullptr, [&](auto sh) {
           dispatch_bool(vseq != nullptr, [&](auto sv) {
             forward_impl<decltype(m)::value, decltype(di)::value, decltype(soft)::value, decltype(sh)::value,
-                         decltype(sv)::value>(x, v0, s, h, vseq, vlast, T, N, decay, v_th, v_reset, nthreads);
+                         decltype(sv)::value>(x, v0, v0_value, s, h, vseq, vlast, T, N, decay, v_th, v_reset,
+                                                              nthreads);
           });
         });
       });
@@ -193,7 +196,8 @@ inline void backward_step(const BackwardConsts c, std::int64_t len, const float*
 
 template <int SG, bool PLIF, bool SOFT, bool HAS_GVSEQ>
 void backward_impl(const NeuronParams& p, RecomputeFn recompute, float a, float bpar, const float* gs,
-                   const float* gvseq, const float* gvlast, const float* x, const float* v0, float* gx, float* gv0,
+                   const float* gvseq, const float* gvlast, const float* x, const float* v0, float v0_value,
+                   float* gx, float* gv0,
                    double* gk_partial, std::int64_t T, std::int64_t N, int nthreads) {
   const std::int64_t nblocks = (N + kBlock - 1) / kBlock;
   BackwardConsts c;
@@ -213,27 +217,30 @@ void backward_impl(const NeuronParams& p, RecomputeFn recompute, float a, float 
     for (std::int64_t b = 0; b < nblocks; ++b) {
       const std::int64_t n0 = b * kBlock;
       const std::int64_t len = std::min(kBlock, N - n0);
-      recompute(x + n0, v0 + n0, hbuf.data(), T, N, len, p.decay, p.v_th, v_reset_arg);
+      float v0blk[kBlock];  // V[-1] of this block: the given v0 or the constant v0_value
       float carry[kBlock];
       float gk_acc[kBlock];
       for (std::int64_t i = 0; i < len; ++i) {
+        v0blk[i] = v0 ? v0[n0 + i] : v0_value;
         carry[i] = gvlast ? gvlast[n0 + i] : 0.0f;
         gk_acc[i] = 0.0f;
       }
+      recompute(x + n0, v0blk, hbuf.data(), T, N, len, p.decay, p.v_th, v_reset_arg);
       for (std::int64_t t = T - 1; t >= 0; --t) {
         const std::int64_t o = t * N + n0;
         const float* ht = hbuf.data() + t * kBlock;
         const float* gvt = HAS_GVSEQ ? gvseq + o : nullptr;
         const float* xt = PLIF ? x + o : nullptr;
         if (t > 0) {
-          backward_step<SG, PLIF, SOFT, HAS_GVSEQ, false>(c, len, ht, gs + o, gvt, ht - kBlock, xt, v0 + n0, gx + o,
+          backward_step<SG, PLIF, SOFT, HAS_GVSEQ, false>(c, len, ht, gs + o, gvt, ht - kBlock, xt, v0blk, gx + o,
                                                            carry, gk_acc);
         } else {
-          backward_step<SG, PLIF, SOFT, HAS_GVSEQ, true>(c, len, ht, gs + o, gvt, nullptr, xt, v0 + n0, gx + o,
+          backward_step<SG, PLIF, SOFT, HAS_GVSEQ, true>(c, len, ht, gs + o, gvt, nullptr, xt, v0blk, gx + o,
                                                           carry, gk_acc);
         }
       }
-      for (std::int64_t i = 0; i < len; ++i) gv0[n0 + i] = carry[i];
+      if (gv0)
+        for (std::int64_t i = 0; i < len; ++i) gv0[n0 + i] = carry[i];
       if (PLIF && gk_partial) {
         double acc = 0.0;
         for (std::int64_t i = 0; i < len; ++i) acc += gk_acc[i];
@@ -243,11 +250,12 @@ void backward_impl(const NeuronParams& p, RecomputeFn recompute, float a, float 
   }
 }
 
-void backward(std::uintptr_t gs_, std::uintptr_t gvseq_, std::uintptr_t gvlast_, std::uintptr_t x_, std::uintptr_t v0_, std::uintptr_t gx_, std::uintptr_t gv0_, std::uintptr_t gk_partial_, std::int64_t T,
+void backward(std::uintptr_t gs_, std::uintptr_t gvseq_, std::uintptr_t gvlast_, std::uintptr_t x_, std::uintptr_t v0_,
+              float v0_value, std::uintptr_t gx_, std::uintptr_t gv0_, std::uintptr_t gk_partial_, std::int64_t T,
               std::int64_t N, int mode, float decay, bool decay_input, float v_th, float v_reset, bool soft_reset,
               bool detach_reset, int sg, float a, float b, int nthreads) {
   check(mode >= 0 && mode <= 2, "mode must be 0 (IF), 1 (LIF) or 2 (PLIF)");
-  check(x_ && v0_, "neuron_backward needs x and v0 (it recomputes H from them)");
+  check(x_ != 0, "neuron_backward needs x (it recomputes H from x and v0)");
   check(mode != 2 || gk_partial_, "PLIF backward needs a gk_partial buffer");
   const RecomputeFn recompute = select_recompute(mode, decay_input, soft_reset);
   const NeuronParams p{mode, decay, decay_input, v_th, soft_reset ? 0.0f : v_reset, soft_reset, detach_reset};
@@ -258,7 +266,8 @@ void backward(std::uintptr_t gs_, std::uintptr_t gvseq_, std::uintptr_t gvlast_,
           backward_impl<decltype(id)::value, decltype(plif)::value, decltype(soft)::value,
                         decltype(has_gvseq)::value>(
               p, recompute, a, b, ptr<const float>(gs_), gvseq_ ? ptr<const float>(gvseq_) : nullptr,
-              gvlast_ ? ptr<const float>(gvlast_) : nullptr, ptr<const float>(x_), ptr<const float>(v0_), ptr<float>(gx_), ptr<float>(gv0_),
+              gvlast_ ? ptr<const float>(gvlast_) : nullptr, ptr<const float>(x_),
+              v0_ ? ptr<const float>(v0_) : nullptr, v0_value, ptr<float>(gx_), gv0_ ? ptr<float>(gv0_) : nullptr,
               gk_partial_ ? ptr<double>(gk_partial_) : nullptr, T, N, nthreads);
         });
       });
@@ -270,17 +279,19 @@ void register_neuron(pybind11::module_& m) {
   namespace py = pybind11;
   m.attr("NEURON_BLOCK") = kBlock;
   m.def("neuron_forward", &forward, py::call_guard<py::gil_scoped_release>(), py::arg("x"), py::arg("v0"),
-        py::arg("spike"), py::arg("h"), py::arg("v_seq"), py::arg("v_last"), py::arg("T"), py::arg("N"),
+        py::arg("v0_value"), py::arg("spike"), py::arg("h"), py::arg("v_seq"), py::arg("v_last"), py::arg("T"), py::arg("N"),
         py::arg("mode"), py::arg("decay"), py::arg("decay_input"), py::arg("v_threshold"), py::arg("v_reset"),
         py::arg("soft_reset"), py::arg("nthreads"),
-        "Fused multi-step neuron forward on [T, N] float32 buffers (addresses); h and v_seq may be 0.");
+        "Fused multi-step neuron forward on [T, N] float32 buffers (addresses); h and v_seq may be 0; v0 = 0 "
+        "starts every neuron at v0_value.");
   m.def("neuron_backward", &backward, py::call_guard<py::gil_scoped_release>(), py::arg("grad_spike"),
-        py::arg("grad_v_seq"), py::arg("grad_v_last"), py::arg("x"), py::arg("v0"), py::arg("grad_x"),
+        py::arg("grad_v_seq"), py::arg("grad_v_last"), py::arg("x"), py::arg("v0"), py::arg("v0_value"), py::arg("grad_x"),
         py::arg("grad_v0"), py::arg("grad_k_partial"), py::arg("T"), py::arg("N"), py::arg("mode"), py::arg("decay"),
         py::arg("decay_input"), py::arg("v_threshold"), py::arg("v_reset"), py::arg("soft_reset"),
         py::arg("detach_reset"), py::arg("surrogate"), py::arg("alpha"), py::arg("beta"), py::arg("nthreads"),
-        "Reverse-time backward of neuron_forward (recomputes H from x and v0 per block); grad_k_partial gets one "
-        "float64 per block of NEURON_BLOCK neurons.");
+        "Reverse-time backward of neuron_forward (recomputes H from x and v0 per block; v0 = 0 means the "
+        "constant v0_value); grad_v0 may be 0 (not wanted); grad_k_partial gets one float64 per block of "
+        "NEURON_BLOCK neurons.");
 }
 FASTSPIKE_REGISTER(register_neuron);
 

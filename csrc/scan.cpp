@@ -20,9 +20,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <initializer_list>
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #define FASTSPIKE_SCAN_STREAM 1
@@ -37,20 +34,6 @@ constexpr std::int64_t kScanMaxBlock = 4096;
 
 inline float decay_at(int mode, const float* a, float a_scalar, std::int64_t t, std::int64_t idx) {
   return mode == 0 ? a_scalar : (mode == 1 ? a[t] : a[idx]);
-}
-
-// Fresh multi-megabyte CPU outputs cost one page fault per 4 KiB on first touch, which can exceed the
-// kernel itself; asking for transparent huge pages on the untouched buffer removes most of them.
-void advise_hugepages(std::uintptr_t address, std::int64_t nbytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr std::uintptr_t kHuge = std::uintptr_t(1) << 21;
-  const std::uintptr_t lo = (address + kHuge - 1) & ~(kHuge - 1);
-  const std::uintptr_t hi = (address + static_cast<std::uintptr_t>(nbytes)) & ~(kHuge - 1);
-  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
-#else
-  (void)address;
-  (void)nbytes;
-#endif
 }
 
 // Streaming rows (AVX-512): outputs of tens of MiB are written with non-temporal stores (no read-for-
@@ -248,9 +231,6 @@ void scan_backward(std::uintptr_t a_, std::uintptr_t h_, std::uintptr_t h0_, std
 void register_scan(pybind11::module_& m) {
   namespace py = pybind11;
   m.attr("SCAN_MAX_BLOCK") = kScanMaxBlock;
-  m.def("advise_hugepages", &advise_hugepages, py::arg("address"), py::arg("nbytes"),
-        "madvise(MADV_HUGEPAGE) on the 2 MiB-aligned part of a fresh buffer before its first touch (Linux; "
-        "a no-op elsewhere): large outputs then fault in 2 MiB pages instead of 4 KiB ones.");
   m.def("scan_forward", &scan_forward, py::call_guard<py::gil_scoped_release>(), py::arg("a"), py::arg("b"),
         py::arg("h0"), py::arg("h"), py::arg("T"), py::arg("M"), py::arg("mode"), py::arg("a_scalar"),
         py::arg("block"), py::arg("nthreads"),

@@ -61,8 +61,10 @@ class MemoryModule(nn.Module, StepModule):
 
     def reset(self) -> None:
         """Restore every memory to its registered initial value (call between independent sequences)."""
-        for key in self._memories:
-            self._memories[key] = copy.deepcopy(self._memories_rv[key])
+        memories = self._memories
+        for key, value in self._memories_rv.items():
+            # numbers and None are immutable: only containers and tensors need a fresh copy
+            memories[key] = value if value is None or type(value) in (float, int, bool) else copy.deepcopy(value)
 
     def detach(self) -> None:
         """Cut the autograd history of the state (truncated BPTT) without changing its value."""

@@ -12,7 +12,7 @@ pre-training or plotting); neurons then run the reference path.
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -23,6 +23,9 @@ __all__ = [
     "Erf", "SuperSpike", "PiecewiseLeakyReLU", "Rect", "S2NN", "QPseudoSpike", "LeakyKReLU", "LogTailedReLU",
     "NonzeroSignLogAbs", "KERNEL_IDS",
 ]
+
+
+_UNSET = object()
 
 
 def heaviside(x: torch.Tensor) -> torch.Tensor:
@@ -75,6 +78,19 @@ class SurrogateFunctionBase(nn.Module):
         """True when the fused kernels compute exactly this surrogate (built-in class, spiking, float params)."""
         return (self.kernel_id >= 0 and self.spiking and type(self).grad is KERNEL_GRADS.get(self.kernel_id)
                 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.params))
+
+    def kernel_spec(self) -> Optional[Tuple[int, Tuple[float, float]]]:
+        """(kernel_id, kernel_params()) when fusable(), else None. Cached: every call of a neuron asks for
+        it, and assigning any attribute (alpha, spiking, ...) drops the cached value."""
+        spec = self.__dict__.get("_kernel_spec", _UNSET)
+        if spec is _UNSET:
+            spec = (self.kernel_id, self.kernel_params()) if self.fusable() else None
+            self.__dict__["_kernel_spec"] = spec
+        return spec
+
+    def __setattr__(self, name, value) -> None:
+        super().__setattr__(name, value)
+        self.__dict__.pop("_kernel_spec", None)
 
     @classmethod
     def spiking_function(cls, x: torch.Tensor, *params):

@@ -19,7 +19,6 @@ and attention matmuls are not counted.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 

@@ -1,6 +1,5 @@
 """fastspike.functional: network configuration helpers, forward-over-time helpers, small utilities and
 spike losses (against closed forms, and against SpikingJelly 2.0.0 when it is installed)."""
-import warnings
 
 import pytest
 import torch

@@ -211,3 +211,53 @@ def test_surrogates_spiking_false_primitive_derivative_matches_grad():
         expect = cls.grad(x, *s.params)
         mask = (x.abs() - 0.5 / max(s.kernel_params()[0], 1e-3)).abs() > 1e-2  # Rect's window edges
         assert_close(cls.__name__, expect[mask], xp.grad[mask], 1e-4)  # S2NN's primitive has a 1e-5 offset in its log
+
+
+@pytest.mark.parametrize("backend", ["cpp", "torch"])
+def test_changed_attributes_take_effect(backend):
+    # the fused path caches its configuration per module; assigning any attribute (or a surrogate's) must
+    # show in the next call exactly as in a neuron built with the new values
+    x = torch.randn(5, 2, 17) * 1.5 + 0.6
+    g = torch.randn(5, 2, 17)
+
+    def run(node):
+        node.reset()
+        xr = x.clone().requires_grad_()
+        s = node(xr)
+        (s * g).sum().backward()
+        return s, xr.grad
+
+    node = neuron.LIFNode(tau=2.0, step_mode="m", backend=backend, surrogate_function=surrogate.ATan())
+    run(node)
+    changes = [("tau", 4.0), ("v_threshold", 0.7), ("v_reset", None), ("detach_reset", True), ("decay_input", False)]
+    kw = dict(tau=2.0, surrogate_function=surrogate.ATan())
+    for name, value in changes:
+        setattr(node, name, value)
+        kw[name] = value
+        fresh = neuron.LIFNode(step_mode="m", backend=backend, **kw)
+        for a, b in zip(run(node), run(fresh)):
+            assert torch.equal(a, b), name
+    node.surrogate_function.alpha = 5.0  # an attribute of the surrogate, not of the neuron
+    fresh = neuron.LIFNode(step_mode="m", backend=backend, **dict(kw, surrogate_function=surrogate.ATan(alpha=5.0)))
+    for a, b in zip(run(node), run(fresh)):
+        assert torch.equal(a, b)
+    node.surrogate_function = surrogate.Sigmoid(alpha=3.0)
+    fresh = neuron.LIFNode(step_mode="m", backend=backend, **dict(kw, surrogate_function=surrogate.Sigmoid(alpha=3.0)))
+    for a, b in zip(run(node), run(fresh)):
+        assert torch.equal(a, b)
+
+
+def test_plif_parameter_replaced_by_conversion_is_used():
+    # module conversions may swap a Parameter without __setattr__ (load_state_dict(assign=True), _apply with
+    # overwrite): the neuron must use the parameter it holds now, not one it cached
+    p = neuron.ParametricLIFNode(init_tau=2.0, step_mode="m")
+    x = torch.randn(4, 3) + 1.0
+    p(x)
+    p.load_state_dict({"w": torch.tensor(1.5)}, assign=True)
+    p.reset()
+    q = neuron.ParametricLIFNode(init_tau=1.0 + float(torch.exp(torch.tensor(-1.5))), step_mode="m")
+    assert torch.equal(p(x), q(x))
+    p.reset()
+    s = p(x.clone().requires_grad_())
+    s.sum().backward()
+    assert p.w.grad is not None

@@ -205,3 +205,70 @@ def test_cpp_threads_agree():
     finally:
         torch.set_num_threads(n)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+SCALAR_FLAGS = [("if", 0.0), ("if", None), ("lif", 0.0), ("lif", None), ("plif", -0.2), ("plif", None)]
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("mode,v_reset", SCALAR_FLAGS, ids=[f"{m}-vr{r}" for m, r in SCALAR_FLAGS])
+@pytest.mark.parametrize("v_start", [0.0, 0.35])
+def test_number_v_init_equals_a_filled_tensor(backend, mode, v_reset, v_start):
+    # A number as v_init (what a freshly reset neuron passes) must act exactly like a tensor filled with it.
+    x, _, (g_s, g_v, _) = _inputs(7, (3, 41))
+    w = torch.tensor(0.3) if mode == "plif" else None
+    kw = dict(mode=mode, tau=2.5, v_reset=v_reset, surrogate_function=sg.ATan(), backend=backend)
+    outs = []
+    for v_init in (v_start, torch.full((3, 41), v_start)):
+        xr = x.clone().requires_grad_()
+        wr = w.clone().requires_grad_() if w is not None else None
+        s, v, _ = multistep_neuron(xr, v_init, w=wr, **kw)
+        ((s * g_s).sum() + (v * g_v).sum()).backward()
+        outs.append((s, v, xr.grad, wr.grad if wr is not None else None))
+    ref_x = x.clone().requires_grad_()
+    ref_w = w.clone().requires_grad_() if w is not None else None
+    s, v, _ = multistep_neuron(ref_x, torch.full((3, 41), v_start), w=ref_w, **dict(kw, backend="torch"))
+    ((s * g_s).sum() + (v * g_v).sum()).backward()
+    for out in outs:
+        assert torch.equal(out[0], s)
+        assert_close("v_last", v, out[1], 1e-6)
+        assert_close("grad_x", ref_x.grad, out[2], 1e-5)
+        if w is not None:
+            assert_close("grad_w", ref_w.grad, out[3], 1e-5)
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][2], outs[1][2])
+
+
+def test_number_v_init_errors_and_reference():
+    x = torch.randn(3, 4)
+    with pytest.raises(ValueError, match="v_init must be a tensor of shape \\(4,\\).*or a number"):
+        multistep_neuron(x, "0")
+    with pytest.raises(ValueError, match="v_init must be"):
+        multistep_neuron(x, True)
+    s, v, _ = multistep_neuron(x.double(), 0.25, mode="if")  # float64: the reference, which needs a tensor
+    s_ref, v_ref, _ = multistep_neuron(x.double(), torch.full((4,), 0.25, dtype=torch.float64), mode="if")
+    assert torch.equal(s, s_ref) and torch.equal(v, v_ref)
+
+
+def test_large_outputs_are_hugepage_advised_and_correct():
+    from fastspike import _ext
+    from fastspike.ops import _alloc
+    C = _ext.get()
+    # the advice covers whole 2 MiB pages inside the range, never more than the range
+    assert C.advise_hugepages(4096, 100) == 0
+    buf = torch.empty(3 << 20)  # 12 MiB
+    advised = C.advise_hugepages(buf.data_ptr(), buf.numel() * 4)
+    assert advised % (1 << 21) == 0 and advised <= buf.numel() * 4
+    t = _alloc.empty_like(torch.empty(2, 3).t())
+    assert t.shape == (3, 2) and t.is_contiguous()
+    # a neuron layer whose outputs pass the huge-page threshold gives the reference's numbers
+    T, N = 4, (_alloc.HUGEPAGE_MIN_BYTES // 4) // 4 + 4099
+    x = torch.randn(T, N) + 0.5
+    g = torch.randn(T, N)
+    out = []
+    for backend in ("cpp", "torch"):
+        xr = x.clone().requires_grad_()
+        s, _, _ = multistep_neuron(xr, 0.0, mode="lif", backend=backend)
+        (s * g).sum().backward()
+        out.append((s, xr.grad))
+    assert torch.equal(out[0][0], out[1][0])
+    assert_close("grad_x", out[1][1], out[0][1], 1e-5)

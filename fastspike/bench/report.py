@@ -209,7 +209,7 @@ def markdown(data: Dict[str, Any]) -> str:
         f"- machine: {m.get('cpu_model', m.get('processor', '?'))}, {m.get('cpu_count', '?')} cores, "
         f"{m.get('torch_threads', '?')} torch threads, {m.get('mem_total_gib', '?')} GiB"
         + (f"; GPU {m['cuda_device']} (CUDA {m.get('cuda_version')})" if m.get("cuda_device") else ""),
-        f"- versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val),
+        "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val),
         f"- command: `{data.get('command', '?')}`",
     ]
     if s.get("copy_bandwidth_gbs"):

@@ -3,7 +3,7 @@ constructor arguments and state_dict keys (``conv1, bn1, sn1, layer1.0.conv1, ..
 from __future__ import annotations
 
 from copy import deepcopy
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 import torch.nn as nn

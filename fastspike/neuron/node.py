@@ -93,15 +93,28 @@ class BaseNode(MemoryModule, BackendMixin):
         return None
 
     def _fused_kwargs(self) -> Optional[dict]:
-        kw = self._op_kwargs()
+        """The op's keyword arguments, cached until an attribute of this neuron is assigned (every call
+        needs them; recomputing them cost more than the kernels of a small layer)."""
+        kw = self.__dict__.get("_fused_cache")
         if kw is None:
+            kw = self._op_kwargs()
+            cls = type(self)
+            owner = getattr(self, "_fused_class", None)
+            if kw is None or owner is None or (
+                    cls.neuronal_charge is not owner.neuronal_charge or cls.neuronal_fire is not BaseNode.neuronal_fire
+                    or cls.neuronal_reset is not BaseNode.neuronal_reset):
+                kw = False  # no fused op, or a subclass redefined the dynamics: run its Python hooks
+            self.__dict__["_fused_cache"] = kw
+        if kw is False:
             return None
-        cls = type(self)
-        owner = self._fused_class
-        if (cls.neuronal_charge is not owner.neuronal_charge or cls.neuronal_fire is not BaseNode.neuronal_fire
-                or cls.neuronal_reset is not BaseNode.neuronal_reset):
-            return None  # a subclass redefined the dynamics: run its Python hooks
+        if "w" in kw:  # a parameter is looked up per call: module conversions may replace it without setattr
+            kw = dict(kw, w=self.w)
         return kw
+
+    def __setattr__(self, name: str, value) -> None:
+        super().__setattr__(name, value)
+        if name != "v_seq":  # memories (v) and v_seq change every call and are not part of the configuration
+            self.__dict__.pop("_fused_cache", None)
 
     def _check_input(self, x, step_ndim: int) -> None:
         if not isinstance(x, torch.Tensor):
@@ -113,29 +126,32 @@ class BaseNode(MemoryModule, BackendMixin):
             raise ValueError(f"{type(self).__name__} in step_mode='{self.step_mode}' expects input of shape {want}, "
                              f"but got shape {tuple(x.shape)}.")
 
-    def _initial_v(self, x_step: torch.Tensor) -> torch.Tensor:
+    def _initial_v(self, x: torch.Tensor, step_shape, as_tensor: bool = True):
+        """The state before this call, checked against one input step of shape ``step_shape``; a state that
+        is still the number it was reset to is returned as that number when ``as_tensor`` is False (the
+        fused op takes it as it is)."""
         v = self.v
         if not isinstance(v, torch.Tensor):
-            return torch.full_like(x_step, float(v))
-        if v.shape != x_step.shape:
+            return torch.full(step_shape, float(v), dtype=x.dtype, device=x.device) if as_tensor else float(v)
+        if v.shape != step_shape:
             raise RuntimeError(
                 f"{type(self).__name__}: the stored membrane state v has shape {tuple(v.shape)} but this input step "
-                f"has shape {tuple(x_step.shape)}. The batch or feature size changed without a reset: call "
+                f"has shape {tuple(step_shape)}. The batch or feature size changed without a reset: call "
                 "functional.reset_net(net) between independent batches.")
-        if v.dtype != x_step.dtype or v.device != x_step.device:
-            v = v.to(dtype=x_step.dtype, device=x_step.device)
+        if v.dtype != x.dtype or v.device != x.device:
+            v = v.to(dtype=x.dtype, device=x.device)
         return v
 
     def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x, 1)
         kw = self._fused_kwargs()
         if kw is None:
-            self.v = self._initial_v(x)
+            self.v = self._initial_v(x, x.shape)
             self.neuronal_charge(x)
             spike = self.neuronal_fire()
             self.neuronal_reset(spike)
         else:
-            spikes, v, _ = multistep_neuron(x.unsqueeze(0), self._initial_v(x), **kw)
+            spikes, v, _ = multistep_neuron(x.unsqueeze(0), self._initial_v(x, x.shape, False), **kw)
             spike = spikes[0]
             self.v = v
         if self.store_v_seq:
@@ -162,7 +178,8 @@ class BaseNode(MemoryModule, BackendMixin):
             if keep:
                 self.v_seq = torch.stack(vs)
             return torch.stack(spikes)
-        spikes, v, v_seq = multistep_neuron(x_seq, self._initial_v(x_seq[0]), store_v_seq=self.store_v_seq, **kw)
+        spikes, v, v_seq = multistep_neuron(x_seq, self._initial_v(x_seq, x_seq.shape[1:], False),
+                                            store_v_seq=self.store_v_seq, **kw)
         self.v = v
         if self.store_v_seq:
             self.v_seq = v_seq

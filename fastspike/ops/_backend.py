@@ -8,6 +8,7 @@ instead of silently falling back.
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Iterable, Optional
 
@@ -41,6 +42,7 @@ def triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+@functools.lru_cache(maxsize=None)
 def triton_available() -> bool:
     try:
         import triton  # noqa: F401
@@ -57,16 +59,16 @@ def resolve(backend: Optional[str], tensors: Iterable[torch.Tensor], op: str,
     (the launcher may convert); ``auto`` falls back to 'torch' for anything else (e.g. float64).
     """
     name = _default_backend if backend is None else backend
-    check_backend_name(name)
-    tensors = [t for t in tensors if isinstance(t, torch.Tensor)]
-    device = tensors[0].device
-    dtype = tensors[0].dtype
-    if name == "auto":
-        if device.type == "cuda" and triton_available() and dtype in dtypes:
-            return "triton"
-        if device.type == "cpu" and dtype in cpp_dtypes and _ext.available():
+    first = next(t for t in tensors if isinstance(t, torch.Tensor))
+    dtype = first.dtype
+    if name == "auto":  # the common case, kept short: ops call this on every forward
+        if first.is_cuda:
+            return "triton" if dtype in dtypes and triton_available() else "torch"
+        if dtype in cpp_dtypes and first.device.type == "cpu" and _ext.available():
             return "cpp"
         return "torch"
+    check_backend_name(name)
+    device = first.device
     if name == "triton":
         if not triton_available():
             raise RuntimeError(f"{op}: backend='triton' needs the triton package (`pip install triton`).")

@@ -1,21 +1,25 @@
 """Multi-step IF / LIF / ParametricLIF op: validation, backend dispatch and the autograd Function.
 
-``multistep_neuron`` takes X [T, *] and V0 [*] and returns (spikes [T, *], V after the last step,
-V after every step or None). The Triton kernels save only H for the backward and recompute S from it;
-the C++ kernels save nothing new (X is kept) and recompute H per block of neurons in the backward;
-ops/reference.py is the oracle and the fallback.
+``multistep_neuron`` takes X [T, *] and V0 [*] (or a number: every neuron starts there) and returns
+(spikes [T, *], V after the last step, V after every step or None). The Triton kernels save only H for
+the backward and recompute S from it; the C++ kernels save nothing new (X is kept) and recompute H per
+block of neurons in the backward; ops/reference.py is the oracle and the fallback.
+
+This op runs once per neuron layer per call, so its Python overhead is part of every small network's
+step time: the configuration is validated once per distinct value (``_config`` is cached), the C++
+launchers take [T, *] buffers as they come (no reshapes), and a constant V0 never becomes a tensor.
 """
 from __future__ import annotations
 
 import functools
 import warnings
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 
 from .. import _ext
-from . import _backend, reference
+from . import _alloc, _backend, reference
 
 __all__ = ["multistep_neuron", "NeuronConfig"]
 
@@ -38,110 +42,128 @@ class NeuronConfig:
     backend: str
 
 
-def _f32(t: torch.Tensor) -> torch.Tensor:
-    return t if t.dtype == torch.float32 and t.is_contiguous() else t.float().contiguous()
-
-
-def _cpp_forward(x, v0, k, cfg: NeuronConfig, store_h: bool, store_v_seq: bool):
-    # The C++ backward recomputes H from X block by block, so H is never stored (store_h is ignored).
+def _cpp_forward(x, v0, v0_value, k, cfg: NeuronConfig, store_v_seq: bool):
+    """x [T, *] contiguous float32, v0 [*] float32 or None (constant v0_value). H is never stored: the C++
+    backward recomputes it from X block by block."""
     C = _ext.get()
-    x32 = _f32(x)
-    T, N = x32.shape
-    spikes = torch.empty((T, N), dtype=torch.float32)
-    v_seq = torch.empty((T, N), dtype=torch.float32) if store_v_seq else None
-    v_last = torch.empty((N,), dtype=torch.float32)
-    v0_32 = _f32(v0)
-    decay = float(k) if cfg.mode_id == 2 else cfg.tau
-    C.neuron_forward(x32.data_ptr(), v0_32.data_ptr(), spikes.data_ptr(), 0,
+    T = x.shape[0]
+    N = x.numel() // T if T else 0
+    spikes = _alloc.empty_like(x)
+    v_seq = _alloc.empty_like(x) if store_v_seq else None
+    v_last = torch.empty(x.shape[1:])
+    decay = k if cfg.mode_id == 2 else cfg.tau
+    C.neuron_forward(x.data_ptr(), 0 if v0 is None else v0.data_ptr(), v0_value, spikes.data_ptr(), 0,
                      v_seq.data_ptr() if store_v_seq else 0, v_last.data_ptr(), T, N, cfg.mode_id, decay,
                      cfg.decay_input, cfg.v_threshold, cfg.v_reset_value, cfg.soft_reset, torch.get_num_threads())
-    dt = x.dtype
-    if dt == torch.float32:
-        return spikes, None, v_seq, v_last
-    return spikes.to(dt), None, (v_seq.to(dt) if store_v_seq else None), v_last.to(dt)
+    return spikes, None, v_seq, v_last
 
 
-def _cpp_backward(gs, gv_seq, gv_last, h, x, v0, k, cfg: NeuronConfig):
+def _cpp_backward(gs, gv_seq, gv_last, x, v0, v0_value, k, cfg: NeuronConfig, need_gv0: bool):
+    """Every tensor contiguous float32 in x's layout; returns (grad_x, grad_v0 or None, grad_k or None)."""
     C = _ext.get()
-    T, N = x.shape
-    gs = _f32(gs)
-    gv_seq = _f32(gv_seq) if gv_seq is not None else None
-    gv_last = _f32(gv_last) if gv_last is not None else None
+    T = x.shape[0]
+    N = x.numel() // T if T else 0
     plif = cfg.mode_id == 2
-    x32 = _f32(x)
-    v0_32 = _f32(v0)
-    gx = torch.empty((T, N), dtype=torch.float32)
-    gv0 = torch.empty((N,), dtype=torch.float32)
-    nblocks = (N + C.NEURON_BLOCK - 1) // C.NEURON_BLOCK
-    gk = torch.empty((nblocks,), dtype=torch.float64) if plif else None
-    decay = float(k) if plif else cfg.tau
+    gx = _alloc.empty_like(x)
+    gv0 = torch.empty(x.shape[1:]) if need_gv0 else None
+    gk = torch.empty((max(1, -(-N // C.NEURON_BLOCK)),), dtype=torch.float64) if plif else None
     a, b = cfg.surrogate_params
     C.neuron_backward(gs.data_ptr(), gv_seq.data_ptr() if gv_seq is not None else 0,
-                      gv_last.data_ptr() if gv_last is not None else 0, x32.data_ptr(), v0_32.data_ptr(), gx.data_ptr(), gv0.data_ptr(),
-                      gk.data_ptr() if plif else 0, T, N, cfg.mode_id, decay, cfg.decay_input, cfg.v_threshold,
-                      cfg.v_reset_value, cfg.soft_reset, cfg.detach_reset, cfg.surrogate_id, a, b,
-                      torch.get_num_threads())
+                      gv_last.data_ptr() if gv_last is not None else 0, x.data_ptr(),
+                      0 if v0 is None else v0.data_ptr(), v0_value, gx.data_ptr(),
+                      gv0.data_ptr() if need_gv0 else 0, gk.data_ptr() if plif else 0, T, N, cfg.mode_id,
+                      k if plif else cfg.tau, cfg.decay_input, cfg.v_threshold, cfg.v_reset_value, cfg.soft_reset,
+                      cfg.detach_reset, cfg.surrogate_id, a, b, torch.get_num_threads())
     return gx, gv0, (gk.sum().float() if plif else None)
 
 
 @functools.lru_cache(maxsize=512)
-def _config(*args) -> NeuronConfig:
-    return NeuronConfig(*args)  # one frozen instance per distinct configuration
+def _config(mode: str, tau, decay_input, v_threshold, v_reset, detach_reset, spec, backend: str) -> NeuronConfig:
+    """Validate one configuration and freeze it (cached: a network repeats the same few every call)."""
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {tuple(_MODES)}, but got {mode!r}.")
+    if mode == "lif" and not (isinstance(tau, (int, float)) and not isinstance(tau, bool) and tau > 1.0):
+        raise ValueError(f"tau must be a number > 1, but got {tau!r}.")
+    return NeuronConfig(_MODES[mode], float(tau) if mode == "lif" else 1.0, bool(decay_input), float(v_threshold),
+                        0.0 if v_reset is None else float(v_reset), v_reset is None, bool(detach_reset), spec[0],
+                        spec[1], backend)
 
 
-def _launchers(backend: str):
-    if backend == "cpp":
-        return _cpp_forward, _cpp_backward
-    from ..kernels import neuron as tk  # imported lazily: triton is optional on CPU machines
-    return tk.neuron_forward, tk.neuron_backward
+def _f32(t: torch.Tensor) -> torch.Tensor:
+    if t.dtype is not torch.float32:
+        t = t.float()
+    return t if t.is_contiguous() else t.contiguous()
 
 
 class _MultiStepNeuron(torch.autograd.Function):
+    """x [T, *]; v0 [*] or None with the constant v0_value; k: ParametricLIF's decay sigmoid(w) (0-d) or None."""
+
     @staticmethod
-    def forward(ctx, x, v0, k, cfg: NeuronConfig, store_v_seq: bool):
-        fwd, _ = _launchers(cfg.backend)
-        needs_grad = any(ctx.needs_input_grad[:3])
-        k_val = k.detach().float().reshape(1).contiguous() if k is not None else None
-        spikes, h, v_seq, v_last = fwd(x, v0, k_val, cfg, needs_grad, store_v_seq)
-        ctx.cfg = cfg
+    def forward(ctx, x, v0, k, cfg: NeuronConfig, store_v_seq: bool, v0_value: float):
+        needs_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
         ctx.set_materialize_grads(False)
-        if needs_grad:
-            # triton saves H; the C++ backward recomputes it from X (and PLIF's dH/dk needs X anyway)
-            ctx.save_for_backward(h, x if (h is None or cfg.mode_id == 2) else None, v0, k_val)
-        ctx.x_dtype, ctx.v0_dtype = x.dtype, v0.dtype
+        ctx.cfg, ctx.v0_value = cfg, v0_value
+        ctx.x_dtype, ctx.x_shape = x.dtype, x.shape
+        if cfg.backend == "cpp":
+            x32 = _f32(x)
+            v32 = None if v0 is None else _f32(v0)
+            k_val = float(k) if k is not None else None
+            spikes, _, v_seq, v_last = _cpp_forward(x32, v32, v0_value, k_val, cfg, store_v_seq)
+            if needs_grad:
+                ctx.save_for_backward(x, v0)
+                ctx.k_val = k_val
+            if x.dtype is not torch.float32:
+                spikes, v_last = spikes.to(x.dtype), v_last.to(x.dtype)
+                v_seq = v_seq.to(x.dtype) if v_seq is not None else None
+        else:  # triton: [T, N] launchers, a V0 tensor, k as a device tensor (no host sync)
+            from ..kernels import neuron as tk  # imported lazily: triton is optional on CPU machines
+            T = x.shape[0]
+            x2 = x.reshape(T, -1)
+            v2 = (torch.full((x2.shape[1],), v0_value, dtype=x.dtype, device=x.device) if v0 is None
+                  else v0.reshape(-1))
+            k_val = k.detach().float().reshape(1).contiguous() if k is not None else None
+            spikes, h, v_seq, v_last = tk.neuron_forward(x2, v2, k_val, cfg, needs_grad, store_v_seq)
+            if needs_grad:
+                # PLIF's dH/dk needs X as well as H
+                ctx.save_for_backward(h, x2 if cfg.mode_id == 2 else None, v2)
+                ctx.k_val = k_val
+            shape = x.shape
+            spikes, v_last = spikes.view(shape), v_last.view(shape[1:])
+            v_seq = v_seq.view(shape) if v_seq is not None else None
         if v_seq is None:
             return spikes, v_last
         return spikes, v_last, v_seq
 
     @staticmethod
     def backward(ctx, gs, gv_last, gv_seq=None):
-        h, x, v0, k_val = ctx.saved_tensors
         cfg = ctx.cfg
-        _, bwd = _launchers(cfg.backend)
-        if gs is None:
-            gs = torch.zeros(x.shape if h is None else h.shape, dtype=torch.float32, device=v0.device)
-        # contiguity: gradients from autograd may be expanded/strided views
-        gs = gs.contiguous()
-        gv_seq = gv_seq.contiguous() if gv_seq is not None else None
-        gv_last = gv_last.contiguous() if gv_last is not None else None
-        gx, gv0, gk = bwd(gs, gv_seq, gv_last, h, x, v0, k_val, cfg)
+        need_gv0 = ctx.needs_input_grad[1]
+        if cfg.backend == "cpp":
+            x, v0 = ctx.saved_tensors
+            # gradients from autograd may be expanded/strided views or another dtype
+            gs = _f32(gs) if gs is not None else torch.zeros(x.shape)
+            gv_seq = _f32(gv_seq) if gv_seq is not None else None
+            gv_last = _f32(gv_last) if gv_last is not None else None
+            gx, gv0, gk = _cpp_backward(gs, gv_seq, gv_last, _f32(x), None if v0 is None else _f32(v0),
+                                        ctx.v0_value, ctx.k_val, cfg, need_gv0)
+        else:
+            from ..kernels import neuron as tk
+            h, x2, v2 = ctx.saved_tensors
+            flat = lambda g: None if g is None else g.reshape(h.shape).contiguous()  # noqa: E731
+            gs2 = flat(gs) if gs is not None else torch.zeros(h.shape, dtype=torch.float32, device=h.device)
+            gv_last2 = None if gv_last is None else gv_last.reshape(-1).contiguous()
+            gx, gv0, gk = tk.neuron_backward(gs2, flat(gv_seq), gv_last2, h, x2, v2, ctx.k_val, cfg)
+            gx, gv0 = gx.view(ctx.x_shape), gv0.view(ctx.x_shape[1:])
+        if ctx.x_dtype is not torch.float32:
+            gx = gx.to(ctx.x_dtype)
+        gv0 = gv0.to(ctx.x_dtype) if need_gv0 and gv0 is not None else None
         gk_out = gk.reshape(()) if (gk is not None and ctx.needs_input_grad[2]) else None
-        gv0 = gv0.to(ctx.v0_dtype) if ctx.needs_input_grad[1] else None
-        return gx.to(ctx.x_dtype), gv0, gk_out, None, None
-
-
-def _surrogate_spec(surrogate_function) -> Optional[Tuple[int, Tuple[float, float]]]:
-    if surrogate_function is None:
-        return 0, (4.0, 0.0)
-    fusable = getattr(surrogate_function, "fusable", None)
-    if fusable is not None and fusable():
-        return surrogate_function.kernel_id, surrogate_function.kernel_params()
-    return None
+        return gx, gv0, gk_out, None, None, None
 
 
 def multistep_neuron(
     x_seq: torch.Tensor,
-    v_init: torch.Tensor,
+    v_init: Union[torch.Tensor, float],
     *,
     mode: str = "lif",
     tau: float = 2.0,
@@ -156,9 +178,11 @@ def multistep_neuron(
 ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """Run an IF ('if'), LIF ('lif') or ParametricLIF ('plif', decay sigmoid(w)) neuron over T steps.
 
-    Returns (spike_seq [T, *], v_last [*], v_seq [T, *] or None). ``backend``: 'auto' (default: triton
-    for CUDA, cpp for CPU, the reference for float64), 'torch', 'triton' or 'cpp'. A surrogate that the
-    kernels do not fuse (a custom class, spiking=False, tensor parameters) runs the reference.
+    v_init: the membrane potential before the first step, a tensor of shape x_seq.shape[1:] or a number
+    (the same start for every neuron; it gets no gradient). Returns (spike_seq [T, *], v_last [*],
+    v_seq [T, *] or None). ``backend``: 'auto' (default: triton for CUDA, cpp for CPU, the reference for
+    float64), 'torch', 'triton' or 'cpp'. A surrogate that the kernels do not fuse (a custom class,
+    spiking=False, tensor parameters) runs the reference.
     """
     if not isinstance(x_seq, torch.Tensor):
         raise TypeError(f"x_seq must be a torch.Tensor, but got {type(x_seq).__name__}.")
@@ -166,21 +190,28 @@ def multistep_neuron(
         raise TypeError(f"x_seq must be a floating-point tensor, but got dtype {x_seq.dtype}.")
     if x_seq.ndim < 1:
         raise ValueError("x_seq must have a leading time dimension [T, *], but got a 0-d tensor.")
-    if not isinstance(v_init, torch.Tensor) or v_init.shape != x_seq.shape[1:]:
-        got = tuple(v_init.shape) if isinstance(v_init, torch.Tensor) else type(v_init).__name__
-        raise ValueError(f"v_init must be a tensor of shape {tuple(x_seq.shape[1:])} (x_seq without T), but got {got}. "
-                         "If the batch size changed, call functional.reset_net(net) between batches.")
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {tuple(_MODES)}, but got {mode!r}.")
-    if mode == "lif" and not (isinstance(tau, (int, float)) and tau > 1.0):
-        raise ValueError(f"tau must be a number > 1, but got {tau!r}.")
+    if isinstance(v_init, torch.Tensor):
+        if v_init.shape != x_seq.shape[1:]:
+            raise ValueError(f"v_init must be a tensor of shape {tuple(x_seq.shape[1:])} (x_seq without T), but got "
+                             f"{tuple(v_init.shape)}. If the batch size changed, call functional.reset_net(net) "
+                             "between batches.")
+        if x_seq.device != v_init.device:
+            raise ValueError(f"x_seq is on {x_seq.device} but v_init on {v_init.device}.")
+        v0, v0_value = v_init, 0.0
+    elif isinstance(v_init, (int, float)) and not isinstance(v_init, bool):
+        v0, v0_value = None, float(v_init)
+    else:
+        raise ValueError(f"v_init must be a tensor of shape {tuple(x_seq.shape[1:])} (x_seq without T) or a number, "
+                         f"but got {type(v_init).__name__}.")
     if mode == "plif" and (not isinstance(w, torch.Tensor) or w.numel() != 1):
         raise ValueError("w must be a 1-element tensor (1/tau = sigmoid(w)) for mode='plif'.")
-    if x_seq.device != v_init.device:
-        raise ValueError(f"x_seq is on {x_seq.device} but v_init on {v_init.device}.")
 
-    spec = _surrogate_spec(surrogate_function)
-    name = _backend.resolve(backend, [x_seq], "multistep_neuron")
+    if surrogate_function is None:
+        spec = (0, (4.0, 0.0))  # Sigmoid(alpha=4), SpikingJelly's default
+    else:
+        kernel_spec = getattr(surrogate_function, "kernel_spec", None)
+        spec = kernel_spec() if kernel_spec is not None else None
+    name = _backend.resolve(backend, (x_seq,), "multistep_neuron")
     if spec is None and name != "torch":
         if backend not in (None, "auto"):
             raise ValueError(f"multistep_neuron: backend={backend!r} fuses only the built-in surrogates with "
@@ -192,22 +223,19 @@ def multistep_neuron(
                           "parameters); using the slower pure-PyTorch path.", RuntimeWarning, stacklevel=3)
         name = "torch"
     if name == "torch":
+        _config(mode, tau, decay_input, v_threshold, v_reset, detach_reset, (0, (0.0, 0.0)), name)  # validation
         from ..surrogate import Sigmoid
-        return reference.neuron_multistep(x_seq, v_init, mode, tau, w, decay_input, v_threshold, v_reset,
+        if v0 is None:
+            v0 = torch.full(x_seq.shape[1:], v0_value, dtype=x_seq.dtype, device=x_seq.device)
+        return reference.neuron_multistep(x_seq, v0, mode, tau, w, decay_input, v_threshold, v_reset,
                                           surrogate_function if surrogate_function is not None else Sigmoid(),
                                           detach_reset, store_v_seq)
 
-    T = x_seq.shape[0]
-    shape = x_seq.shape
-    x2 = x_seq.reshape(T, -1)
-    if not x2.is_contiguous():
-        x2 = x2.contiguous()
-    v2 = v_init.reshape(-1).contiguous()
-    cfg = _config(_MODES[mode], float(tau) if mode == "lif" else 1.0, bool(decay_input), float(v_threshold),
-                  0.0 if v_reset is None else float(v_reset), v_reset is None, bool(detach_reset), spec[0],
-                  spec[1], name)
-    k = torch.sigmoid(w.reshape(())) if mode == "plif" else None
-    out = _MultiStepNeuron.apply(x2, v2, k, cfg, store_v_seq)
-    spikes, v_last = out[0].reshape(shape), out[1].reshape(shape[1:])
-    v_seq = out[2].reshape(shape) if store_v_seq else None
-    return spikes, v_last, v_seq
+    cfg = _config(mode, tau, decay_input, v_threshold, v_reset, detach_reset, spec, name)
+    if not x_seq.is_contiguous():
+        x_seq = x_seq.contiguous()
+    if v0 is not None and not v0.is_contiguous():
+        v0 = v0.contiguous()
+    k = torch.sigmoid(w.reshape(())) if cfg.mode_id == 2 else None
+    out = _MultiStepNeuron.apply(x_seq, v0, k, cfg, store_v_seq, v0_value)
+    return out[0], out[1], (out[2] if store_v_seq else None)

@@ -18,8 +18,7 @@ from typing import Optional
 import torch
 
 from .. import _ext
-from . import _backend
-from .scan import cpu_empty
+from . import _alloc, _backend
 
 __all__ = ["psn", "reference_psn", "band_mask"]
 
@@ -55,7 +54,7 @@ def _chunks(T: int, nblocks: int) -> int:
 def _cpp_forward(x2, w, b, band: int):
     C = _ext.get()
     T, N = x2.shape
-    s = cpu_empty((T, N))
+    s = _alloc.empty((T, N))
     C.psn_forward(x2.data_ptr(), w.data_ptr(), b.data_ptr(), s.data_ptr(), 0, T, N, band, _backend.num_threads())
     return s
 
@@ -63,7 +62,7 @@ def _cpp_forward(x2, w, b, band: int):
 def _cpp_backward(x2, gs, w, b, band: int, sg_id: int, sg_a: float, sg_b: float):
     C = _ext.get()
     T, N = x2.shape
-    gx = cpu_empty((T, N))
+    gx = _alloc.empty((T, N))
     nblocks = (N + C.PSN_BLOCK - 1) // C.PSN_BLOCK
     nchunks = _chunks(T, nblocks)
     gw = torch.empty((nchunks, T, T), dtype=torch.float64)

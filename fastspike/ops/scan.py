@@ -22,9 +22,9 @@ from typing import Optional, Union
 import torch
 
 from .. import _ext
-from . import _backend
+from . import _alloc, _backend
 
-__all__ = ["linear_scan", "reference_linear_scan", "cpu_empty"]
+__all__ = ["linear_scan", "reference_linear_scan"]
 
 Decay = Union[float, torch.Tensor]
 
@@ -55,19 +55,6 @@ def reference_linear_scan(a: Decay, b: torch.Tensor, h0: Optional[torch.Tensor] 
 
 # ---------------------------------------------------------------------------------------------------------
 # launchers
-_HUGE_MIN_BYTES = 8 << 20
-
-
-def cpu_empty(shape, dtype=torch.float32) -> torch.Tensor:
-    """torch.empty on the CPU; buffers of 8 MiB and more are advised to use transparent huge pages before
-    their first touch (page faults on fresh 4 KiB pages can cost more than a memory-bound kernel)."""
-    t = torch.empty(shape, dtype=dtype)
-    nbytes = t.numel() * t.element_size()
-    if nbytes >= _HUGE_MIN_BYTES and _ext.available():
-        _ext.get().advise_hugepages(t.data_ptr(), nbytes)
-    return t
-
-
 def _scan_block(M: int, nthreads: int) -> int:
     # wide blocks (KiB-long row segments), but at least ~4 blocks per thread when M allows
     per = -(-M // (4 * nthreads))
@@ -80,7 +67,7 @@ def _cpp_forward(a_k, b2, h0_1, mode: int, a_scalar: float):
     b32 = b2.float().contiguous()
     a32 = a_k.float().contiguous() if a_k is not None else None
     h032 = h0_1.float().contiguous() if h0_1 is not None else None
-    h = cpu_empty((T, M))
+    h = _alloc.empty((T, M))
     nt = _backend.num_threads()
     C.scan_forward(a32.data_ptr() if a32 is not None else 0, b32.data_ptr(),
                    h032.data_ptr() if h032 is not None else 0, h.data_ptr(), T, M, mode, float(a_scalar),
@@ -94,8 +81,8 @@ def _cpp_backward(a_k, h, h0_1, gout, mode: int, a_scalar: float, need_ga: bool,
     g32 = gout.float().contiguous()
     a32 = a_k.float().contiguous() if a_k is not None else None
     h032 = h0_1.float().contiguous() if h0_1 is not None else None
-    gb = cpu_empty((T, M))
-    ga = cpu_empty((T, M)) if need_ga and mode == 2 else None
+    gb = _alloc.empty((T, M))
+    ga = _alloc.empty((T, M)) if need_ga and mode == 2 else None
     nt = _backend.num_threads()
     block = _scan_block(M, nt)
     nblocks = (M + block - 1) // block

@@ -154,7 +154,6 @@ def _floor(x, mode):
 
 def _kernel_impl(kind, x, gs, mode, device):
     """fastspike's kernels called directly on preallocated buffers (no autograd, no allocation)."""
-    from ...ops import neuron as opn
     name = "fastspike kernels (prealloc)"
     T = x.shape[0]
     if device.startswith("cuda"):
@@ -165,7 +164,7 @@ def _kernel_impl(kind, x, gs, mode, device):
     from ...ops import _backend
     C = _ext.get()
     mode_id = {"if": 0, "lif": 1, "plif": 2}[kind]
-    spec = opn._surrogate_spec(_fs_node(kind).surrogate_function)
+    spec = _fs_node(kind).surrogate_function.kernel_spec()
     sid, (a, b) = spec
     x2 = x.reshape(T, -1).clone()  # own buffers: never write the shared input
     n = x2.shape[1]
@@ -184,14 +183,14 @@ def _kernel_impl(kind, x, gs, mode, device):
 
     def fwd():
         # the C++ forward stores no H: its backward recomputes H from X per block of neurons
-        C.neuron_forward(x2.data_ptr(), v0.data_ptr(), spikes.data_ptr(), 0, 0,
+        C.neuron_forward(x2.data_ptr(), v0.data_ptr(), 0.0, spikes.data_ptr(), 0, 0,
                          v_last.data_ptr(), T, n, mode_id, decay, True, V_TH, 0.0, False, th)
 
     def fn():
         fwd()
         if not train:
             return {"spikes": spikes.view_as(x)}
-        C.neuron_backward(g2.data_ptr(), 0, 0, x2.data_ptr(), v0.data_ptr(), gx.data_ptr(), gv0.data_ptr(), gk.data_ptr() if kind == "plif" else 0,
+        C.neuron_backward(g2.data_ptr(), 0, 0, x2.data_ptr(), v0.data_ptr(), 0.0, gx.data_ptr(), gv0.data_ptr(), gk.data_ptr() if kind == "plif" else 0,
                           T, n, mode_id, decay, True, V_TH, 0.0, False, False, sid, a, b, th)
         out = {"spikes": spikes.view_as(x), "grad_x": gx.view_as(x)}
         if kind == "plif":
@@ -213,7 +212,7 @@ def _triton_kernel_impl(kind, x, gs, mode):
     from ...ops import neuron as opn
     T = x.shape[0]
     mode_id = {"if": 0, "lif": 1, "plif": 2}[kind]
-    sid, (a, b) = opn._surrogate_spec(_fs_node(kind).surrogate_function)
+    sid, (a, b) = _fs_node(kind).surrogate_function.kernel_spec()
     cfg = opn.NeuronConfig(mode_id=mode_id, tau=TAU if kind == "lif" else 1.0, decay_input=True,
                            v_threshold=V_TH, v_reset_value=0.0, soft_reset=False, detach_reset=False,
                            surrogate_id=sid, surrogate_params=(a, b), backend="triton")
