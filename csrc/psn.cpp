@@ -12,6 +12,9 @@
 // from X, forms dH = dS * surrogate'(H) in a thread-local buffer and produces dX = W^T dH, dW = dH X^T and
 // dB = sum dH in the same pass. dW/dB partial sums are per chunk of columns (a fixed partition that does
 // not depend on the thread count), in float64, summed by the caller: deterministic results.
+// dW's lane sums take T * T * 64 bytes per thread: past L1 (T = 64: 256 KiB) every update goes to L2 and
+// dominated the backward (30 ms of it at [64, 65536]); for such sizes the caller passes a dH buffer and
+// computes dW = dH X^T with a GEMM library instead.
 #include <omp.h>
 
 #include <algorithm>
@@ -49,7 +52,7 @@ inline void accumulate_row(const float* w, const float* x, float bias, const Ban
     const float wtj = w[t * T + j];
     const float* xr = x + j * N + n0;
 #pragma omp simd
-    for (std::int64_t i = 0; i < n; ++i) acc[i] += wtj * xr[i];
+    for (std::int64_t i = 0; i < n; ++i) acc[i] = madd(wtj, xr[i], acc[i]);
   }
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) out[i] = acc[i] + bias;
@@ -95,8 +98,8 @@ void psn_forward(std::uintptr_t x_, std::uintptr_t w_, std::uintptr_t b_, std::u
 // One block of columns of the backward: dH (in gh, T x kPsnBlock), dX, and the float block sums of dW, dB.
 template <int SG, bool FULL>
 inline void backward_block(const float* x, const float* gs, const float* w, const float* b, float* gx, float* gh,
-                           float* gw_blk, float* gb_blk, const Band& band, std::int64_t N, std::int64_t n0,
-                           std::int64_t len, float sa, float sb) {
+                           float* gw_blk, float* gb_blk, float* gh_out, const Band& band, std::int64_t N,
+                           std::int64_t n0, std::int64_t len, float sa, float sb) {
   const std::int64_t n = FULL ? kPsnBlock : len;
   const std::int64_t T = band.T;
   float hv[kPsnBlock];
@@ -113,18 +116,24 @@ inline void backward_block(const float* x, const float* gs, const float* w, cons
       sum += g;
     }
     gb_blk[t] += sum;
+    if (gh_out) {  // dW is left to the caller (a GEMM of dH and X): store this row of dH
+      float* gor = gh_out + t * N + n0;
+#pragma omp simd
+      for (std::int64_t i = 0; i < n; ++i) gor[i] = ghr[i];
+      continue;
+    }
     for (std::int64_t j = band.lo(t); j < band.hi(t); ++j) {
       const float* xr = x + j * N + n0;
       float* lanes = gw_blk + (t * T + j) * kLanes;
       if constexpr (FULL) {
         for (std::int64_t c = 0; c < kPsnBlock; c += kLanes) {
 #pragma omp simd
-          for (std::int64_t l = 0; l < kLanes; ++l) lanes[l] += ghr[c + l] * xr[c + l];
+          for (std::int64_t l = 0; l < kLanes; ++l) lanes[l] = madd(ghr[c + l], xr[c + l], lanes[l]);
         }
       } else {
         float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
-        for (std::int64_t i = 0; i < n; ++i) dot += ghr[i] * xr[i];
+        for (std::int64_t i = 0; i < n; ++i) dot = madd(ghr[i], xr[i], dot);
         lanes[0] += dot;
       }
     }
@@ -140,7 +149,7 @@ inline void backward_block(const float* x, const float* gs, const float* w, cons
       const float wtj = w[t * T + j];
       const float* ghr = gh + t * kPsnBlock;
 #pragma omp simd
-      for (std::int64_t i = 0; i < n; ++i) acc[i] += wtj * ghr[i];
+      for (std::int64_t i = 0; i < n; ++i) acc[i] = madd(wtj, ghr[i], acc[i]);
     }
     float* gxr = gx + j * N + n0;
 #pragma omp simd
@@ -150,8 +159,8 @@ inline void backward_block(const float* x, const float* gs, const float* w, cons
 
 template <int SG>
 void psn_backward_impl(const float* x, const float* gs, const float* w, const float* b, float* gx, double* gw_part,
-                       double* gb_part, std::int64_t T, std::int64_t N, std::int64_t band_k, std::int64_t nchunks,
-                       float sa, float sb, int nthreads) {
+                       double* gb_part, float* gh_out, std::int64_t T, std::int64_t N, std::int64_t band_k,
+                       std::int64_t nchunks, float sa, float sb, int nthreads) {
   const Band band{T, band_k};
   const std::int64_t nblocks = (N + kPsnBlock - 1) / kPsnBlock;
 #pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, nchunks))
@@ -159,7 +168,7 @@ void psn_backward_impl(const float* x, const float* gs, const float* w, const fl
     const std::int64_t blk0 = c * nblocks / nchunks;
     const std::int64_t blk1 = (c + 1) * nblocks / nchunks;
     std::vector<float> gh(static_cast<std::size_t>(T * kPsnBlock));
-    std::vector<float> gw_blk(static_cast<std::size_t>(T * T * kLanes), 0.0f);  // lane sums per (t, j)
+    std::vector<float> gw_blk(gh_out ? 0 : static_cast<std::size_t>(T * T * kLanes), 0.0f);  // lane sums per (t, j)
     std::vector<float> gb_blk(static_cast<std::size_t>(T), 0.0f);
     double* gw = gw_part + c * T * T;
     double* gbp = gb_part + c * T;
@@ -169,12 +178,14 @@ void psn_backward_impl(const float* x, const float* gs, const float* w, const fl
       const std::int64_t n0 = blk * kPsnBlock;
       const std::int64_t len = std::min(kPsnBlock, N - n0);
       if (len == kPsnBlock)
-        backward_block<SG, true>(x, gs, w, b, gx, gh.data(), gw_blk.data(), gb_blk.data(), band, N, n0, len, sa, sb);
+        backward_block<SG, true>(x, gs, w, b, gx, gh.data(), gw_blk.data(), gb_blk.data(), gh_out, band, N, n0, len,
+                                 sa, sb);
       else
-        backward_block<SG, false>(x, gs, w, b, gx, gh.data(), gw_blk.data(), gb_blk.data(), band, N, n0, len, sa, sb);
+        backward_block<SG, false>(x, gs, w, b, gx, gh.data(), gw_blk.data(), gb_blk.data(), gh_out, band, N, n0, len,
+                                  sa, sb);
       // flush the float block sums into the float64 chunk partials every few blocks
       if ((blk - blk0) % 16 == 15 || blk == blk1 - 1) {
-        for (std::int64_t q = 0; q < T * T; ++q) {
+        for (std::int64_t q = 0; q < (gh_out ? 0 : T * T); ++q) {
           float* lanes = gw_blk.data() + q * kLanes;
           double acc = 0.0;
           for (std::int64_t l = 0; l < kLanes; ++l) {
@@ -193,14 +204,15 @@ void psn_backward_impl(const float* x, const float* gs, const float* w, const fl
 }
 
 void psn_backward(std::uintptr_t x_, std::uintptr_t gs_, std::uintptr_t w_, std::uintptr_t b_, std::uintptr_t gx_,
-                  std::uintptr_t gw_part_, std::uintptr_t gb_part_, std::int64_t T, std::int64_t N,
+                  std::uintptr_t gw_part_, std::uintptr_t gb_part_, std::uintptr_t gh_out_, std::int64_t T, std::int64_t N,
                   std::int64_t band_k, std::int64_t nchunks, int sg, float a, float bpar, int nthreads) {
   check(band_k >= 0, "psn: band must be >= 0 (0 = dense)");
   check(nchunks >= 1, "psn: nchunks must be >= 1");
   dispatch_surrogate(sg, [&](auto id) {
     psn_backward_impl<decltype(id)::value>(ptr<const float>(x_), ptr<const float>(gs_), ptr<const float>(w_),
                                            ptr<const float>(b_), ptr<float>(gx_), ptr<double>(gw_part_),
-                                           ptr<double>(gb_part_), T, N, band_k, nchunks, a, bpar, nthreads);
+                                           ptr<double>(gb_part_), gh_out_ ? ptr<float>(gh_out_) : nullptr, T, N,
+                                           band_k, nchunks, a, bpar, nthreads);
   });
 }
 
@@ -213,9 +225,11 @@ void register_psn(pybind11::module_& m) {
         "S = (W X + B >= 0) on [T, N] float32 buffers (addresses); h (may be 0) receives W X + B.");
   m.def("psn_backward", &psn_backward, py::call_guard<py::gil_scoped_release>(), py::arg("x"), py::arg("grad_spike"),
         py::arg("w"), py::arg("b"), py::arg("grad_x"), py::arg("grad_w_partial"), py::arg("grad_b_partial"),
-        py::arg("T"), py::arg("N"), py::arg("band"), py::arg("nchunks"), py::arg("surrogate"), py::arg("alpha"),
+        py::arg("grad_h"), py::arg("T"), py::arg("N"), py::arg("band"), py::arg("nchunks"), py::arg("surrogate"), py::arg("alpha"),
         py::arg("beta"), py::arg("nthreads"),
-        "Fused backward: grad_x [T, N]; float64 partials grad_w [nchunks, T, T] and grad_b [nchunks, T].");
+        "Fused backward: grad_x [T, N]; float64 partials grad_w [nchunks, T, T] and grad_b [nchunks, T]. With a "
+        "grad_h buffer [T, N] (else 0), dH is stored there instead and grad_w is left untouched (the caller's "
+        "GEMM dH X^T).");
 }
 FASTSPIKE_REGISTER(register_psn);
 

@@ -51,6 +51,28 @@ def test_psn_op_matches_reference(backend, T, band, sg):
         assert (go[1][outside] == 0).all()
 
 
+@pytest.mark.parametrize("T,band", [(48, 0), (64, 60)])
+def test_psn_cpp_large_T_gemm_weight_gradient(T, band):
+    # dW's lane sums would exceed _LANE_SUM_MAX_BYTES, so the C++ backward stores dH and dW is a GEMM
+    from fastspike.ops.psn import _LANE_SUM_MAX_BYTES
+    pairs = T * T if band == 0 else sum(min(t + 1, band) for t in range(T))
+    assert pairs * 64 > _LANE_SUM_MAX_BYTES
+    x = torch.randn(T, 2, 37, requires_grad=True)
+    w = (torch.randn(T, T) / T ** 0.5).requires_grad_()
+    b = torch.randn(T).requires_grad_()
+    g = torch.randn(T, 2, 37)
+    sg = surrogate.Sigmoid()
+    out = psn(x, w, b, sg, band, backend="cpp")
+    ref = reference_psn(x, w, b, sg, band)
+    check_spikes(ref, out, near_threshold(x, w, b, band))
+    go = torch.autograd.grad(out, [x, w, b], g)
+    gr = torch.autograd.grad(ref, [x, w, b], g)
+    for name, r, o in zip(["grad_x", "grad_w", "grad_b"], gr, go):
+        assert_close(name, r, o, 1e-5)
+    if band:
+        assert (go[1][band_mask(T, band) == 0] == 0).all()
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_psn_op_noncontiguous(backend):
     T = 9

@@ -113,7 +113,7 @@ class Settings:
     copy_bw_gbs: Optional[float] = None  # CUDA: device-to-device copy bandwidth measured in this run
 
 
-def floor_impl(x: torch.Tensor, copies: int, what: str) -> Impl:
+def floor_impl(x: torch.Tensor, copies: int, what: str, name: str = "floor (memcpy)") -> Impl:
     """The memory-traffic floor: ``copies`` preallocated ``dst.copy_(src)`` of a tensor shaped like ``x``.
 
     On the CPU every copy has its own source and destination (a caches-sized tensor copied twice would be
@@ -128,7 +128,7 @@ def floor_impl(x: torch.Tensor, copies: int, what: str) -> Impl:
         for src, dst in seq:
             dst.copy_(src)
         return None
-    return Impl("floor (memcpy)", fn, kind="floor", check=False, note=what,
+    return Impl(name, fn, kind="floor", check=False, note=what,
                 bytes_moved=copies * 2 * x.numel() * x.element_size())
 
 
