@@ -596,47 +596,66 @@ bool conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_,
   return true;
 }
 
-// bits: x [B, Cin, H, W] packed flat (one row); g_nhwc [B, OH, OW, Cout]; gwt [Cin][KH][KW][Cout/G] (written).
-void conv2d_grad_weight(std::uintptr_t bits_, std::int64_t nbytes, std::uintptr_t g_, std::uintptr_t gwt_,
-                        std::int64_t B, std::int64_t Cin, std::int64_t H, std::int64_t W, std::int64_t Cout,
-                        std::int64_t OH, std::int64_t OW, std::int64_t KH, std::int64_t KW, std::int64_t sh,
-                        std::int64_t sw, std::int64_t ph, std::int64_t pw, std::int64_t dh, std::int64_t dw,
-                        std::int64_t G, int nthreads) {
-  const std::uint8_t* bits = ptr<const std::uint8_t>(bits_);
-  const float* g = ptr<const float>(g_);
-  float* gwt = ptr<float>(gwt_);
+// The positions p0 + i (i < len) of x's nonzeros among 32 consecutive elements, as a bit mask: from the
+// packed bits, or from one byte per element.
+template <bool BYTES>
+inline std::uint64_t nonzero_mask(const std::uint8_t* data, std::int64_t nbytes, std::int64_t pos, int len) {
+  if constexpr (BYTES) {
+    std::uint64_t m = 0;
+    const std::uint8_t* v = data + pos;
+    for (int i = 0; i < len; ++i) m |= static_cast<std::uint64_t>(v[i] != 0) << i;
+    return m;
+  } else {
+    return load_bits(data, nbytes, pos, len);
+  }
+}
+
+// x [B, Cin, H, W], flat: packed bits (BYTES false: every active input is 1) or one uint8 value per element
+// (BYTES true: spike counts); g_nhwc [B, OH, OW, Cout]; gw [Cout][Cin/G][KH][KW] (written, torch's layout).
+// Each thread owns whole input channels and accumulates a channel's KH*KW*Cout/G weights over every batch
+// element in a local [KH][KW][Cout/G] buffer that stays in its cache, then writes them to gw.
+template <bool BYTES>
+void conv2d_grad_weight_impl(const std::uint8_t* data, std::int64_t nbytes, const float* g, float* gw,
+                             std::int64_t B, std::int64_t Cin, std::int64_t H, std::int64_t W, std::int64_t Cout,
+                             std::int64_t OH, std::int64_t OW, std::int64_t KH, std::int64_t KW, std::int64_t sh,
+                             std::int64_t sw, std::int64_t ph, std::int64_t pw, std::int64_t dh, std::int64_t dw,
+                             std::int64_t G, int nthreads) {
   const std::int64_t cg = Cout / G, cing = Cin / G, HW = H * W;
   const std::int64_t row = KH * KW * cg;
 #pragma omp parallel num_threads(clamp_threads(nthreads, Cin))
   {
+  std::vector<float> acc(static_cast<std::size_t>(row));
 #pragma omp for schedule(static)
-    for (std::int64_t c = 0; c < Cin; ++c) std::fill(gwt + c * row, gwt + (c + 1) * row, 0.0f);
-    // the same static schedule hands every thread the same channels in each b, so no barrier is needed
+  for (std::int64_t c = 0; c < Cin; ++c) {
+    const std::int64_t grp = c / cing;
+    float* dst_c = acc.data();
+    std::fill(dst_c, dst_c + row, 0.0f);
     for (std::int64_t bb = 0; bb < B; ++bb) {
-#pragma omp for schedule(static) nowait
-      for (std::int64_t c = 0; c < Cin; ++c) {
-        const std::int64_t grp = c / cing;
-        const std::int64_t base = (bb * Cin + c) * HW;
-        float* dst_c = gwt + c * row;
-        for (std::int64_t p0 = 0; p0 < HW; p0 += 32) {
-          const int len = static_cast<int>(std::min<std::int64_t>(32, HW - p0));
-          std::uint64_t word = load_bits(bits, nbytes, base + p0, len);
-          while (word) {
-            const std::int64_t p = p0 + __builtin_ctzll(word);
-            word &= word - 1;
-            const std::int64_t iy = p / W, ix = p % W;
-            for (std::int64_t ky = 0; ky < KH; ++ky) {
-              const std::int64_t ty = iy + ph - ky * dh;
-              if (ty < 0 || ty % sh) continue;
-              const std::int64_t oy = ty / sh;
-              if (oy >= OH) continue;
-              for (std::int64_t kx = 0; kx < KW; ++kx) {
-                const std::int64_t tx = ix + pw - kx * dw;
-                if (tx < 0 || tx % sw) continue;
-                const std::int64_t ox = tx / sw;
-                if (ox >= OW) continue;
-                const float* src = g + ((bb * OH + oy) * OW + ox) * Cout + grp * cg;
-                float* dst = dst_c + (ky * KW + kx) * cg;
+      const std::int64_t base = (bb * Cin + c) * HW;
+      for (std::int64_t p0 = 0; p0 < HW; p0 += 32) {
+        const int len = static_cast<int>(std::min<std::int64_t>(32, HW - p0));
+        std::uint64_t word = nonzero_mask<BYTES>(data, nbytes, base + p0, len);
+        while (word) {
+          const std::int64_t p = p0 + __builtin_ctzll(word);
+          word &= word - 1;
+          const float v = BYTES ? static_cast<float>(data[base + p]) : 1.0f;
+          const std::int64_t iy = p / W, ix = p % W;
+          for (std::int64_t ky = 0; ky < KH; ++ky) {
+            const std::int64_t ty = iy + ph - ky * dh;
+            if (ty < 0 || ty % sh) continue;
+            const std::int64_t oy = ty / sh;
+            if (oy >= OH) continue;
+            for (std::int64_t kx = 0; kx < KW; ++kx) {
+              const std::int64_t tx = ix + pw - kx * dw;
+              if (tx < 0 || tx % sw) continue;
+              const std::int64_t ox = tx / sw;
+              if (ox >= OW) continue;
+              const float* src = g + ((bb * OH + oy) * OW + ox) * Cout + grp * cg;
+              float* dst = dst_c + (ky * KW + kx) * cg;
+              if constexpr (BYTES) {
+#pragma omp simd
+                for (std::int64_t i = 0; i < cg; ++i) dst[i] += v * src[i];
+              } else {
 #pragma omp simd
                 for (std::int64_t i = 0; i < cg; ++i) dst[i] += src[i];
               }
@@ -645,7 +664,30 @@ void conv2d_grad_weight(std::uintptr_t bits_, std::int64_t nbytes, std::uintptr_
         }
       }
     }
+    // gw[grp * cg + o][c % cing][ky][kx] = acc[ky][kx][o]
+    const std::int64_t taps = KH * KW;
+    float* out_c = gw + (grp * cg * cing + c % cing) * taps;
+    for (std::int64_t o = 0; o < cg; ++o) {
+      float* dst = out_c + o * cing * taps;
+      for (std::int64_t k = 0; k < taps; ++k) dst[k] = acc[k * cg + o];
+    }
   }
+  }
+}
+
+void conv2d_grad_weight(std::uintptr_t data_, std::int64_t nbytes, bool bytes, std::uintptr_t g_, std::uintptr_t gw_,
+                        std::int64_t B, std::int64_t Cin, std::int64_t H, std::int64_t W, std::int64_t Cout,
+                        std::int64_t OH, std::int64_t OW, std::int64_t KH, std::int64_t KW, std::int64_t sh,
+                        std::int64_t sw, std::int64_t ph, std::int64_t pw, std::int64_t dh, std::int64_t dw,
+                        std::int64_t G, int nthreads) {
+  const auto* data = ptr<const std::uint8_t>(data_);
+  check(!bytes || nbytes >= B * Cin * H * W, "conv2d_grad_weight: one byte per input element expected");
+  if (bytes)
+    conv2d_grad_weight_impl<true>(data, nbytes, ptr<const float>(g_), ptr<float>(gw_), B, Cin, H, W, Cout, OH, OW,
+                                  KH, KW, sh, sw, ph, pw, dh, dw, G, nthreads);
+  else
+    conv2d_grad_weight_impl<false>(data, nbytes, ptr<const float>(g_), ptr<float>(gw_), B, Cin, H, W, Cout, OH, OW,
+                                   KH, KW, sh, sw, ph, pw, dh, dw, G, nthreads);
 }
 
 void register_synapse(pybind11::module_& m) {
@@ -669,11 +711,13 @@ void register_synapse(pybind11::module_& m) {
         py::arg("OW"), py::arg("KH"), py::arg("KW"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"),
         py::arg("dh"), py::arg("dw"), py::arg("groups"), py::arg("nthreads"),
         "Event-driven conv2d forward (gather per output row); False (out unwritten) when x is not binary.");
-  m.def("synapse_conv2d_grad_weight", &conv2d_grad_weight, nogil, py::arg("bits"), py::arg("nbytes"), py::arg("g"),
-        py::arg("gwt"), py::arg("B"), py::arg("Cin"), py::arg("H"), py::arg("W"), py::arg("Cout"), py::arg("OH"),
+  m.def("synapse_conv2d_grad_weight", &conv2d_grad_weight, nogil, py::arg("data"), py::arg("nbytes"),
+        py::arg("bytes"), py::arg("g"),
+        py::arg("gw"), py::arg("B"), py::arg("Cin"), py::arg("H"), py::arg("W"), py::arg("Cout"), py::arg("OH"),
         py::arg("OW"), py::arg("KH"), py::arg("KW"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"),
         py::arg("dh"), py::arg("dw"), py::arg("groups"), py::arg("nthreads"),
-        "Event-driven conv2d weight gradient from packed x bits and g in NHWC; writes gwt [Cin][KH][KW][Cout/G].");
+        "Event-driven conv2d weight gradient from x as packed bits (bytes=False) or one uint8 value per element "
+        "(bytes=True) and g in NHWC; writes gw [Cout][Cin/G][KH][KW].");
 }
 FASTSPIKE_REGISTER(register_synapse);
 

@@ -207,23 +207,6 @@ def count_synops(model: nn.Module, x: torch.Tensor, e_ac: float = E_AC_45NM_PJ, 
 
 
 # ------------------------------------------------------------------------------------ saved-spike packing
-def _head_kind(t: torch.Tensor, min_numel: int):
-    """Cheap screen on the first 512 elements: 'bits' (all 0/1), 'u8' (integers in [0, 255]) or None."""
-    if not t.is_floating_point() or t.numel() < min_numel or not t.is_contiguous() or (t.requires_grad and t.is_leaf):
-        return None
-    head = t.view(-1)[:512]
-    if bool(((head == 0) | (head == 1)).all()):
-        return "bits"
-    if bool(((head >= 0) & (head <= 255) & (head == head.round())).all()):
-        return "u8"
-    return None
-
-
-def _try_u8(t: torch.Tensor):
-    u = t.to(torch.uint8)  # out-of-range, fractional and NaN values do not survive the round trip
-    return (u, t.dtype) if torch.equal(u.to(t.dtype), t) else None
-
-
 class pack_saved_spikes(torch.autograd.graph.saved_tensors_hooks):
     """Context manager: tensors that autograd saves for the backward pass and that hold only 0s and 1s
     (spikes: the inputs of synapse layers and pooling after a neuron) are stored bit-packed, 1 bit per
@@ -235,43 +218,20 @@ class pack_saved_spikes(torch.autograd.graph.saved_tensors_hooks):
             loss = criterion(net(x_seq), y)
         loss.backward()
 
-    Cost: a look at the first 512 elements of every saved floating-point tensor; candidates are then packed
-    by ``fastspike.ops.synapse.pack_bits`` (one pass that also verifies they are binary) or converted to
-    uint8 and verified; the backward unpacks them. Tensors smaller than ``min_numel`` and leaf tensors that
-    require grad (parameters) are kept as they are.
+    fastspike's own synapse and pooling layers already keep their saved inputs this way during CPU training;
+    the context extends it to every saved tensor, any layer and device (fastspike.ops._saved does the work:
+    one pass per tensor, which on a GPU also costs a device-to-host synchronisation). Tensors smaller than
+    ``min_numel`` and leaf tensors that require grad (parameters) are kept as they are.
     """
 
     def __init__(self, min_numel: int = 4096):
         self.min_numel = int(min_numel)
-        from .ops.synapse import pack_bits, unpack_bits
+        from .ops import _saved
 
         def pack(t: torch.Tensor):
-            kind = _head_kind(t, self.min_numel)
-            if kind == "bits":
-                x2 = t.detach().view(-1, t.shape[-1]) if t.dim() > 1 else t.detach().view(1, -1)
-                try:
-                    try:
-                        bits = pack_bits(x2)
-                    except (RuntimeError, ImportError):  # no compiled kernel for this tensor: reference path
-                        bits = pack_bits(x2, backend="torch")
-                    return ("bits", bits, t.shape, t.dtype, x2.shape[-1])
-                except ValueError:  # not binary after all: maybe spike counts
-                    kind = "u8"
-            if kind == "u8":
-                packed = _try_u8(t.detach())
-                if packed is not None:
-                    return ("u8",) + packed
-            return t
+            if t.requires_grad and t.is_leaf:
+                return t
+            packed = _saved.compact(t.detach(), self.min_numel, sync_ok=True)
+            return t if isinstance(packed, torch.Tensor) else packed  # kept as it is: the tensor itself
 
-        def unpack(p):
-            if isinstance(p, torch.Tensor):
-                return p
-            if p[0] == "u8":
-                return p[1].to(p[2])
-            _, bits, shape, dtype, cols = p
-            try:
-                return unpack_bits(bits, cols, dtype).view(shape)
-            except (RuntimeError, ImportError):
-                return unpack_bits(bits, cols, dtype, backend="torch").view(shape)
-
-        super().__init__(pack, unpack)
+        super().__init__(pack, _saved.restore)

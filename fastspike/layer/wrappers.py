@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import base, functional
+from ..ops import _saved
 
 __all__ = [
     "Conv1d",
@@ -133,11 +134,19 @@ class Conv1d(_StepModeWrapper, nn.Conv1d):
         self.step_mode = step_mode
 
 
+def _compact_training(layer, x: torch.Tensor) -> bool:
+    """Whether the dense path should go through the synapse op so that its saved input is stored compactly
+    (bits for spikes, bytes for spike counts; ops/_saved.py): training on the CPU. The forward and every
+    gradient are the same torch convolution / GEMM calls either way."""
+    return x.is_cpu and torch.is_grad_enabled() and layer.weight.requires_grad and x.dtype == torch.float32
+
+
 class Conv2d(_StepModeWrapper, nn.Conv2d):
-    """``event_driven`` (fastspike extension, default False = plain ``nn.Conv2d``): True runs the event-driven
-    spike-gather kernel (binary input only, ValueError otherwise); 'auto' measures the input's spike density and
-    picks the event or the dense path by the calibrated crossover (docs/synapses.md). Both non-default settings
-    save binary inputs for backward as bits."""
+    """``event_driven`` (fastspike extension): False (default) computes exactly ``nn.Conv2d``; True runs the
+    event-driven spike-gather kernel (binary input only, ValueError otherwise); 'auto' measures the input's spike
+    density and picks the event or the dense path by the calibrated crossover (docs/synapses.md). In training on
+    the CPU every setting keeps the input for the weight gradient compactly when it holds spikes (1 bit each)
+    or spike counts (1 byte each), and as it is otherwise."""
 
     _ndim_s, _layout_s = (3, 4), _LAYOUT[2]
 
@@ -153,7 +162,7 @@ class Conv2d(_StepModeWrapper, nn.Conv2d):
         self.event_driven = event_driven
 
     def _stateless_forward(self, x):
-        if self.event_driven is False or self.padding_mode != "zeros":
+        if self.padding_mode != "zeros" or (self.event_driven is False and not _compact_training(self, x)):
             return super()._stateless_forward(x)
         from ..ops.synapse import synapse_conv2d
         return synapse_conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
@@ -211,7 +220,8 @@ class ConvTranspose3d(_StepModeWrapper, nn.ConvTranspose3d):
 # linear
 # ------------------------------------------------------------------------------------------------
 class Linear(_StepModeWrapper, nn.Linear):
-    """``nn.Linear`` with a step mode; it takes [N, *, C] and [T, N, *, C] alike (no folding needed)."""
+    """``nn.Linear`` with a step mode; it takes [N, *, C] and [T, N, *, C] alike (no folding needed).
+    ``event_driven`` and the compact storage of the saved input in training are as in :class:`Conv2d`."""
 
     _fold_time = False
 
@@ -223,7 +233,7 @@ class Linear(_StepModeWrapper, nn.Linear):
         self.event_driven = event_driven  # fastspike extension; see Conv2d and docs/synapses.md
 
     def _stateless_forward(self, x):
-        if self.event_driven is False:
+        if self.event_driven is False and not _compact_training(self, x):
             return super()._stateless_forward(x)
         from ..ops.synapse import synapse_linear
         return synapse_linear(x, self.weight, self.bias, event_driven=self.event_driven)
@@ -275,8 +285,87 @@ class GroupNorm(_StepModeWrapper, nn.GroupNorm):
 # ------------------------------------------------------------------------------------------------
 # pooling
 # ------------------------------------------------------------------------------------------------
-class MaxPool1d(_StepModeWrapper, nn.MaxPool1d):
+def _pool_out(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+    """torch's pooling output length."""
+    out = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def _cpp_max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode):
+    """(output, int16/int32 plane-offset indices) from csrc/pool.cpp for contiguous CPU float32 [N, C, H, W]
+    or [C, H, W]; None where torch's own kernel should run (other tensors, arguments torch rejects)."""
+    from torch.nn.modules.utils import _pair
+    from .. import _ext
+
+    if not (x.is_cpu and x.dtype == torch.float32 and x.is_contiguous() and x.dim() in (3, 4) and _ext.available()):
+        return None
+    (kh, kw), (ph, pw), (dh, dw) = _pair(kernel_size), _pair(padding), _pair(dilation)
+    sh, sw = _pair(stride if stride is not None and stride != [] else kernel_size)
+    H, W = x.shape[-2:]
+    if min(kh, kw, sh, sw, dh, dw) < 1 or ph > kh // 2 or pw > kw // 2 or H * W >= 2 ** 31 - 1:
+        return None
+    OH, OW = _pool_out(H, kh, sh, ph, dh, ceil_mode), _pool_out(W, kw, sw, pw, dw, ceil_mode)
+    if OH < 1 or OW < 1:
+        return None
+    planes = x.numel() // (H * W) if H * W else 0
+    out = torch.empty(x.shape[:-2] + (OH, OW), dtype=torch.float32)
+    idx = torch.empty(out.shape, dtype=torch.int16 if H * W < 32767 else torch.int32)
+    if out.numel():
+        _ext.get().max_pool2d(x.data_ptr(), out.data_ptr(), idx.data_ptr(), idx.element_size(), planes, H, W, OH, OW,
+                              kh, kw, sh, sw, ph, pw, dh, dw, torch.get_num_threads())
+    return out, idx
+
+
+class _MaxPoolFn(torch.autograd.Function):
+    """torch's max pooling forward; for the backward it keeps only the argmax indices, in the narrowest integer
+    dtype that holds them (ops/_saved.py), instead of the input and int64 indices that torch keeps. The gradient
+    is the same scatter-add of the output gradient into the argmax positions, in the same order."""
+
+    @staticmethod
+    def forward(ctx, x, dims: int, kernel_size, stride, padding, dilation, ceil_mode):
+        plane = int(np.prod(x.shape[x.dim() - dims:]))
+        pooled = _cpp_max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode) if dims == 2 else None
+        if pooled is None:
+            pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[dims - 1]
+            out, idx = pool(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices=True)
+            # an empty window's index points past the plane: map it to the sentinel `plane`
+            idx = _saved.narrow_indices(idx.clamp_(max=plane), plane + 1)
+        else:
+            out, idx = pooled
+        ctx.save_for_backward(idx)
+        ctx.x_shape, ctx.plane = x.shape, plane
+        # windows left without an in-bounds element (only with dilation > 1) point at the sentinel `plane`
+        ctx.may_be_empty = any(v > 1 for v in ((dilation,) if isinstance(dilation, int) else tuple(dilation)))
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        (idx,) = ctx.saved_tensors
+        rows = int(np.prod(ctx.x_shape)) // ctx.plane if ctx.plane else 0
+        cols = ctx.plane + 1 if ctx.may_be_empty else ctx.plane  # the extra column collects empty windows
+        gx = torch.zeros((rows, cols), dtype=g.dtype, device=g.device)
+        gx.scatter_add_(1, _saved.widen_indices(idx).reshape(rows, -1), g.reshape(rows, -1))
+        if ctx.may_be_empty:
+            gx = gx[:, :ctx.plane]
+        return gx.reshape(ctx.x_shape), None, None, None, None, None, None
+
+
+class _MaxPoolMixin:
+    _pool_dims = 2
+
+    def _stateless_forward(self, x):
+        if self.return_indices or not (torch.is_grad_enabled() and x.requires_grad):
+            return super()._stateless_forward(x)
+        return _MaxPoolFn.apply(x, self._pool_dims, self.kernel_size, self.stride, self.padding, self.dilation,
+                                self.ceil_mode)
+
+
+class MaxPool1d(_MaxPoolMixin, _StepModeWrapper, nn.MaxPool1d):
     _ndim_s, _layout_s = (2, 3), _LAYOUT[1]
+    _pool_dims = 1
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False,
                  ceil_mode: bool = False, step_mode: str = "s") -> None:
@@ -284,8 +373,9 @@ class MaxPool1d(_StepModeWrapper, nn.MaxPool1d):
         self.step_mode = step_mode
 
 
-class MaxPool2d(_StepModeWrapper, nn.MaxPool2d):
+class MaxPool2d(_MaxPoolMixin, _StepModeWrapper, nn.MaxPool2d):
     _ndim_s, _layout_s = (3, 4), _LAYOUT[2]
+    _pool_dims = 2
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False,
                  ceil_mode: bool = False, step_mode: str = "s") -> None:
@@ -293,8 +383,9 @@ class MaxPool2d(_StepModeWrapper, nn.MaxPool2d):
         self.step_mode = step_mode
 
 
-class MaxPool3d(_StepModeWrapper, nn.MaxPool3d):
+class MaxPool3d(_MaxPoolMixin, _StepModeWrapper, nn.MaxPool3d):
     _ndim_s, _layout_s = (4, 5), _LAYOUT[3]
+    _pool_dims = 3
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False,
                  ceil_mode: bool = False, step_mode: str = "s") -> None:
