@@ -5,7 +5,7 @@
 // * float32, contiguous buffers passed as addresses; at most `nthreads` OpenMP threads.
 // * Bit layout: a [rows, cols] tensor packs to [rows, ceil(cols / 8)] bytes; bit j of byte b of a row holds
 //   element 8 b + j (little-endian within the byte). A flat tensor is packed as one row.
-// * A spike is any value != 0; a value outside {0, 1} makes the op report "not binary" (return false) so
+// * A spike is any value != 0; a value outside {0, 1} makes the op report "not binary" (status 0) so
 //   the caller can raise or fall back to the dense path; outputs are then left unwritten.
 //
 // Linear, forward: every row of x is compacted into the list of its active inputs (one pass: AVX-512 compress
@@ -251,18 +251,28 @@ bool build_row_lists(const float* x, std::int64_t rows, std::int64_t cols, std::
   return !bad;
 }
 
+// Status of an event-driven forward: done, or not run (out unwritten) because x is not binary or because it
+// holds more than max_nnz spikes (the caller's density limit: the dense path is faster there).
+constexpr int kNotBinary = 0, kDone = 1, kTooDense = 2;
+
 // x [M, K]; wt [ceil(N/64)][K][64] (tile-blocked W^T, zero padded); bias [N] or 0; out [M, N];
-// bits [M, ceil(K/8)] or 0 (filled with the packed spikes on the way). Returns false (out unwritten)
-// when x is not binary.
-bool linear_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, std::uintptr_t out_,
-                    std::uintptr_t bits_, std::int64_t M, std::int64_t K, std::int64_t N, int nthreads) {
+// bits [M, ceil(K/8)] or 0 (filled with the packed spikes on the way, also when the result is kTooDense);
+// max_nnz < 0: no density limit.
+int linear_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, std::uintptr_t out_,
+                   std::uintptr_t bits_, std::int64_t M, std::int64_t K, std::int64_t N, std::int64_t max_nnz,
+                   int nthreads) {
   const float* x = ptr<const float>(x_);
   const float* wt = ptr<const float>(wt_);
   const float* bias = bias_ ? ptr<const float>(bias_) : nullptr;
   float* out = ptr<float>(out_);
   const int threads = clamp_threads(nthreads, M);
   RowLists L;
-  if (!build_row_lists(x, M, K, bits_ ? ptr<std::uint8_t>(bits_) : nullptr, threads, L)) return false;
+  if (!build_row_lists(x, M, K, bits_ ? ptr<std::uint8_t>(bits_) : nullptr, threads, L)) return kNotBinary;
+  if (max_nnz >= 0) {
+    std::int64_t total = 0;
+    for (std::int64_t r = 0; r < M; ++r) total += L.count[r];
+    if (total > max_nnz) return kTooDense;
+  }
 
   const std::int64_t ntiles = (N + kTile - 1) / kTile;
   constexpr std::int64_t kRowBlock = 128;
@@ -315,7 +325,7 @@ bool linear_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_,
       std::memcpy(out + m * N + n0, acc, static_cast<std::size_t>(nvalid) * sizeof(float));
     }
   }
-  return true;
+  return kDone;
 }
 
 // bits [M, ceil(K/8)] (packed x); gt [ceil(N/64)][M][64] (tile-blocked upstream gradient, zero padded);
@@ -435,12 +445,13 @@ inline void conv_pixel_block(const float* wt, std::int64_t cstride, const float*
 #endif
 
 // x [B, Cin, H, W]; wt [Cin][KH][KW][Cout/G] (for input channel c, the weights of the outputs of its group);
-// bias [Cout] or 0; out [B, Cout, OH, OW]. Returns false (out unwritten) when x is not binary.
-bool conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, std::uintptr_t out_,
-                    std::int64_t B, std::int64_t Cin, std::int64_t H, std::int64_t W, std::int64_t Cout,
-                    std::int64_t OH, std::int64_t OW, std::int64_t KH, std::int64_t KW, std::int64_t sh,
-                    std::int64_t sw, std::int64_t ph, std::int64_t pw, std::int64_t dh, std::int64_t dw,
-                    std::int64_t G, int nthreads) {
+// bias [Cout] or 0; out [B, Cout, OH, OW]. Returns kDone, or kNotBinary / kTooDense (more than max_nnz spikes;
+// max_nnz < 0: no limit) with out unwritten.
+int conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, std::uintptr_t out_,
+                   std::int64_t B, std::int64_t Cin, std::int64_t H, std::int64_t W, std::int64_t Cout,
+                   std::int64_t OH, std::int64_t OW, std::int64_t KH, std::int64_t KW, std::int64_t sh,
+                   std::int64_t sw, std::int64_t ph, std::int64_t pw, std::int64_t dh, std::int64_t dw,
+                   std::int64_t G, std::int64_t max_nnz, int nthreads) {
   const ConvShape s{B, Cin, H, W, Cout, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, G};
   const float* x = ptr<const float>(x_);
   const float* wt = ptr<const float>(wt_);
@@ -495,7 +506,12 @@ bool conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_,
     }
     bad = bad || b;
   }
-  if (bad) return false;
+  if (bad) return kNotBinary;
+  if (max_nnz >= 0) {
+    std::int64_t total = 0;
+    for (std::int64_t q = 0; q < B * H * W; ++q) total += pix_cnt[q];
+    if (total > max_nnz) return kTooDense;
+  }
   for (std::int64_t r = 0; r < in_rows; ++r) row_base[r] = local[row_owner[r]].data() + row_off[r];
 
   // Phase 2: gather per output row.
@@ -593,7 +609,7 @@ bool conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_,
       }
     }
   }
-  return true;
+  return kDone;
 }
 
 // The positions p0 + i (i < len) of x's nonzeros among 32 consecutive elements, as a bit mask: from the
@@ -701,16 +717,19 @@ void register_synapse(pybind11::module_& m) {
   m.def("spike_stats", &spike_stats, nogil, py::arg("x"), py::arg("n"), py::arg("nthreads"),
         "(number of nonzeros, all values in {0, 1}) of a float32 buffer.");
   m.def("synapse_linear_forward", &linear_forward, nogil, py::arg("x"), py::arg("wt"), py::arg("bias"),
-        py::arg("out"), py::arg("bits"), py::arg("M"), py::arg("K"), py::arg("N"), py::arg("nthreads"),
-        "Event-driven x @ W^T + b on float32 buffers; False (out unwritten) when x is not binary.");
+        py::arg("out"), py::arg("bits"), py::arg("M"), py::arg("K"), py::arg("N"), py::arg("max_nnz"),
+        py::arg("nthreads"),
+        "Event-driven x @ W^T + b on float32 buffers. Returns 1 (done), 0 (x not binary) or 2 (more than max_nnz "
+        "spikes; max_nnz < 0: no limit); out is unwritten unless 1, bits (if given) are written unless 0.");
   m.def("synapse_linear_grad_weight", &linear_grad_weight, nogil, py::arg("bits"), py::arg("gt"), py::arg("gw"),
         py::arg("M"), py::arg("K"), py::arg("N"), py::arg("nthreads"),
         "Event-driven grad of W = g^T x from packed x bits and the tile-blocked g.");
   m.def("synapse_conv2d_forward", &conv2d_forward, nogil, py::arg("x"), py::arg("wt"), py::arg("bias"),
         py::arg("out"), py::arg("B"), py::arg("Cin"), py::arg("H"), py::arg("W"), py::arg("Cout"), py::arg("OH"),
         py::arg("OW"), py::arg("KH"), py::arg("KW"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"),
-        py::arg("dh"), py::arg("dw"), py::arg("groups"), py::arg("nthreads"),
-        "Event-driven conv2d forward (gather per output row); False (out unwritten) when x is not binary.");
+        py::arg("dh"), py::arg("dw"), py::arg("groups"), py::arg("max_nnz"), py::arg("nthreads"),
+        "Event-driven conv2d forward (gather per output row). Returns 1 (done), 0 (x not binary) or 2 (more than "
+        "max_nnz spikes; max_nnz < 0: no limit); out is unwritten unless 1.");
   m.def("synapse_conv2d_grad_weight", &conv2d_grad_weight, nogil, py::arg("data"), py::arg("nbytes"),
         py::arg("bytes"), py::arg("g"),
         py::arg("gw"), py::arg("B"), py::arg("Cin"), py::arg("H"), py::arg("W"), py::arg("Cout"), py::arg("OH"),

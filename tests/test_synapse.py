@@ -226,19 +226,43 @@ def test_auto_follows_the_crossover(monkeypatch, tmp_path):
     if not _ext.available():
         pytest.skip("needs the C++ extension to observe the event path")
     monkeypatch.setenv("FASTSPIKE_CACHE_DIR", str(tmp_path))
-    calls = []
+    # 'auto' hands the C++ kernel the crossover as a spike limit: it counts while it compacts (no separate
+    # density pass) and reports _TOO_DENSE past it, and the op then takes torch's GEMM
+    statuses = []
     real = S._cpp_linear_forward
-    monkeypatch.setattr(S, "_cpp_linear_forward", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+
+    def spy(*a, **k):
+        out = real(*a, **k)
+        statuses.append(out[2])
+        return out
+
+    monkeypatch.setattr(S, "_cpp_linear_forward", spy)
     x = _spikes((16, 64), 0.05)
     x[0, :8] = 1.0  # density above 0.05 for sure
     w = torch.randn(8, 64)
     S.save_crossover("linear", 1.0)
-    S.synapse_linear(x, w, event_driven="auto", backend="cpp")
-    assert len(calls) == 1
+    out = S.synapse_linear(x, w, event_driven="auto", backend="cpp")
+    assert statuses == [S._DONE]
+    assert_close("event", F.linear(x, w), out, TOL)
     S.save_crossover("linear", 0.0)
     out = S.synapse_linear(x, w, event_driven="auto", backend="cpp")
-    assert len(calls) == 1
-    assert_close("dense", F.linear(x, w), out, TOL)
+    assert statuses == [S._DONE, S._TOO_DENSE]
+    assert torch.equal(F.linear(x, w), out)  # the dense path itself
+    S.save_crossover("linear", float(x.mean()))  # exactly at the crossover: still event-driven
+    S.synapse_linear(x, w, event_driven="auto", backend="cpp")
+    assert statuses[-1] == S._DONE
+    out = S.synapse_linear(x * 2, w, event_driven="auto", backend="cpp")  # not binary: dense
+    assert statuses[-1] == S._NOT_BINARY and torch.equal(F.linear(x * 2, w), out)
+    # the same for conv2d, and the training path keeps binary inputs as bits whichever path ran
+    xc = _spikes((2, 8, 9, 9), 0.1)
+    wc = torch.randn(4, 8, 3, 3, requires_grad=True)
+    for c in (1.0, 0.0):
+        S.save_crossover("conv2d", c, mode="train")
+        yc = S.synapse_conv2d(xc, wc, padding=1, event_driven="auto", backend="cpp")
+        yc.sum().backward()
+        assert_close("conv grad_w", torch.nn.grad.conv2d_weight(xc, wc.shape, torch.ones_like(yc), 1, 1),
+                     wc.grad, TOL)
+        wc.grad = None
 
 
 def test_bad_arguments():
@@ -365,19 +389,25 @@ def test_auto_uses_the_training_crossover_when_the_weight_needs_a_gradient(monke
     if not _ext.available():
         pytest.skip("needs the C++ extension to observe the event path")
     monkeypatch.setenv("FASTSPIKE_CACHE_DIR", str(tmp_path))
-    calls = []
+    statuses = []
     real = S._cpp_linear_forward
-    monkeypatch.setattr(S, "_cpp_linear_forward", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+
+    def spy(*a, **k):
+        out = real(*a, **k)
+        statuses.append(out[2])
+        return out
+
+    monkeypatch.setattr(S, "_cpp_linear_forward", spy)
     x = _spikes((16, 64), 0.3)
     w = torch.randn(8, 64)
     S.save_crossover("linear", 1.0, mode="infer")  # inference: always event-driven
     S.save_crossover("linear", 0.0, mode="train")  # training: always dense
     assert (S.crossover("linear", mode="infer"), S.crossover("linear", mode="train")) == (1.0, 0.0)
     S.synapse_linear(x, w, event_driven="auto", backend="cpp")
-    assert len(calls) == 1
+    assert statuses == [S._DONE]
     wg = w.clone().requires_grad_()
     out = S.synapse_linear(x, wg, event_driven="auto", backend="cpp")
-    assert len(calls) == 1  # the training crossover sent it to the dense path
+    assert statuses == [S._DONE, S._TOO_DENSE]  # the training crossover sent it to the dense path
     out.sum().backward()
     assert_close("grad_w", x.t() @ torch.ones(16, 8), wg.grad.t(), TOL)
     with pytest.raises(ValueError, match="mode must be one of"):

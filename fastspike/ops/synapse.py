@@ -23,6 +23,7 @@ TRITON_INTERPRET=1), 'torch' (the references below: the test oracle and the floa
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -178,7 +179,13 @@ def _linear_wt(w: torch.Tensor) -> torch.Tensor:
     return _cached(w, "linear_cpp", lambda w: _tile_rows(w.detach().t()))
 
 
-def _cpp_linear_forward(x2, w, b, want_bits):
+# status of the C++ event-driven forwards (csrc/synapse.cpp)
+_NOT_BINARY, _DONE, _TOO_DENSE = 0, 1, 2
+
+
+def _cpp_linear_forward(x2, w, b, want_bits, max_nnz: int = -1):
+    """(out or None, bits or None, status): the output only when status is _DONE; the bits (if wanted) unless
+    the input is not binary. ``max_nnz`` >= 0: give up (_TOO_DENSE) past that many spikes."""
     C = _ext.get()
     x2 = _f32(x2)
     M, K = x2.shape
@@ -187,10 +194,10 @@ def _cpp_linear_forward(x2, w, b, want_bits):
     b32 = _f32(b.detach()) if b is not None else None
     out = torch.empty((M, N), dtype=torch.float32)
     bits = torch.empty((M, (K + 7) // 8), dtype=torch.uint8) if want_bits else None
-    ok = C.synapse_linear_forward(x2.data_ptr(), wt.data_ptr(), b32.data_ptr() if b32 is not None else 0,
-                                  out.data_ptr(), bits.data_ptr() if want_bits else 0, M, K, N,
-                                  _backend.num_threads())
-    return (out, bits) if ok else (None, None)
+    status = C.synapse_linear_forward(x2.data_ptr(), wt.data_ptr(), b32.data_ptr() if b32 is not None else 0,
+                                      out.data_ptr(), bits.data_ptr() if want_bits else 0, M, K, N, int(max_nnz),
+                                      _backend.num_threads())
+    return (out if status == _DONE else None), (bits if status != _NOT_BINARY else None), status
 
 
 def _cpp_linear_grad_weight(bits, g, K):
@@ -215,7 +222,8 @@ def _conv_out_hw(H, W, KH, KW, s, p, d):
     return (H + 2 * p[0] - d[0] * (KH - 1) - 1) // s[0] + 1, (W + 2 * p[1] - d[1] * (KW - 1) - 1) // s[1] + 1
 
 
-def _cpp_conv2d_forward(x, w, b, s, p, d, groups):
+def _cpp_conv2d_forward(x, w, b, s, p, d, groups, max_nnz: int = -1):
+    """(out or None, status), as _cpp_linear_forward."""
     C = _ext.get()
     x = _f32(x)
     B, Cin, H, W = x.shape
@@ -224,10 +232,10 @@ def _cpp_conv2d_forward(x, w, b, s, p, d, groups):
     wt = _conv_wt(w, groups)
     b32 = _f32(b.detach()) if b is not None else None
     out = torch.empty((B, Cout, OH, OW), dtype=torch.float32)
-    ok = C.synapse_conv2d_forward(x.data_ptr(), wt.data_ptr(), b32.data_ptr() if b32 is not None else 0,
-                                  out.data_ptr(), B, Cin, H, W, Cout, OH, OW, KH, KW, s[0], s[1], p[0], p[1],
-                                  d[0], d[1], groups, _backend.num_threads())
-    return out if ok else None
+    status = C.synapse_conv2d_forward(x.data_ptr(), wt.data_ptr(), b32.data_ptr() if b32 is not None else 0,
+                                      out.data_ptr(), B, Cin, H, W, Cout, OH, OW, KH, KW, s[0], s[1], p[0], p[1],
+                                      d[0], d[1], groups, int(max_nnz), _backend.num_threads())
+    return (out if status == _DONE else None), status
 
 
 def _cpp_conv2d_grad_weight(data, x_shape, g, w_shape, s, p, d, groups, values: bool = False):
@@ -355,6 +363,12 @@ def machine_key(device: Union[str, torch.device] = "cpu") -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu:{_cpu_model()}:threads={torch.get_num_threads()}"
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_model() -> str:
+    """The CPU's model name (read once: 'auto' asks for the crossover on every call)."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -364,7 +378,7 @@ def machine_key(device: Union[str, torch.device] = "cpu") -> str:
                     break
     except OSError:
         pass
-    return f"cpu:{cpu}:threads={torch.get_num_threads()}"
+    return cpu
 
 
 def _load_store(path: str) -> dict:
@@ -532,23 +546,36 @@ def _dense_conv2d_grad_weight(x, w_shape, g, s, p, d, groups):
     return (g2.t() @ cols).view(w_shape)
 
 
+_NOT_BINARY_MSG = ("{}: event_driven=True needs binary spikes (every value 0 or 1), but x holds other values; "
+                   "use event_driven=False or 'auto' for real-valued input.")
+
+
+def _max_nnz(event, numel: int) -> int:
+    """The C++ forward's spike limit: none for event_driven=True, the crossover density for 'auto' (``event``
+    is then that density)."""
+    return -1 if event is True else int(event * numel)
+
+
 class _SynapseLinearFn(torch.autograd.Function):
-    """x2 [M, K] -> x2 @ W^T + b. ``event``: the spike-gather kernel (x must be binary) or torch's GEMM.
-    Saves x as bits when it is binary (``pack``), else as it is."""
+    """x2 [M, K] -> x2 @ W^T + b. ``event``: False (torch's GEMM), True (the spike-gather kernel; x must be
+    binary) or, for 'auto' on the C++ backend, the crossover density: the kernel then counts the spikes while
+    it compacts them and hands over to the GEMM past that density or for non-binary x (one pass in all).
+    Saves x as bits when it is binary, else compactly (ops/_saved.py) or as it is."""
 
     @staticmethod
-    def forward(ctx, x2, weight, bias, event: bool, binary: bool, backend: str):
+    def forward(ctx, x2, weight, bias, event, binary: bool, backend: str):
         need_grad_w = ctx.needs_input_grad[1]
-        bits = None
-        if event and backend == "cpp":
-            out, bits = _cpp_linear_forward(x2, weight, bias, want_bits=need_grad_w)
-            if out is None:
-                raise ValueError("synapse_linear: event_driven=True needs binary spikes (every value 0 or 1), "
-                                 "but x holds other values; use event_driven=False or 'auto' for real-valued input.")
+        bits = out = None
+        if event is not False and backend == "cpp":
+            out, bits, status = _cpp_linear_forward(x2, weight, bias, want_bits=need_grad_w,
+                                                    max_nnz=_max_nnz(event, x2.numel()))
+            if status == _NOT_BINARY and event is True:
+                raise ValueError(_NOT_BINARY_MSG.format("synapse_linear"))
+            event, binary = status == _DONE, status != _NOT_BINARY
         elif event and backend == "triton":
             K_ = _kernels()
             out = K_.linear_forward(x2, weight, bias, wt=_cached(weight, "linear_triton", K_.linear_weight_t))
-        else:
+        if out is None:
             out = F.linear(x2, weight, bias) if x2.dtype == weight.dtype else F.linear(x2.to(weight.dtype), weight, bias)
         saved_x = None
         ctx.compact = None
@@ -589,18 +616,21 @@ class _SynapseLinearFn(torch.autograd.Function):
 
 class _SynapseConv2dFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, dilation, groups, event: bool, binary: bool, backend: str):
+    def forward(ctx, x, weight, bias, stride, padding, dilation, groups, event, binary: bool, backend: str):
+        # ``event`` as in _SynapseLinearFn
         need_grad_w = ctx.needs_input_grad[1]
-        if event and backend == "cpp":
-            out = _cpp_conv2d_forward(x, weight, bias, stride, padding, dilation, groups)
-            if out is None:
-                raise ValueError("synapse_conv2d: event_driven=True needs binary spikes (every value 0 or 1), "
-                                 "but x holds other values; use event_driven=False or 'auto' for real-valued input.")
+        out = None
+        if event is not False and backend == "cpp":
+            out, status = _cpp_conv2d_forward(x, weight, bias, stride, padding, dilation, groups,
+                                              max_nnz=_max_nnz(event, x.numel()))
+            if status == _NOT_BINARY and event is True:
+                raise ValueError(_NOT_BINARY_MSG.format("synapse_conv2d"))
+            event, binary = status == _DONE, status != _NOT_BINARY
         elif event and backend == "triton":
             K_ = _kernels()
             wt = _cached(weight, f"conv_triton_g{groups}", lambda w: K_.conv2d_weight_t(w, groups))
             out = K_.conv2d_forward(x, weight, bias, stride, padding, dilation, groups, wt=wt)
-        else:
+        if out is None:
             out = F.conv2d(x.to(weight.dtype), weight, bias, stride, padding, dilation, groups)
         bits = saved_x = None
         ctx.compact = None
@@ -679,10 +709,13 @@ def _choose(name: str, op: str, x: torch.Tensor, weight: torch.Tensor, event_dri
             raise ValueError(f"{name}: event_driven=True needs binary spikes (every value 0 or 1), but x holds "
                              "other values; use event_driven=False or 'auto' for real-valued input.")
         return True, True
+    mode = "train" if need_saved else "infer"
+    if backend == "cpp" and x.dtype == torch.float32:
+        # the kernel counts while it compacts and falls back to the dense path itself (no separate pass)
+        return crossover(op, x.device, mode), False
     nnz, binary = _stats(x, be_stats)
     if not binary:
         return False, False
-    mode = "train" if need_saved else "infer"
     return nnz / max(1, x.numel()) <= crossover(op, x.device, mode), True
 
 
