@@ -638,14 +638,39 @@ void conv2d_grad_weight_impl(const std::uint8_t* data, std::int64_t nbytes, cons
                              std::int64_t G, int nthreads) {
   const std::int64_t cg = Cout / G, cing = Cin / G, HW = H * W;
   const std::int64_t row = KH * KW * cg;
-#pragma omp parallel num_threads(clamp_threads(nthreads, Cin))
+  // Integer divisions by run-time strides and widths cost tens of cycles each and ran several times per spike:
+  // the positions' (row, column) and each shifted coordinate's output index (-1: no output) are looked up.
+  std::vector<std::int32_t> iy_of(static_cast<std::size_t>(HW)), ix_of(static_cast<std::size_t>(HW));
+  for (std::int64_t q = 0; q < HW; ++q) {
+    iy_of[q] = static_cast<std::int32_t>(q / W);
+    ix_of[q] = static_cast<std::int32_t>(q % W);
+  }
+  auto out_index = [](std::int64_t n, std::int64_t stride, std::int64_t limit) {
+    std::vector<std::int32_t> t(static_cast<std::size_t>(n));
+    for (std::int64_t v = 0; v < n; ++v)
+      t[v] = (v % stride == 0 && v / stride < limit) ? static_cast<std::int32_t>(v / stride) : -1;
+    return t;
+  };
+  const std::vector<std::int32_t> oy_of = out_index(H + ph, sh, OH);  // index: iy + ph - ky * dh >= 0
+  const std::vector<std::int32_t> ox_of = out_index(W + pw, sw, OW);
+  // Blocks of up to kCB input channels of one group: their gradients are accumulated in a per-thread
+  // [kCB][KH][KW][Cout/G] buffer (L2-sized) and then written as whole runs of kCB * KH * KW floats per output
+  // channel (one output channel at a time from the whole block: contiguous in torch's layout).
+  constexpr std::int64_t kCB = 16;
+  const std::int64_t blocks_per_group = (cing + kCB - 1) / kCB;
+  const std::int64_t nblocks = G * blocks_per_group;
+  const std::int64_t taps = KH * KW;
+#pragma omp parallel num_threads(clamp_threads(nthreads, nblocks))
   {
-  std::vector<float> acc(static_cast<std::size_t>(row));
+  std::vector<float> acc(static_cast<std::size_t>(kCB * row));
 #pragma omp for schedule(static)
-  for (std::int64_t c = 0; c < Cin; ++c) {
-    const std::int64_t grp = c / cing;
-    float* dst_c = acc.data();
-    std::fill(dst_c, dst_c + row, 0.0f);
+  for (std::int64_t blk = 0; blk < nblocks; ++blk) {
+  const std::int64_t grp = blk / blocks_per_group;
+  const std::int64_t c0 = grp * cing + (blk % blocks_per_group) * kCB;
+  const std::int64_t c1 = std::min(c0 + kCB, (grp + 1) * cing);
+  std::fill(acc.begin(), acc.begin() + (c1 - c0) * row, 0.0f);
+  for (std::int64_t c = c0; c < c1; ++c) {
+    float* dst_c = acc.data() + (c - c0) * row;
     for (std::int64_t bb = 0; bb < B; ++bb) {
       const std::int64_t base = (bb * Cin + c) * HW;
       for (std::int64_t p0 = 0; p0 < HW; p0 += 32) {
@@ -655,17 +680,17 @@ void conv2d_grad_weight_impl(const std::uint8_t* data, std::int64_t nbytes, cons
           const std::int64_t p = p0 + __builtin_ctzll(word);
           word &= word - 1;
           const float v = BYTES ? static_cast<float>(data[base + p]) : 1.0f;
-          const std::int64_t iy = p / W, ix = p % W;
+          const std::int64_t iy = iy_of[p], ix = ix_of[p];
           for (std::int64_t ky = 0; ky < KH; ++ky) {
             const std::int64_t ty = iy + ph - ky * dh;
-            if (ty < 0 || ty % sh) continue;
-            const std::int64_t oy = ty / sh;
-            if (oy >= OH) continue;
+            if (ty < 0) break;  // ty only decreases with ky
+            const std::int64_t oy = oy_of[ty];
+            if (oy < 0) continue;
             for (std::int64_t kx = 0; kx < KW; ++kx) {
               const std::int64_t tx = ix + pw - kx * dw;
-              if (tx < 0 || tx % sw) continue;
-              const std::int64_t ox = tx / sw;
-              if (ox >= OW) continue;
+              if (tx < 0) break;
+              const std::int64_t ox = ox_of[tx];
+              if (ox < 0) continue;
               const float* src = g + ((bb * OH + oy) * OW + ox) * Cout + grp * cg;
               float* dst = dst_c + (ky * KW + kx) * cg;
               if constexpr (BYTES) {
@@ -680,13 +705,14 @@ void conv2d_grad_weight_impl(const std::uint8_t* data, std::int64_t nbytes, cons
         }
       }
     }
-    // gw[grp * cg + o][c % cing][ky][kx] = acc[ky][kx][o]
-    const std::int64_t taps = KH * KW;
-    float* out_c = gw + (grp * cg * cing + c % cing) * taps;
-    for (std::int64_t o = 0; o < cg; ++o) {
-      float* dst = out_c + o * cing * taps;
-      for (std::int64_t k = 0; k < taps; ++k) dst[k] = acc[k * cg + o];
-    }
+  }
+  // gw[grp * cg + o][c - grp * cing][ky][kx] = acc[c - c0][ky][kx][o]
+  const std::int64_t nc = c1 - c0;
+  for (std::int64_t o = 0; o < cg; ++o) {
+    float* dst = gw + ((grp * cg + o) * cing + (c0 - grp * cing)) * taps;
+    for (std::int64_t cc = 0; cc < nc; ++cc)
+      for (std::int64_t k = 0; k < taps; ++k) dst[cc * taps + k] = acc[cc * row + k * cg + o];
+  }
   }
   }
 }
