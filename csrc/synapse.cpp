@@ -398,6 +398,9 @@ struct ConvShape {
 
 #ifdef FASTSPIKE_SYN_AVX512
 // dst[j * dstride + i] = src[i * sstride + j] for i, j < 16 (register transpose of a 16 x 16 block)
+// STREAM: non-temporal stores (dst rows 64-byte aligned): a large NCHW output is written without reading
+// its lines first (each output row is 16-float pieces of Cout rows 4 KiB apart).
+template <bool STREAM = false>
 inline void transpose16(const float* src, std::int64_t sstride, float* dst, std::int64_t dstride) {
   __m512 r[16], t[16];
   for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * sstride);
@@ -420,7 +423,10 @@ inline void transpose16(const float* src, std::int64_t sstride, float* dst, std:
     r[k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0x88);
     r[8 + k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0xDD);
   }
-  for (int j = 0; j < 16; ++j) _mm512_storeu_ps(dst + j * dstride, r[j]);
+  for (int j = 0; j < 16; ++j) {
+    if constexpr (STREAM) _mm512_stream_ps(dst + j * dstride, r[j]);
+    else _mm512_storeu_ps(dst + j * dstride, r[j]);
+  }
 }
 
 // One output pixel of a groups == 1 convolution, outputs [cb, cb + 16 NV): bias + the weight rows of every
@@ -516,6 +522,11 @@ int conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, 
 
   // Phase 2: gather per output row.
   const std::int64_t out_rows = B * OH;
+#ifdef FASTSPIKE_SYN_AVX512
+  // streaming stores for outputs past the caches whose rows are 64-byte aligned
+  const bool stream = (reinterpret_cast<std::uintptr_t>(out) % 64 == 0) && (OW % 16 == 0) &&
+                      B * Cout * OH * OW * 4 >= (std::int64_t(4) << 20);
+#endif
   const bool fast = G == 1 && Cout % 16 == 0;  // register-blocked path (AVX-512 builds)
   (void)fast;
 #pragma omp parallel num_threads(clamp_threads(nthreads, out_rows))
@@ -599,8 +610,11 @@ int conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, 
       o_done = Cout - Cout % 16;
       ox_done = OW - OW % 16;
       for (std::int64_t o0 = 0; o0 < o_done; o0 += 16)
-        for (std::int64_t ox0 = 0; ox0 < ox_done; ox0 += 16)
-          transpose16(acc.data() + ox0 * Cout + o0, Cout, out + ((bb * Cout + o0) * OH + oy) * OW + ox0, OH * OW);
+        for (std::int64_t ox0 = 0; ox0 < ox_done; ox0 += 16) {
+          float* dst = out + ((bb * Cout + o0) * OH + oy) * OW + ox0;
+          if (stream) transpose16<true>(acc.data() + ox0 * Cout + o0, Cout, dst, OH * OW);
+          else transpose16(acc.data() + ox0 * Cout + o0, Cout, dst, OH * OW);
+        }
 #endif
       for (std::int64_t o = 0; o < Cout; ++o) {
         float* dst = out + ((bb * Cout + o) * OH + oy) * OW;
@@ -608,6 +622,9 @@ int conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, 
         for (std::int64_t ox = o < o_done ? ox_done : 0; ox < OW; ++ox) dst[ox] = src[ox * Cout];
       }
     }
+#ifdef FASTSPIKE_SYN_AVX512
+    if (stream) _mm_sfence();  // order this thread's streaming stores before the team's barrier
+#endif
   }
   return kDone;
 }

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _ext
-from . import _backend, _saved
+from . import _alloc, _backend, _saved
 
 __all__ = [
     "synapse_linear",
@@ -192,7 +192,7 @@ def _cpp_linear_forward(x2, w, b, want_bits, max_nnz: int = -1):
     N = w.shape[0]
     wt = _linear_wt(w)
     b32 = _f32(b.detach()) if b is not None else None
-    out = torch.empty((M, N), dtype=torch.float32)
+    out = _alloc.empty((M, N))
     bits = torch.empty((M, (K + 7) // 8), dtype=torch.uint8) if want_bits else None
     status = C.synapse_linear_forward(x2.data_ptr(), wt.data_ptr(), b32.data_ptr() if b32 is not None else 0,
                                       out.data_ptr(), bits.data_ptr() if want_bits else 0, M, K, N, int(max_nnz),
@@ -231,7 +231,7 @@ def _cpp_conv2d_forward(x, w, b, s, p, d, groups, max_nnz: int = -1):
     OH, OW = _conv_out_hw(H, W, KH, KW, s, p, d)
     wt = _conv_wt(w, groups)
     b32 = _f32(b.detach()) if b is not None else None
-    out = torch.empty((B, Cout, OH, OW), dtype=torch.float32)
+    out = _alloc.empty((B, Cout, OH, OW))
     status = C.synapse_conv2d_forward(x.data_ptr(), wt.data_ptr(), b32.data_ptr() if b32 is not None else 0,
                                       out.data_ptr(), B, Cin, H, W, Cout, OH, OW, KH, KW, s[0], s[1], p[0], p[1],
                                       d[0], d[1], groups, int(max_nnz), _backend.num_threads())
