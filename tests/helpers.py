@@ -27,3 +27,19 @@ def noncontiguous(t: torch.Tensor) -> torch.Tensor:
     out = big[..., ::2]
     assert not out.is_contiguous() or t.numel() <= 1
     return out.requires_grad_(t.requires_grad)
+
+
+def saved_bytes(fn, exclude=()) -> int:
+    """Bytes of the tensors autograd saves for the backward while ``fn()`` runs, those in ``exclude``
+    (parameters) left out."""
+    ptrs = {t.data_ptr() for t in exclude}
+    total = [0]
+
+    def pack(t):
+        if t.data_ptr() not in ptrs:
+            total[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total[0]

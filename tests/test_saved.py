@@ -11,28 +11,13 @@ import torch.nn.functional as F
 from fastspike import _ext, layer
 from fastspike.ops import _saved
 from fastspike.ops import synapse as S
-from helpers import assert_close, noncontiguous
+from helpers import assert_close, noncontiguous, saved_bytes
 
 pytestmark = pytest.mark.skipif(not _ext.available(), reason="needs the C++ extension")
 
 
 def _counts(shape, density, top=3):
     return torch.randint(1, top + 1, shape).float() * (torch.rand(shape) < density)
-
-
-def _saved_bytes(fn, exclude):
-    """Bytes of the tensors autograd saves for the backward, parameters excluded."""
-    ptrs = {t.data_ptr() for t in exclude}
-    total = [0]
-
-    def pack(t):
-        if t.data_ptr() not in ptrs:
-            total[0] += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return total[0]
 
 
 # -- compact / restore ---------------------------------------------------------------------------------
@@ -138,7 +123,7 @@ def test_conv2d_training_matches_nn_conv2d(case, kind):
     assert_close("grad_b", ref.bias.grad, ours.bias.grad, 1e-5)
     # what is kept for the weight gradient: 1 bit per spike input element, 1 byte per count, 4 per real
     ours.weight.grad = None
-    n = _saved_bytes(lambda: ours(x), [ours.weight, ours.bias])
+    n = saved_bytes(lambda: ours(x), [ours.weight, ours.bias])
     expect = {"spikes": (x.numel() + 7) // 8, "counts": x.numel(), "real": 4 * x.numel()}[kind.split("-")[0]]
     assert n == expect, (n, expect)
 
@@ -187,7 +172,7 @@ def test_linear_training_matches_nn_linear(kind):
     yr.backward(g)
     assert_close("grad_x", xr.grad, xo.grad, 1e-6)
     assert_close("grad_w", ref.weight.grad, ours.weight.grad, 1e-5)
-    n = _saved_bytes(lambda: ours(x), [ours.weight, ours.bias])
+    n = saved_bytes(lambda: ours(x), [ours.weight, ours.bias])
     assert n == {"spikes": (x.numel() + 7) // 8, "counts": x.numel(), "real": 4 * x.numel()}[kind]
 
 
@@ -247,7 +232,7 @@ def test_max_pool_1d_3d_and_empty_windows():
 def test_max_pool_keeps_only_narrow_indices():
     x = (torch.rand(4, 8, 32, 32) < 0.2).float().requires_grad_()
     m = layer.MaxPool2d(3, 2, 1)
-    n = _saved_bytes(lambda: m(x), [])
+    n = saved_bytes(lambda: m(x), [])
     assert n == 4 * 8 * 16 * 16 * 2  # int16 indices only (torch keeps the float input and int64 indices)
     # outside training, and with return_indices, it is torch's layer unchanged
     with torch.no_grad():

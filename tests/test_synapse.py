@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from fastspike import _ext
 from fastspike.ops import _backend
 from fastspike.ops import synapse as S
-from helpers import assert_close, noncontiguous
+from helpers import assert_close, noncontiguous, saved_bytes
 
 DENSITIES = [0.0, 1e-3, 0.05, 0.5, 1.0]
 TOL = 1e-5
@@ -160,37 +160,22 @@ def test_unpack_errors():
         S.unpack_bits(torch.zeros(2, 3, dtype=torch.uint8), 8)
 
 
-def _saved_bytes(fn, exclude):
-    """Bytes of the tensors autograd saves for backward, parameters excluded."""
-    ptrs = {t.data_ptr() for t in exclude}
-    total = [0]
-
-    def pack(t):
-        if t.data_ptr() not in ptrs:
-            total[0] += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return total[0]
-
-
 @pytest.mark.parametrize("event_driven", [True, False])
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "triton"] or ["torch"])
 def test_saved_for_backward_is_32x_smaller(backend, event_driven):
     x = _spikes((64, 256), 0.1)
     w = torch.randn(32, 256, requires_grad=True)
     b = torch.randn(32, requires_grad=True)
-    n = _saved_bytes(lambda: S.synapse_linear(x, w, b, event_driven=event_driven, backend=backend), [w, b])
+    n = saved_bytes(lambda: S.synapse_linear(x, w, b, event_driven=event_driven, backend=backend), [w, b])
     assert n * 32 == x.numel() * 4, f"saved {n} bytes for a {x.numel() * 4}-byte float32 input"
     xc = _spikes((2, 16, 8, 8), 0.1)
     wc = torch.randn(16, 16, 3, 3, requires_grad=True)
-    n = _saved_bytes(lambda: S.synapse_conv2d(xc, wc, None, padding=1, event_driven=event_driven, backend=backend),
+    n = saved_bytes(lambda: S.synapse_conv2d(xc, wc, None, padding=1, event_driven=event_driven, backend=backend),
                      [wc])
     assert n * 32 == xc.numel() * 4
     # a real-valued input is saved as it is (nothing is lost)
     xr = torch.randn(64, 256)
-    n = _saved_bytes(lambda: S.synapse_linear(xr, w, b, event_driven=False, backend=backend), [w, b])
+    n = saved_bytes(lambda: S.synapse_linear(xr, w, b, event_driven=False, backend=backend), [w, b])
     assert n == xr.numel() * 4
 
 
