@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "registry.h"
@@ -58,13 +59,24 @@ inline void accumulate_row(const float* w, const float* x, float bias, const Ban
   for (std::int64_t i = 0; i < n; ++i) out[i] = acc[i] + bias;
 }
 
+// Copies the block's columns [n0, n0 + len) of every time step into xb [T][kPsnBlock] and returns xb. The
+// products read each X row of the block T times; in place, the rows are N floats apart, and with N a large
+// power of two (65536 at [64, 16, 4096]) the T rows fall into the same cache sets and evict each other
+// (the forward took 10 to 66 ms from run to run there, by where the pages landed); the copy is read from L1.
+inline const float* stage_block(const float* x, std::int64_t T, std::int64_t N, std::int64_t n0, std::int64_t len,
+                                float* xb) {
+  for (std::int64_t t = 0; t < T; ++t) std::memcpy(xb + t * kPsnBlock, x + t * N + n0, sizeof(float) * len);
+  return xb;
+}
+
 template <bool FULL>
-inline void forward_block(const float* x, const float* w, const float* b, float* s, float* h, const Band& band,
-                          std::int64_t N, std::int64_t n0, std::int64_t len) {
+inline void forward_block(const float* x_in, const float* w, const float* b, float* s, float* h, const Band& band,
+                          std::int64_t N, std::int64_t n0, std::int64_t len, float* xb) {
   const std::int64_t n = FULL ? kPsnBlock : len;
+  const float* x = stage_block(x_in, band.T, N, n0, len, xb);
   float hv[kPsnBlock];
   for (std::int64_t t = 0; t < band.T; ++t) {
-    accumulate_row<FULL>(w, x, b[t], band, t, N, n0, len, hv);
+    accumulate_row<FULL>(w, x, b[t], band, t, kPsnBlock, 0, len, hv);
     float* sr = s + t * N + n0;
 #pragma omp simd
     for (std::int64_t i = 0; i < n; ++i) sr[i] = hv[i] >= 0.0f ? 1.0f : 0.0f;
@@ -86,26 +98,31 @@ void psn_forward(std::uintptr_t x_, std::uintptr_t w_, std::uintptr_t b_, std::u
   float* h = h_ ? ptr<float>(h_) : nullptr;
   const Band band{T, band_k};
   const std::int64_t nblocks = (N + kPsnBlock - 1) / kPsnBlock;
-#pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, nblocks))
-  for (std::int64_t blk = 0; blk < nblocks; ++blk) {
-    const std::int64_t n0 = blk * kPsnBlock;
-    const std::int64_t len = std::min(kPsnBlock, N - n0);
-    if (len == kPsnBlock) forward_block<true>(x, w, b, s, h, band, N, n0, len);
-    else forward_block<false>(x, w, b, s, h, band, N, n0, len);
+#pragma omp parallel num_threads(clamp_threads(nthreads, nblocks))
+  {
+    std::vector<float> xb(static_cast<std::size_t>(T * kPsnBlock));
+#pragma omp for schedule(static)
+    for (std::int64_t blk = 0; blk < nblocks; ++blk) {
+      const std::int64_t n0 = blk * kPsnBlock;
+      const std::int64_t len = std::min(kPsnBlock, N - n0);
+      if (len == kPsnBlock) forward_block<true>(x, w, b, s, h, band, N, n0, len, xb.data());
+      else forward_block<false>(x, w, b, s, h, band, N, n0, len, xb.data());
+    }
   }
 }
 
 // One block of columns of the backward: dH (in gh, T x kPsnBlock), dX, and the float block sums of dW, dB.
 template <int SG, bool FULL>
-inline void backward_block(const float* x, const float* gs, const float* w, const float* b, float* gx, float* gh,
+inline void backward_block(const float* x_in, const float* gs, const float* w, const float* b, float* gx, float* gh,
                            float* gw_blk, float* gb_blk, float* gh_out, const Band& band, std::int64_t N,
-                           std::int64_t n0, std::int64_t len, float sa, float sb) {
+                           std::int64_t n0, std::int64_t len, float sa, float sb, float* xb) {
   const std::int64_t n = FULL ? kPsnBlock : len;
   const std::int64_t T = band.T;
+  const float* x = stage_block(x_in, T, N, n0, len, xb);  // x[j * kPsnBlock + i]
   float hv[kPsnBlock];
   // dH = dS * surrogate'(H), H recomputed; dB and dW = dH X^T block sums
   for (std::int64_t t = 0; t < T; ++t) {
-    accumulate_row<FULL>(w, x, b[t], band, t, N, n0, len, hv);
+    accumulate_row<FULL>(w, x, b[t], band, t, kPsnBlock, 0, len, hv);
     const float* gsr = gs + t * N + n0;
     float* ghr = gh + t * kPsnBlock;
     float sum = 0.0f;
@@ -123,7 +140,7 @@ inline void backward_block(const float* x, const float* gs, const float* w, cons
       continue;
     }
     for (std::int64_t j = band.lo(t); j < band.hi(t); ++j) {
-      const float* xr = x + j * N + n0;
+      const float* xr = x + j * kPsnBlock;
       float* lanes = gw_blk + (t * T + j) * kLanes;
       if constexpr (FULL) {
         for (std::int64_t c = 0; c < kPsnBlock; c += kLanes) {
@@ -168,6 +185,7 @@ void psn_backward_impl(const float* x, const float* gs, const float* w, const fl
     const std::int64_t blk0 = c * nblocks / nchunks;
     const std::int64_t blk1 = (c + 1) * nblocks / nchunks;
     std::vector<float> gh(static_cast<std::size_t>(T * kPsnBlock));
+    std::vector<float> xb(static_cast<std::size_t>(T * kPsnBlock));
     std::vector<float> gw_blk(gh_out ? 0 : static_cast<std::size_t>(T * T * kLanes), 0.0f);  // lane sums per (t, j)
     std::vector<float> gb_blk(static_cast<std::size_t>(T), 0.0f);
     double* gw = gw_part + c * T * T;
@@ -179,10 +197,10 @@ void psn_backward_impl(const float* x, const float* gs, const float* w, const fl
       const std::int64_t len = std::min(kPsnBlock, N - n0);
       if (len == kPsnBlock)
         backward_block<SG, true>(x, gs, w, b, gx, gh.data(), gw_blk.data(), gb_blk.data(), gh_out, band, N, n0, len,
-                                 sa, sb);
+                                 sa, sb, xb.data());
       else
         backward_block<SG, false>(x, gs, w, b, gx, gh.data(), gw_blk.data(), gb_blk.data(), gh_out, band, N, n0, len,
-                                  sa, sb);
+                                  sa, sb, xb.data());
       // flush the float block sums into the float64 chunk partials every few blocks
       if ((blk - blk0) % 16 == 15 || blk == blk1 - 1) {
         for (std::int64_t q = 0; q < (gh_out ? 0 : T * T); ++q) {
