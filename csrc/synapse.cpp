@@ -429,22 +429,17 @@ inline void transpose16(const float* src, std::int64_t sstride, float* dst, std:
   }
 }
 
-// One output pixel of a groups == 1 convolution, outputs [cb, cb + 16 NV): bias + the weight rows of every
-// active (channel, tap), accumulated in NV registers and stored once to dst[cb, cb + 16 NV).
+// One output pixel of a groups == 1 convolution, outputs [cb, cb + 16 NV): bias + the weight rows at offsets
+// rows[0, m) (one per active (channel, tap)), accumulated in NV registers and stored once to dst[cb, cb + 16 NV).
 template <int NV>
-inline void conv_pixel_block(const float* wt, std::int64_t cstride, const float* bias, float* dst, std::int64_t cb,
-                             const std::int32_t* const* lists, const std::int32_t* counts, const std::int64_t* tap_off,
-                             int ntaps) {
+inline void conv_pixel_block(const float* wt, const float* bias, float* dst, std::int64_t cb,
+                             const std::int32_t* rows, std::int64_t m) {
   __m512 acc[NV];
   for (int v = 0; v < NV; ++v) acc[v] = bias ? _mm512_loadu_ps(bias + cb + 16 * v) : _mm512_setzero_ps();
-  for (int t = 0; t < ntaps; ++t) {
-    const std::int32_t* li = lists[t];
-    const std::int32_t n = counts[t];
-    const float* wtap = wt + tap_off[t] + cb;
-    for (std::int32_t j = 0; j < n; ++j) {
-      const float* w = wtap + static_cast<std::int64_t>(li[j]) * cstride;
-      for (int v = 0; v < NV; ++v) acc[v] = _mm512_add_ps(acc[v], _mm512_loadu_ps(w + 16 * v));
-    }
+  const float* wb = wt + cb;
+  for (std::int64_t j = 0; j < m; ++j) {
+    const float* w = wb + rows[j];
+    for (int v = 0; v < NV; ++v) acc[v] = _mm512_add_ps(acc[v], _mm512_loadu_ps(w + 16 * v));
   }
   for (int v = 0; v < NV; ++v) _mm512_storeu_ps(dst + cb + 16 * v, acc[v]);
 }
@@ -464,52 +459,69 @@ int conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, 
   const float* bias = bias_ ? ptr<const float>(bias_) : nullptr;
   float* out = ptr<float>(out_);
   const std::int64_t cg = s.cout_g(), cing = s.cin_g();
+  // register-blocked path (AVX-512 builds): the lists hold weight-row offsets c * KH * KW * Cout, not c
+  bool fast = false;
+#ifdef FASTSPIKE_SYN_AVX512
+  fast = G == 1 && Cout % 16 == 0 && Cin * KH * KW * Cout < (std::int64_t(1) << 31);
+#endif
+  const std::int32_t cmul = static_cast<std::int32_t>(fast ? KH * KW * Cout : 1);
 
   // Phase 1: per input row (b, iy), the active channels of each pixel, stored pixel by pixel in
   // per-thread buffers: pix_off[b, iy, ix] = start of the pixel's list in its row's buffer, pix_cnt its length.
+  // Work item: a band of input rows of one image, so that each channel's part is one contiguous span of x.
   const std::int64_t in_rows = B * H;
-  std::vector<std::int32_t> pix_off(static_cast<std::size_t>(B * H * W)), pix_cnt(static_cast<std::size_t>(B * H * W));
-  std::vector<const std::int32_t*> row_base(static_cast<std::size_t>(in_rows));
-  const int th1 = clamp_threads(nthreads, in_rows);
-  std::vector<std::vector<std::int32_t>> local(th1);
-  std::vector<int> row_owner(static_cast<std::size_t>(in_rows));
-  std::vector<std::int64_t> row_off(static_cast<std::size_t>(in_rows));
+  struct PixOff; struct PixCnt; struct RowBase; struct RowOwner; struct RowOff; struct Lists; struct Stage;
+  struct Cnt; struct Cols;
+  std::int32_t* pix_off = scratch<PixOff, std::int32_t>(static_cast<std::size_t>(B * H * W));
+  std::int32_t* pix_cnt = scratch<PixCnt, std::int32_t>(static_cast<std::size_t>(B * H * W));
+  const std::int32_t** row_base = scratch<RowBase, const std::int32_t*>(static_cast<std::size_t>(in_rows));
+  std::int32_t** row_owner = scratch<RowOwner, std::int32_t*>(static_cast<std::size_t>(in_rows));
+  std::int64_t* row_off = scratch<RowOff, std::int64_t>(static_cast<std::size_t>(in_rows));
+  std::int64_t band = std::clamp<std::int64_t>(2048 / std::max<std::int64_t>(W, 1), 1, H);
+  const std::int64_t want_items = 4 * static_cast<std::int64_t>(std::max(nthreads, 1));
+  if (B * ((H + band - 1) / band) < want_items) band = std::max<std::int64_t>(1, (B * H) / want_items);
+  const std::int64_t bands = (H + band - 1) / band, items1 = B * bands;
+  const int th1 = clamp_threads(nthreads, items1);
+  // a thread's list buffer holds at most every element of its (static) share of the items
+  const std::int64_t per_thread = (items1 + th1 - 1) / th1 * band * W * Cin + kSlack;
   bool bad = false;
 #pragma omp parallel num_threads(th1) reduction(|| : bad)
   {
-    const int tid = omp_get_thread_num();
-    std::vector<std::int32_t>& buf = local[tid];
-    std::vector<std::int32_t> stage(static_cast<std::size_t>(W * Cin));  // [ix][up to Cin channels]
-    std::vector<std::int32_t> cnt(static_cast<std::size_t>(W));
-    std::vector<std::int32_t> cols(static_cast<std::size_t>(W + kSlack));
+    std::int32_t* buf = scratch<Lists, std::int32_t>(static_cast<std::size_t>(per_thread));
+    std::int32_t* stage = scratch<Stage, std::int32_t>(static_cast<std::size_t>(band * W * Cin));  // [pixel][channels]
+    std::int32_t* cnt = scratch<Cnt, std::int32_t>(static_cast<std::size_t>(band * W));
+    std::int32_t* cols = scratch<Cols, std::int32_t>(static_cast<std::size_t>(band * W + kSlack));
     std::int64_t used = 0;
     bool b = false;
 #pragma omp for schedule(static)
-    for (std::int64_t r = 0; r < in_rows; ++r) {
-      const std::int64_t bb = r / H, iy = r % H;
-      std::fill(cnt.begin(), cnt.end(), 0);
-      std::int64_t total = 0;
+    for (std::int64_t it = 0; it < items1; ++it) {
+      const std::int64_t bb = it / bands, iy0 = (it % bands) * band, iy1 = std::min(H, iy0 + band);
+      const std::int64_t npix = (iy1 - iy0) * W;
+      std::fill(cnt, cnt + npix, 0);
       for (std::int64_t c = 0; c < Cin; ++c) {
-        const std::int64_t n = compact_row(x + ((bb * Cin + c) * H + iy) * W, W, cols.data(), 0, nullptr, b);
+        const std::int64_t n = compact_row(x + ((bb * Cin + c) * H + iy0) * W, npix, cols, 0, nullptr, b);
+        const std::int32_t cv = static_cast<std::int32_t>(c) * cmul;
         for (std::int64_t j = 0; j < n; ++j) {
-          const std::int32_t ix = cols[j];
-          stage[ix * Cin + cnt[ix]++] = static_cast<std::int32_t>(c);
+          const std::int32_t q = cols[j];
+          stage[q * Cin + cnt[q]++] = cv;
         }
-        total += n;
       }
-      if (static_cast<std::int64_t>(buf.size()) < used + total)
-        buf.resize(std::max<std::int64_t>(used + total, 2 * static_cast<std::int64_t>(buf.size())));
-      row_owner[r] = tid;
-      row_off[r] = used;
-      std::int64_t o = 0;
-      for (std::int64_t ix = 0; ix < W; ++ix) {
-        pix_off[r * W + ix] = static_cast<std::int32_t>(o);
-        pix_cnt[r * W + ix] = cnt[ix];
-        std::memcpy(buf.data() + used + o, stage.data() + ix * Cin, sizeof(std::int32_t) * cnt[ix]);
-        o += cnt[ix];
+      for (std::int64_t iy = iy0; iy < iy1; ++iy) {
+        const std::int64_t r = bb * H + iy;
+        row_owner[r] = buf;
+        row_off[r] = used;
+        std::int64_t o = 0;
+        for (std::int64_t ix = 0; ix < W; ++ix) {
+          const std::int64_t q = (iy - iy0) * W + ix;
+          pix_off[r * W + ix] = static_cast<std::int32_t>(o);
+          pix_cnt[r * W + ix] = cnt[q];
+          std::memcpy(buf + used + o, stage + q * Cin, sizeof(std::int32_t) * cnt[q]);
+          o += cnt[q];
+        }
+        used += o;
       }
-      used += total;
     }
+    // the gather copies lists 16 entries at a time: the slack past the last list is read, never used
     bad = bad || b;
   }
   if (bad) return kNotBinary;
@@ -518,7 +530,7 @@ int conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, 
     for (std::int64_t q = 0; q < B * H * W; ++q) total += pix_cnt[q];
     if (total > max_nnz) return kTooDense;
   }
-  for (std::int64_t r = 0; r < in_rows; ++r) row_base[r] = local[row_owner[r]].data() + row_off[r];
+  for (std::int64_t r = 0; r < in_rows; ++r) row_base[r] = row_owner[r] + row_off[r];
 
   // Phase 2: gather per output row.
   const std::int64_t out_rows = B * OH;
@@ -527,56 +539,56 @@ int conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, 
   const bool stream = (reinterpret_cast<std::uintptr_t>(out) % 64 == 0) && (OW % 16 == 0) &&
                       B * Cout * OH * OW * 4 >= (std::int64_t(4) << 20);
 #endif
-  const bool fast = G == 1 && Cout % 16 == 0;  // register-blocked path (AVX-512 builds)
-  (void)fast;
 #pragma omp parallel num_threads(clamp_threads(nthreads, out_rows))
   {
-    std::vector<float> acc(static_cast<std::size_t>(OW * Cout));
-    std::vector<const std::int32_t*> tap_lists(static_cast<std::size_t>(KH * KW));
-    std::vector<std::int32_t> tap_counts(static_cast<std::size_t>(KH * KW));
-    std::vector<std::int64_t> tap_off(static_cast<std::size_t>(KH * KW));
+    struct Acc; struct Flat;
+    float* acc = scratch<Acc, float>(static_cast<std::size_t>(OW * Cout));
+    std::int32_t* flat = scratch<Flat, std::int32_t>(static_cast<std::size_t>(fast ? KH * KW * Cin + kSlack : 1));
 #pragma omp for schedule(static)
     for (std::int64_t r = 0; r < out_rows; ++r) {
       const std::int64_t bb = r / OH, oy = r % OH;
 #ifdef FASTSPIKE_SYN_AVX512
       if (fast) {
-        // register-blocked: per output pixel, gather the valid taps' spike lists, then one pass per block of
-        // outputs with the accumulators in registers
+        // register-blocked: per output pixel, the weight-row offsets of every active (channel, tap) are
+        // gathered into one flat list (16-lane copies, no branch per tap), then summed block by block with
+        // the accumulators in registers
         for (std::int64_t ox = 0; ox < OW; ++ox) {
-          int ntaps = 0;
+          std::int64_t m = 0;
           for (std::int64_t ky = 0; ky < KH; ++ky) {
             const std::int64_t iy = oy * sh - ph + ky * dh;
             if (iy < 0 || iy >= H) continue;
             const std::int64_t irow = bb * H + iy;
+            const std::int32_t* base = row_base[irow];
             for (std::int64_t kx = 0; kx < KW; ++kx) {
               const std::int64_t ix = ox * sw - pw + kx * dw;
               if (ix < 0 || ix >= W) continue;
               const std::int64_t p = irow * W + ix;
-              if (pix_cnt[p] == 0) continue;
-              tap_lists[ntaps] = row_base[irow] + pix_off[p];
-              tap_counts[ntaps] = pix_cnt[p];
-              tap_off[ntaps] = (ky * KW + kx) * Cout;
-              ++ntaps;
+              const std::int32_t* li = base + pix_off[p];
+              const std::int32_t n = pix_cnt[p];
+              const __m512i toff = _mm512_set1_epi32(static_cast<std::int32_t>((ky * KW + kx) * Cout));
+              std::int32_t j = 0;
+              do {  // entries past n are overwritten by the next tap or ignored
+                _mm512_storeu_si512(reinterpret_cast<void*>(flat + m + j),
+                                    _mm512_add_epi32(_mm512_loadu_si512(reinterpret_cast<const void*>(li + j)), toff));
+                j += 16;
+              } while (j < n);
+              m += n;
             }
           }
-          float* a = acc.data() + ox * Cout;
-          const std::int64_t cstride = KH * KW * Cout;
+          float* a = acc + ox * Cout;
           if (Cout % 128 == 0) {
-            for (std::int64_t cb = 0; cb < Cout; cb += 128)
-              conv_pixel_block<8>(wt, cstride, bias, a, cb, tap_lists.data(), tap_counts.data(), tap_off.data(), ntaps);
+            for (std::int64_t cb = 0; cb < Cout; cb += 128) conv_pixel_block<8>(wt, bias, a, cb, flat, m);
           } else if (Cout % 64 == 0) {
-            for (std::int64_t cb = 0; cb < Cout; cb += 64)
-              conv_pixel_block<4>(wt, cstride, bias, a, cb, tap_lists.data(), tap_counts.data(), tap_off.data(), ntaps);
+            for (std::int64_t cb = 0; cb < Cout; cb += 64) conv_pixel_block<4>(wt, bias, a, cb, flat, m);
           } else {
-            for (std::int64_t cb = 0; cb < Cout; cb += 16)
-              conv_pixel_block<1>(wt, cstride, bias, a, cb, tap_lists.data(), tap_counts.data(), tap_off.data(), ntaps);
+            for (std::int64_t cb = 0; cb < Cout; cb += 16) conv_pixel_block<1>(wt, bias, a, cb, flat, m);
           }
         }
       } else
 #endif
       {
       for (std::int64_t ox = 0; ox < OW; ++ox) {
-        float* a = acc.data() + ox * Cout;
+        float* a = acc + ox * Cout;
         if (bias) std::memcpy(a, bias, sizeof(float) * Cout);
         else std::fill(a, a + Cout, 0.0f);
       }
@@ -586,7 +598,7 @@ int conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, 
         const std::int64_t irow = bb * H + iy;
         const std::int32_t* base = row_base[irow];
         for (std::int64_t ox = 0; ox < OW; ++ox) {
-          float* a = acc.data() + ox * Cout;
+          float* a = acc + ox * Cout;
           for (std::int64_t kx = 0; kx < KW; ++kx) {
             const std::int64_t ix = ox * sw - pw + kx * dw;
             if (ix < 0 || ix >= W) continue;
@@ -612,13 +624,13 @@ int conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, 
       for (std::int64_t o0 = 0; o0 < o_done; o0 += 16)
         for (std::int64_t ox0 = 0; ox0 < ox_done; ox0 += 16) {
           float* dst = out + ((bb * Cout + o0) * OH + oy) * OW + ox0;
-          if (stream) transpose16<true>(acc.data() + ox0 * Cout + o0, Cout, dst, OH * OW);
-          else transpose16(acc.data() + ox0 * Cout + o0, Cout, dst, OH * OW);
+          if (stream) transpose16<true>(acc + ox0 * Cout + o0, Cout, dst, OH * OW);
+          else transpose16(acc + ox0 * Cout + o0, Cout, dst, OH * OW);
         }
 #endif
       for (std::int64_t o = 0; o < Cout; ++o) {
         float* dst = out + ((bb * Cout + o) * OH + oy) * OW;
-        const float* src = acc.data() + o;
+        const float* src = acc + o;
         for (std::int64_t ox = o < o_done ? ox_done : 0; ox < OW; ++ox) dst[ox] = src[ox * Cout];
       }
     }

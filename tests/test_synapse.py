@@ -87,7 +87,9 @@ def _conv_cases(backend):
             # 16 x 16 transposed store, with ragged tails
             ((1, 3, 5, 17), (48, 3, 3, 3), dict(stride=1, padding=1, dilation=1, groups=1)),
             ((1, 4, 4, 33), (64, 4, 1, 3), dict(stride=1, padding=(0, 1), dilation=1, groups=1)),
-            ((1, 2, 3, 16), (128, 2, 3, 3), dict(stride=1, padding=1, dilation=1, groups=1))]
+            ((1, 2, 3, 16), (128, 2, 3, 3), dict(stride=1, padding=1, dilation=1, groups=1)),
+            # the C++ compaction works on bands of input rows: 13 rows of 2 images give a ragged last band
+            ((2, 5, 13, 6), (16, 5, 3, 3), dict(stride=1, padding=1, dilation=1, groups=1))]
 
 
 @pytest.mark.parametrize("density", DENSITIES, ids=lambda d: f"d{d}")
