@@ -255,16 +255,23 @@ bool build_row_lists(const float* x, std::int64_t rows, std::int64_t cols, std::
 // holds more than max_nnz spikes (the caller's density limit: the dense path is faster there).
 constexpr int kNotBinary = 0, kDone = 1, kTooDense = 2;
 
-// x [M, K]; wt [ceil(N/64)][K][64] (tile-blocked W^T, zero padded); bias [N] or 0; out [M, N];
+// The forwards ask for their output only once the compaction has found x sparse enough: `alloc` is a Python
+// callable returning the output buffer's address. A buffer allocated up front and dropped when the dense path
+// takes over costs its allocation (and, when huge-page advised, its page setup) for nothing.
+float* output_buffer(const pybind11::function& alloc) {
+  pybind11::gil_scoped_acquire gil;
+  return ptr<float>(alloc().cast<std::uintptr_t>());
+}
+
+// x [M, K]; wt [ceil(N/64)][K][64] (tile-blocked W^T, zero padded); bias [N] or 0; alloc -> out [M, N];
 // bits [M, ceil(K/8)] or 0 (filled with the packed spikes on the way, also when the result is kTooDense);
 // max_nnz < 0: no density limit.
-int linear_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, std::uintptr_t out_,
+int linear_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, const pybind11::function& alloc,
                    std::uintptr_t bits_, std::int64_t M, std::int64_t K, std::int64_t N, std::int64_t max_nnz,
                    int nthreads) {
   const float* x = ptr<const float>(x_);
   const float* wt = ptr<const float>(wt_);
   const float* bias = bias_ ? ptr<const float>(bias_) : nullptr;
-  float* out = ptr<float>(out_);
   const int threads = clamp_threads(nthreads, M);
   RowLists L;
   if (!build_row_lists(x, M, K, bits_ ? ptr<std::uint8_t>(bits_) : nullptr, threads, L)) return kNotBinary;
@@ -273,6 +280,7 @@ int linear_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, 
     for (std::int64_t r = 0; r < M; ++r) total += L.count[r];
     if (total > max_nnz) return kTooDense;
   }
+  float* out = output_buffer(alloc);
 
   const std::int64_t ntiles = (N + kTile - 1) / kTile;
   constexpr std::int64_t kRowBlock = 128;
@@ -445,19 +453,45 @@ inline void conv_pixel_block(const float* wt, const float* bias, float* dst, std
 }
 #endif
 
-// x [B, Cin, H, W]; wt [Cin][KH][KW][Cout/G] (for input channel c, the weights of the outputs of its group);
-// bias [Cout] or 0; out [B, Cout, OH, OW]. Returns kDone, or kNotBinary / kTooDense (more than max_nnz spikes;
-// max_nnz < 0: no limit) with out unwritten.
-int conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, std::uintptr_t out_,
+// torch's weight layout [G][Cout/G][R] (R = Cin/G * KH * KW) -> [G][R][Cout/G], into this thread's scratch
+// memory (valid until its next call): the copy of a weight that changes every step, written where pages are
+// already mapped.
+const float* transpose_conv_weight(const float* w, const ConvShape& s, int nthreads) {
+  struct WeightT;
+  const std::int64_t cg = s.cout_g(), R = s.cin_g() * s.KH * s.KW;
+  float* t = scratch<WeightT, float>(static_cast<std::size_t>(s.G * R * cg));
+  const std::int64_t rblocks = (R + 15) / 16, items = s.G * rblocks;
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, items, s.G * R * cg, 1 << 16))
+  for (std::int64_t it = 0; it < items; ++it) {
+    const std::int64_t g = it / rblocks, r0 = (it % rblocks) * 16, r1 = std::min(R, r0 + 16);
+    const float* src = w + g * cg * R;
+    float* dst = t + g * R * cg;
+    std::int64_t o0 = 0;
+#ifdef FASTSPIKE_SYN_AVX512
+    if (r1 - r0 == 16)
+      for (; o0 + 16 <= cg; o0 += 16) transpose16(src + o0 * R + r0, R, dst + r0 * cg + o0, cg);
+#endif
+    for (std::int64_t r = r0; r < r1; ++r)
+      for (std::int64_t o = o0; o < cg; ++o) dst[r * cg + o] = src[o * R + r];
+  }
+  return t;
+}
+
+// x [B, Cin, H, W]; wt [Cin][KH][KW][Cout/G] (for input channel c, the weights of the outputs of its group),
+// or, with torch_layout, the weight as torch holds it, [Cout][Cin/G][KH][KW] (transposed here once the input
+// is known to be sparse enough);
+// bias [Cout] or 0; alloc -> out [B, Cout, OH, OW]. Returns kDone, or kNotBinary / kTooDense (more than max_nnz spikes;
+// max_nnz < 0: no limit) with out unwritten. Both stop the compaction early: kTooDense says nothing about
+// whether x is binary.
+int conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, const pybind11::function& alloc,
                    std::int64_t B, std::int64_t Cin, std::int64_t H, std::int64_t W, std::int64_t Cout,
                    std::int64_t OH, std::int64_t OW, std::int64_t KH, std::int64_t KW, std::int64_t sh,
                    std::int64_t sw, std::int64_t ph, std::int64_t pw, std::int64_t dh, std::int64_t dw,
-                   std::int64_t G, std::int64_t max_nnz, int nthreads) {
+                   std::int64_t G, std::int64_t max_nnz, bool torch_layout, int nthreads) {
   const ConvShape s{B, Cin, H, W, Cout, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, G};
   const float* x = ptr<const float>(x_);
   const float* wt = ptr<const float>(wt_);
   const float* bias = bias_ ? ptr<const float>(bias_) : nullptr;
-  float* out = ptr<float>(out_);
   const std::int64_t cg = s.cout_g(), cing = s.cin_g();
   // register-blocked path (AVX-512 builds): the lists hold weight-row offsets c * KH * KW * Cout, not c
   bool fast = false;
@@ -484,8 +518,10 @@ int conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, 
   const int th1 = clamp_threads(nthreads, items1);
   // a thread's list buffer holds at most every element of its (static) share of the items
   const std::int64_t per_thread = (items1 + th1 - 1) / th1 * band * W * Cin + kSlack;
-  bool bad = false;
-#pragma omp parallel num_threads(th1) reduction(|| : bad)
+  // stop early: at the first non-binary value, or once more than max_nnz spikes are counted
+  int stop = kDone;
+  std::int64_t counted = 0;
+#pragma omp parallel num_threads(th1)
   {
     std::int32_t* buf = scratch<Lists, std::int32_t>(static_cast<std::size_t>(per_thread));
     std::int32_t* stage = scratch<Stage, std::int32_t>(static_cast<std::size_t>(band * W * Cin));  // [pixel][channels]
@@ -495,15 +531,36 @@ int conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, 
     bool b = false;
 #pragma omp for schedule(static)
     for (std::int64_t it = 0; it < items1; ++it) {
+      int st;
+#pragma omp atomic read
+      st = stop;
+      if (st != kDone) continue;
       const std::int64_t bb = it / bands, iy0 = (it % bands) * band, iy1 = std::min(H, iy0 + band);
       const std::int64_t npix = (iy1 - iy0) * W;
       std::fill(cnt, cnt + npix, 0);
+      std::int64_t item_nnz = 0;
       for (std::int64_t c = 0; c < Cin; ++c) {
         const std::int64_t n = compact_row(x + ((bb * Cin + c) * H + iy0) * W, npix, cols, 0, nullptr, b);
         const std::int32_t cv = static_cast<std::int32_t>(c) * cmul;
         for (std::int64_t j = 0; j < n; ++j) {
           const std::int32_t q = cols[j];
           stage[q * Cin + cnt[q]++] = cv;
+        }
+        item_nnz += n;
+      }
+      if (b) {
+#pragma omp critical(fastspike_conv_stop)
+        stop = kNotBinary;
+        continue;
+      }
+      if (max_nnz >= 0) {
+        std::int64_t t;
+#pragma omp atomic capture
+        t = counted += item_nnz;
+        if (t > max_nnz) {
+#pragma omp critical(fastspike_conv_stop)
+          if (stop == kDone) stop = kTooDense;
+          continue;
         }
       }
       for (std::int64_t iy = iy0; iy < iy1; ++iy) {
@@ -522,14 +579,10 @@ int conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, 
       }
     }
     // the gather copies lists 16 entries at a time: the slack past the last list is read, never used
-    bad = bad || b;
   }
-  if (bad) return kNotBinary;
-  if (max_nnz >= 0) {
-    std::int64_t total = 0;
-    for (std::int64_t q = 0; q < B * H * W; ++q) total += pix_cnt[q];
-    if (total > max_nnz) return kTooDense;
-  }
+  if (stop != kDone) return stop;
+  if (torch_layout) wt = transpose_conv_weight(wt, s, nthreads);
+  float* out = output_buffer(alloc);
   for (std::int64_t r = 0; r < in_rows; ++r) row_base[r] = row_owner[r] + row_off[r];
 
   // Phase 2: gather per output row.
@@ -772,19 +825,22 @@ void register_synapse(pybind11::module_& m) {
   m.def("spike_stats", &spike_stats, nogil, py::arg("x"), py::arg("n"), py::arg("nthreads"),
         "(number of nonzeros, all values in {0, 1}) of a float32 buffer.");
   m.def("synapse_linear_forward", &linear_forward, nogil, py::arg("x"), py::arg("wt"), py::arg("bias"),
-        py::arg("out"), py::arg("bits"), py::arg("M"), py::arg("K"), py::arg("N"), py::arg("max_nnz"),
+        py::arg("alloc"), py::arg("bits"), py::arg("M"), py::arg("K"), py::arg("N"), py::arg("max_nnz"),
         py::arg("nthreads"),
-        "Event-driven x @ W^T + b on float32 buffers. Returns 1 (done), 0 (x not binary) or 2 (more than max_nnz "
-        "spikes; max_nnz < 0: no limit); out is unwritten unless 1, bits (if given) are written unless 0.");
+        "Event-driven x @ W^T + b on float32 buffers; alloc() -> address of out [M, N], called only when the "
+        "kernel runs. Returns 1 (done), 0 (x not binary) or 2 (more than max_nnz spikes; max_nnz < 0: no "
+        "limit); bits (if given) are written unless 0.");
   m.def("synapse_linear_grad_weight", &linear_grad_weight, nogil, py::arg("bits"), py::arg("gt"), py::arg("gw"),
         py::arg("M"), py::arg("K"), py::arg("N"), py::arg("nthreads"),
         "Event-driven grad of W = g^T x from packed x bits and the tile-blocked g.");
   m.def("synapse_conv2d_forward", &conv2d_forward, nogil, py::arg("x"), py::arg("wt"), py::arg("bias"),
-        py::arg("out"), py::arg("B"), py::arg("Cin"), py::arg("H"), py::arg("W"), py::arg("Cout"), py::arg("OH"),
+        py::arg("alloc"), py::arg("B"), py::arg("Cin"), py::arg("H"), py::arg("W"), py::arg("Cout"), py::arg("OH"),
         py::arg("OW"), py::arg("KH"), py::arg("KW"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"),
-        py::arg("dh"), py::arg("dw"), py::arg("groups"), py::arg("max_nnz"), py::arg("nthreads"),
-        "Event-driven conv2d forward (gather per output row). Returns 1 (done), 0 (x not binary) or 2 (more than "
-        "max_nnz spikes; max_nnz < 0: no limit); out is unwritten unless 1.");
+        py::arg("dh"), py::arg("dw"), py::arg("groups"), py::arg("max_nnz"), py::arg("torch_layout"),
+        py::arg("nthreads"),
+        "Event-driven conv2d forward (gather per output row); wt pre-transposed, or torch's layout with "
+        "torch_layout=True; alloc() -> address of out, called only when the kernel runs. Returns 1 (done), 0 "
+        "(x not binary) or 2 (more than max_nnz spikes; max_nnz < 0: no limit).");
   m.def("synapse_conv2d_grad_weight", &conv2d_grad_weight, nogil, py::arg("data"), py::arg("nbytes"),
         py::arg("bytes"), py::arg("g"),
         py::arg("gw"), py::arg("B"), py::arg("Cin"), py::arg("H"), py::arg("W"), py::arg("Cout"), py::arg("OH"),

@@ -113,6 +113,22 @@ def test_conv2d_event_matches_f_conv2d(backend, density):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_conv2d_event_inference_uses_cached_weight_copy(backend):
+    # without grad the transposed weight is cached per version (training: transposed per call by the kernel);
+    # an in-place update of the weight must be seen by the next call
+    dev = _dev(backend)
+    for xs, ws, kw in _conv_cases(backend):
+        x = _spikes(xs, 0.05, dev)
+        w = torch.randn(ws, device=dev)
+        b = torch.randn(ws[0], device=dev)
+        with torch.no_grad():
+            for _ in range(2):
+                out = S.synapse_conv2d(x, w, b, event_driven=True, backend=backend, **kw)
+                assert_close(f"out{kw}", F.conv2d(x, w, b, **kw), out, TOL)
+                w.mul_(-0.5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_conv2d_dense_and_auto_paths(backend):
     dev = _dev(backend)
     x = _spikes((2, 3, 6, 5), 0.3, dev)

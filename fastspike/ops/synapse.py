@@ -125,7 +125,10 @@ def _cpp_stats(x: torch.Tensor) -> Tuple[int, bool]:
 
 
 # Tile-blocked W^T per weight version: WT[t][k][i] = W[64 t + i, k] (zero padded). Built once per weight
-# version (an optimizer step bumps the version) and kept while the weight lives.
+# version (an optimizer step bumps the version) and kept while the weight lives -- except for a weight that is
+# being trained (grad mode, requires_grad): its copy would serve one step only and would hold an extra copy of
+# every such weight through the backward (SEW ResNet-18 with event_driven='auto': 97 -> 140 MiB peak), so it is
+# built per call and freed with the forward's temporaries (the Functions pass keep=not needs_input_grad[weight]).
 _wt_cache: dict = {}  # id(weight) -> (weakref to weight, {tag: (key, blocked copy)})
 _wt_lock = threading.Lock()
 
@@ -144,7 +147,10 @@ def _drop(wid: int):
     return callback
 
 
-def _cached(w: torch.Tensor, tag: str, build):
+def _cached(w: torch.Tensor, tag: str, build, keep: bool = True):
+    """``build(w)``, kept per weight version unless ``keep`` is False (a weight being trained)."""
+    if not keep:
+        return build(w)
     ver = _weight_version(w)
     key = (ver, w.data_ptr(), tuple(w.shape), tuple(w.stride()), w.dtype, w.device)
     if ver is not None:
@@ -175,29 +181,44 @@ def _tile_rows(a: torch.Tensor) -> torch.Tensor:
     return a.reshape(R, nt, _TILE).transpose(0, 1).contiguous()
 
 
-def _linear_wt(w: torch.Tensor) -> torch.Tensor:
-    return _cached(w, "linear_cpp", lambda w: _tile_rows(w.detach().t()))
+def _linear_wt(w: torch.Tensor, keep: bool = True) -> torch.Tensor:
+    return _cached(w, "linear_cpp", lambda w: _tile_rows(w.detach().t()), keep)
 
 
 # status of the C++ event-driven forwards (csrc/synapse.cpp)
 _NOT_BINARY, _DONE, _TOO_DENSE = 0, 1, 2
 
 
-def _cpp_linear_forward(x2, w, b, want_bits, max_nnz: int = -1):
+class _Output:
+    """The output of a C++ event-driven forward, allocated when the kernel calls it (after its compaction found
+    the input binary and sparse enough): the dense path, when it takes over, allocates its own."""
+
+    __slots__ = ("shape", "tensor")
+
+    def __init__(self, shape):
+        self.shape, self.tensor = shape, None
+
+    def __call__(self) -> int:
+        self.tensor = _alloc.empty(self.shape)
+        return self.tensor.data_ptr()
+
+
+def _cpp_linear_forward(x2, w, b, want_bits, max_nnz: int = -1, keep_wt: bool = True):
     """(out or None, bits or None, status): the output only when status is _DONE; the bits (if wanted) unless
-    the input is not binary. ``max_nnz`` >= 0: give up (_TOO_DENSE) past that many spikes."""
+    the input is not binary. ``max_nnz`` >= 0: give up (_TOO_DENSE) past that many spikes. ``keep_wt``: cache
+    the blocked weight copy (False for a weight being trained)."""
     C = _ext.get()
     x2 = _f32(x2)
     M, K = x2.shape
     N = w.shape[0]
-    wt = _linear_wt(w)
+    wt = _linear_wt(w, keep_wt)
     b32 = _f32(b.detach()) if b is not None else None
-    out = _alloc.empty((M, N))
+    out = _Output((M, N))
     bits = torch.empty((M, (K + 7) // 8), dtype=torch.uint8) if want_bits else None
     status = C.synapse_linear_forward(x2.data_ptr(), wt.data_ptr(), b32.data_ptr() if b32 is not None else 0,
-                                      out.data_ptr(), bits.data_ptr() if want_bits else 0, M, K, N, int(max_nnz),
+                                      out, bits.data_ptr() if want_bits else 0, M, K, N, int(max_nnz),
                                       _backend.num_threads())
-    return (out if status == _DONE else None), (bits if status != _NOT_BINARY else None), status
+    return (out.tensor if status == _DONE else None), (bits if status != _NOT_BINARY else None), status
 
 
 def _cpp_linear_grad_weight(bits, g, K):
@@ -222,20 +243,22 @@ def _conv_out_hw(H, W, KH, KW, s, p, d):
     return (H + 2 * p[0] - d[0] * (KH - 1) - 1) // s[0] + 1, (W + 2 * p[1] - d[1] * (KW - 1) - 1) // s[1] + 1
 
 
-def _cpp_conv2d_forward(x, w, b, s, p, d, groups, max_nnz: int = -1):
+def _cpp_conv2d_forward(x, w, b, s, p, d, groups, max_nnz: int = -1, keep_wt: bool = True):
     """(out or None, status), as _cpp_linear_forward."""
     C = _ext.get()
     x = _f32(x)
     B, Cin, H, W = x.shape
     Cout, _, KH, KW = w.shape
     OH, OW = _conv_out_hw(H, W, KH, KW, s, p, d)
-    wt = _conv_wt(w, groups)
+    # a weight being trained changes every step: the kernel transposes it itself, into scratch memory, once its
+    # compaction has found the input sparse enough (a dense or non-binary input costs no copy)
+    wt = _conv_wt(w, groups) if keep_wt else _f32(w.detach())
     b32 = _f32(b.detach()) if b is not None else None
-    out = _alloc.empty((B, Cout, OH, OW))
+    out = _Output((B, Cout, OH, OW))
     status = C.synapse_conv2d_forward(x.data_ptr(), wt.data_ptr(), b32.data_ptr() if b32 is not None else 0,
-                                      out.data_ptr(), B, Cin, H, W, Cout, OH, OW, KH, KW, s[0], s[1], p[0], p[1],
-                                      d[0], d[1], groups, int(max_nnz), _backend.num_threads())
-    return (out if status == _DONE else None), status
+                                      out, B, Cin, H, W, Cout, OH, OW, KH, KW, s[0], s[1], p[0], p[1],
+                                      d[0], d[1], groups, int(max_nnz), not keep_wt, _backend.num_threads())
+    return (out.tensor if status == _DONE else None), status
 
 
 def _cpp_conv2d_grad_weight(data, x_shape, g, w_shape, s, p, d, groups, values: bool = False):
@@ -568,13 +591,14 @@ class _SynapseLinearFn(torch.autograd.Function):
         bits = out = None
         if event is not False and backend == "cpp":
             out, bits, status = _cpp_linear_forward(x2, weight, bias, want_bits=need_grad_w,
-                                                    max_nnz=_max_nnz(event, x2.numel()))
+                                                    max_nnz=_max_nnz(event, x2.numel()), keep_wt=not need_grad_w)
             if status == _NOT_BINARY and event is True:
                 raise ValueError(_NOT_BINARY_MSG.format("synapse_linear"))
             event, binary = status == _DONE, status != _NOT_BINARY
         elif event and backend == "triton":
             K_ = _kernels()
-            out = K_.linear_forward(x2, weight, bias, wt=_cached(weight, "linear_triton", K_.linear_weight_t))
+            out = K_.linear_forward(x2, weight, bias,
+                                    wt=_cached(weight, "linear_triton", K_.linear_weight_t, not need_grad_w))
         if out is None:
             out = F.linear(x2, weight, bias) if x2.dtype == weight.dtype else F.linear(x2.to(weight.dtype), weight, bias)
         saved_x = None
@@ -622,13 +646,14 @@ class _SynapseConv2dFn(torch.autograd.Function):
         out = None
         if event is not False and backend == "cpp":
             out, status = _cpp_conv2d_forward(x, weight, bias, stride, padding, dilation, groups,
-                                              max_nnz=_max_nnz(event, x.numel()))
+                                              max_nnz=_max_nnz(event, x.numel()), keep_wt=not need_grad_w)
             if status == _NOT_BINARY and event is True:
                 raise ValueError(_NOT_BINARY_MSG.format("synapse_conv2d"))
-            event, binary = status == _DONE, status != _NOT_BINARY
+            # past max_nnz the kernel stops before it has seen every value: binary only when it finished
+            event = binary = status == _DONE
         elif event and backend == "triton":
             K_ = _kernels()
-            wt = _cached(weight, f"conv_triton_g{groups}", lambda w: K_.conv2d_weight_t(w, groups))
+            wt = _cached(weight, f"conv_triton_g{groups}", lambda w: K_.conv2d_weight_t(w, groups), not need_grad_w)
             out = K_.conv2d_forward(x, weight, bias, stride, padding, dilation, groups, wt=wt)
         if out is None:
             out = F.conv2d(x.to(weight.dtype), weight, bias, stride, padding, dilation, groups)
