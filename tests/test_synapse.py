@@ -128,6 +128,21 @@ def test_conv2d_event_inference_uses_cached_weight_copy(backend):
                 w.mul_(-0.5)
 
 
+def test_conv2d_auto_stops_early_without_assuming_binary():
+    # 'auto' on the C++ backend: the compaction gives up once the spikes exceed the crossover, before it has
+    # seen every value; the spike counts of the last image (values 2) must still reach the weight gradient
+    if "cpp" not in BACKENDS:
+        pytest.skip("the C++ extension is not built")
+    x = _spikes((4, 8, 12, 12), 0.9, "cpu")
+    x[3] = 2.0 * _spikes((8, 12, 12), 0.3, "cpu")
+    w = torch.randn(16, 8, 3, 3, requires_grad=True)
+    out = S.synapse_conv2d(x, w, None, padding=1, event_driven="auto", backend="cpp")
+    ref = F.conv2d(x, w, None, padding=1)
+    assert_close("out", ref, out, TOL)
+    g = torch.randn_like(ref)
+    assert_close("grad_w", torch.autograd.grad(ref, w, g)[0], torch.autograd.grad(out, w, g)[0], TOL)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_conv2d_dense_and_auto_paths(backend):
     dev = _dev(backend)
