@@ -213,6 +213,53 @@ std::pair<std::int64_t, bool> spike_stats(std::uintptr_t x_, std::int64_t n, int
   return {nnz, !bad};
 }
 
+#ifdef FASTSPIKE_SYN_AVX512
+// dst[j * dstride + i] = src[i * sstride + j] for i, j < 16 (register transpose of a 16 x 16 block)
+// STREAM: non-temporal stores (dst rows 64-byte aligned): a large NCHW output is written without reading
+// its lines first (each output row is 16-float pieces of Cout rows 4 KiB apart).
+template <bool STREAM = false>
+inline void transpose16(const float* src, std::int64_t sstride, float* dst, std::int64_t dstride) {
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * sstride);
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 16; i += 8)
+    for (int k = 0; k < 4; ++k) {
+      t[i + k] = _mm512_shuffle_f32x4(r[i + k], r[i + 4 + k], 0x88);
+      t[i + 4 + k] = _mm512_shuffle_f32x4(r[i + k], r[i + 4 + k], 0xDD);
+    }
+  for (int k = 0; k < 8; ++k) {
+    r[k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0x88);
+    r[8 + k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0xDD);
+  }
+  for (int j = 0; j < 16; ++j) {
+    if constexpr (STREAM) _mm512_stream_ps(dst + j * dstride, r[j]);
+    else _mm512_storeu_ps(dst + j * dstride, r[j]);
+  }
+}
+#endif
+
+// dst[c * dstride + r] = src[r * sstride + c] for rows r < rows and columns c in [c0, c1) (16 x 16 register
+// transposes where a whole block fits).
+inline void transpose_panel(const float* src, std::int64_t sstride, float* dst, std::int64_t dstride,
+                            std::int64_t rows, std::int64_t c0, std::int64_t c1) {
+  std::int64_t r0 = 0;
+#ifdef FASTSPIKE_SYN_AVX512
+  if (c1 - c0 == 16)
+    for (; r0 + 16 <= rows; r0 += 16) transpose16(src + r0 * sstride + c0, sstride, dst + c0 * dstride + r0, dstride);
+#endif
+  for (std::int64_t c = c0; c < c1; ++c)
+    for (std::int64_t r = r0; r < rows; ++r) dst[c * dstride + r] = src[r * sstride + c];
+}
+
 // ----------------------------------------------------------------------------------------------- linear
 // Spike lists of the rows of a [rows, cols] matrix, built one pass per row into per-thread buffers.
 struct RowLists {
@@ -263,12 +310,30 @@ float* output_buffer(const pybind11::function& alloc) {
   return ptr<float>(alloc().cast<std::uintptr_t>());
 }
 
-// x [M, K]; wt [ceil(N/64)][K][64] (tile-blocked W^T, zero padded); bias [N] or 0; alloc -> out [M, N];
+// x [M, K]; wt [ceil(N/64)][K][64] (tile-blocked W^T, zero padded) or, with torch_layout, W [N, K] (blocked
+// here once the input is known to be sparse enough); bias [N] or 0; alloc -> out [M, N];
 // bits [M, ceil(K/8)] or 0 (filled with the packed spikes on the way, also when the result is kTooDense);
 // max_nnz < 0: no density limit.
+// torch's weight [N, K] -> the tile-blocked W^T [ceil(N/64)][K][64] (zero padded), into this thread's scratch
+// memory (valid until its next call): for a weight that changes every step.
+const float* tile_linear_weight(const float* w, std::int64_t K, std::int64_t N, int nthreads) {
+  struct LinearWT;
+  const std::int64_t ntiles = (N + kTile - 1) / kTile, kblocks = (K + 15) / 16, items = ntiles * kblocks;
+  float* t = scratch<LinearWT, float>(static_cast<std::size_t>(ntiles * K * kTile));
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, items, N * K, 1 << 16))
+  for (std::int64_t it = 0; it < items; ++it) {
+    const std::int64_t tile = it / kblocks, k0 = (it % kblocks) * 16, k1 = std::min(K, k0 + 16);
+    const std::int64_t nvalid = std::min(kTile, N - tile * kTile);
+    float* dst = t + tile * K * kTile;
+    transpose_panel(w + tile * kTile * K, K, dst, kTile, nvalid, k0, k1);
+    for (std::int64_t k = k0; k < k1; ++k) std::fill(dst + k * kTile + nvalid, dst + (k + 1) * kTile, 0.0f);
+  }
+  return t;
+}
+
 int linear_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, const pybind11::function& alloc,
                    std::uintptr_t bits_, std::int64_t M, std::int64_t K, std::int64_t N, std::int64_t max_nnz,
-                   int nthreads) {
+                   bool torch_layout, int nthreads) {
   const float* x = ptr<const float>(x_);
   const float* wt = ptr<const float>(wt_);
   const float* bias = bias_ ? ptr<const float>(bias_) : nullptr;
@@ -280,6 +345,7 @@ int linear_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, 
     for (std::int64_t r = 0; r < M; ++r) total += L.count[r];
     if (total > max_nnz) return kTooDense;
   }
+  if (torch_layout) wt = tile_linear_weight(wt, K, N, nthreads);
   float* out = output_buffer(alloc);
 
   const std::int64_t ntiles = (N + kTile - 1) / kTile;
@@ -405,38 +471,6 @@ struct ConvShape {
 };
 
 #ifdef FASTSPIKE_SYN_AVX512
-// dst[j * dstride + i] = src[i * sstride + j] for i, j < 16 (register transpose of a 16 x 16 block)
-// STREAM: non-temporal stores (dst rows 64-byte aligned): a large NCHW output is written without reading
-// its lines first (each output row is 16-float pieces of Cout rows 4 KiB apart).
-template <bool STREAM = false>
-inline void transpose16(const float* src, std::int64_t sstride, float* dst, std::int64_t dstride) {
-  __m512 r[16], t[16];
-  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * sstride);
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 16; i += 4) {
-    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
-    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
-    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-  }
-  for (int i = 0; i < 16; i += 8)
-    for (int k = 0; k < 4; ++k) {
-      t[i + k] = _mm512_shuffle_f32x4(r[i + k], r[i + 4 + k], 0x88);
-      t[i + 4 + k] = _mm512_shuffle_f32x4(r[i + k], r[i + 4 + k], 0xDD);
-    }
-  for (int k = 0; k < 8; ++k) {
-    r[k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0x88);
-    r[8 + k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0xDD);
-  }
-  for (int j = 0; j < 16; ++j) {
-    if constexpr (STREAM) _mm512_stream_ps(dst + j * dstride, r[j]);
-    else _mm512_storeu_ps(dst + j * dstride, r[j]);
-  }
-}
-
 // One output pixel of a groups == 1 convolution, outputs [cb, cb + 16 NV): bias + the weight rows at offsets
 // rows[0, m) (one per active (channel, tap)), accumulated in NV registers and stored once to dst[cb, cb + 16 NV).
 template <int NV>
@@ -463,16 +497,8 @@ const float* transpose_conv_weight(const float* w, const ConvShape& s, int nthre
   const std::int64_t rblocks = (R + 15) / 16, items = s.G * rblocks;
 #pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, items, s.G * R * cg, 1 << 16))
   for (std::int64_t it = 0; it < items; ++it) {
-    const std::int64_t g = it / rblocks, r0 = (it % rblocks) * 16, r1 = std::min(R, r0 + 16);
-    const float* src = w + g * cg * R;
-    float* dst = t + g * R * cg;
-    std::int64_t o0 = 0;
-#ifdef FASTSPIKE_SYN_AVX512
-    if (r1 - r0 == 16)
-      for (; o0 + 16 <= cg; o0 += 16) transpose16(src + o0 * R + r0, R, dst + r0 * cg + o0, cg);
-#endif
-    for (std::int64_t r = r0; r < r1; ++r)
-      for (std::int64_t o = o0; o < cg; ++o) dst[r * cg + o] = src[o * R + r];
+    const std::int64_t g = it / rblocks, r0 = (it % rblocks) * 16;
+    transpose_panel(w + g * cg * R, R, t + g * R * cg, cg, cg, r0, std::min(R, r0 + 16));
   }
   return t;
 }
@@ -826,8 +852,9 @@ void register_synapse(pybind11::module_& m) {
         "(number of nonzeros, all values in {0, 1}) of a float32 buffer.");
   m.def("synapse_linear_forward", &linear_forward, nogil, py::arg("x"), py::arg("wt"), py::arg("bias"),
         py::arg("alloc"), py::arg("bits"), py::arg("M"), py::arg("K"), py::arg("N"), py::arg("max_nnz"),
-        py::arg("nthreads"),
-        "Event-driven x @ W^T + b on float32 buffers; alloc() -> address of out [M, N], called only when the "
+        py::arg("torch_layout"), py::arg("nthreads"),
+        "Event-driven x @ W^T + b on float32 buffers; wt tile-blocked, or W [N, K] with torch_layout=True; "
+        "alloc() -> address of out [M, N], called only when the "
         "kernel runs. Returns 1 (done), 0 (x not binary) or 2 (more than max_nnz spikes; max_nnz < 0: no "
         "limit); bits (if given) are written unless 0.");
   m.def("synapse_linear_grad_weight", &linear_grad_weight, nogil, py::arg("bits"), py::arg("gt"), py::arg("gw"),

@@ -113,7 +113,7 @@ def test_conv2d_event_matches_f_conv2d(backend, density):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_conv2d_event_inference_uses_cached_weight_copy(backend):
+def test_event_inference_uses_cached_weight_copy(backend):
     # without grad the transposed weight is cached per version (training: transposed per call by the kernel);
     # an in-place update of the weight must be seen by the next call
     dev = _dev(backend)
@@ -126,6 +126,12 @@ def test_conv2d_event_inference_uses_cached_weight_copy(backend):
                 out = S.synapse_conv2d(x, w, b, event_driven=True, backend=backend, **kw)
                 assert_close(f"out{kw}", F.conv2d(x, w, b, **kw), out, TOL)
                 w.mul_(-0.5)
+    x = _spikes((5, 77), 0.1, dev)
+    w = torch.randn(70, 77, device=dev)  # 70 outputs: a ragged second tile of 64
+    with torch.no_grad():
+        for _ in range(2):
+            assert_close("linear", F.linear(x, w), S.synapse_linear(x, w, event_driven=True, backend=backend), TOL)
+            w.mul_(-0.5)
 
 
 def test_conv2d_auto_stops_early_without_assuming_binary():

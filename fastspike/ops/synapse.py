@@ -181,8 +181,8 @@ def _tile_rows(a: torch.Tensor) -> torch.Tensor:
     return a.reshape(R, nt, _TILE).transpose(0, 1).contiguous()
 
 
-def _linear_wt(w: torch.Tensor, keep: bool = True) -> torch.Tensor:
-    return _cached(w, "linear_cpp", lambda w: _tile_rows(w.detach().t()), keep)
+def _linear_wt(w: torch.Tensor) -> torch.Tensor:
+    return _cached(w, "linear_cpp", lambda w: _tile_rows(w.detach().t()))
 
 
 # status of the C++ event-driven forwards (csrc/synapse.cpp)
@@ -211,13 +211,14 @@ def _cpp_linear_forward(x2, w, b, want_bits, max_nnz: int = -1, keep_wt: bool = 
     x2 = _f32(x2)
     M, K = x2.shape
     N = w.shape[0]
-    wt = _linear_wt(w, keep_wt)
+    # a weight being trained: the kernel blocks it itself, into scratch memory, once the input is accepted
+    wt = _linear_wt(w) if keep_wt else _f32(w.detach())
     b32 = _f32(b.detach()) if b is not None else None
     out = _Output((M, N))
     bits = torch.empty((M, (K + 7) // 8), dtype=torch.uint8) if want_bits else None
     status = C.synapse_linear_forward(x2.data_ptr(), wt.data_ptr(), b32.data_ptr() if b32 is not None else 0,
                                       out, bits.data_ptr() if want_bits else 0, M, K, N, int(max_nnz),
-                                      _backend.num_threads())
+                                      not keep_wt, _backend.num_threads())
     return (out.tensor if status == _DONE else None), (bits if status != _NOT_BINARY else None), status
 
 
