@@ -1,7 +1,10 @@
 """Model-level benchmark: one training step (forward + backward + SGD step) of SEW ResNet-18 (cnf='ADD',
 LIFNode tau=2 detach_reset=True, multi-step), T=4, batch 8, 3x64x64, on the CPU: fastspike against
 SpikingJelly 2.0.0 built with the same weights (state_dict copied), time and peak memory. 'fastspike packed'
-runs the same step inside ``fastspike.utils.pack_saved_spikes()`` (spikes saved for the backward bit-packed).
+runs the same step inside ``fastspike.utils.pack_saved_spikes()`` (spikes saved for the backward bit-packed);
+'fastspike event' sets ``event_driven='auto'`` on every Conv2d/Linear (spike-fed convolutions then take the
+event-driven forward below the calibrated training crossover; results differ from SpikingJelly's by float
+rounding, so this is an opt-in and not the default).
 
     pytest bench/bench_models.py --benchmark-only -p no:cacheprovider      # pytest-benchmark timings
     python bench/bench_models.py [--repeat 5] [--batch 8] [--size 64] [--T 4]   # ratios (time, peak memory)
@@ -86,9 +89,14 @@ def steps(T=4, batch=8, size=64):
     from fastspike.utils import pack_saved_spikes
 
     ref, ours, x, target = build(T, batch, size)
+    event = copy.deepcopy(ours)
+    for m in event.modules():
+        if hasattr(m, "event_driven"):
+            m.event_driven = "auto"
     return {"SpikingJelly 2.0": make_step(ref, x, target, sf.reset_net),
             "fastspike": make_step(ours, x, target, functional.reset_net),
-            "fastspike packed": make_step(copy.deepcopy(ours), x, target, functional.reset_net, pack_saved_spikes)}
+            "fastspike packed": make_step(copy.deepcopy(ours), x, target, functional.reset_net, pack_saved_spikes),
+            "fastspike event": make_step(event, x, target, functional.reset_net)}
 
 
 # ---------------------------------------------------------------------------------------- pytest-benchmark
@@ -103,7 +111,7 @@ if pytest is not None:
         pytest.importorskip("spikingjelly")
         return steps()
 
-    @pytest.mark.parametrize("impl", ["fastspike", "fastspike packed", "SpikingJelly 2.0"])
+    @pytest.mark.parametrize("impl", ["fastspike", "fastspike packed", "fastspike event", "SpikingJelly 2.0"])
     def test_sew_resnet18_train_step(benchmark, _steps, impl):
         benchmark.group = "sew_resnet18 train step T=4 B=8 64x64 cpu"
         benchmark.extra_info.update(impl=impl, T=4, batch=8, size=64)
@@ -147,7 +155,7 @@ def main(argv=None):
               f"CPU time {r['cpu'] * 1e3:8.1f} ms  "
               f"peak memory {r['mem'] / 2**20:9.1f} MiB")
     b = res["SpikingJelly 2.0"]
-    for name in ("fastspike", "fastspike packed"):
+    for name in ("fastspike", "fastspike packed", "fastspike event"):
         a = res[name]
         print(f"  {name}: speed-up vs SpikingJelly: wall {b['time'] / a['time']:.2f}x (medians "
               f"{b['median'] / a['median']:.2f}x), process CPU time {b['cpu'] / a['cpu']:.2f}x; "
