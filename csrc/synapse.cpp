@@ -310,10 +310,6 @@ float* output_buffer(const pybind11::function& alloc) {
   return ptr<float>(alloc().cast<std::uintptr_t>());
 }
 
-// x [M, K]; wt [ceil(N/64)][K][64] (tile-blocked W^T, zero padded) or, with torch_layout, W [N, K] (blocked
-// here once the input is known to be sparse enough); bias [N] or 0; alloc -> out [M, N];
-// bits [M, ceil(K/8)] or 0 (filled with the packed spikes on the way, also when the result is kTooDense);
-// max_nnz < 0: no density limit.
 // torch's weight [N, K] -> the tile-blocked W^T [ceil(N/64)][K][64] (zero padded), into this thread's scratch
 // memory (valid until its next call): for a weight that changes every step.
 const float* tile_linear_weight(const float* w, std::int64_t K, std::int64_t N, int nthreads) {
@@ -331,6 +327,10 @@ const float* tile_linear_weight(const float* w, std::int64_t K, std::int64_t N, 
   return t;
 }
 
+// x [M, K]; wt [ceil(N/64)][K][64] (tile-blocked W^T, zero padded) or, with torch_layout, W [N, K] (blocked
+// here once the input is known to be sparse enough); bias [N] or 0; alloc -> out [M, N];
+// bits [M, ceil(K/8)] or 0 (filled with the packed spikes on the way, also when the result is kTooDense);
+// max_nnz < 0: no density limit.
 int linear_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, const pybind11::function& alloc,
                    std::uintptr_t bits_, std::int64_t M, std::int64_t K, std::int64_t N, std::int64_t max_nnz,
                    bool torch_layout, int nthreads) {
@@ -542,13 +542,15 @@ int conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, 
   if (B * ((H + band - 1) / band) < want_items) band = std::max<std::int64_t>(1, (B * H) / want_items);
   const std::int64_t bands = (H + band - 1) / band, items1 = B * bands;
   const int th1 = clamp_threads(nthreads, items1);
-  // a thread's list buffer holds at most every element of its (static) share of the items
-  const std::int64_t per_thread = (items1 + th1 - 1) / th1 * band * W * Cin + kSlack;
   // stop early: at the first non-binary value, or once more than max_nnz spikes are counted
   int stop = kDone;
   std::int64_t counted = 0;
 #pragma omp parallel num_threads(th1)
   {
+    // a thread's list buffer holds at most every element of its (static) share of the items; the team may
+    // be smaller than asked (nested parallelism, thread limits)
+    const std::int64_t team = omp_get_num_threads();
+    const std::int64_t per_thread = (items1 + team - 1) / team * band * W * Cin + kSlack;
     std::int32_t* buf = scratch<Lists, std::int32_t>(static_cast<std::size_t>(per_thread));
     std::int32_t* stage = scratch<Stage, std::int32_t>(static_cast<std::size_t>(band * W * Cin));  // [pixel][channels]
     std::int32_t* cnt = scratch<Cnt, std::int32_t>(static_cast<std::size_t>(band * W));

@@ -1,5 +1,7 @@
 """Event-driven synapses and bit-packed spike storage against F.linear / F.conv2d on every backend that runs here."""
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -445,3 +447,24 @@ def test_calibrate_training_mode_stores_its_own_crossover(monkeypatch, tmp_path)
     assert len(rows) == 2 and all(te > 0 and td > 0 for _, te, td in rows)
     assert S.crossover("linear", mode="train") == cross
     assert S.crossover("linear", mode="infer") == S.DEFAULT_CROSSOVER["cpu"]["linear"]
+
+
+def test_cpp_conv2d_event_with_fewer_threads_than_asked():
+    # OMP_THREAD_LIMIT=1 gives a team of one although two threads are asked for: the kernel must size its
+    # per-thread spike lists for the team it got (an earlier version wrote past them)
+    if "cpp" not in BACKENDS:
+        pytest.skip("the C++ extension is not built")
+    code = (
+        "import torch, torch.nn.functional as F\n"
+        "from fastspike.ops import synapse as S\n"
+        "torch.set_num_threads(2); torch.manual_seed(0)\n"
+        "x = (torch.rand(6, 16, 20, 20) < 0.6).float(); w = torch.randn(32, 16, 3, 3)\n"
+        "with torch.no_grad():\n"
+        "    out = S.synapse_conv2d(x, w, None, padding=1, event_driven=True, backend='cpp')\n"
+        "err = (out - F.conv2d(x, w, None, padding=1)).abs().max().item()\n"
+        "assert err < 1e-4, err\n"
+        "print('ok')\n")
+    env = dict(os.environ, OMP_THREAD_LIMIT="1")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                       check=False)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
