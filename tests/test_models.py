@@ -1,4 +1,5 @@
 """Model zoo: structure, step modes, training, and equality with SpikingJelly 2.0.0 from the same weights."""
+import copy
 import os
 import sys
 import types
@@ -298,3 +299,39 @@ def test_bad_arguments():
     net = models.Spikformer(T=2, img_size_h=32, img_size_w=32, patch_size=4, embed_dims=32, num_heads=4, depths=1)
     with pytest.raises(ValueError, match="4D image input"):
         net(torch.rand(3, 32, 32))
+
+
+def test_sew_resnet18_event_driven_auto_training_matches_default(monkeypatch):
+    """event_driven='auto' on every layer: the spike-fed convolutions take the event-driven forward (the trained
+    weights transposed per call), the spike-count and real-valued ones fall back to the dense path; the step
+    matches the default model up to float rounding."""
+    from fastspike.ops import synapse as S
+
+    torch.manual_seed(0)
+    net = models.sew_resnet18(cnf="ADD", spiking_neuron=neuron.LIFNode, num_classes=10, detach_reset=True)
+    functional.set_step_mode(net, "m")
+    event = copy.deepcopy(net)
+    for m in event.modules():
+        if hasattr(m, "event_driven"):
+            m.event_driven = "auto"
+    statuses = []
+    forward = S._cpp_conv2d_forward
+
+    def recording(*args, **kwargs):
+        result = forward(*args, **kwargs)
+        statuses.append(result[1])
+        return result
+
+    monkeypatch.setattr(S, "_cpp_conv2d_forward", recording)
+    x = torch.rand(2, 3, 64, 64).unsqueeze(0).repeat(4, 1, 1, 1, 1)
+    target = torch.tensor([3, 7])
+    results = []
+    for n in (net, event):
+        out = n(x).mean(0)
+        F.cross_entropy(out, target).backward()
+        results.append((out.detach(), n.conv1.weight.grad, n.layer1[0].conv2.weight.grad,
+                        n.layer4[1].conv2.weight.grad))
+    assert S._DONE in statuses and S._NOT_BINARY in statuses  # both paths ran
+    assert_close("output", results[0][0], results[1][0], 1e-4)
+    for name, a, b in zip(("conv1", "layer1.0.conv2", "layer4.1.conv2"), results[0][1:], results[1][1:]):
+        assert_close(f"grad {name}", a, b, 1e-4)
