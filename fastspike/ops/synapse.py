@@ -127,8 +127,9 @@ def _cpp_stats(x: torch.Tensor) -> Tuple[int, bool]:
 # Tile-blocked W^T per weight version: WT[t][k][i] = W[64 t + i, k] (zero padded). Built once per weight
 # version (an optimizer step bumps the version) and kept while the weight lives -- except for a weight that is
 # being trained (grad mode, requires_grad): its copy would serve one step only and would hold an extra copy of
-# every such weight through the backward (SEW ResNet-18 with event_driven='auto': 97 -> 140 MiB peak), so it is
-# built per call and freed with the forward's temporaries (the Functions pass keep=not needs_input_grad[weight]).
+# every such weight through the backward (SEW ResNet-18 with event_driven='auto': 97 -> 140 MiB peak). For such a
+# weight the C++ kernels take torch's layout and build the copy themselves, into scratch memory, once their
+# compaction has accepted the input; the Triton launchers build it per call (``_cached(..., keep=False)``).
 _wt_cache: dict = {}  # id(weight) -> (weakref to weight, {tag: (key, blocked copy)})
 _wt_lock = threading.Lock()
 
