@@ -270,10 +270,10 @@ def _cpp_conv2d_grad_weight(data, x_shape, g, w_shape, s, p, d, groups, values: 
     B, Cin, H, W = x_shape
     Cout, cing, KH, KW = w_shape
     _, _, OH, OW = g.shape
-    g_nhwc = g.to(torch.float32).permute(0, 2, 3, 1).contiguous()
+    g32 = g.to(torch.float32).contiguous()  # NCHW: the kernel transposes it into its scratch memory
     gw = torch.empty((Cout, cing, KH, KW), dtype=torch.float32)
     data = data.contiguous()
-    C.synapse_conv2d_grad_weight(data.data_ptr(), data.numel(), values, g_nhwc.data_ptr(), gw.data_ptr(), B, Cin,
+    C.synapse_conv2d_grad_weight(data.data_ptr(), data.numel(), values, g32.data_ptr(), gw.data_ptr(), B, Cin,
                                  H, W, Cout, OH, OW, KH, KW, s[0], s[1], p[0], p[1], d[0], d[1], groups,
                                  _backend.num_threads())
     return gw
