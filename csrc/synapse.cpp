@@ -269,14 +269,22 @@ struct RowLists {
   const std::int32_t* list(std::int64_t r) const { return local[owner[r]].data() + offset[r]; }
 };
 
-bool build_row_lists(const float* x, std::int64_t rows, std::int64_t cols, std::uint8_t* bits, int threads,
-                     RowLists& L) {
+// Status of an event-driven forward: done, or not run (out unwritten) because x is not binary or because it
+// holds more than max_nnz spikes (the caller's density limit: the dense path is faster there).
+constexpr int kNotBinary = 0, kDone = 1, kTooDense = 2;
+
+// Returns kDone, kNotBinary, or kTooDense once more than max_nnz spikes are counted (max_nnz < 0: no limit).
+// Without bits to fill, both stop the pass early; with bits, every row is packed (the caller keeps them).
+int build_row_lists(const float* x, std::int64_t rows, std::int64_t cols, std::uint8_t* bits, int threads,
+                    std::int64_t max_nnz, RowLists& L) {
   L.local.assign(threads, {});
   L.owner.assign(rows, 0);
   L.offset.assign(rows, 0);
   L.count.assign(rows, 0);
   const std::int64_t nb = (cols + 7) / 8;
   bool bad = false;
+  int stop = kDone;  // early stop (no bits wanted)
+  std::int64_t counted = 0;
 #pragma omp parallel num_threads(threads) reduction(|| : bad)
   {
     const int tid = omp_get_thread_num();
@@ -285,6 +293,12 @@ bool build_row_lists(const float* x, std::int64_t rows, std::int64_t cols, std::
     bool b = false;
 #pragma omp for schedule(static)
     for (std::int64_t r = 0; r < rows; ++r) {
+      if (!bits) {
+        int st;
+#pragma omp atomic read
+        st = stop;
+        if (st != kDone) continue;
+      }
       if (static_cast<std::int64_t>(buf.size()) < used + cols + kSlack)
         buf.resize(std::max<std::int64_t>(used + cols + kSlack, 2 * static_cast<std::int64_t>(buf.size())));
       const std::int64_t c = compact_row(x + r * cols, cols, buf.data() + used, 0, bits ? bits + r * nb : nullptr, b);
@@ -292,15 +306,31 @@ bool build_row_lists(const float* x, std::int64_t rows, std::int64_t cols, std::
       L.offset[r] = used;
       L.count[r] = c;
       used += c;
+      if (!bits && (b || max_nnz >= 0)) {
+        std::int64_t t = 0;
+        if (!b) {
+#pragma omp atomic capture
+          t = counted += c;
+        }
+        if (b || t > max_nnz) {
+#pragma omp critical(fastspike_linear_stop)
+          if (b) stop = kNotBinary;
+          else if (stop == kDone) stop = kTooDense;
+        }
+      }
     }
     bad = bad || b;
   }
-  return !bad;
+  if (bad) return kNotBinary;
+  if (stop != kDone) return stop;
+  if (max_nnz >= 0) {
+    std::int64_t total = 0;
+    for (std::int64_t r = 0; r < rows; ++r) total += L.count[r];
+    if (total > max_nnz) return kTooDense;
+  }
+  return kDone;
 }
 
-// Status of an event-driven forward: done, or not run (out unwritten) because x is not binary or because it
-// holds more than max_nnz spikes (the caller's density limit: the dense path is faster there).
-constexpr int kNotBinary = 0, kDone = 1, kTooDense = 2;
 
 // The forwards ask for their output only once the compaction has found x sparse enough: `alloc` is a Python
 // callable returning the output buffer's address. A buffer allocated up front and dropped when the dense path
@@ -339,12 +369,8 @@ int linear_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, 
   const float* bias = bias_ ? ptr<const float>(bias_) : nullptr;
   const int threads = clamp_threads(nthreads, M);
   RowLists L;
-  if (!build_row_lists(x, M, K, bits_ ? ptr<std::uint8_t>(bits_) : nullptr, threads, L)) return kNotBinary;
-  if (max_nnz >= 0) {
-    std::int64_t total = 0;
-    for (std::int64_t r = 0; r < M; ++r) total += L.count[r];
-    if (total > max_nnz) return kTooDense;
-  }
+  const int status = build_row_lists(x, M, K, bits_ ? ptr<std::uint8_t>(bits_) : nullptr, threads, max_nnz, L);
+  if (status != kDone) return status;
   if (torch_layout) wt = tile_linear_weight(wt, K, N, nthreads);
   float* out = output_buffer(alloc);
 

@@ -468,3 +468,37 @@ def test_cpp_conv2d_event_with_fewer_threads_than_asked():
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
                        check=False)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
+def test_cpp_event_forwards_stop_exactly_past_the_spike_limit():
+    # the C++ forwards count spikes while they compact: more than max_nnz -> _TOO_DENSE (no output), exactly
+    # max_nnz -> done; a non-binary value -> _NOT_BINARY, except that a pass that needs no bits may stop at the
+    # limit first; the bits, when asked for, are complete whatever the status but _NOT_BINARY
+    if "cpp" not in BACKENDS:
+        pytest.skip("the C++ extension is not built")
+    x = _spikes((67, 301), 0.05, "cpu")
+    w = torch.randn(133, 301)
+    nnz = int(x.sum())
+    for bits in (False, True):
+        out, b, st = S._cpp_linear_forward(x, w, None, bits, max_nnz=nnz - 1)
+        assert st == S._TOO_DENSE and out is None
+        if bits:
+            assert torch.equal(b, S.ref_pack_bits(x))
+        out, b, st = S._cpp_linear_forward(x, w, None, bits, max_nnz=nnz)
+        assert st == S._DONE
+        assert_close("linear", F.linear(x, w), out, TOL)
+        bad = x.clone()
+        bad[-1, -1] = 2.0
+        assert S._cpp_linear_forward(bad, w, None, True, max_nnz=nnz // 2)[2] == S._NOT_BINARY
+        assert S._cpp_linear_forward(bad, w, None, bits, max_nnz=-1)[2] == S._NOT_BINARY
+    xc = _spikes((3, 6, 9, 11), 0.05, "cpu")
+    wc = torch.randn(8, 6, 3, 3)
+    nnz = int(xc.sum())
+    conf = ((1, 1), (1, 1), (1, 1), 1)
+    assert S._cpp_conv2d_forward(xc, wc, None, *conf, max_nnz=nnz - 1) == (None, S._TOO_DENSE)
+    out, st = S._cpp_conv2d_forward(xc, wc, None, *conf, max_nnz=nnz)
+    assert st == S._DONE
+    assert_close("conv2d", F.conv2d(xc, wc, None, padding=1), out, TOL)
+    bad = xc.clone()
+    bad[-1, -1, -1, -1] = 0.5
+    assert S._cpp_conv2d_forward(bad, wc, None, *conf, max_nnz=-1)[1] == S._NOT_BINARY
