@@ -43,3 +43,18 @@ def saved_bytes(fn, exclude=()) -> int:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         fn()
     return total[0]
+
+
+def record_statuses(monkeypatch, module, name: str, index: int) -> list:
+    """Wrap ``module.name`` so that element ``index`` of each result (a C++ forward's status) is appended to the
+    returned list."""
+    statuses = []
+    real = getattr(module, name)
+
+    def spy(*args, **kwargs):
+        result = real(*args, **kwargs)
+        statuses.append(result[index])
+        return result
+
+    monkeypatch.setattr(module, name, spy)
+    return statuses

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from fastspike import functional, models, neuron
 
-from helpers import assert_close
+from helpers import assert_close, record_statuses
 
 
 # --------------------------------------------------------------------------------------------------
@@ -314,15 +314,7 @@ def test_sew_resnet18_event_driven_auto_training_matches_default(monkeypatch):
     for m in event.modules():
         if hasattr(m, "event_driven"):
             m.event_driven = "auto"
-    statuses = []
-    forward = S._cpp_conv2d_forward
-
-    def recording(*args, **kwargs):
-        result = forward(*args, **kwargs)
-        statuses.append(result[1])
-        return result
-
-    monkeypatch.setattr(S, "_cpp_conv2d_forward", recording)
+    statuses = record_statuses(monkeypatch, S, "_cpp_conv2d_forward", 1)
     x = torch.rand(2, 3, 64, 64).unsqueeze(0).repeat(4, 1, 1, 1, 1)
     target = torch.tensor([3, 7])
     results = []

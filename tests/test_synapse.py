@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from fastspike import _ext
 from fastspike.ops import _backend
 from fastspike.ops import synapse as S
-from helpers import assert_close, noncontiguous, saved_bytes
+from helpers import assert_close, noncontiguous, record_statuses, saved_bytes
 
 DENSITIES = [0.0, 1e-3, 0.05, 0.5, 1.0]
 TOL = 1e-5
@@ -254,15 +254,7 @@ def test_auto_follows_the_crossover(monkeypatch, tmp_path):
     monkeypatch.setenv("FASTSPIKE_CACHE_DIR", str(tmp_path))
     # 'auto' hands the C++ kernel the crossover as a spike limit: it counts while it compacts (no separate
     # density pass) and reports _TOO_DENSE past it, and the op then takes torch's GEMM
-    statuses = []
-    real = S._cpp_linear_forward
-
-    def spy(*a, **k):
-        out = real(*a, **k)
-        statuses.append(out[2])
-        return out
-
-    monkeypatch.setattr(S, "_cpp_linear_forward", spy)
+    statuses = record_statuses(monkeypatch, S, "_cpp_linear_forward", 2)
     x = _spikes((16, 64), 0.05)
     x[0, :8] = 1.0  # density above 0.05 for sure
     w = torch.randn(8, 64)
