@@ -127,8 +127,13 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--malloc", default="keep", choices=("keep", "system"),
+                   help="keep (default): freed memory stays mapped for reuse, as in python -m fastspike.bench "
+                        "(docs/bench.md); system: the C library's defaults")
     args = p.parse_args(argv)
-    from fastspike.bench.core import peak_memory
+    from fastspike.bench.core import keep_freed_memory, peak_memory
+
+    malloc = "keep" if args.malloc == "keep" and keep_freed_memory() else "system"
 
     fns = steps(args.T, args.batch, args.size)
     res = {}
@@ -149,7 +154,7 @@ def main(argv=None):
         res[name]["median"] = sorted(times[name])[len(times[name]) // 2]
         res[name]["cpu"] = min(cpu[name])
     print(f"sew_resnet18 training step, T={args.T}, batch {args.batch}, {args.size}x{args.size}, CPU, "
-          f"{torch.get_num_threads()} threads, best of {args.repeat}")
+          f"{torch.get_num_threads()} threads, best of {args.repeat}, malloc {malloc}")
     for name, r in res.items():
         print(f"  {name:18s} wall {r['time'] * 1e3:8.1f} ms (median {r['median'] * 1e3:8.1f} ms)  "
               f"CPU time {r['cpu'] * 1e3:8.1f} ms  "

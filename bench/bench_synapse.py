@@ -179,14 +179,20 @@ def main(argv=None):
     p.add_argument("--no-train", action="store_true", help="skip the forward+backward comparison")
     p.add_argument("--quick", action="store_true", help="small shapes (smoke run)")
     p.add_argument("--json", default=None, help="write the results to this JSON file")
+    p.add_argument("--malloc", default="keep", choices=("keep", "system"),
+                   help="keep (default): freed memory stays mapped for reuse, as in python -m fastspike.bench "
+                        "(docs/bench.md); system: the C library's defaults")
     args = p.parse_args(argv)
     args.sweep = [float(v) for v in args.sweep.split(",")]
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    from fastspike.bench.core import keep_freed_memory
+    malloc = "keep" if args.malloc == "keep" and keep_freed_memory() else "system"
     print(f"fastspike synapse benchmark: device={device}, threads={torch.get_num_threads()}, "
-          f"machine={S.machine_key(device)!r}")
+          f"machine={S.machine_key(device)!r}, malloc {malloc}")
     out = {"device": str(device), "threads": torch.get_num_threads(), "machine": S.machine_key(device),
+           "malloc": malloc,
            "command": "python " + " ".join([os.path.relpath(__file__)] + (argv if argv is not None else sys.argv[1:]))}
     for op in args.ops.split(","):
         bench_op(op.strip(), device, args, out)

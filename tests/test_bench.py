@@ -2,6 +2,7 @@
 complete, a missing peer is named as skipped, a peer computing something else is flagged and not timed,
 bad arguments exit with code 2. Speed itself is never asserted here."""
 import json
+import platform
 import subprocess
 import sys
 
@@ -14,7 +15,8 @@ from fastspike.bench.core import peak_memory
 
 _load_cases()
 
-FAST = ["--quick", "--repeat", "1", "--warmup", "1", "--no-progress", "--threads", "1"]
+# --malloc system: the test process keeps glibc's defaults (test_keep_freed_memory checks "keep" in a subprocess)
+FAST = ["--quick", "--repeat", "1", "--warmup", "1", "--no-progress", "--threads", "1", "--malloc", "system"]
 
 
 def _tiny_points(monkeypatch):
@@ -264,8 +266,8 @@ def test_triton_kernel_row_agrees(kind, mode):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_quick_run(tmp_path):
     """On a GPU: the LIF case end to end, with the copy bandwidth and each row's fraction of it."""
-    rc, data = _run_json(tmp_path, ["--device", "cuda", "--quick", "--case", "neuron.lif", "--peers", "none",
-                                    "--repeat", "2", "--no-progress"])
+    rc, data = _run_json(tmp_path, ["--device", "cuda", "--malloc", "system", "--quick", "--case", "neuron.lif",
+                                    "--peers", "none", "--repeat", "2", "--no-progress"])
     assert rc == 0
     assert data["settings"]["copy_bandwidth_gbs"] > 0
     for t, rows in _rows(data):
@@ -283,3 +285,29 @@ def test_progress_bar_does_not_disturb_tables(tmp_path, monkeypatch, capsys):
     assert run(args) == 0
     out = capsys.readouterr().out
     assert "== neuron.if | forward only (inference)" in out and "fastspike" in out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                    reason="keeping freed memory uses glibc's mallopt")
+def test_keep_freed_memory(tmp_path):
+    # in a fresh process (it changes the process's allocator for good): with 'keep' a freed 256 MiB block stays
+    # mapped for reuse (resident memory does not drop), with glibc's defaults it goes back to the kernel; and
+    # the bench records the setting
+    code = (
+        "import os, sys, torch\n"
+        "from fastspike.bench.core import keep_freed_memory\n"
+        "if sys.argv[1] == 'keep': assert keep_freed_memory()\n"
+        "rss = lambda: int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE')\n"
+        "t = torch.ones(64 << 20); held = rss(); del t\n"
+        "print(held - rss() > (128 << 20))\n")
+    for mode, returned in (("keep", "False"), ("system", "True")):
+        p = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, timeout=120,
+                           check=False)
+        assert p.returncode == 0 and p.stdout.strip() == returned, (mode, p.stdout, p.stderr[-2000:])
+    out = tmp_path / "out.json"
+    p = subprocess.run([sys.executable, "-m", "fastspike.bench", "--quick", "--case", "neuron.if", "--peers", "none",
+                        "--mode", "infer", "--no-memory", "--repeat", "1", "--warmup", "1", "--no-progress",
+                        "--threads", "1", "--json", str(out)], capture_output=True, text=True, timeout=300,
+                       check=False)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(out.read_text())["settings"]["malloc"] == "keep" and "malloc keep" in p.stdout

@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence
 import torch
 
 from . import report
-from .core import Settings, Table, copy_bandwidth, measure_table
+from .core import MALLOC_CHOICES, Settings, Table, copy_bandwidth, keep_freed_memory, measure_table
 from .registry import CASES, PEERS, SUITES, Case, Ctx, peer_status
 
 PROG = "python -m fastspike.bench"
@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=None, help="warm-up calls per implementation (default 2)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads(N) before running")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--malloc", default="keep", choices=MALLOC_CHOICES,
+                   help="keep (default): glibc keeps freed memory for reuse, so outputs do not page-fault on first "
+                        "write (docs/bench.md); system: the C library's defaults")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list", action="store_true", help="list suites and cases and exit")
     return p
@@ -173,8 +176,11 @@ def _run_inner(args, device: str, cases: List[Case], peers: List[str], out) -> i
     for name in PEERS:
         ok, info = peer_status(name) if name in peers else (None, "not requested")
         peer_info[name] = {"installed": ok, "version" if ok else "reason": info, "pip": PEERS[name].pip}
+    malloc = "system"
+    if args.malloc == "keep":
+        malloc = "keep" if keep_freed_memory() else "system (keeping freed memory needs glibc's mallopt)"
     print(f"fastspike bench | device {device} | suite {args.suite}{' (quick)' if args.quick else ''} | "
-          f"torch {torch.__version__} | {torch.get_num_threads()} threads", file=out)
+          f"torch {torch.__version__} | {torch.get_num_threads()} threads | malloc {malloc}", file=out)
     for name, info in peer_info.items():
         if info["installed"] is False:
             print(f"  peer {name}: skipped, not installed ({info['reason']}); install: {info['pip']}", file=out)
@@ -198,7 +204,8 @@ def _run_inner(args, device: str, cases: List[Case], peers: List[str], out) -> i
             "peers": peer_info,
             "settings": {"device": device, "suite": args.suite, "quick": args.quick, "repeat": settings.repeat,
                          "warmup": settings.warmup, "min_sample_s": settings.min_sample_s,
-                         "copy_bandwidth_gbs": settings.copy_bw_gbs, "memory": settings.memory},
+                         "copy_bandwidth_gbs": settings.copy_bw_gbs, "memory": settings.memory,
+                         "malloc": malloc},
             "unavailable_cases": unavailable,
             "case_import_errors": dict(IMPORT_ERRORS),
             "summaries": summaries,
