@@ -17,8 +17,9 @@
 // Conv2d, forward: gather per output pixel. Each input pixel gets the list of its active channels; an output
 // row (b, oy) keeps a local accumulator [OW][Cout] and, for every tap whose input pixel is active, adds the
 // contiguous weight row WT[c][ky][kx][0:Cout/groups]; the row is written once, transposed to NCHW. Race-free.
-// Conv2d, weight gradient: parallel over input channels; every active input pixel adds, for each tap that
-// lands on an output pixel, the contiguous row g_nhwc[b, oy, ox, group] into gWT[c][ky][kx][:].
+// Conv2d, weight gradient: parallel over input channels; per image and channel the active pixels are sorted
+// into one list per tap (the output pixel each lands on) and gWT[c][ky][kx][:] gains the sum, in registers, of
+// the contiguous rows g_nhwc[b, oy, ox, group] of its list.
 #include <omp.h>
 
 #include <algorithm>
@@ -762,10 +763,71 @@ inline std::uint64_t nonzero_mask(const std::uint8_t* data, std::int64_t nbytes,
   }
 }
 
+// dst[0, len) += sum over j < n of (val[j] *) base[pix[j] * stride + i], i < len: the rows are summed in
+// registers (several independent sums per lane group, to hide the add latency) and dst is read and written
+// once. Every spike of a channel adds to the same KH*KW rows of the gradient, so accumulating in memory, one
+// spike at a time, chained each row's load-add-store through store forwarding: about 8 cycles per vector.
+template <bool BYTES, int R>
+inline void add_rows_vec(const float* base, std::int64_t stride, const std::int32_t* pix, const float* val,
+                         std::int64_t n, float* dst) {
+#ifdef FASTSPIKE_SYN_AVX512
+  constexpr int U = R >= 8 ? 1 : 8 / R;  // interleaved sums
+  __m512 r[U][R];
+  for (int u = 0; u < U; ++u)
+    for (int k = 0; k < R; ++k) r[u][k] = u == 0 ? _mm512_loadu_ps(dst + 16 * k) : _mm512_setzero_ps();
+  std::int64_t j = 0;
+  for (; j + U <= n; j += U)
+    for (int u = 0; u < U; ++u) {
+      const float* s = base + static_cast<std::int64_t>(pix[j + u]) * stride;
+      if constexpr (BYTES) {
+        const __m512 v = _mm512_set1_ps(val[j + u]);
+        for (int k = 0; k < R; ++k) r[u][k] = _mm512_add_ps(r[u][k], _mm512_mul_ps(v, _mm512_loadu_ps(s + 16 * k)));
+      } else {
+        for (int k = 0; k < R; ++k) r[u][k] = _mm512_add_ps(r[u][k], _mm512_loadu_ps(s + 16 * k));
+      }
+    }
+  for (; j < n; ++j) {
+    const float* s = base + static_cast<std::int64_t>(pix[j]) * stride;
+    const __m512 v = _mm512_set1_ps(BYTES ? val[j] : 1.0f);
+    for (int k = 0; k < R; ++k) r[0][k] = _mm512_add_ps(r[0][k], _mm512_mul_ps(v, _mm512_loadu_ps(s + 16 * k)));
+  }
+  for (int u = 1; u < U; ++u)
+    for (int k = 0; k < R; ++k) r[0][k] = _mm512_add_ps(r[0][k], r[u][k]);
+  for (int k = 0; k < R; ++k) _mm512_storeu_ps(dst + 16 * k, r[0][k]);
+#else
+  (void)base, (void)stride, (void)pix, (void)val, (void)n, (void)dst;
+#endif
+}
+
+template <bool BYTES>
+inline void add_rows(const float* base, std::int64_t stride, const std::int32_t* pix, const float* val,
+                     std::int64_t n, float* dst, std::int64_t len) {
+  std::int64_t i0 = 0;
+#ifdef FASTSPIKE_SYN_AVX512
+  for (; i0 + 128 <= len; i0 += 128) add_rows_vec<BYTES, 8>(base + i0, stride, pix, val, n, dst + i0);
+  for (; i0 + 64 <= len; i0 += 64) add_rows_vec<BYTES, 4>(base + i0, stride, pix, val, n, dst + i0);
+  for (; i0 + 16 <= len; i0 += 16) add_rows_vec<BYTES, 1>(base + i0, stride, pix, val, n, dst + i0);
+#endif
+  for (; i0 < len; i0 += 16) {  // portable path, and the last len % 16 lanes
+    const std::int64_t w = std::min<std::int64_t>(16, len - i0);
+    float r[16];
+    for (std::int64_t i = 0; i < w; ++i) r[i] = dst[i0 + i];
+    for (std::int64_t j = 0; j < n; ++j) {
+      const float* s = base + static_cast<std::int64_t>(pix[j]) * stride + i0;
+      const float v = BYTES ? val[j] : 1.0f;
+#pragma omp simd
+      for (std::int64_t i = 0; i < w; ++i) r[i] += v * s[i];
+    }
+    for (std::int64_t i = 0; i < w; ++i) dst[i0 + i] = r[i];
+  }
+}
+
 // x [B, Cin, H, W], flat: packed bits (BYTES false: every active input is 1) or one uint8 value per element
 // (BYTES true: spike counts); g_nhwc [B, OH, OW, Cout]; gw [Cout][Cin/G][KH][KW] (written, torch's layout).
-// Each thread owns whole input channels and accumulates a channel's KH*KW*Cout/G weights over every batch
-// element in a local [KH][KW][Cout/G] buffer that stays in its cache, then writes them to gw.
+// Each thread owns blocks of input channels and accumulates their KH*KW*Cout/G weights over every batch
+// element in a local [block][KH][KW][Cout/G] buffer that stays in its cache, then writes them to gw. Per image
+// and channel, the active pixels are gathered in chunks and sorted into one list per tap (the output pixel each
+// lands on), and each tap's gradient row is the sum of the rows of g at those pixels (add_rows).
 template <bool BYTES>
 void conv2d_grad_weight_impl(const std::uint8_t* data, std::int64_t nbytes, const float* g, float* gw,
                              std::int64_t B, std::int64_t Cin, std::int64_t H, std::int64_t W, std::int64_t Cout,
@@ -773,7 +835,8 @@ void conv2d_grad_weight_impl(const std::uint8_t* data, std::int64_t nbytes, cons
                              std::int64_t sw, std::int64_t ph, std::int64_t pw, std::int64_t dh, std::int64_t dw,
                              std::int64_t G, int nthreads) {
   const std::int64_t cg = Cout / G, cing = Cin / G, HW = H * W;
-  const std::int64_t row = KH * KW * cg;
+  const std::int64_t taps = KH * KW;
+  const std::int64_t row = taps * cg;
   // Integer divisions by run-time strides and widths cost tens of cycles each and ran several times per spike:
   // the positions' (row, column) and each shifted coordinate's output index (-1: no output) are looked up.
   std::vector<std::int32_t> iy_of(static_cast<std::size_t>(HW)), ix_of(static_cast<std::size_t>(HW));
@@ -790,31 +853,51 @@ void conv2d_grad_weight_impl(const std::uint8_t* data, std::int64_t nbytes, cons
   const std::vector<std::int32_t> oy_of = out_index(H + ph, sh, OH);  // index: iy + ph - ky * dh >= 0
   const std::vector<std::int32_t> ox_of = out_index(W + pw, sw, OW);
   // Blocks of up to kCB input channels of one group: their gradients are accumulated in a per-thread
-  // [kCB][KH][KW][Cout/G] buffer (L2-sized) and then written as whole runs of kCB * KH * KW floats per output
-  // channel (one output channel at a time from the whole block: contiguous in torch's layout).
+  // [kCB][KH][KW][Cout/G] buffer (L2-sized) over one image at a time (that image's g is then read from cache by
+  // every channel of the block) and then written as whole runs of kCB * KH * KW floats per output channel.
   constexpr std::int64_t kCB = 16;
+  constexpr std::int64_t kSpikes = 256;  // active pixels sorted into tap lists at a time
   const std::int64_t blocks_per_group = (cing + kCB - 1) / kCB;
   const std::int64_t nblocks = G * blocks_per_group;
-  const std::int64_t taps = KH * KW;
+  const std::int64_t chunk = std::min<std::int64_t>(kSpikes, HW);
 #pragma omp parallel num_threads(clamp_threads(nthreads, nblocks))
   {
-  std::vector<float> acc(static_cast<std::size_t>(kCB * row));
+  struct GradAcc;
+  struct GradTaps;
+  struct GradVals;
+  float* acc = scratch<GradAcc, float>(static_cast<std::size_t>(kCB * row));
+  // per tap: the output pixels (oy * OW + ox) of up to `chunk` spikes, then (BYTES) their values
+  std::int32_t* lists = scratch<GradTaps, std::int32_t>(static_cast<std::size_t>(taps * chunk));
+  float* vals = BYTES ? scratch<GradVals, float>(static_cast<std::size_t>(taps * chunk)) : nullptr;
+  std::vector<std::int32_t> counts(static_cast<std::size_t>(taps));
 #pragma omp for schedule(static)
   for (std::int64_t blk = 0; blk < nblocks; ++blk) {
   const std::int64_t grp = blk / blocks_per_group;
   const std::int64_t c0 = grp * cing + (blk % blocks_per_group) * kCB;
   const std::int64_t c1 = std::min(c0 + kCB, (grp + 1) * cing);
-  std::fill(acc.begin(), acc.begin() + (c1 - c0) * row, 0.0f);
-  for (std::int64_t c = c0; c < c1; ++c) {
-    float* dst_c = acc.data() + (c - c0) * row;
-    for (std::int64_t bb = 0; bb < B; ++bb) {
+  std::fill(acc, acc + (c1 - c0) * row, 0.0f);
+  for (std::int64_t bb = 0; bb < B; ++bb) {
+    const float* gb = g + bb * OH * OW * Cout + grp * cg;
+    for (std::int64_t c = c0; c < c1; ++c) {
+      float* dst_c = acc + (c - c0) * row;
       const std::int64_t base = (bb * Cin + c) * HW;
+      std::int64_t held = 0;  // spikes sorted into the lists since the last flush
+      std::fill(counts.begin(), counts.end(), 0);
+      auto flush = [&]() {
+        for (std::int64_t k = 0; k < taps; ++k)
+          if (counts[k]) add_rows<BYTES>(gb, Cout, lists + k * chunk, vals ? vals + k * chunk : nullptr,
+                                         counts[k], dst_c + k * cg, cg);
+        std::fill(counts.begin(), counts.end(), 0);
+        held = 0;
+      };
       for (std::int64_t p0 = 0; p0 < HW; p0 += 32) {
         const int len = static_cast<int>(std::min<std::int64_t>(32, HW - p0));
         std::uint64_t word = nonzero_mask<BYTES>(data, nbytes, base + p0, len);
         while (word) {
           const std::int64_t p = p0 + __builtin_ctzll(word);
           word &= word - 1;
+          if (held == chunk) flush();
+          ++held;
           const float v = BYTES ? static_cast<float>(data[base + p]) : 1.0f;
           const std::int64_t iy = iy_of[p], ix = ix_of[p];
           for (std::int64_t ky = 0; ky < KH; ++ky) {
@@ -827,19 +910,15 @@ void conv2d_grad_weight_impl(const std::uint8_t* data, std::int64_t nbytes, cons
               if (tx < 0) break;
               const std::int64_t ox = ox_of[tx];
               if (ox < 0) continue;
-              const float* src = g + ((bb * OH + oy) * OW + ox) * Cout + grp * cg;
-              float* dst = dst_c + (ky * KW + kx) * cg;
-              if constexpr (BYTES) {
-#pragma omp simd
-                for (std::int64_t i = 0; i < cg; ++i) dst[i] += v * src[i];
-              } else {
-#pragma omp simd
-                for (std::int64_t i = 0; i < cg; ++i) dst[i] += src[i];
-              }
+              const std::int64_t k = ky * KW + kx;
+              const std::int32_t at = counts[k]++;
+              lists[k * chunk + at] = static_cast<std::int32_t>(oy * OW + ox);
+              if constexpr (BYTES) vals[k * chunk + at] = v;
             }
           }
         }
       }
+      if (held) flush();
     }
   }
   // gw[grp * cg + o][c - grp * cing][ky][kx] = acc[c - c0][ky][kx][o]: a transpose of acc as a
@@ -848,7 +927,7 @@ void conv2d_grad_weight_impl(const std::uint8_t* data, std::int64_t nbytes, cons
   const std::int64_t nc = c1 - c0;
   float* dst = gw + (grp * cg * cing + (c0 - grp * cing)) * taps;
   for (std::int64_t o0 = 0; o0 < cg; o0 += 16)
-    transpose_panel(acc.data(), cg, dst, cing * taps, nc * taps, o0, std::min(cg, o0 + 16));
+    transpose_panel(acc, cg, dst, cing * taps, nc * taps, o0, std::min(cg, o0 + 16));
   }
   }
 }

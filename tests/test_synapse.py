@@ -151,6 +151,27 @@ def test_conv2d_auto_stops_early_without_assuming_binary():
     assert_close("grad_w", torch.autograd.grad(ref, w, g)[0], torch.autograd.grad(out, w, g)[0], TOL)
 
 
+def test_cpp_conv2d_event_grad_weight_over_many_spikes_per_map():
+    # the C++ weight gradient sorts a map's active pixels into per-tap lists a few hundred at a time: maps of
+    # 480 pixels at 90% density take several rounds; spike counts (one byte per element) take the same route
+    if "cpp" not in BACKENDS:
+        pytest.skip("the C++ extension is not built")
+    for cout, kw in ((70, dict(stride=1, padding=1, dilation=1, groups=1)),
+                     (36, dict(stride=(2, 1), padding=(2, 1), dilation=(2, 1), groups=3))):
+        x = _spikes((2, 6, 24, 20), 0.9, "cpu")
+        counts = x * torch.randint(1, 4, x.shape).float()
+        w = torch.randn(cout, 6 // kw["groups"], 3, 3)
+        g = torch.randn_like(F.conv2d(x, w, **kw))
+        conf = [(v, v) if isinstance(v, int) else v for v in (kw["stride"], kw["padding"], kw["dilation"])]
+        bits, ok = S._pack(x.reshape(1, -1), "cpp")
+        assert ok
+        got = S._cpp_conv2d_grad_weight(bits, tuple(x.shape), g, w.shape, *conf, kw["groups"])
+        assert_close(f"bits{kw}", torch.nn.grad.conv2d_weight(x, w.shape, g, **kw), got, TOL)
+        data = counts.to(torch.uint8).reshape(-1)
+        got = S._cpp_conv2d_grad_weight(data, tuple(x.shape), g, w.shape, *conf, kw["groups"], values=True)
+        assert_close(f"counts{kw}", torch.nn.grad.conv2d_weight(counts, w.shape, g, **kw), got, TOL)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_conv2d_dense_and_auto_paths(backend):
     dev = _dev(backend)
