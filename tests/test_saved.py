@@ -239,3 +239,16 @@ def test_max_pool_keeps_only_narrow_indices():
         assert torch.equal(m(x), F.max_pool2d(x, 3, 2, 1))
     out, idx = layer.MaxPool2d(3, 2, 1, return_indices=True)(x)
     assert idx.dtype == torch.int64
+
+
+def test_max_pool_backward_kernel_rejects_out_of_range_indices():
+    if not _ext.available():
+        pytest.skip("the C++ extension is not built")
+    g = torch.randn(2, 3)
+    gx = torch.empty(2, 4)
+    ok = torch.tensor([[0, 3, 3], [1, 1, 2]], dtype=torch.int16)
+    _ext.get().max_pool_backward(ok.data_ptr(), 2, g.data_ptr(), gx.data_ptr(), 2, 3, 4, 1)
+    assert torch.equal(gx, torch.zeros(2, 4).scatter_add_(1, ok.long(), g))
+    bad = torch.tensor([[0, 4, 3], [1, -1, 2]], dtype=torch.int32)
+    with pytest.raises(ValueError, match="outside"):
+        _ext.get().max_pool_backward(bad.data_ptr(), 4, g.data_ptr(), gx.data_ptr(), 2, 3, 4, 1)

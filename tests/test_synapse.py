@@ -151,6 +151,32 @@ def test_conv2d_auto_stops_early_without_assuming_binary():
     assert_close("grad_w", torch.autograd.grad(ref, w, g)[0], torch.autograd.grad(out, w, g)[0], TOL)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_conv2d_strided_input_gradient_routes(backend, monkeypatch):
+    # on the CPU, strided 1x1 convolutions and strided ones onto at most 4 output positions take the input
+    # gradient as one GEMM folded onto the input; the rest stays on convolution_backward
+    dev = _dev(backend)
+    cases = [((3, 8, 4, 4), (6, 8, 3, 3), dict(stride=2, padding=1)),             # 4x4 -> 2x2
+             ((2, 5, 3, 6), (7, 5, 3, 3), dict(stride=(2, 3), padding=(1, 0))),    # 3x6 -> 2x2
+             ((2, 5, 5, 4), (7, 5, 3, 2), dict(stride=2, padding=(1, 0), dilation=(1, 2))),  # 3x1
+             ((2, 6, 7, 5), (9, 6, 1, 1), dict(stride=2)),                         # 1x1, odd sizes
+             ((2, 4, 6, 6), (4, 4, 3, 3), dict(stride=1, padding=1)),              # not strided
+             ((2, 4, 8, 8), (4, 4, 3, 3), dict(stride=2, padding=1))]              # 4x4 output positions
+    folds = []
+    fold = F.fold
+    monkeypatch.setattr(F, "fold", lambda *a, **k: folds.append(1) or fold(*a, **k))
+    for xs, ws, kw in cases:
+        for density in (0.05, 1.0):
+            x = _spikes(xs, density, dev).requires_grad_()
+            w = torch.randn(ws, device=dev, requires_grad=True)
+            xr = x.detach().clone().requires_grad_()
+            out = S.synapse_conv2d(x, w, None, event_driven=False, backend=backend, **kw)
+            ref = F.conv2d(xr, w, None, **kw)
+            g = torch.randn_like(ref)
+            assert_close(f"grad_x{kw}", torch.autograd.grad(ref, xr, g)[0], torch.autograd.grad(out, x, g)[0], TOL)
+    assert len(folds) == (8 if dev == "cpu" else 0)  # the first four cases, twice each
+
+
 def test_cpp_conv2d_event_grad_weight_over_many_spikes_per_map():
     # the C++ weight gradient sorts a map's active pixels into per-tap lists a few hundred at a time: maps of
     # 480 pixels at 90% density take several rounds; spike counts (one byte per element) take the same route

@@ -346,8 +346,18 @@ class _MaxPoolFn(torch.autograd.Function):
         (idx,) = ctx.saved_tensors
         rows = int(np.prod(ctx.x_shape)) // ctx.plane if ctx.plane else 0
         cols = ctx.plane + 1 if ctx.may_be_empty else ctx.plane  # the extra column collects empty windows
-        gx = torch.zeros((rows, cols), dtype=g.dtype, device=g.device)
-        gx.scatter_add_(1, _saved.widen_indices(idx).reshape(rows, -1), g.reshape(rows, -1))
+        from .. import _ext
+
+        if (g.is_cpu and g.dtype == torch.float32 and idx.dtype in (torch.int16, torch.int32) and rows
+                and _ext.available()):
+            # zero and scatter row by row in C++ (csrc/pool.cpp), in scatter_add_'s order
+            gx = torch.empty((rows, cols), dtype=g.dtype)
+            g2, idx2 = g.contiguous(), idx.contiguous()
+            _ext.get().max_pool_backward(idx2.data_ptr(), idx2.element_size(), g2.data_ptr(), gx.data_ptr(), rows,
+                                         idx2.numel() // rows, cols, torch.get_num_threads())
+        else:
+            gx = torch.zeros((rows, cols), dtype=g.dtype, device=g.device)
+            gx.scatter_add_(1, _saved.widen_indices(idx).reshape(rows, -1), g.reshape(rows, -1))
         if ctx.may_be_empty:
             gx = gx[:, :ctx.plane]
         return gx.reshape(ctx.x_shape), None, None, None, None, None, None
