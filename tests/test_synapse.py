@@ -159,7 +159,9 @@ def test_conv2d_strided_input_gradient_routes(backend, monkeypatch):
     cases = [((3, 8, 4, 4), (6, 8, 3, 3), dict(stride=2, padding=1)),             # 4x4 -> 2x2
              ((2, 5, 3, 6), (7, 5, 3, 3), dict(stride=(2, 3), padding=(1, 0))),    # 3x6 -> 2x2
              ((2, 5, 5, 4), (7, 5, 3, 2), dict(stride=2, padding=(1, 0), dilation=(1, 2))),  # 3x1
+             ((2, 6, 7, 5), (9, 6, 3, 3), dict(stride=2, padding=1)),              # 4x3 = 12 positions
              ((2, 6, 7, 5), (9, 6, 1, 1), dict(stride=2)),                         # 1x1, odd sizes
+             ((2, 6, 7, 5), (9, 6, 1, 1), dict(stride=(3, 2), padding=(1, 0))),    # 1x1, padded: F.fold
              ((2, 4, 6, 6), (4, 4, 3, 3), dict(stride=1, padding=1)),              # not strided
              ((2, 4, 8, 8), (4, 4, 3, 3), dict(stride=2, padding=1))]              # 4x4 output positions
     folds = []
@@ -174,7 +176,7 @@ def test_conv2d_strided_input_gradient_routes(backend, monkeypatch):
             ref = F.conv2d(xr, w, None, **kw)
             g = torch.randn_like(ref)
             assert_close(f"grad_x{kw}", torch.autograd.grad(ref, xr, g)[0], torch.autograd.grad(out, x, g)[0], TOL)
-    assert len(folds) == (8 if dev == "cpu" else 0)  # the first four cases, twice each
+    assert len(folds) == (8 if dev == "cpu" else 0)  # cases 1-3 and the padded 1x1, twice each
 
 
 def test_cpp_conv2d_event_grad_weight_over_many_spikes_per_map():

