@@ -1,13 +1,19 @@
 // Lossless compact storage of tensors kept for the backward pass (fastspike/ops/_saved.py).
 //
 // Spiking networks save many activations that hold only 0 and 1 (spikes: 1 bit each is enough) or small
-// non-negative integers (spike counts, e.g. SEW ResNet 'ADD' block outputs: 1 byte each). classify_saved
+// non-negative integers (spike counts, e.g. SEW ResNet 'ADD' block outputs: 1 byte each). compact_saved
 // finds out which in one read pass that stops as soon as the answer is 'neither' (a real-valued input is
-// rejected after its first chunks); the caller then packs the bits (spike_pack) or converts to bytes.
+// rejected after its first chunks), and writes both compact forms on the way.
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <utility>
+
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#include <immintrin.h>
+#define FASTSPIKE_SAVED_AVX512 1
+#endif
 
 #include "registry.h"
 
@@ -17,9 +23,16 @@ namespace {
 constexpr std::int64_t kClassifyChunk = 1 << 14;
 
 // (kind, nonzeros): kind 1 when every value is 0 or 1; 2 when every value is an integer in [0, 255] (some
-// above 1); 0 for anything else (fractions, negatives, NaN, infinities), with the count then meaningless.
-std::pair<int, std::int64_t> classify_saved(std::uintptr_t x_, std::int64_t n, int nthreads) {
+// above 1); 0 for anything else (fractions, negatives, NaN, infinities), with the count then meaningless. The
+// same read pass writes both compact forms: bits (as spike_pack packs a flat tensor: bit j of byte b is element
+// 8 b + j) and bytes; the caller keeps the one the kind calls for (neither means anything for kind 0).
+// Classifying first and converting afterwards read the tensor twice, and the two calls' fixed costs were most
+// of the time on the small maps of deep layers.
+std::pair<int, std::int64_t> compact_saved(std::uintptr_t x_, std::int64_t n, std::uintptr_t bits_,
+                                           std::uintptr_t bytes_, int nthreads) {
   const float* x = ptr<const float>(x_);
+  std::uint8_t* bits = ptr<std::uint8_t>(bits_);
+  std::uint8_t* bytes = ptr<std::uint8_t>(bytes_);
   const std::int64_t items = (n + kClassifyChunk - 1) / kClassifyChunk;
   std::atomic<int> not_binary{0};
   std::atomic<int> not_bytes{0};
@@ -28,18 +41,46 @@ std::pair<int, std::int64_t> classify_saved(std::uintptr_t x_, std::int64_t n, i
     num_threads(clamp_threads(nthreads, items, n, std::int64_t(1) << 18))
   for (std::int64_t it = 0; it < items; ++it) {
     if (not_bytes.load(std::memory_order_relaxed)) continue;  // answer known: 'neither'
-    const std::int64_t c0 = it * kClassifyChunk;
+    const std::int64_t c0 = it * kClassifyChunk;  // a multiple of 8: whole bytes of bits per chunk
     const std::int64_t len = std::min(kClassifyChunk, n - c0);
     const float* p = x + c0;
-    int big = 0, bad = 0;
+    std::uint8_t* pb = bits + c0 / 8;
+    std::uint8_t* py = bytes + c0;
+    bool bad = false, big = false;
     std::int64_t cnt = 0;
-#pragma omp simd reduction(| : big, bad) reduction(+ : cnt)
-    for (std::int64_t i = 0; i < len; ++i) {
-      const float v = p[i];
-      // v == floor(v) is false for NaN; the range test rejects infinities
-      bad |= !(v >= 0.0f && v <= 255.0f && v == std::floor(v));
-      big |= v > 1.0f;
-      cnt += v != 0.0f;
+    std::int64_t i = 0;
+#ifdef FASTSPIKE_SAVED_AVX512
+    const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f), top = _mm512_set1_ps(255.0f);
+    __mmask16 badm = 0, bigm = 0;
+    for (; i + 16 <= len; i += 16) {
+      const __m512 v = _mm512_loadu_ps(p + i);
+      const __mmask16 nz = _mm512_cmp_ps_mask(v, zero, _CMP_NEQ_UQ);
+      // not (0 <= v <= 255 and integral); NaN fails every ordered comparison
+      const __mmask16 ok = _mm512_cmp_ps_mask(v, zero, _CMP_GE_OQ) & _mm512_cmp_ps_mask(v, top, _CMP_LE_OQ) &
+                           _mm512_cmp_ps_mask(v, _mm512_roundscale_ps(v, _MM_FROUND_TO_NEG_INF), _CMP_EQ_OQ);
+      badm |= static_cast<__mmask16>(~ok);
+      bigm |= _mm512_cmp_ps_mask(v, one, _CMP_GT_OQ);
+      cnt += _mm_popcnt_u32(static_cast<unsigned>(nz));
+      const std::uint16_t m16 = static_cast<std::uint16_t>(nz);
+      std::memcpy(pb + i / 8, &m16, 2);
+      _mm512_mask_cvtepi32_storeu_epi8(py + i, 0xFFFF, _mm512_cvttps_epi32(_mm512_maskz_mov_ps(ok, v)));
+    }
+    bad = badm != 0;
+    big = bigm != 0;
+#endif
+    for (; i < len; i += 8) {
+      const std::int64_t end = std::min<std::int64_t>(i + 8, len);
+      unsigned byte = 0;
+      for (std::int64_t k = i; k < end; ++k) {
+        const float v = p[k];
+        const bool valid = v >= 0.0f && v <= 255.0f && v == std::floor(v);
+        bad |= !valid;
+        big |= v > 1.0f;
+        cnt += v != 0.0f;
+        byte |= static_cast<unsigned>(v != 0.0f) << (k - i);
+        py[k] = valid ? static_cast<std::uint8_t>(v) : 0;
+      }
+      pb[i / 8] = static_cast<std::uint8_t>(byte);
     }
     nnz += cnt;
     if (bad) not_bytes.store(1, std::memory_order_relaxed);
@@ -49,22 +90,15 @@ std::pair<int, std::int64_t> classify_saved(std::uintptr_t x_, std::int64_t n, i
   return {not_binary.load() ? 2 : 1, nnz};
 }
 
-// out[i] = (uint8) x[i] for values known to be integers in [0, 255].
-void to_bytes(std::uintptr_t x_, std::uintptr_t out_, std::int64_t n, int nthreads) {
-  const float* x = ptr<const float>(x_);
-  std::uint8_t* out = ptr<std::uint8_t>(out_);
-#pragma omp parallel for simd schedule(static) num_threads(clamp_threads(nthreads, n, n, std::int64_t(1) << 18))
-  for (std::int64_t i = 0; i < n; ++i) out[i] = static_cast<std::uint8_t>(x[i]);
-}
-
 void register_saved(pybind11::module_& m) {
   namespace py = pybind11;
   const auto nogil = py::call_guard<py::gil_scoped_release>();
-  m.def("classify_saved", &classify_saved, nogil, py::arg("x"), py::arg("n"), py::arg("nthreads"),
-        "float32 buffer (address, n) -> (kind, nonzeros): kind 1 if every value is 0 or 1, 2 if every value is an "
-        "integer in [0, 255], else 0 (then the count is 0); stops reading once the kind is 0.");
-  m.def("to_bytes", &to_bytes, nogil, py::arg("x"), py::arg("out"), py::arg("n"), py::arg("nthreads"),
-        "uint8 copy of a float32 buffer that classify_saved found to hold integers in [0, 255].");
+  m.def("compact_saved", &compact_saved, nogil, py::arg("x"), py::arg("n"), py::arg("bits"), py::arg("bytes"),
+        py::arg("nthreads"),
+        "float32 buffer (address, n) -> (kind, nonzeros): kind 1 if every value is 0 or 1, 2 if every value is "
+        "an integer in [0, 255], else 0 (then the count is 0; reading stops once the kind is 0). The same pass "
+        "writes the packed bits (ceil(n / 8) bytes) and the uint8 values (n bytes): keep bits for kind 1, bytes "
+        "for kind 2.");
 }
 FASTSPIKE_REGISTER(register_saved);
 

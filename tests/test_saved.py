@@ -34,9 +34,14 @@ def test_classification_matches_the_torch_oracle(n):
         frac[-1] = 0.5
         cases["fraction_at_end"] = frac
     for name, t in cases.items():
-        kind, nnz = C.classify_saved(t.data_ptr(), n, torch.get_num_threads())
+        bits, values = torch.empty((n + 7) // 8, dtype=torch.uint8), torch.empty(n, dtype=torch.uint8)
+        kind, nnz = C.compact_saved(t.data_ptr(), n, bits.data_ptr(), values.data_ptr(), torch.get_num_threads())
         want = _saved._kind_torch(t)
         assert (kind, nnz if kind else 0) == want, name
+        if kind == _saved.BITS:  # the same pass wrote both forms
+            assert torch.equal(bits, S.pack_bits(t.reshape(1, -1), backend="torch").reshape(-1)), name
+        if kind:
+            assert torch.equal(values, t.to(torch.uint8)), name
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0, 0.5, 255.5, 256.0, -float("inf")])

@@ -49,15 +49,14 @@ def compact(t: torch.Tensor, min_numel: int = MIN_NUMEL, sync_ok: bool = False) 
     if t.dtype is torch.float32 and t.is_cpu and t.is_contiguous() and _ext.available():
         C = _ext.get()
         nt = _backend.num_threads()
-        kind, nnz = C.classify_saved(t.data_ptr(), n, nt)
+        # one pass classifies and writes both forms; the one the kind calls for is kept
+        bits = torch.empty(((n + 7) // 8,), dtype=torch.uint8)
+        values = torch.empty((n,), dtype=torch.uint8)
+        kind, nnz = C.compact_saved(t.data_ptr(), n, bits.data_ptr(), values.data_ptr(), nt)
         if kind == BITS:
-            bits = torch.empty(((n + 7) // 8,), dtype=torch.uint8)
-            C.spike_pack(t.data_ptr(), bits.data_ptr(), 1, n, nt)
             return (BITS, bits, t.shape, nnz, t.dtype)
         if kind == BYTES:
-            out = torch.empty((n,), dtype=torch.uint8)
-            C.to_bytes(t.data_ptr(), out.data_ptr(), n, nt)
-            return (BYTES, out, t.shape, nnz, t.dtype)
+            return (BYTES, values, t.shape, nnz, t.dtype)
         return t
     if not sync_ok:
         return t
