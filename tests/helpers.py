@@ -1,5 +1,41 @@
-"""Comparison helpers (fla-style relative RMS error that also fails on NaN)."""
+"""Shared test helpers: the device and backends this machine can run, and comparisons (fla-style relative RMS
+error that also fails on NaN).
+
+Tests create every tensor on ``DEVICE`` (or on ``device_of(backend)`` for one backend's op), so the same test
+exercises the real GPU kernels on a CUDA machine and the CPU kernels / Triton's interpreter elsewhere.
+"""
+import os
+
+import pytest
 import torch
+
+#: where tensors live in tests that do not name a backend: the GPU when there is one
+DEVICE = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+ON_CUDA = DEVICE.type == "cuda"
+
+
+def triton_runs_here() -> bool:
+    """True when Triton kernels can run: on a CUDA device, or on the CPU under TRITON_INTERPRET=1."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return ON_CUDA or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def device_of(backend: str) -> torch.device:
+    """The device whose tensors ``backend`` runs: cpp -> CPU, triton -> CUDA (CPU under the interpreter),
+    torch/auto -> DEVICE."""
+    if backend == "cpp":
+        return torch.device("cpu")
+    return DEVICE
+
+
+#: the kernel backends of every op; tests parametrised over them skip (with the reason) what cannot run here
+KERNEL_BACKENDS = [
+    "cpp",
+    pytest.param("triton", marks=pytest.mark.skipif(not triton_runs_here(), reason="needs CUDA or TRITON_INTERPRET=1")),
+]
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 3e-2}
 
