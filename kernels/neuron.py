@@ -6,7 +6,12 @@ with the surrogate gradient computed inline and writes dL/dX, dL/dV0 and, for Pa
 partial sum of dL/dk per program (summed afterwards: deterministic, no float atomics).
 
 MODE: 0 IF, 1 LIF (divides by tau, as the reference), 2 ParametricLIF (multiplies by k = sigmoid(w),
-read from a 1-element tensor so no host sync is needed).
+read from a 1-element tensor so no host sync is needed). HAS_V0: V0 is a tensor; otherwise every neuron starts
+at the scalar ``v0_value`` (no [N] buffer is made for it).
+
+Compiled-code rules (checked for sm_80/sm_90 by tests/test_triton_compile.py): T is never specialised (Triton
+turns an int argument equal to 1 into a constant, and single-step mode is T = 1), offsets are int64 from the
+start, and float arguments are cast to fp32 on entry (torch.compile passes Python floats as fp64).
 """
 import torch
 import triton
@@ -44,12 +49,25 @@ def _reset(b_h, b_s, v_th, v_reset, SOFT_RESET: tl.constexpr):
 
 
 @triton.jit
+def _initial_v(p_v0, v0_value, o_n, m_n, HAS_V0: tl.constexpr, BLOCK: tl.constexpr):
+    if HAS_V0:
+        b_v = tl.load(p_v0 + o_n, mask=m_n, other=0.0).to(tl.float32)
+    else:
+        b_v = tl.zeros([BLOCK], dtype=tl.float32) + v0_value
+    return b_v
+
+
+@triton.jit(do_not_specialize=["T"])
 def neuron_fwd_kernel(
     p_x, p_v0, p_s, p_h, p_vseq, p_vlast, p_k,
-    T, N, tau, v_th, v_reset,
-    MODE: tl.constexpr, DECAY_INPUT: tl.constexpr, SOFT_RESET: tl.constexpr,
+    T, N, tau, v_th, v_reset, v0_value,
+    MODE: tl.constexpr, DECAY_INPUT: tl.constexpr, SOFT_RESET: tl.constexpr, HAS_V0: tl.constexpr,
     STORE_H: tl.constexpr, STORE_V_SEQ: tl.constexpr, BLOCK: tl.constexpr,
 ):
+    tau = tl.cast(tau, tl.float32)
+    v_th = tl.cast(v_th, tl.float32)
+    v_reset = tl.cast(v_reset, tl.float32)
+    v0_value = tl.cast(v0_value, tl.float32)
     pid = tl.program_id(0).to(tl.int64)
     o_n = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
     m_n = o_n < N
@@ -58,7 +76,7 @@ def neuron_fwd_kernel(
     else:
         decay = tau
     v_reset_decay = 0.0 if SOFT_RESET else v_reset
-    b_v = tl.load(p_v0 + o_n, mask=m_n, other=0.0).to(tl.float32)
+    b_v = _initial_v(p_v0, v0_value, o_n, m_n, HAS_V0, BLOCK)
     o_t = o_n  # int64 running offset: t * N never evaluated in 32 bits
     for t in range(0, T):
         b_x = tl.load(p_x + o_t, mask=m_n, other=0.0).to(tl.float32)
@@ -74,13 +92,20 @@ def neuron_fwd_kernel(
     tl.store(p_vlast + o_n, b_v.to(p_vlast.dtype.element_ty), mask=m_n)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T"])
 def neuron_bwd_kernel(
     p_gs, p_gvseq, p_gvlast, p_h, p_x, p_v0, p_gx, p_gv0, p_gk, p_k,
-    T, N, tau, v_th, v_reset, sg_a, sg_b,
+    T, N, tau, v_th, v_reset, v0_value, sg_a, sg_b,
     MODE: tl.constexpr, DECAY_INPUT: tl.constexpr, SOFT_RESET: tl.constexpr, DETACH_RESET: tl.constexpr,
-    HAS_GVSEQ: tl.constexpr, HAS_GVLAST: tl.constexpr, SG: tl.constexpr, BLOCK: tl.constexpr,
+    HAS_V0: tl.constexpr, NEED_GV0: tl.constexpr, HAS_GS: tl.constexpr, HAS_GVSEQ: tl.constexpr,
+    HAS_GVLAST: tl.constexpr, SG: tl.constexpr, BLOCK: tl.constexpr,
 ):
+    tau = tl.cast(tau, tl.float32)
+    v_th = tl.cast(v_th, tl.float32)
+    v_reset = tl.cast(v_reset, tl.float32)
+    v0_value = tl.cast(v0_value, tl.float32)
+    sg_a = tl.cast(sg_a, tl.float32)
+    sg_b = tl.cast(sg_b, tl.float32)
     pid = tl.program_id(0).to(tl.int64)
     o_n = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
     m_n = o_n < N
@@ -99,7 +124,7 @@ def neuron_bwd_kernel(
     else:
         b_carry = tl.zeros([BLOCK], dtype=tl.float32)
     b_gk = tl.zeros([BLOCK], dtype=tl.float32)
-    o_t = o_n + (T - 1).to(tl.int64) * N  # int64 offsets
+    o_t = o_n + tl.cast(T - 1, tl.int64) * N  # int64 offsets (T may be a compile-time 1 under other launchers)
     for i in range(0, T):
         t = T - 1 - i
         b_h = tl.load(p_h + o_t, mask=m_n, other=0.0).to(tl.float32)
@@ -118,7 +143,9 @@ def neuron_bwd_kernel(
         b_gv = b_carry
         if HAS_GVSEQ:
             b_gv += tl.load(p_gvseq + o_t, mask=m_n, other=0.0).to(tl.float32)
-        b_gh = tl.load(p_gs + o_t, mask=m_n, other=0.0).to(tl.float32) * b_sg + b_gv * b_dvdh
+        b_gh = b_gv * b_dvdh
+        if HAS_GS:
+            b_gh += tl.load(p_gs + o_t, mask=m_n, other=0.0).to(tl.float32) * b_sg
         if DECAY_INPUT:
             if MODE == 1:
                 b_gx = b_gh / tau
@@ -133,14 +160,15 @@ def neuron_bwd_kernel(
                 b_hp = tl.load(p_h + o_t - N, mask=m_n, other=0.0).to(tl.float32)
                 b_vp = _reset(b_hp, (b_hp >= v_th).to(tl.float32), v_th, v_reset, SOFT_RESET)
             else:
-                b_vp = tl.load(p_v0 + o_n, mask=m_n, other=0.0).to(tl.float32)
+                b_vp = _initial_v(p_v0, v0_value, o_n, m_n, HAS_V0, BLOCK)
             if DECAY_INPUT:
                 b_factor = tl.load(p_x + o_t, mask=m_n, other=0.0).to(tl.float32) - (b_vp - vr)
             else:
                 b_factor = vr - b_vp
             b_gk += tl.where(m_n, b_gh * b_factor, 0.0)
         o_t -= N
-    tl.store(p_gv0 + o_n, b_carry.to(p_gv0.dtype.element_ty), mask=m_n)
+    if NEED_GV0:
+        tl.store(p_gv0 + o_n, b_carry.to(p_gv0.dtype.element_ty), mask=m_n)
     if MODE == 2:
         tl.store(p_gk + pid, tl.sum(b_gk, axis=0))
 
@@ -149,38 +177,46 @@ def _grid(N, block):
     return (triton.cdiv(N, block),)
 
 
-def neuron_forward(x, v0, k, cfg, store_h: bool, store_v_seq: bool, block: int = BLOCK):
-    """x [T, N] contiguous (fp32/fp16/bf16), v0 [N]; returns (spikes, h or None, v_seq or None, v_last)."""
+def neuron_forward(x, v0, k, v0_value: float, mode: int, tau: float, decay_input: bool, v_th: float,
+                   v_reset: float, soft_reset: bool, store_h: bool, store_v_seq: bool, block: int = BLOCK,
+                   launch=None):
+    """x [T, N] contiguous (fp32/fp16/bf16), v0 [N] or None (every neuron starts at ``v0_value``), k a
+    1-element decay tensor (ParametricLIF) or None. Returns (spikes, h or None, v_seq or None, v_last); h is
+    fp32. ``launch(kernel)`` wraps the kernel (torch.library.wrap_triton under torch.compile)."""
     T, N = x.shape
     spikes = torch.empty_like(x)
     h = torch.empty((T, N), dtype=torch.float32, device=x.device) if store_h else None
     v_seq = torch.empty_like(x) if store_v_seq else None
     v_last = torch.empty((N,), dtype=x.dtype, device=x.device)
-    dummy = x
-    neuron_fwd_kernel[_grid(N, block)](
-        x, v0, spikes, h if store_h else dummy, v_seq if store_v_seq else dummy, v_last,
-        k if k is not None else dummy,
-        T, N, float(cfg.tau), float(cfg.v_threshold), float(cfg.v_reset_value),
-        MODE=cfg.mode_id, DECAY_INPUT=cfg.decay_input, SOFT_RESET=cfg.soft_reset,
+    kernel = neuron_fwd_kernel if launch is None else launch(neuron_fwd_kernel)
+    kernel[_grid(N, block)](
+        x, v0 if v0 is not None else x, spikes, h if store_h else x, v_seq if store_v_seq else x, v_last,
+        k if k is not None else x,
+        T, N, float(tau), float(v_th), float(v_reset), float(v0_value),
+        MODE=mode, DECAY_INPUT=decay_input, SOFT_RESET=soft_reset, HAS_V0=v0 is not None,
         STORE_H=store_h, STORE_V_SEQ=store_v_seq, BLOCK=block,
     )
     return spikes, h, v_seq, v_last
 
 
-def neuron_backward(gs, gv_seq, gv_last, h, x, v0, k, cfg, block: int = BLOCK):
-    """Reverse-time backward; every tensor [T, N] / [N] contiguous. Returns (grad_x fp32, grad_v0 fp32, grad_k or None)."""
+def neuron_backward(gs, gv_seq, gv_last, h, x, v0, k, v0_value: float, mode: int, tau: float, decay_input: bool,
+                    v_th: float, v_reset: float, soft_reset: bool, detach_reset: bool, sg: int, sg_a: float,
+                    sg_b: float, need_gv0: bool, block: int = BLOCK, launch=None):
+    """Reverse-time backward; every tensor [T, N] / [N] contiguous; gs, gv_seq, gv_last may be None (zero),
+    x is needed for ParametricLIF only. Returns (grad_x fp32, grad_v0 fp32 or None, grad_k [1] fp32 or None)."""
     T, N = h.shape
     gx = torch.empty((T, N), dtype=torch.float32, device=h.device)
-    gv0 = torch.empty((N,), dtype=torch.float32, device=h.device)
+    gv0 = torch.empty((N,), dtype=torch.float32, device=h.device) if need_gv0 else None
     nprog = triton.cdiv(N, block)
-    gk = torch.empty((nprog,), dtype=torch.float32, device=h.device) if cfg.mode_id == 2 else None
-    dummy = h
-    a, b = cfg.surrogate_params
-    neuron_bwd_kernel[(nprog,)](
-        gs, gv_seq if gv_seq is not None else dummy, gv_last if gv_last is not None else dummy, h,
-        x if x is not None else dummy, v0, gx, gv0, gk if gk is not None else dummy, k if k is not None else dummy,
-        T, N, float(cfg.tau), float(cfg.v_threshold), float(cfg.v_reset_value), float(a), float(b),
-        MODE=cfg.mode_id, DECAY_INPUT=cfg.decay_input, SOFT_RESET=cfg.soft_reset, DETACH_RESET=cfg.detach_reset,
-        HAS_GVSEQ=gv_seq is not None, HAS_GVLAST=gv_last is not None, SG=cfg.surrogate_id, BLOCK=block,
+    gk = torch.empty((nprog,), dtype=torch.float32, device=h.device) if mode == 2 else None
+    kernel = neuron_bwd_kernel if launch is None else launch(neuron_bwd_kernel)
+    kernel[(nprog,)](
+        gs if gs is not None else h, gv_seq if gv_seq is not None else h, gv_last if gv_last is not None else h,
+        h, x if x is not None else h, v0 if v0 is not None else h, gx, gv0 if need_gv0 else h,
+        gk if gk is not None else h, k if k is not None else h,
+        T, N, float(tau), float(v_th), float(v_reset), float(v0_value), float(sg_a), float(sg_b),
+        MODE=mode, DECAY_INPUT=decay_input, SOFT_RESET=soft_reset, DETACH_RESET=detach_reset,
+        HAS_V0=v0 is not None, NEED_GV0=need_gv0, HAS_GS=gs is not None, HAS_GVSEQ=gv_seq is not None,
+        HAS_GVLAST=gv_last is not None, SG=sg, BLOCK=block,
     )
-    return gx, gv0, (gk.sum() if gk is not None else None)
+    return gx, gv0, (gk.sum(0, keepdim=True) if gk is not None else None)

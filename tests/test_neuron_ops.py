@@ -121,7 +121,7 @@ def test_reference_gradcheck_float64():
     w = torch.tensor(0.2, dtype=torch.float64, requires_grad=True)
 
     def f(x, v0, w):
-        s, v, vs = reference.neuron_multistep(x, v0, "plif", w=w, v_reset=None, surrogate_function=sg.Sigmoid(),
+        s, v, vs = reference.multistep_neuron(x, v0, "plif", w=w, v_reset=None, surrogate_function=sg.Sigmoid(),
                                               v_threshold=5.0, store_v_seq=True)
         return v, vs
 
@@ -176,7 +176,7 @@ def test_bad_input():
     x = torch.randn(3, 4)
     with pytest.raises(TypeError, match="floating-point"):
         multistep_neuron(x.long(), torch.zeros(4))
-    with pytest.raises(ValueError, match="tau must be a number > 1"):
+    with pytest.raises(ValueError, match="tau must be a finite number > 1"):
         multistep_neuron(x, torch.zeros(4), mode="lif", tau=1.0)
     with pytest.raises(ValueError, match="reset_net"):
         multistep_neuron(x, torch.zeros(5))

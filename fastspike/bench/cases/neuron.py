@@ -208,25 +208,24 @@ def _triton_kernel_impl(kind, x, gs, mode):
     """fastspike's Triton launchers called directly (no module, no autograd): on CUDA their outputs come from
     torch's caching allocator, so this is the kernels' time plus a launch each. Runs on CPU tensors only under
     TRITON_INTERPRET=1 (tests)."""
-    from ...kernels import neuron as tk
-    from ...ops import neuron as opn
+    from ...ops import _kernels
+    tk = _kernels.load("neuron")
     T = x.shape[0]
     mode_id = {"if": 0, "lif": 1, "plif": 2}[kind]
     sid, (a, b) = _fs_node(kind).surrogate_function.kernel_spec()
-    cfg = opn.NeuronConfig(mode_id=mode_id, tau=TAU if kind == "lif" else 1.0, decay_input=True,
-                           v_threshold=V_TH, v_reset_value=0.0, soft_reset=False, detach_reset=False,
-                           surrogate_id=sid, surrogate_params=(a, b), backend="triton")
+    scalars = dict(v0_value=0.0, mode=mode_id, tau=TAU if kind == "lif" else 1.0, decay_input=True, v_th=V_TH,
+                   v_reset=0.0, soft_reset=False)
     x2 = x.reshape(T, -1).contiguous()
     g2 = gs.reshape(T, -1).contiguous()
-    v0 = torch.zeros(x2.shape[1], dtype=torch.float32, device=x.device)
     k = torch.full((1,), 1.0 / TAU, dtype=torch.float32, device=x.device) if kind == "plif" else None
     train = mode == "train"
 
     def fn():
-        spikes, h, _, _ = tk.neuron_forward(x2, v0, k, cfg, train, False)
+        spikes, h, _, _ = tk.neuron_forward(x2, None, k, store_h=train, store_v_seq=False, **scalars)
         if not train:
             return {"spikes": spikes.view_as(x)}
-        gx, _, gk = tk.neuron_backward(g2, None, None, h, x2 if kind == "plif" else None, v0, k, cfg)
+        gx, _, gk = tk.neuron_backward(g2, None, None, h, x2 if kind == "plif" else None, None, k,
+                                       detach_reset=False, sg=sid, sg_a=a, sg_b=b, need_gv0=False, **scalars)
         out = {"spikes": spikes.view_as(x), "grad_x": gx.view_as(x)}
         if kind == "plif":
             out["grad_w"] = (gk * (1.0 / TAU) * (1 - 1.0 / TAU)).reshape(())

@@ -1,23 +1,37 @@
-"""Pure-PyTorch implementations of every op: the oracle of the tests and the fallback of last resort.
-
-Nothing here shares code with the kernels. Each function computes in float32 (float64 when given
-float64) and casts its outputs back to the input dtype; autograd provides the gradients, with the
-surrogate function's own autograd rule for the spike.
-"""
+"""Reference of ``multistep_neuron``: IF / LIF / ParametricLIF as a plain loop over time."""
 from __future__ import annotations
 
 from typing import Optional, Tuple
 
 import torch
 
-__all__ = ["neuron_multistep"]
+__all__ = ["multistep_neuron"]
+
+
+class _SigmoidSpike(torch.autograd.Function):
+    """Heaviside forward, the derivative of sigmoid(4 x) backward: SpikingJelly's default surrogate, written
+    here so the reference depends on nothing else in fastspike."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(4.0 * x)
+        return g * 4.0 * s * (1.0 - s)
+
+
+_sigmoid_spike = _SigmoidSpike.apply
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def neuron_multistep(
+def multistep_neuron(
     x_seq: torch.Tensor,
     v_init: torch.Tensor,
     mode: str,
@@ -35,6 +49,8 @@ def neuron_multistep(
     mode: 'if' (H = V + X), 'lif' (decay 1/tau) or 'plif' (decay sigmoid(w)). v_seq holds V after
     reset at every step when store_v_seq, else None.
     """
+    if surrogate_function is None:
+        surrogate_function = _sigmoid_spike
     cdt = _compute_dtype(x_seq)
     out_dt = x_seq.dtype
     v = v_init.to(cdt)
@@ -60,18 +76,10 @@ def neuron_multistep(
         spikes.append(s)
         if store_v_seq:
             vs.append(v)
+    if not spikes:  # T = 0: no step, V stays V0
+        return x_seq.clone(), v.to(out_dt).clone(), (x_seq.clone() if store_v_seq else None)
     spike_seq = torch.stack(spikes).to(out_dt)
     v_seq = torch.stack(vs).to(out_dt) if store_v_seq else None
     return spike_seq, v.to(out_dt), v_seq
 
 
-# The other ops keep their reference next to their dispatch (written independently of their kernels);
-# they are listed here so this module names the oracle of every op.
-from .psn import band_mask, reference_psn as psn  # noqa: E402
-from .scan import reference_linear_scan as linear_scan  # noqa: E402
-from .synapse import (ref_conv2d_grad_weight as conv2d_grad_weight,  # noqa: E402
-                      ref_linear_grad_weight as linear_grad_weight, ref_pack_bits as pack_bits,
-                      ref_unpack_bits as unpack_bits)
-
-__all__ += ["psn", "band_mask", "linear_scan", "pack_bits", "unpack_bits", "linear_grad_weight",
-            "conv2d_grad_weight"]

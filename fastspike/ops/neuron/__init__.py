@@ -1,0 +1,146 @@
+"""Multi-step IF / LIF / ParametricLIF op: validation, backend choice, and the call into the op contract.
+
+``multistep_neuron`` takes X [T, *] and V0 [*] (or a number: every neuron starts there) and returns
+(spikes [T, *], V after the last step, V after every step or None). The kernels and the autograd formula are
+in ``autograd.py`` (custom ops ``fastspike::neuron_cpp`` / ``fastspike::neuron_triton``), the C++ launchers
+in ``cpu.py``, the Triton kernels in kernels/neuron.py; ops/reference.py is the oracle and the fallback.
+
+This op runs once per neuron layer per call, so its Python overhead is part of every small network's
+step time: the configuration is validated once per distinct value (``_config`` is cached) and a constant V0
+never becomes a tensor (the kernels take it as a number).
+"""
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from typing import NamedTuple, Optional, Tuple, Union
+
+import torch
+
+from .. import _backend, reference
+from .autograd import OPS
+
+__all__ = ["multistep_neuron", "NeuronConfig"]
+
+_MODES = {"if": 0, "lif": 1, "plif": 2}
+_warned_custom_surrogate = set()
+
+
+class NeuronConfig(NamedTuple):
+    """The scalars a kernel needs besides v0_value, in the order of ``autograd.CONFIG`` after it."""
+    mode: int
+    tau: float
+    decay_input: bool
+    v_threshold: float
+    v_reset: float  # 0.0 with soft reset
+    soft_reset: bool
+    detach_reset: bool
+    sg: int
+    sg_a: float
+    sg_b: float
+
+
+def _finite(name: str, value, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number{' or None' if allow_none else ''}, but got {value!r}.")
+
+
+@functools.lru_cache(maxsize=512)
+def _config(mode: str, tau, decay_input, v_threshold, v_reset, detach_reset, spec) -> NeuronConfig:
+    """Validate one configuration and freeze it (cached: a network repeats the same few every call)."""
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {tuple(_MODES)}, but got {mode!r}.")
+    if mode == "lif" and not (isinstance(tau, (int, float)) and not isinstance(tau, bool) and math.isfinite(tau)
+                              and tau > 1.0):
+        raise ValueError(f"tau must be a finite number > 1, but got {tau!r}.")
+    _finite("v_threshold", v_threshold)
+    _finite("v_reset", v_reset, allow_none=True)
+    sg, (sg_a, sg_b) = spec
+    return NeuronConfig(_MODES[mode], float(tau) if mode == "lif" else 1.0, bool(decay_input), float(v_threshold),
+                        0.0 if v_reset is None else float(v_reset), v_reset is None, bool(detach_reset), int(sg),
+                        float(sg_a), float(sg_b))
+
+
+def multistep_neuron(
+    x_seq: torch.Tensor,
+    v_init: Union[torch.Tensor, float],
+    *,
+    mode: str = "lif",
+    tau: float = 2.0,
+    w: Optional[torch.Tensor] = None,
+    decay_input: bool = True,
+    v_threshold: float = 1.0,
+    v_reset: Optional[float] = 0.0,
+    surrogate_function=None,
+    detach_reset: bool = False,
+    store_v_seq: bool = False,
+    backend: Optional[str] = None,
+) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """Run an IF ('if'), LIF ('lif') or ParametricLIF ('plif', decay sigmoid(w)) neuron over T steps.
+
+    v_init: the membrane potential before the first step, a tensor of shape x_seq.shape[1:] or a number
+    (the same start for every neuron; it gets no gradient). Returns (spike_seq [T, *], v_last [*],
+    v_seq [T, *] or None). ``backend``: 'auto' (default: triton for CUDA, cpp for CPU, the reference for
+    float64), 'torch', 'triton' or 'cpp'. A surrogate that the kernels do not fuse (a custom class,
+    spiking=False, tensor parameters) runs the reference.
+    """
+    if not isinstance(x_seq, torch.Tensor):
+        raise TypeError(f"x_seq must be a torch.Tensor, but got {type(x_seq).__name__}.")
+    if not x_seq.is_floating_point():
+        raise TypeError(f"x_seq must be a floating-point tensor, but got dtype {x_seq.dtype}.")
+    if x_seq.ndim < 1:
+        raise ValueError("x_seq must have a leading time dimension [T, *], but got a 0-d tensor.")
+    if isinstance(v_init, torch.Tensor):
+        if v_init.shape != x_seq.shape[1:]:
+            raise ValueError(f"v_init must be a tensor of shape {tuple(x_seq.shape[1:])} (x_seq without T), but got "
+                             f"{tuple(v_init.shape)}. If the batch size changed, call functional.reset_net(net) "
+                             "between batches.")
+        if x_seq.device != v_init.device:
+            raise ValueError(f"x_seq is on {x_seq.device} but v_init on {v_init.device}.")
+        v0, v0_value = v_init, 0.0
+    elif isinstance(v_init, (int, float)) and not isinstance(v_init, bool):
+        _finite("v_init", v_init)
+        v0, v0_value = None, float(v_init)
+    else:
+        raise ValueError(f"v_init must be a tensor of shape {tuple(x_seq.shape[1:])} (x_seq without T) or a number, "
+                         f"but got {type(v_init).__name__}.")
+    if mode == "plif":
+        if not isinstance(w, torch.Tensor) or w.numel() != 1:
+            raise ValueError("w must be a 1-element tensor (1/tau = sigmoid(w)) for mode='plif'.")
+        if w.device.type == "cpu" and not torch.isfinite(w).all():  # free on the CPU; a GPU check would sync
+            raise ValueError(f"w must be finite (1/tau = sigmoid(w)), but got {w.detach().reshape(()).item()!r}.")
+
+    if surrogate_function is None:
+        spec = (0, (4.0, 0.0))  # Sigmoid(alpha=4), SpikingJelly's default
+    else:
+        kernel_spec = getattr(surrogate_function, "kernel_spec", None)
+        spec = kernel_spec() if kernel_spec is not None else None
+    name = _backend.resolve(backend, (x_seq,), "multistep_neuron")
+    if spec is None and name != "torch":
+        if backend not in (None, "auto"):
+            raise ValueError(f"multistep_neuron: backend={backend!r} fuses only the built-in surrogates with "
+                             f"spiking=True and float parameters; {surrogate_function!r} needs backend='torch' or 'auto'.")
+        key = type(surrogate_function).__name__
+        if key not in _warned_custom_surrogate:
+            _warned_custom_surrogate.add(key)
+            warnings.warn(f"{key} is not fused into fastspike's kernels (custom class, spiking=False or tensor "
+                          "parameters); using the slower pure-PyTorch path.", RuntimeWarning, stacklevel=3)
+        name = "torch"
+    cfg = _config(mode, tau, decay_input, v_threshold, v_reset, detach_reset, spec or (0, (0.0, 0.0)))
+    if name == "torch" or x_seq.numel() == 0:
+        if v0 is None:
+            v0 = torch.full(x_seq.shape[1:], v0_value, dtype=x_seq.dtype, device=x_seq.device)
+        return reference.multistep_neuron(x_seq, v0, mode, tau, w, decay_input, v_threshold, v_reset,
+                                          surrogate_function, detach_reset, store_v_seq)
+    if not x_seq.is_contiguous():
+        x_seq = x_seq.contiguous()
+    if v0 is not None and not v0.is_contiguous():
+        v0 = v0.contiguous()
+    k = torch.sigmoid(w.reshape(())) if cfg.mode == 2 else None
+    need_grad = torch.is_grad_enabled() and (x_seq.requires_grad or (v0 is not None and v0.requires_grad)
+                                             or (k is not None and k.requires_grad))
+    spikes, v_last, v_seq, _ = OPS[name](x_seq, v0, k, v0_value, *cfg, store_v_seq, need_grad)
+    return spikes, v_last, (v_seq if store_v_seq else None)

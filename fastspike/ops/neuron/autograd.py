@@ -1,0 +1,150 @@
+"""The multi-step neuron op under the op contract (ops/_contract.py): forward and backward kernels of each
+backend as custom ops, and one autograd formula.
+
+Forward inputs: x [T, *], v0 [*] or None (then every neuron starts at ``v0_value``), k (ParametricLIF's decay
+sigmoid(w), a 0-d tensor) or None, then the configuration as scalars (``CONFIG``). Forward outputs: spikes
+[T, *], V after the last step [*], V after every step [T, *] (empty unless ``store_v_seq``) and what the
+backward reads besides x (Triton: H [T, N] in fp32; C++: empty, its backward recomputes H from x).
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .. import _kernels
+from .._contract import Op
+from . import cpu
+
+__all__ = ["OPS", "CONFIG"]
+
+# the scalar configuration, in the order the custom ops take it after (x, v0, k)
+CONFIG = ("v0_value", "mode", "tau", "decay_input", "v_threshold", "v_reset", "soft_reset", "detach_reset",
+          "sg", "sg_a", "sg_b")
+
+_Fwd = Tuple[Tensor, Tensor, Tensor, Tensor]
+
+
+def _empty(like: Tensor, dtype=None) -> Tensor:
+    return like.new_empty((0,), dtype=dtype)
+
+
+def _f32(t: Optional[Tensor]) -> Optional[Tensor]:
+    if t is None:
+        return None
+    if t.dtype is not torch.float32:
+        t = t.float()
+    return t if t.is_contiguous() else t.contiguous()
+
+
+# ------------------------------------------------------------------------------------------------- C++
+def _cpp_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], v0_value: float, mode: int, tau: float,
+                 decay_input: bool, v_threshold: float, v_reset: float, soft_reset: bool, detach_reset: bool,
+                 sg: int, sg_a: float, sg_b: float, store_v_seq: bool, need_grad: bool) -> _Fwd:
+    decay = float(k) if mode == 2 else tau
+    spikes, v_seq, v_last = cpu.forward(_f32(x), _f32(v0), v0_value, decay, mode, decay_input, v_threshold,
+                                        v_reset, soft_reset, store_v_seq)
+    if x.dtype is not torch.float32:
+        spikes, v_last = spikes.to(x.dtype), v_last.to(x.dtype)
+        v_seq = v_seq.to(x.dtype) if v_seq is not None else None
+    return spikes, v_last, v_seq if v_seq is not None else _empty(x), _empty(x, torch.float32)
+
+
+def _cpp_backward(gs: Optional[Tensor], gv_seq: Optional[Tensor], gv_last: Optional[Tensor], x: Optional[Tensor],
+                  h: Tensor, v0: Optional[Tensor], k: Optional[Tensor], v0_value: float, mode: int, tau: float,
+                  decay_input: bool, v_threshold: float, v_reset: float, soft_reset: bool, detach_reset: bool,
+                  sg: int, sg_a: float, sg_b: float, need_gv0: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    assert x is not None, "the C++ backward recomputes H from x"
+    decay = float(k) if mode == 2 else tau
+    gx, gv0, gk = cpu.backward(_f32(gs), _f32(gv_seq), _f32(gv_last), _f32(x), _f32(v0), v0_value, decay, mode,
+                               decay_input, v_threshold, v_reset, soft_reset, detach_reset, sg, sg_a, sg_b, need_gv0)
+    return gx, gv0 if gv0 is not None else _empty(gx), gk if gk is not None else _empty(gx)
+
+
+# ---------------------------------------------------------------------------------------------- Triton
+def _triton_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], v0_value: float, mode: int, tau: float,
+                    decay_input: bool, v_threshold: float, v_reset: float, soft_reset: bool, detach_reset: bool,
+                    sg: int, sg_a: float, sg_b: float, store_v_seq: bool, need_grad: bool) -> _Fwd:
+    K = _kernels.load("neuron")
+    T = x.shape[0]
+    x2 = x.reshape(T, -1).contiguous()
+    v02 = v0.reshape(-1).contiguous() if v0 is not None else None
+    k1 = k.detach().float().reshape(1) if k is not None else None
+    spikes, h, v_seq, v_last = K.neuron_forward(x2, v02, k1, v0_value, mode, tau, decay_input, v_threshold,
+                                                v_reset, soft_reset, need_grad, store_v_seq,
+                                                launch=torch.library.wrap_triton)
+    return (spikes.view(x.shape), v_last.view(x.shape[1:]), v_seq.view(x.shape) if v_seq is not None else _empty(x),
+            h if h is not None else _empty(x, torch.float32))
+
+
+def _triton_backward(gs: Optional[Tensor], gv_seq: Optional[Tensor], gv_last: Optional[Tensor],
+                     x: Optional[Tensor], h: Tensor, v0: Optional[Tensor], k: Optional[Tensor], v0_value: float,
+                     mode: int, tau: float, decay_input: bool, v_threshold: float, v_reset: float,
+                     soft_reset: bool, detach_reset: bool, sg: int, sg_a: float, sg_b: float,
+                     need_gv0: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    K = _kernels.load("neuron")
+
+    def flat(t, shape):
+        return None if t is None else t.reshape(shape).contiguous()
+
+    T, N = h.shape
+    gx, gv0, gk = K.neuron_backward(flat(gs, (T, N)), flat(gv_seq, (T, N)), flat(gv_last, (N,)), h,
+                                    flat(x, (T, N)), flat(v0, (N,)), k.detach().float().reshape(1) if k is not None
+                                    else None, v0_value, mode, tau, decay_input, v_threshold, v_reset, soft_reset,
+                                    detach_reset, sg, sg_a, sg_b, need_gv0, launch=torch.library.wrap_triton)
+    return gx, gv0 if gv0 is not None else _empty(gx), gk if gk is not None else _empty(gx)
+
+
+# --------------------------------------------------------------------------------------- shared parts
+def _fake_forward(x, v0, k, v0_value, mode, tau, decay_input, v_threshold, v_reset, soft_reset, detach_reset, sg,
+                  sg_a, sg_b, store_v_seq, need_grad, keeps_h: bool = False):
+    T = x.shape[0]
+    n = x[0].numel() if T else 0
+    h = x.new_empty((T, n), dtype=torch.float32) if (keeps_h and need_grad) else _empty(x, torch.float32)
+    return (torch.empty_like(x), x.new_empty(x.shape[1:]), torch.empty_like(x) if store_v_seq else _empty(x), h)
+
+
+def _fake_backward(gs, gv_seq, gv_last, x, h, v0, k, v0_value, mode, *rest):
+    """grad_x comes back in x's shape (C++) or as [T, N] (Triton); the formula reshapes it."""
+    need_gv0 = rest[-1]
+    ref = x if x is not None else h
+    gx = ref.new_empty(ref.shape if h.numel() == 0 else h.shape, dtype=torch.float32)
+    gv0 = ref.new_empty(gx.shape[1:] if h.numel() == 0 else (h.shape[1],), dtype=torch.float32) if need_gv0 \
+        else _empty(gx)
+    gk = ref.new_empty((1,), dtype=torch.float32) if mode == 2 else _empty(gx)
+    return gx, gv0, gk
+
+
+def _make_setup(keeps_h: bool):
+    def setup_context(ctx, inputs, outputs):
+        x, v0, k = inputs[:3]
+        ctx.set_materialize_grads(False)
+        ctx.config = inputs[3:3 + len(CONFIG)]
+        ctx.x_dtype, ctx.x_shape = x.dtype, x.shape
+        ctx.v0_dtype = v0.dtype if v0 is not None else None
+        mode = ctx.config[1]
+        # Triton keeps H (and x for ParametricLIF's dH/dk); C++ keeps x and recomputes H
+        keep_x = (not keeps_h) or mode == 2
+        ctx.save_for_backward(x if keep_x else None, outputs[3], v0, k)
+    return setup_context
+
+
+def _backward(ctx, grads, kernel):
+    gs, gv_last, gv_seq, _ = grads
+    x, h, v0, k = ctx.saved_tensors
+    need_gv0 = v0 is not None and ctx.needs_input_grad[1]
+    gx, gv0, gk = kernel(gs, gv_seq, gv_last, x, h, v0, k, *ctx.config, need_gv0)
+    gx = gx.reshape(ctx.x_shape).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
+    gv0 = gv0.reshape(v0.shape).to(ctx.v0_dtype) if need_gv0 else None
+    gk = gk.reshape(()).to(k.dtype) if (k is not None and ctx.needs_input_grad[2]) else None
+    return (gx, gv0, gk) + (None,) * (len(CONFIG) + 2)
+
+
+OPS = {
+    "cpp": Op("neuron_cpp", forward=_cpp_forward, fake_forward=_fake_forward, backward_kernel=_cpp_backward,
+              fake_backward=_fake_backward, setup_context=_make_setup(False), backward=_backward),
+    "triton": Op("neuron_triton", forward=_triton_forward,
+                 fake_forward=lambda *a: _fake_forward(*a, keeps_h=True), backward_kernel=_triton_backward,
+                 fake_backward=_fake_backward, setup_context=_make_setup(True), backward=_backward, triton=True),
+}

@@ -1,0 +1,10 @@
+"""Pure-PyTorch implementations of every op: the oracle of the tests and the fallback of last resort.
+
+One module per op, each named after the public op it checks (``reference.psn`` is the reference of
+``ops.psn``). Nothing here imports from the implementations (ops/<op>/, kernels/, csrc/) or shares code with
+them. Each function computes in float32 (float64 when given float64) and casts its outputs back to the input
+dtype; autograd provides the gradients, with the surrogate function's own autograd rule for the spike.
+"""
+from .neuron import multistep_neuron
+
+__all__ = ["multistep_neuron"]
