@@ -17,8 +17,8 @@ from .node import LIFNode
 __all__ = ["ILIFNode"]
 
 
-class _MultiLevelSpikeCount(nn.Module):
-    """Stand-in for ``surrogate.MultiLevelSpikeCount`` while fastspike.surrogate lacks it: clamp and round
+class MultiLevelSpikeCount(nn.Module):
+    """Stand-in for ``surrogate.MultiLevelSpikeCount`` (used when fastspike.surrogate lacks it): clamp and round
     to [0, max_spike_count] forward, gradient 1 on [grad_min, grad_max] (default [0, max_spike_count])."""
 
     def __init__(self, max_spike_count: int, spiking: bool = True, grad_window=None):
@@ -38,7 +38,7 @@ class _MultiLevelSpikeCount(nn.Module):
         return torch.clamp(x, 0, self.max_spike_count)
 
 
-MultiLevelSpikeCount = getattr(surrogate, "MultiLevelSpikeCount", _MultiLevelSpikeCount)
+MultiLevelSpikeCount = getattr(surrogate, "MultiLevelSpikeCount", MultiLevelSpikeCount)
 
 
 def _is_spiking_multi_level(fn) -> bool:

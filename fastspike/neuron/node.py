@@ -111,7 +111,9 @@ class BaseNode(MemoryModule, BackendMixin):
 
     # -- SpikingJelly-style hooks (used as-is by custom subclasses) -----------------------------
     def neuronal_charge(self, x: torch.Tensor) -> None:
-        raise NotImplementedError(f"{type(self).__name__} must define neuronal_charge(x) (update self.v from x).")
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement single_step_functional_forward(inputs, states) (SpikingJelly 2.0 "
+            "style) or neuronal_charge(x) (SpikingJelly 1.x style: update self.v from x).")
 
     def neuronal_fire(self) -> torch.Tensor:
         return self.surrogate_function(self.v - self.v_threshold)
@@ -178,9 +180,7 @@ class BaseNode(MemoryModule, BackendMixin):
             spikes, v, _ = multistep_neuron(x.unsqueeze(0), states[0], **kw)
             return (spikes[0],), (v, *states[1:])
         if type(self).neuronal_charge is BaseNode.neuronal_charge:
-            raise NotImplementedError(
-                f"{type(self).__name__} must implement single_step_functional_forward(inputs, states) "
-                "(SpikingJelly 2.0 style) or neuronal_charge(x) (SpikingJelly 1.x style).")
+            self.neuronal_charge(x)  # raises the error that says what to define
         names = tuple(self._memories)
         saved = dict(self._memories)
         try:
