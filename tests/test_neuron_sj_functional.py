@@ -126,8 +126,8 @@ def test_sj2_style_custom_neuron():
         def single_step_functional_forward(self, inputs, states, **kwargs):
             return super().single_step_functional_forward((inputs[0] + 1.0,), states, **kwargs)
 
-    assert ShiftedIF(step_mode="m")(torch.zeros(2, 3)).sum() == 6
-    assert ShiftedIF(step_mode="s")(torch.zeros(3)).sum() == 3
+    assert ShiftedIF(step_mode="m")(torch.zeros(2, 3, device=DEVICE)).sum() == 6
+    assert ShiftedIF(step_mode="s")(torch.zeros(3, device=DEVICE)).sum() == 3
 
 
 def test_sj1_style_neuron_functional_forward():
@@ -136,12 +136,12 @@ def test_sj1_style_neuron_functional_forward():
             self.v = self.v + x * x
 
     n = Quadratic(step_mode="m")
-    x = torch.tensor([[0.6], [0.6], [0.6]])
+    x = torch.tensor([[0.6], [0.6], [0.6]], device=DEVICE)
     (out,), (v,) = n.functional_forward((x,), (0.0,))
     assert out.flatten().tolist() == [0.0, 0.0, 1.0] and n.v == 0.0
     assert torch.equal(n(x), out) and torch.equal(n.v, v)
     with pytest.raises(NotImplementedError, match="single_step_functional_forward.*neuronal_charge"):
-        neuron.BaseNode()(torch.zeros(2))
+        neuron.BaseNode()(torch.zeros(2, device=DEVICE))
 
 
 def test_memory_module_functional_api():
@@ -149,13 +149,13 @@ def test_memory_module_functional_api():
     assert n.get_reset_value("w") == 0.25 and n.get_reset_value("v") == 0.0
     with pytest.raises(KeyError, match="not a registered memory"):
         n.get_reset_value("u")
-    v, s = torch.tensor([0.5, 2.0]), torch.tensor([0.0, 1.0])
+    v, s = torch.tensor([0.5, 2.0], device=DEVICE), torch.tensor([0.0, 1.0], device=DEVICE)
     assert neuron.BaseNode.apply_hard_reset(v, s, -0.5).tolist() == [0.5, -0.5]
     assert neuron.BaseNode.apply_soft_reset(v, s, 1.0).tolist() == [0.5, 1.0]
     with pytest.raises(TypeError, match="inputs must be a tuple"):
-        n.functional_forward(torch.zeros(2), (0.0, 0.0))
+        n.functional_forward(torch.zeros(2, device=DEVICE), (0.0, 0.0))
     # a module written the older way (single_step_forward only) gets a functional forward too
-    filt = layer.SynapseFilter(tau=2.0, step_mode="m")
+    filt = layer.SynapseFilter(tau=2.0, step_mode="m").to(DEVICE)
     x = _x(4, 2, 3)
     (y,), (state,) = filt.functional_forward((x,), (0.0,))
     assert torch.equal(y, filt(x)) and torch.equal(state, filt._memories[list(filt._memories)[0]])
@@ -211,22 +211,22 @@ def test_network_memories_and_to_functional_forward():
 # -- hand-computed steps -------------------------------------------------------------------------
 def test_dynamics_by_hand():
     hs = surrogate.heaviside
-    x, v = torch.tensor([0.5, 2.0]), torch.tensor([0.2, 0.4])
+    x, v = torch.tensor([0.5, 2.0], device=DEVICE), torch.tensor([0.2, 0.4], device=DEVICE)
     s, v2 = dynamics.qif_step(x, v, 2.0, 1.0, 0.0, 0.8, 1.0, -0.1, hs)
     h = v + (x + v * (v - 0.8)) / 2.0  # [0.29, 1.12]
-    assert s.tolist() == [0.0, 1.0] and torch.allclose(v2, torch.stack([h[0], torch.tensor(-0.1)]))
-    s, v2 = dynamics.ternary_if_step(torch.tensor([1.5, -1.5, 0.2]), torch.zeros(3), 1.0, None, hs)
-    assert s.tolist() == [1.0, -1.0, 0.0] and torch.allclose(v2, torch.tensor([0.5, -0.5, 0.2]))
-    s, v2 = dynamics.ilif_step(torch.tensor([2.6, -1.0]), torch.zeros(2), 4.0 / 3.0, 1.0, 4.0, 0.0, 4.0)
-    assert s.tolist() == [3.0, 0.0] and torch.allclose(v2, torch.tensor([-0.4, -1.0]))
-    out, q, acc, spike = dynamics.stbif_step(torch.tensor([0.2, -0.2]), torch.full((2,), 0.5), torch.zeros(2),
+    assert s.tolist() == [0.0, 1.0] and torch.allclose(v2, torch.stack([h[0], torch.tensor(-0.1, device=DEVICE)]))
+    s, v2 = dynamics.ternary_if_step(torch.tensor([1.5, -1.5, 0.2], device=DEVICE), torch.zeros(3, device=DEVICE), 1.0, None, hs)
+    assert s.tolist() == [1.0, -1.0, 0.0] and torch.allclose(v2, torch.tensor([0.5, -0.5, 0.2], device=DEVICE))
+    s, v2 = dynamics.ilif_step(torch.tensor([2.6, -1.0], device=DEVICE), torch.zeros(2, device=DEVICE), 4.0 / 3.0, 1.0, 4.0, 0.0, 4.0)
+    assert s.tolist() == [3.0, 0.0] and torch.allclose(v2, torch.tensor([-0.4, -1.0], device=DEVICE))
+    out, q, acc, spike = dynamics.stbif_step(torch.tensor([0.2, -0.2], device=DEVICE), torch.full((2,), 0.5, device=DEVICE), torch.zeros(2, device=DEVICE),
                                              torch.tensor(0.25), torch.tensor(3.0), torch.tensor(-3.0))
     assert spike.tolist() == [1.0, -1.0] and out.tolist() == [0.25, -0.25] and acc.tolist() == [1.0, -1.0]
-    assert torch.allclose(q, torch.tensor([0.3, 0.7]))
+    assert torch.allclose(q, torch.tensor([0.3, 0.7], device=DEVICE))
 
 
 def test_ilif_gradient_window():
-    x = torch.tensor([0.5, 1.5, 3.0, 5.0, -0.5], requires_grad=True)
+    x = torch.tensor([0.5, 1.5, 3.0, 5.0, -0.5], device=DEVICE, requires_grad=True)
     n = neuron.ILIFNode(surrogate_function=neuron.ilif.MultiLevelSpikeCount(4, grad_window=(0.0, 3.0)))
     n(x).sum().backward()
     assert x.grad.tolist() == [1.0, 1.0, 1.0, 0.0, 0.0]  # d spike / d x inside [0, 3] only (tau enters via v)
@@ -271,10 +271,10 @@ def test_flexsn_rejects_captured_tensors_and_bad_states():
         neuron.FlexSN(lambda x, v: (x * w, v), 1)
     n = neuron.FlexSN(lambda x, v: (x + v, x + v), 1, step_mode="s")
     with pytest.raises(ValueError, match="expected 1 states"):
-        n.functional_forward((torch.zeros(2),), ())
+        n.functional_forward((torch.zeros(2, device=DEVICE),), ())
     with pytest.raises(ValueError, match="time dimension"):
         n.step_mode = "m"
-        n(torch.tensor(1.0))
+        n(torch.tensor(1.0, device=DEVICE))
     with pytest.raises(ValueError, match="Unsupported FlexSN step_mode"):
         n.step_mode = "x"
 

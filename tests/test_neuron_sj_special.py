@@ -99,6 +99,8 @@ def test_gated_lif(inplane):
                                 {"out_channels": 3, "mpbn": True}])
 def test_mpbn_lif(kw):
     shape = (4, 2, 3, 5, 5) if "out_channels" in kw else (6, 3, 7)
+    ref, ours = pair("MPBNLIFNode", step_mode="s", **kw)
+    compare(ref, ours, _x(*shape, seed=3), "s")
     ref, ours = pair("MPBNLIFNode", step_mode="m", **kw)
     compare(ref, ours, _x(*shape), "m")
     if "out_channels" not in kw:
@@ -116,6 +118,30 @@ def test_mpbn_lif(kw):
         node.reset()
         node.step_mode = "s"
     compare(ref, ours, _x(*shape, seed=5), "s")
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("decode", [None, "max-mem", "max-abs-mem", "mean-mem", "last_mem"])
+def test_non_spiking_base_node_subclass(decode):
+    """A readout written by subclassing NonSpikingBaseNode (SpikingJelly's extension point)."""
+    sj_neuron, _ = sj()
+
+    def make(base_cls):
+        class Leaky(base_cls):
+            def neuronal_charge(self, x):
+                self.v = 0.5 * self.v + x
+        return Leaky(decode=decode)
+
+    x = _x(5, 3, 4)[0]
+    outs = []
+    for node in (make(sj_neuron.NonSpikingBaseNode), make(fs_neuron.NonSpikingBaseNode)):
+        xi = x.clone().requires_grad_()
+        y = node(xi)
+        y = torch.stack(y) if isinstance(y, list) else y
+        y.pow(2).sum().backward()
+        outs.append((y.detach(), xi.grad))
+    for a, b in zip(*outs):
+        assert_close("non-spiking", a, b, 1e-6)
 
 
 # -- SpikeZIP, LIAF, online learning, Simple* ----------------------------------------------------
@@ -262,7 +288,7 @@ def test_powerlaw_noise_statistics():
     with pytest.raises(ValueError, match="fmin"):
         fs_neuron.powerlaw_psd_gaussian(1.0, 8, fmin=0.7)
     with pytest.raises(RuntimeError, match="reset_noise"):
-        fs_neuron.NoisyCUBALIFNode(4, T=2)(torch.zeros(2, 1, 4))
+        fs_neuron.NoisyCUBALIFNode(4, T=2)(torch.zeros(2, 1, 4, device=DEVICE))
 
 
 # -- FlexSN --------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ number) sets V to v_reset where a spike fired; soft reset (``v_reset=None``) sub
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional
 
 import torch
 
@@ -221,16 +221,3 @@ def few_spike_table(gate: torch.Tensor, theta, h, d, surrogate_function: Surroga
         v = v - h_k * z
     return torch.stack(steps) if return_sequence else total
 
-
-def scan(step: Callable, inputs: Tuple[torch.Tensor, ...], states: tuple, store_seq: bool = False):
-    """Run ``step(*inputs_t, *states) -> (outputs..., new_states...)`` over dimension 0 of every input.
-
-    ``step`` returns a pair ``(outputs, states)`` of tuples. Returns (stacked outputs, final states,
-    stacked first state per step if ``store_seq`` else None)."""
-    steps, first = [], []
-    for t in range(inputs[0].shape[0]):
-        outputs, states = step(tuple(x[t] for x in inputs), states)
-        steps.append(outputs)
-        if store_seq:
-            first.append(states[0])
-    return tuple(torch.stack(seq) for seq in zip(*steps)), states, (torch.stack(first) if store_seq else None)

@@ -15,6 +15,7 @@ fastspike.neuron's other files are written that way.
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Optional
 
 import torch
@@ -26,7 +27,7 @@ from ..ops.neuron import multistep_neuron
 
 __all__ = ["BaseNode", "IFNode", "LIFNode", "ParametricLIFNode"]
 
-_STYLE = {}
+_STYLE = weakref.WeakKeyDictionary()  # class -> _functional_style(class)
 
 
 def state_tensor(module: nn.Module, value, x: torch.Tensor, name: str) -> torch.Tensor:
