@@ -4,10 +4,18 @@ Multi-step mode ('m', input [T, N, *]) runs the fused multi-step op (fastspike.o
 single-step mode ('s', input [N, *]) runs the same kernels with T = 1. Subclasses that override
 ``neuronal_charge`` / ``neuronal_fire`` / ``neuronal_reset`` (SpikingJelly's way of defining a custom
 neuron) run those Python methods step by step instead.
+
+``BaseNode`` also has SpikingJelly 2.0's functional-state API (``functional_forward``,
+``single_step_functional_forward``, ``multi_step_functional_forward``, ``materialize_states``,
+``apply_hard_reset``, ``apply_soft_reset``). A subclass written in SpikingJelly 2.0's style (overriding
+``single_step_functional_forward``) runs through it: ``forward`` materialises the stored states, calls the
+functional step (or its ``multi_step_functional_forward``) and stores the new states. The neurons of
+fastspike.neuron's other files are written that way.
 """
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Optional
 
 import torch
@@ -18,6 +26,35 @@ from ..base import BackendMixin, MemoryModule
 from ..ops.neuron import multistep_neuron
 
 __all__ = ["BaseNode", "IFNode", "LIFNode", "ParametricLIFNode"]
+
+_STYLE = weakref.WeakKeyDictionary()  # class -> _functional_style(class)
+
+
+def state_tensor(module: nn.Module, value, x: torch.Tensor, name: str) -> torch.Tensor:
+    """A stored state of ``module`` as a tensor shaped like one input step ``x``: a number fills a new tensor,
+    a tensor is moved to x's dtype and device; a tensor of another shape means that the batch changed without
+    a reset, which raises an error saying so."""
+    if not isinstance(value, torch.Tensor):
+        return torch.full_like(x, float(value))
+    if value.shape != x.shape:
+        raise RuntimeError(
+            f"{type(module).__name__}: the stored state {name} has shape {tuple(value.shape)} but this input step "
+            f"has shape {tuple(x.shape)}. The batch or feature size changed without a reset: call "
+            "functional.reset_net(net) between independent batches.")
+    if value.dtype != x.dtype or value.device != x.device:
+        value = value.to(dtype=x.dtype, device=x.device)
+    return value
+
+
+def _functional_style(cls) -> bool:
+    """True when ``cls`` (a BaseNode subclass) defines its dynamics through SpikingJelly 2.0's functional
+    methods, so that ``forward`` must run them (cached per class: every call asks)."""
+    style = _STYLE.get(cls)
+    if style is None:
+        style = (cls.single_step_functional_forward is not BaseNode.single_step_functional_forward
+                 or cls.multi_step_functional_forward is not BaseNode.multi_step_functional_forward)
+        _STYLE[cls] = style
+    return style
 
 
 class BaseNode(MemoryModule, BackendMixin):
@@ -75,7 +112,9 @@ class BaseNode(MemoryModule, BackendMixin):
 
     # -- SpikingJelly-style hooks (used as-is by custom subclasses) -----------------------------
     def neuronal_charge(self, x: torch.Tensor) -> None:
-        raise NotImplementedError(f"{type(self).__name__} must define neuronal_charge(x) (update self.v from x).")
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement single_step_functional_forward(inputs, states) (SpikingJelly 2.0 "
+            "style) or neuronal_charge(x) (SpikingJelly 1.x style: update self.v from x).")
 
     def neuronal_fire(self) -> torch.Tensor:
         return self.surrogate_function(self.v - self.v_threshold)
@@ -102,7 +141,7 @@ class BaseNode(MemoryModule, BackendMixin):
             owner = getattr(self, "_fused_class", None)
             if kw is None or owner is None or (
                     cls.neuronal_charge is not owner.neuronal_charge or cls.neuronal_fire is not BaseNode.neuronal_fire
-                    or cls.neuronal_reset is not BaseNode.neuronal_reset):
+                    or cls.neuronal_reset is not BaseNode.neuronal_reset) or _functional_style(cls):
                 kw = False  # no fused op, or a subclass redefined the dynamics: run its Python hooks
             self.__dict__["_fused_cache"] = kw
         if kw is False:
@@ -115,6 +154,95 @@ class BaseNode(MemoryModule, BackendMixin):
         super().__setattr__(name, value)
         if name != "v_seq":  # memories (v) and v_seq change every call and are not part of the configuration
             self.__dict__.pop("_fused_cache", None)
+
+    # -- SpikingJelly 2.0's functional-state API -------------------------------------------------
+    @staticmethod
+    def apply_hard_reset(v: torch.Tensor, spike: torch.Tensor, v_reset: float) -> torch.Tensor:
+        """V <- v_reset where a spike was fired, else unchanged: (1 - S) V + S v_reset."""
+        return (1.0 - spike) * v + spike * v_reset
+
+    @staticmethod
+    def apply_soft_reset(v: torch.Tensor, spike: torch.Tensor, v_threshold: float) -> torch.Tensor:
+        """V <- V - v_threshold S."""
+        return v - spike * v_threshold
+
+    def materialize_states(self, inputs: tuple, states: tuple, step_mode: str) -> tuple:
+        """The membrane state (the first memory) as a tensor shaped like one input step; other states as
+        they are (subclasses with more state variables materialise theirs)."""
+        x = inputs[0][0] if step_mode == "m" else inputs[0]
+        return (state_tensor(self, states[0], x, "v"), *states[1:])
+
+    def single_step_functional_forward(self, inputs: tuple, states: tuple, **kwargs):
+        """One step on explicit states ``(v, ...)``: the fused op for IF/LIF/PLIF, else the Python hooks
+        ``neuronal_charge`` / ``neuronal_fire`` / ``neuronal_reset`` (SpikingJelly 1.x-style subclasses)."""
+        x = inputs[0]
+        kw = self._fused_kwargs()
+        if kw is not None:
+            spikes, v, _ = multistep_neuron(x.unsqueeze(0), states[0], **kw)
+            return (spikes[0],), (v, *states[1:])
+        if type(self).neuronal_charge is BaseNode.neuronal_charge:
+            self.neuronal_charge(x)  # raises the error that says what to define
+        names = tuple(self._memories)
+        saved = dict(self._memories)
+        try:
+            self._memories.update(zip(names, states))
+            self.neuronal_charge(x)
+            spike = self.neuronal_fire()
+            self.neuronal_reset(spike)
+            new_states = tuple(self._memories[n] for n in names)
+        finally:
+            self._memories.update(saved)
+        return (spike,), new_states
+
+    def multi_step_functional_forward(self, inputs: tuple, states: tuple, **kwargs):
+        """A sequence on explicit states: one fused call for IF/LIF/PLIF, else a loop over
+        ``single_step_functional_forward``."""
+        kw = self._fused_kwargs()
+        if kw is not None and len(inputs) == 1:
+            spikes, v, _ = multistep_neuron(inputs[0], states[0], **kw)
+            return (spikes,), (v, *states[1:])
+        return super().multi_step_functional_forward(inputs, states, **kwargs)
+
+    def _v_seq_source(self):
+        """The tensor appended to ``v_seq`` after each step (None: this neuron keeps no v_seq)."""
+        return self.v
+
+    def _append_v_seq(self, v: torch.Tensor) -> None:
+        step = v.unsqueeze(0)
+        seq = self.v_seq
+        if seq is None or seq.shape[1:] != step.shape[1:] or seq.dtype != step.dtype or seq.device != step.device:
+            self.v_seq = step
+        else:
+            self.v_seq = torch.cat((seq, step))
+
+    def _functional_single_step_forward(self, x: torch.Tensor, *args, **kwargs):
+        outputs = MemoryModule.single_step_forward(self, x, *args, **kwargs)
+        if self.store_v_seq:
+            v = self._v_seq_source()
+            if isinstance(v, torch.Tensor):
+                self._append_v_seq(v)
+        return outputs
+
+    def _multi_step_with_v_seq(self, inputs: tuple, states: tuple, **kwargs):
+        """``multi_step_functional_forward`` that also returns the state after every step:
+        ``(outputs, new_states, v_seq)`` with v_seq the first state stacked over time. A fused kernel that
+        writes V per step replaces this loop."""
+        steps, v_steps = [], []
+        for t in range(inputs[0].shape[0]):
+            outputs, states = self.single_step_functional_forward(tuple(x[t] for x in inputs), states, **kwargs)
+            steps.append(outputs)
+            v_steps.append(states[0])
+        return tuple(torch.stack(seq) for seq in zip(*steps)), states, torch.stack(v_steps)
+
+    def _functional_multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
+        if not self.store_v_seq:
+            return MemoryModule.multi_step_forward(self, x_seq, *args, **kwargs)
+        inputs = (x_seq, *args)
+        states = self.materialize_states(inputs, tuple(self._memories.values()), "m")
+        outputs, states, v_seq = self._multi_step_with_v_seq(inputs, states, **kwargs)
+        self._store_states(states)
+        self.v_seq = v_seq
+        return outputs[0] if len(outputs) == 1 else outputs
 
     def _check_input(self, x, step_ndim: int) -> None:
         if not isinstance(x, torch.Tensor):
@@ -142,8 +270,13 @@ class BaseNode(MemoryModule, BackendMixin):
             v = v.to(dtype=x.dtype, device=x.device)
         return v
 
-    def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
+    def single_step_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         self._check_input(x, 1)
+        if _functional_style(type(self)):
+            return self._functional_single_step_forward(x, *args, **kwargs)
+        if args or kwargs:
+            raise TypeError(f"{type(self).__name__}.single_step_forward takes one input tensor, but got "
+                            f"{1 + len(args)} inputs and keyword arguments {sorted(kwargs)}.")
         kw = self._fused_kwargs()
         if kw is None:
             self.v = self._initial_v(x, x.shape)
@@ -162,8 +295,13 @@ class BaseNode(MemoryModule, BackendMixin):
                 self.v_seq = torch.cat((self.v_seq, v_step))
         return spike
 
-    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+    def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         self._check_input(x_seq, 2)
+        if _functional_style(type(self)):
+            return self._functional_multi_step_forward(x_seq, *args, **kwargs)
+        if args or kwargs:
+            raise TypeError(f"{type(self).__name__}.multi_step_forward takes one input tensor, but got "
+                            f"{1 + len(args)} inputs and keyword arguments {sorted(kwargs)}.")
         kw = self._fused_kwargs()
         if kw is None:
             spikes, vs = [], []

@@ -21,7 +21,7 @@ from ..base import BackendMixin, MemoryModule, MultiStepModule
 from ..ops import _backend
 from ..ops.scan import linear_scan
 
-__all__ = ["NonSpikingIFNode", "NonSpikingLIFNode", "NoResetLIFNode"]
+__all__ = ["NonSpikingBaseNode", "NonSpikingIFNode", "NonSpikingLIFNode", "NoResetLIFNode"]
 
 _DECODES = (None, "max-mem", "max-abs-mem", "mean-mem", "last_mem")
 
@@ -32,7 +32,12 @@ def _check_tau(name: str, tau) -> float:
     return float(tau)
 
 
-class _NonSpikingBase(nn.Module, MultiStepModule, BackendMixin):
+class NonSpikingBaseNode(nn.Module, MultiStepModule, BackendMixin):
+    """Base of the readout neurons (SpikingJelly's NonSpikingBaseNode): a subclass defines
+    ``neuronal_charge(x)`` (update ``self.v``), run step by step from V = 0 on every call."""
+
+    _scan_class = None  # set on the built-in subclasses whose charge is a linear recurrence (one scan)
+
     def __init__(self, decode: Optional[str] = None, backend: str = "auto"):
         if decode not in _DECODES:
             raise ValueError(f"{type(self).__name__}: decode must be one of {_DECODES}, but got {decode!r}.")
@@ -53,7 +58,8 @@ class _NonSpikingBase(nn.Module, MultiStepModule, BackendMixin):
         if x_seq.dim() < 2:
             raise ValueError(f"{type(self).__name__} is multi-step only and expects input of shape [T, N, *], "
                              f"but got shape {tuple(x_seq.shape)}.")
-        if type(self).neuronal_charge is not self._scan_class.neuronal_charge:
+        scan_class = self._scan_class
+        if scan_class is None or type(self).neuronal_charge is not scan_class.neuronal_charge:
             # a subclass redefined the charge (SpikingJelly's extension point): run it step by step
             self.v = torch.zeros_like(x_seq[0])
             steps = []
@@ -81,7 +87,7 @@ class _NonSpikingBase(nn.Module, MultiStepModule, BackendMixin):
         return f"decode={self.decode}, backend={self.backend}"
 
 
-class NonSpikingIFNode(_NonSpikingBase):
+class NonSpikingIFNode(NonSpikingBaseNode):
     """V[t] = V[t-1] + X[t], V[-1] = 0; outputs (decoded) membrane potentials."""
 
     def __init__(self, decode: Optional[str] = None, backend: str = "auto"):
@@ -94,7 +100,7 @@ class NonSpikingIFNode(_NonSpikingBase):
         return 1.0, x_seq
 
 
-class NonSpikingLIFNode(_NonSpikingBase):
+class NonSpikingLIFNode(NonSpikingBaseNode):
     """V[t] = V[t-1] + (X[t] - V[t-1]) / tau, V[-1] = 0; outputs (decoded) membrane potentials."""
 
     def __init__(self, tau: float = 2.0, decode: Optional[str] = None, backend: str = "auto"):

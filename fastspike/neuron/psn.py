@@ -8,7 +8,9 @@ modes, parameter names and state_dict keys, so its checkpoints load unchanged.
 * ``SlidingPSN(k, exp_init=True)``: k weights shared across time (a causal convolution in time), scalar bias.
 
 Multi-step calls run ``fastspike.ops.psn`` (fused C++ on the CPU, Triton on CUDA, threshold and surrogate
-gradient inside the kernel); single-step calls run the reference recurrence with an input queue.
+gradient inside the kernel); single-step calls run the reference recurrence with an input queue. MaskedPSN and
+SlidingPSN define SpikingJelly 2.0's functional forwards (states: (time_step, queue) and (queue,)); their stateful
+forwards run through them.
 """
 from __future__ import annotations
 
@@ -127,33 +129,35 @@ class MaskedPSN(MemoryModule, BackendMixin):
             return self.weight * self.mask0
         return self.gen_masked_weight(self.lambda_, self.mask0, self.mask1, self.weight)
 
-    def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
+    def single_step_functional_forward(self, inputs: tuple, states: tuple, **kwargs):
+        """One step on explicit states (time_step, queue): the masked row t of W applied to the last k inputs."""
+        x = inputs[0]
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"MaskedPSN: input must be a torch.Tensor, but got {type(x).__name__}.")
         if self.lambda_ < 1.0:
             raise ValueError(f"MaskedPSN can run in single-step mode only once lambda_ >= 1 (the mask is then "
                              f"causal), but lambda_ = {float(self.lambda_)}. Use step_mode='m' while masking "
                              "progressively.")
-        queue = list(self.queue) + [x.flatten()]
-        if len(queue) > self.k:
-            queue = queue[1:]
-        self.queue = queue
-        t = self.time_step
+        t, queue = states
         if t + 1 > self.T:
             raise OverflowError(f"MaskedPSN(T={self.T}) has run {t + 1} time steps; call reset() (or "
                                 "functional.reset_net) between sequences.")
+        queue = list(queue) + [x.flatten()]
+        if len(queue) > self.k:
+            queue = queue[1:]
         w = self.masked_weight()[t, t + 1 - len(queue): t + 1]
         h = torch.sum(w.unsqueeze(-1) * torch.stack(queue), 0)
         spike = self.surrogate_function(h + self.bias[t])
-        self.time_step = t + 1
-        return spike.view(x.shape)
+        return (spike.view(x.shape),), (t + 1, queue)
 
-    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+    def multi_step_functional_forward(self, inputs: tuple, states: tuple, **kwargs):
+        """The whole sequence [T, N, *] at once; the states are not used and returned unchanged."""
+        x_seq = inputs[0]
         _check_seq(self, x_seq, self.T)
         if self.lambda_ >= 1.0:
-            return psn(x_seq, self.weight, self.bias, self.surrogate_function, self.k, self.backend)
+            return (psn(x_seq, self.weight, self.bias, self.surrogate_function, self.k, self.backend),), states
         w = self.gen_masked_weight(self.lambda_, self.mask0, self.mask1, self.weight)
-        return psn(x_seq, w, self.bias, self.surrogate_function, 0, self.backend)
+        return (psn(x_seq, w, self.bias, self.surrogate_function, 0, self.backend),), states
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", lambda_={self.lambda_}, T={self.T}, backend={self.backend}"
@@ -195,22 +199,25 @@ class SlidingPSN(MemoryModule, BackendMixin):
         return torch.where(valid, self.weight[idx], torch.zeros((), dtype=self.weight.dtype,
                                                                 device=self.weight.device))
 
-    def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
+    def single_step_functional_forward(self, inputs: tuple, states: tuple, **kwargs):
+        """One step on the explicit state (queue,): the last k weights applied to the last k inputs."""
+        x = inputs[0]
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"SlidingPSN: input must be a torch.Tensor, but got {type(x).__name__}.")
-        queue = list(self.queue) + [x.flatten()]
+        queue = list(states[0]) + [x.flatten()]
         if len(queue) > self.k:
             queue = queue[1:]
-        self.queue = queue
         w = self.weight[self.k - len(queue): self.k].unsqueeze(-1)
         h = torch.sum(w * torch.stack(queue), 0)
-        return self.surrogate_function(h + self.bias).view(x.shape)
+        return (self.surrogate_function(h + self.bias).view(x.shape),), (queue,)
 
-    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+    def multi_step_functional_forward(self, inputs: tuple, states: tuple, **kwargs):
+        """The whole sequence [T, N, *] at once (any T); the state is not used and returned unchanged."""
+        x_seq = inputs[0]
         _check_seq(self, x_seq)
         T = x_seq.shape[0]
         w = self.gen_gemm_weight(T)
-        return psn(x_seq, w, self.bias.expand(T), self.surrogate_function, min(self.k, T), self.backend)
+        return (psn(x_seq, w, self.bias.expand(T), self.surrogate_function, min(self.k, T), self.backend),), states
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", order={self.k}, backend={self.backend}"
