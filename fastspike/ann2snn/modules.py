@@ -44,10 +44,11 @@ class ChannelAffine(nn.Module):
 
     @classmethod
     def from_batchnorm(cls, bn: nn.modules.batchnorm._BatchNorm) -> "ChannelAffine":
-        scale = torch.rsqrt(bn.running_var + bn.eps)
-        w = bn.weight.detach() if bn.weight is not None else torch.ones_like(scale)
-        b = bn.bias.detach() if bn.bias is not None else torch.zeros_like(scale)
-        return cls(w * scale, b - bn.running_mean * w * scale)
+        """The eval-mode ``bn`` as a fixed map: BatchNorm folded into an identity per channel."""
+        from fastspike.export import fold_bn_weights
+
+        ref = bn.running_mean
+        return cls(*fold_bn_weights(torch.ones_like(ref), torch.zeros_like(ref), bn))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = [1] * x.dim()
