@@ -17,23 +17,24 @@ def fold_bn_weights(weight: torch.Tensor, bias: Optional[torch.Tensor], bn: nn.m
                     ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias of ``bn(layer(x))`` for a layer with ``weight`` [out, ...] and ``bias`` [out] (or None),
     with ``bn`` in eval mode: W' = W * g / sqrt(var + eps) per output channel, b' = (b - mean) * g / sqrt(var + eps)
-    + beta. Computed in float64 (torch's ``fuse_conv_bn_weights``) and returned in ``weight``'s dtype.
+    + beta. Computed by torch's ``fuse_conv_bn_weights`` in ``weight``'s dtype, so the result is bit-identical to
+    ``torch.nn.utils.fusion.fuse_conv_bn_eval`` (and to SpikingJelly's Conv-BN fusion).
 
     The one BatchNorm-folding rule of fastspike: :func:`fold_batchnorm`, the Speck exporter and
-    ``fastspike.ann2snn`` (folding and the fixed ``ChannelAffine`` of an unfoldable BatchNorm) all use it."""
+    ``fastspike.ann2snn`` (folding, and the fixed ``ChannelAffine`` of an unfoldable BatchNorm) all use it."""
     if bn.running_mean is None or bn.running_var is None:
         raise ValueError("fold_batchnorm: BatchNorm without running statistics (track_running_stats=False) "
                          "cannot be folded.")
     if weight.shape[0] != bn.num_features:
         raise ValueError(f"fold_batchnorm: the layer has {weight.shape[0]} output channels but the BatchNorm has "
                          f"num_features={bn.num_features}.")
-    d = torch.float64
-    f64 = lambda t: None if t is None else t.detach().to(d)  # noqa: E731
-    w = f64(weight)
+    d = weight.dtype
+    cast = lambda t: None if t is None else t.detach().to(d)  # noqa: E731
+    w = weight.detach()
     w2 = w.reshape(w.shape[0], -1) if w.dim() < 2 else w
-    new_w, new_b = fuse_conv_bn_weights(w2, f64(bias), f64(bn.running_mean), f64(bn.running_var), bn.eps,
-                                        f64(bn.weight), f64(bn.bias))
-    return new_w.detach().reshape(weight.shape).to(weight.dtype), new_b.detach().to(weight.dtype)
+    new_w, new_b = fuse_conv_bn_weights(w2, cast(bias), cast(bn.running_mean), cast(bn.running_var), bn.eps,
+                                        cast(bn.weight), cast(bn.bias))
+    return new_w.detach().reshape(weight.shape), new_b.detach()
 
 
 def fold_bn_into(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
