@@ -38,10 +38,12 @@ from fastspike import functional, neuron
 from .modules import StatisticObserver, VoltageScaler
 from .passes import Site, fold_batchnorm_pass, fold_output_scale, fuse_batchnorm, place_sites, remove_dropout, \
     replace_maxpool, set_module
+from .fx_converter import FXConverter, ModuleConverter
+from .recipes.base import FXConversionRecipe, ModuleConversionRecipe
 from .support import check_supported
 from .trace import ConversionError, trace_ann
 
-__all__ = ["Converter", "ConversionError", "simulate", "fuse_batchnorm"]
+__all__ = ["Converter", "FXConverter", "ModuleConverter", "ConversionError", "simulate", "fuse_batchnorm"]
 
 
 def _parse_mode(mode) -> Union[str, float]:
@@ -80,6 +82,10 @@ def _first_tensor(batch):
 class Converter:
     """Convert a ReLU (or QCFS) ANN into a rate-coded SNN of soft-reset IF neurons.
 
+    ``Converter(recipe)`` / ``Converter(recipe=..., device=...)`` (a recipe object, or a string name) is
+    SpikingJelly 2.0's ``Converter`` and returns an :class:`~fastspike.ann2snn.FXConverter`; use its
+    ``.convert(ann)``. The parameters below are fastspike's own converter (``Converter(...)(ann)``).
+
     :param dataloader: calibration data (batches of inputs or (input, target) pairs), used for ReLU sites whose
         statistic is not in ``stats``. Not needed in 'qcfs' mode when every activation is a QCFS, nor when
         ``stats`` covers every ReLU site.
@@ -103,6 +109,13 @@ class Converter:
     :param momentum: ``None`` (default) combines the per-batch statistics as described under ``mode``; a float
         m in (0, 1] uses SpikingJelly's running estimate ``s <- (1 - m) s + m s_batch`` instead.
     """
+
+    def __new__(cls, *args, **kwargs):
+        # SpikingJelly 2.0's Converter is its FXConverter: Converter(recipe, device=None) builds one
+        first = kwargs.get("recipe", args[0] if args else None)
+        if "recipe" in kwargs or isinstance(first, (str, FXConversionRecipe, ModuleConversionRecipe)):
+            return FXConverter(*args, **kwargs)
+        return super().__new__(cls)
 
     def __init__(self, dataloader: Optional[Iterable] = None, mode="max", stats: Optional[Dict[str, float]] = None,
                  device=None, v_init: Optional[float] = None, fuse_flag: bool = True,

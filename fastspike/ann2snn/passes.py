@@ -39,7 +39,12 @@ def folded_copy(lin: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> nn.Modul
     return folded
 
 
-def fold_batchnorm_pass(gm: fx.GraphModule, fuse: bool = True) -> None:
+def fold_batchnorm_pass(gm: fx.GraphModule, fuse: bool = True, targets: Optional[Dict[type, type]] = None,
+                        keep_unfolded: bool = False) -> None:
+    """Fold every BatchNorm module that directly follows a layer of ``targets`` ({layer type: BatchNorm type},
+    default Conv1d/2d/3d and Linear) that nothing else reads and that is called once. Other BatchNorms become a
+    fixed ``ChannelAffine`` (or stay as they are with ``keep_unfolded``, SpikingJelly's recipes)."""
+    targets = FOLD_TARGETS if targets is None else targets
     counts = module_call_counts(gm)
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), BN_MODULES):
@@ -49,12 +54,14 @@ def fold_batchnorm_pass(gm: fx.GraphModule, fuse: bool = True) -> None:
         if fuse and isinstance(src, fx.Node) and src.op == "call_module" and len(src.users) == 1 \
                 and counts.get(src.target) == 1 and counts.get(node.target) == 1:
             lin = gm.get_submodule(src.target)
-            expect = FOLD_TARGETS.get(type(lin))
+            expect = targets.get(type(lin))
             out_features = getattr(lin, "out_channels", getattr(lin, "out_features", None))
             if expect is type(bn) and out_features == bn.num_features:
                 set_module(gm, src.target, folded_copy(lin, bn))
                 erase_replacing(node, src)
                 continue
+        if keep_unfolded:
+            continue
         # nothing to fold into: a fixed per-channel affine map (a fresh module per call site)
         name = fresh_name(gm, node.name + "_affine")
         gm.add_submodule(name, ChannelAffine.from_batchnorm(bn))

@@ -22,7 +22,8 @@ LINEAR_MODULES = (
 DROPOUT_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 MAXPOOL_MODULES = (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd)
 BN_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-FOLD_TARGETS = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d, nn.Linear: nn.BatchNorm1d}
+FOLD_TARGETS = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d,
+                nn.Linear: nn.BatchNorm1d}
 
 RELU_FUNCTIONS = {F.relu, F.relu_, torch.relu, torch.relu_}
 RELU_METHODS = {"relu", "relu_"}
@@ -172,5 +173,6 @@ def check_supported(gm: fx.GraphModule) -> None:
         raise ConversionError(
             f"ann2snn cannot convert {len(problems)} operation(s) of {gm._get_name()}:\n" + "\n".join(problems)
             + "\nSupported: Conv/ConvTranspose/Linear, BatchNorm (folded), ReLU (module, F.relu, torch.relu, "
-            "x.relu()), ReLU6 and Hardtanh(0, m), QCFS, Avg/AdaptiveAvg pooling, Max/AdaptiveMax pooling (spike-gated), Flatten, Dropout "
-            "(removed), zero padding, additions, concatenation, reshapes and scaling by constants.")
+            "x.relu()), ReLU6 and Hardtanh(0, m), QCFS, Avg/AdaptiveAvg pooling, Max/AdaptiveMax pooling "
+            "(spike-gated), Flatten, Dropout (removed), zero padding, additions, concatenation, reshapes and "
+            "scaling by constants.")

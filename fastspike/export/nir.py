@@ -28,8 +28,8 @@ Import (:func:`from_nir`) inverts the table with the same ``dt``: IF needs ``r *
 gains are folded into the threshold when r is uniform, see ``from_nir``), LIF gives
 ``tau_fs = tau / dt``, ``decay_input = (r == 1)`` or ``(r == tau_fs)`` otherwise (any other ``r``
 raises), and ``v_leak`` must equal the reset value; every parameter is validated first (``_nir_checks``)
-and the imported graph runs once on a zero sample (``_nir_import``). Layers: Affine/Linear -> nn.Linear, Conv1d/Conv2d ->
-nn.Conv1d/2d, AvgPool2d -> nn.AvgPool2d, SumPool2d -> :class:`SumPool2d`, Flatten -> nn.Flatten,
+and the imported graph runs once on a zero sample (``_nir_import``). Layers: Affine/Linear -> nn.Linear,
+Conv1d/Conv2d -> nn.Conv1d/2d, AvgPool2d -> nn.AvgPool2d, SumPool2d -> :class:`SumPool2d`, Flatten -> nn.Flatten,
 Scale -> :class:`Scale`. The result is a :class:`GraphModule` that sums the inputs of every node.
 """
 from __future__ import annotations
