@@ -373,3 +373,31 @@ def test_download_url_resumes_and_never_leaves_a_half_file(server, tmp_path):
     (tmp_path / "w.pth.part").write_bytes(b"x" * 10)
     _Handler.honour_range = False
     assert ann2snn.download_url(server, str(dst)) == n and dst.read_bytes() == _Handler.payload
+
+
+@pytest.mark.peers
+def test_sample_models_have_spikingjelly_state_dicts_and_convert_like_it():
+    sj_models = pytest.importorskip("spikingjelly.activation_based.ann2snn.sample_models.cifar10_resnet")
+    sj = pytest.importorskip("spikingjelly.activation_based.ann2snn")
+    sjf = pytest.importorskip("spikingjelly.activation_based.functional")
+    from spikingjelly.activation_based.ann2snn.sample_models import mnist_cnn as sj_mnist
+
+    from fastspike.ann2snn.sample_models import cifar10_resnet, mnist_cnn
+
+    assert list(mnist_cnn.CNN().state_dict()) == list(sj_mnist.CNN().state_dict())
+    for name in ("ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152"):
+        assert list(getattr(cifar10_resnet, name)().state_dict()) == list(getattr(sj_models, name)().state_dict())
+    torch.manual_seed(0)
+    ref = _bn_(sj_models.ResNet18())
+    ours = cifar10_resnet.ResNet18().eval()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(ours(x), ref(x))
+    assert cifar10_resnet.test().shape == (1, 10)
+    # a residual network through the rate-coding recipe: the same spikes as SpikingJelly's conversion
+    data = [(torch.rand(2, 3, 32, 32),)]
+    a = sj.FXConverter(sj.RateCodingRecipe(dataloader=data)).convert(copy.deepcopy(ref))
+    b = ann2snn.FXConverter(ann2snn.RateCodingRecipe(dataloader=data)).convert(ours)
+    y = _run(b, x, 3)
+    assert y.abs().sum() > 0 and torch.equal(y, _run(a, x, 3, sjf))
