@@ -17,12 +17,14 @@ affine_k_bit_quantize       w * k_bit_quantize(x, k) + b                        
 clamp_by_linear(x, eps)     (x - min x) / (max x - min x + eps)                    ordinary autograd
 ==========================  =====================================================  ===========================
 
-These are small element-wise ops with no state; they run on any device through PyTorch itself.
+These are small element-wise ops with no state; they run on any device through PyTorch itself. One autograd
+Function, :class:`StraightThroughATGF`, implements every straight-through gradient (identity, or a window);
+SpikingJelly's per-op Function names (``RoundATGF``, ``ClampATGF``, ...) are thin ``apply`` adapters over it.
 """
 from __future__ import annotations
 
 import operator
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -46,99 +48,91 @@ def _check_tensor(name: str, x) -> None:
         raise TypeError(f"{name} must be a floating-point tensor, but got dtype {x.dtype}.")
 
 
-class RoundATGF(torch.autograd.Function):
-    """``torch.round`` with the identity as its gradient."""
+class StraightThroughATGF(torch.autograd.Function):
+    """The one straight-through estimator of this module: forward ``op(x)``; backward passes the incoming gradient
+    unchanged, or only where ``lo <= x <= hi`` when a window is given (``lo``/``hi`` None: unbounded on that side).
+    ``x`` is saved only when a window needs it."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor):
-        return torch.round(x)
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):
-        return grad_output
-
-
-class CeilATGF(torch.autograd.Function):
-    """``torch.ceil`` with the identity as its gradient."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor):
-        return torch.ceil(x)
+    def forward(ctx, x: torch.Tensor, op: Callable[[torch.Tensor], torch.Tensor], lo=None, hi=None):
+        ctx.window = (lo, hi)
+        if lo is not None or hi is not None:
+            ctx.save_for_backward(x)
+        return op(x)
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        return grad_output
-
-
-class FloorATGF(torch.autograd.Function):
-    """``torch.floor`` with the identity as its gradient."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor):
-        return torch.floor(x)
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):
-        return grad_output
-
-
-class ClampATGF(torch.autograd.Function):
-    """``torch.clamp`` whose gradient is 1 inside the closed interval [min_value, max_value], 0 outside."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, min_value: float, max_value: float):
-        ctx.min_value = min_value
-        ctx.max_value = max_value
-        ctx.save_for_backward(x)
-        return torch.clamp(x, min_value, max_value)
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):
+        lo, hi = ctx.window
+        if lo is None and hi is None:
+            return grad_output, None, None, None
         (x,) = ctx.saved_tensors
-        inside = (x >= ctx.min_value) & (x <= ctx.max_value)
-        return grad_output * inside.to(grad_output.dtype), None, None
+        inside = torch.ones_like(x, dtype=torch.bool)
+        if lo is not None:
+            inside &= x >= lo
+        if hi is not None:
+            inside &= x <= hi
+        return grad_output * inside.to(grad_output.dtype), None, None, None
 
 
-class StepQuantizeATGF(torch.autograd.Function):
-    """Nearest multiple of ``step`` with the identity as its gradient."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, step: float):
-        return torch.round(x / step) * step
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):
-        return grad_output, None
+def _levels(k: int) -> float:
+    return float(2 ** k - 1)
 
 
-class MultiLevelSpikeCountATGF(torch.autograd.Function):
-    """round(clamp(x, 0, max_count)); gradient 1 where grad_min <= x <= grad_max, else 0."""
+class RoundATGF:
+    """SpikingJelly's name: ``RoundATGF.apply(x)`` is ``torch.round`` with the identity gradient."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, max_spike_count: int, grad_min: float, grad_max: float):
-        ctx.grad_min = grad_min
-        ctx.grad_max = grad_max
-        ctx.save_for_backward(x)
-        return torch.round(torch.clamp(x, 0, max_spike_count))
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        return StraightThroughATGF.apply(x, torch.round)
+
+
+class CeilATGF:
+    """SpikingJelly's name: ``CeilATGF.apply(x)`` is ``torch.ceil`` with the identity gradient."""
 
     @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):
-        (x,) = ctx.saved_tensors
-        window = (x >= ctx.grad_min) & (x <= ctx.grad_max)
-        return grad_output * window.to(grad_output.dtype), None, None, None
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        return StraightThroughATGF.apply(x, torch.ceil)
 
 
-class KBitQuantizeATGF(torch.autograd.Function):
-    """DoReFa-Net's k-bit quantizer of [0, 1] with the identity as its gradient."""
+class FloorATGF:
+    """SpikingJelly's name: ``FloorATGF.apply(x)`` is ``torch.floor`` with the identity gradient."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, k: int):
-        levels = float(2**k - 1)
-        return torch.round(x * levels) / levels
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        return StraightThroughATGF.apply(x, torch.floor)
+
+
+class ClampATGF:
+    """SpikingJelly's name: ``ClampATGF.apply(x, lo, hi)`` clamps; gradient 1 on [lo, hi], 0 outside."""
 
     @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):
-        return grad_output, None
+    def apply(x: torch.Tensor, min_value, max_value) -> torch.Tensor:
+        return StraightThroughATGF.apply(x, lambda t: torch.clamp(t, min_value, max_value), min_value, max_value)
+
+
+class StepQuantizeATGF:
+    """SpikingJelly's name: ``StepQuantizeATGF.apply(x, step)`` is ``round(x / step) * step``, gradient 1."""
+
+    @staticmethod
+    def apply(x: torch.Tensor, step: float) -> torch.Tensor:
+        return StraightThroughATGF.apply(x, lambda t: torch.round(t / step) * step)
+
+
+class MultiLevelSpikeCountATGF:
+    """SpikingJelly's name: ``round(clamp(x, 0, max_spike_count))``, gradient 1 on [grad_min, grad_max]."""
+
+    @staticmethod
+    def apply(x: torch.Tensor, max_spike_count: int, grad_min: float, grad_max: float) -> torch.Tensor:
+        return StraightThroughATGF.apply(x, lambda t: torch.round(torch.clamp(t, 0, max_spike_count)), grad_min,
+                                         grad_max)
+
+
+class KBitQuantizeATGF:
+    """SpikingJelly's name: DoReFa-Net's k-bit quantizer of [0, 1] with the identity gradient."""
+
+    @staticmethod
+    def apply(x: torch.Tensor, k: int) -> torch.Tensor:
+        return StraightThroughATGF.apply(x, lambda t: torch.round(t * _levels(k)) / _levels(k))
 
 
 def round(x: torch.Tensor) -> torch.Tensor:  # noqa: A001 (SpikingJelly's public name)

@@ -349,6 +349,26 @@ def test_batchnorm_folding_is_exact():
     assert errs[-1] < 0.05 and errs[-1] < errs[0], errs
 
 
+def test_export_and_ann2snn_fold_batchnorm_with_one_rule():
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    from fastspike.export import fold_batchnorm, fold_bn_weights
+
+    torch.manual_seed(5)
+    net = _randomize_bn(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())).eval()
+    by_export = fold_batchnorm(net)[0]
+    by_ann2snn = ann2snn.fuse_batchnorm(net).get_submodule("0")
+    assert torch.equal(by_export.weight, by_ann2snn.weight) and torch.equal(by_export.bias, by_ann2snn.bias)
+    w, b = fold_bn_weights(net[0].weight, net[0].bias, net[1])
+    assert torch.equal(w, by_export.weight) and torch.equal(b, by_export.bias)
+    ref = fuse_conv_bn_eval(net[0], net[1])  # torch's fusion, which SpikingJelly uses: bit for bit
+    assert torch.equal(w, ref.weight) and torch.equal(b, ref.bias)
+    x = torch.randn(2, 4, 5, 5)
+    torch.testing.assert_close(ann2snn.ChannelAffine.from_batchnorm(net[1])(x), net[1](x), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="num_features=4"):
+        fold_bn_weights(torch.ones(3, 2), None, net[1])
+
+
 # ------------------------------------------------------------------------------------------------
 # QCFS
 # ------------------------------------------------------------------------------------------------

@@ -147,3 +147,28 @@ def test_matches_spikingjelly():
         torch.testing.assert_close(outs[0], outs[1], msg=name)
         torch.testing.assert_close(grads[0], grads[1], msg=name)
     assert set(sj.__all__) <= set(q.__all__)
+
+
+def test_one_straight_through_function():
+    functions = [v for v in vars(q).values()
+                 if isinstance(v, type) and issubclass(v, torch.autograd.Function) and v.__module__ == q.__name__]
+    assert functions == [q.StraightThroughATGF]
+
+
+def test_spikingjelly_function_names_apply_like_spikingjelly():
+    sj = pytest.importorskip("spikingjelly.activation_based.quantize")
+    x = torch.randn(5, 7, dtype=torch.float64) * 3
+    u = torch.rand(5, 7, dtype=torch.float64)
+    cases = [("RoundATGF", (x,)), ("CeilATGF", (x,)), ("FloorATGF", (x,)), ("ClampATGF", (x, -1.0, 1.5)),
+             ("StepQuantizeATGF", (x, 0.4)), ("MultiLevelSpikeCountATGF", (x, 3, 0.5, 2.5)),
+             ("KBitQuantizeATGF", (u, 2))]
+    g = torch.linspace(-1, 1, 35, dtype=torch.float64).view(5, 7)
+    for name, args in cases:
+        res = []
+        for mod in (q, sj):
+            a0 = args[0].detach().clone().requires_grad_()
+            y = getattr(mod, name).apply(a0, *args[1:])
+            y.backward(g)
+            res.append((y.detach(), a0.grad))
+        torch.testing.assert_close(res[0][0], res[1][0], msg=name, rtol=0, atol=0)
+        torch.testing.assert_close(res[0][1], res[1][1], msg=name, rtol=0, atol=0)

@@ -1,4 +1,5 @@
-"""Building blocks of converted SNNs: spike scaling, spike max pooling, fixed channel affine maps."""
+"""Building blocks of converted SNNs: spike scaling (layer-wise and channel-wise), spike max pooling, fixed channel
+affine maps, and the calibration observers (fastspike's ``StatisticObserver``; SpikingJelly's ``VoltageHook``)."""
 from __future__ import annotations
 
 from typing import List, Optional
@@ -9,7 +10,8 @@ import torch.nn.functional as F
 
 from fastspike import base
 
-__all__ = ["VoltageScaler", "SpikeMaxPool", "ChannelAffine", "StatisticObserver"]
+__all__ = ["VoltageScaler", "ChannelVoltageScaler", "VoltageHook", "SpikeMaxPool", "ChannelAffine", "StatisticObserver",
+           "quantile"]
 
 
 class VoltageScaler(nn.Module, base.StepModule):
@@ -21,14 +23,16 @@ class VoltageScaler(nn.Module, base.StepModule):
 
     def __init__(self, scale: float = 1.0, step_mode: str = "s"):
         super().__init__()
-        self.register_buffer("scale", torch.as_tensor(float(scale)))
+        value = scale.detach().clone() if isinstance(scale, torch.Tensor) else torch.tensor(float(scale))
+        self.register_buffer("scale", value)
         self.step_mode = step_mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale.to(dtype=x.dtype)
 
     def extra_repr(self) -> str:
-        return f"scale={float(self.scale):g}, step_mode={self.step_mode}"
+        scale = f"{float(self.scale):g}" if self.scale.numel() == 1 else f"shape {tuple(self.scale.shape)}"
+        return f"scale={scale}, step_mode={self.step_mode}"
 
 
 class ChannelAffine(nn.Module):
@@ -44,10 +48,11 @@ class ChannelAffine(nn.Module):
 
     @classmethod
     def from_batchnorm(cls, bn: nn.modules.batchnorm._BatchNorm) -> "ChannelAffine":
-        scale = torch.rsqrt(bn.running_var + bn.eps)
-        w = bn.weight.detach() if bn.weight is not None else torch.ones_like(scale)
-        b = bn.bias.detach() if bn.bias is not None else torch.zeros_like(scale)
-        return cls(w * scale, b - bn.running_mean * w * scale)
+        """The eval-mode ``bn`` as a fixed map: BatchNorm folded into an identity per channel."""
+        from fastspike.export import fold_bn_weights
+
+        ref = bn.running_mean
+        return cls(*fold_bn_weights(torch.ones_like(ref), torch.zeros_like(ref), bn))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = [1] * x.dim()
@@ -157,3 +162,122 @@ class StatisticObserver(nn.Module):
         if isinstance(self.mode, str) and self.mode.endswith("%"):
             return sum(self.values) / len(self.values)
         return max(self.values)
+
+
+_UNDEFINED_MODE = ("mode must be 'Max' (any case), a percentile string such as '99.9%' (0 to 100) or a float in "
+                   "(0, 1]")
+_QUANTILE_LIMIT = 1 << 24  # torch.quantile refuses larger inputs
+
+
+def check_mode(mode) -> None:
+    """SpikingJelly's statistic modes: 'max', 'P%' (0 <= P <= 100) or a float in (0, 1]; NotImplementedError
+    otherwise (SpikingJelly's exception type), naming the value."""
+    if isinstance(mode, str):
+        if mode.lower() == "max":
+            return
+        if mode.endswith("%"):
+            try:
+                if 0.0 <= float(mode[:-1]) <= 100.0:
+                    return
+            except ValueError:
+                pass
+    elif isinstance(mode, (int, float)) and not isinstance(mode, bool) and 0 < mode <= 1:
+        return
+    raise NotImplementedError(f"{_UNDEFINED_MODE}, but got mode={mode!r}.")
+
+
+def quantile(x: torch.Tensor, q: float, dim: Optional[int] = None) -> torch.Tensor:
+    """``torch.quantile`` (linear interpolation), also for inputs above its 2**24-element limit."""
+    if x.numel() <= _QUANTILE_LIMIT:
+        return torch.quantile(x, q) if dim is None else torch.quantile(x, q, dim=dim)
+    v = x.flatten() if dim is None else x
+    d = 0 if dim is None else dim
+    v = torch.sort(v, dim=d).values
+    pos = q * (v.shape[d] - 1)
+    lo, hi = int(pos // 1), min(int(pos // 1) + 1, v.shape[d] - 1)
+    a, b = v.select(d, lo), v.select(d, hi)
+    return a + (b - a) * (pos - lo)
+
+
+class VoltageHook(nn.Module):
+    """SpikingJelly's calibration observer: records a running activation scale and returns its input unchanged.
+
+    Per batch (in training mode only) it takes the statistic ``s`` of the whole tensor: its max (``mode='Max'``),
+    its percentile (``'99.9%'``) or ``mode`` times its max (a float in (0, 1]); the first batch sets ``scale = s``,
+    later ones ``scale = (1 - momentum) * scale + momentum * s``. ``num_batches_tracked`` counts samples.
+    """
+
+    def __init__(self, scale=1.0, momentum=0.1, mode="Max"):
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(scale))
+        self.mode = mode
+        self.num_batches_tracked = 0
+        self.momentum = momentum
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        check_mode(self.mode)
+        if isinstance(self.mode, str) and self.mode.endswith("%"):
+            values = x.detach()
+            if values.dtype in (torch.float16, torch.bfloat16):
+                values = values.float()
+            if values.numel() == 0:
+                raise ValueError("VoltageHook: cannot take a percentile of an empty activation tensor.")
+            s_t = quantile(values, float(self.mode[:-1]) / 100.0).to(x.dtype)
+        else:
+            s_t = x.max().detach()
+            if not isinstance(self.mode, str):
+                s_t = s_t * self.mode
+        if self.num_batches_tracked == 0:
+            self.scale = s_t
+        else:
+            self.scale = (1 - self.momentum) * self.scale + self.momentum * s_t
+        self.num_batches_tracked += x.shape[0] if x.dim() > 0 else 1
+        return x
+
+
+class ChannelVoltageScaler(nn.Module, base.StepModule):
+    """Multiply the input by a per-channel ``scale`` (a finite positive scalar or 1-D tensor, a buffer), broadcast
+    along ``channel_dim`` of a single step (in 'm' mode the step's dimension, after time). SpikingJelly's name."""
+
+    def __init__(self, scale=1.0, channel_dim: int = 1, step_mode: str = "s"):
+        super().__init__()
+        if isinstance(channel_dim, bool) or not isinstance(channel_dim, int):
+            raise ValueError(f"ChannelVoltageScaler: channel_dim must be an int, but got {channel_dim!r}.")
+        t = torch.as_tensor(scale).detach().clone()
+        if t.dim() > 1 or t.numel() == 0:
+            raise ValueError(f"ChannelVoltageScaler: scale must be a scalar or a non-empty 1-D tensor, but got shape "
+                             f"{tuple(t.shape)}.")
+        if not bool(torch.isfinite(t).all()) or bool((t <= 0).any()):
+            raise ValueError(f"ChannelVoltageScaler: scale must hold finite positive values, but got {t.tolist()}.")
+        self.register_buffer("scale", t)
+        self.channel_dim = channel_dim
+        self.step_mode = step_mode
+
+    def _view_scale(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scale.dim() == 0:
+            return self.scale
+        d = self.channel_dim + x.dim() if self.channel_dim < 0 else self.channel_dim
+        if not 0 <= d < x.dim():
+            raise ValueError(f"ChannelVoltageScaler: channel_dim={self.channel_dim} is out of range for an input of "
+                             f"shape {tuple(x.shape)}.")
+        if x.shape[d] != self.scale.numel():
+            raise ValueError(f"ChannelVoltageScaler: the input has {x.shape[d]} channels along dim {d} but scale has "
+                             f"{self.scale.numel()}.")
+        shape = [1] * x.dim()
+        shape[d] = -1
+        return self.scale.reshape(shape)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self._view_scale(x).to(dtype=x.dtype, device=x.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.step_mode == "s":
+            return self._forward(x)
+        from fastspike import functional
+
+        return functional.seq_to_ann_forward(x, self._forward)
+
+    def extra_repr(self) -> str:
+        return f"scale_shape={tuple(self.scale.shape)}, channel_dim={self.channel_dim}, step_mode={self.step_mode}"

@@ -80,6 +80,17 @@ class CubaLIFNode(MemoryModule):
         return f"soft_reset={self.v_reset is None}, step_mode={self.step_mode}"
 
 
+def _module_keys(names: List[str]) -> Dict[str, str]:
+    """ModuleDict keys for graph node names: the name with '.' -> '_' when every such key is usable, otherwise
+    ``n<i>_<name>`` for all (empty names, duplicates after the replacement, and names that ModuleDict already
+    uses as attributes, such as 'keys' or 'training', cannot be keys)."""
+    keys = {name: name.replace(".", "_") for name in names}
+    reserved = set(dir(nn.ModuleDict()))
+    if len(set(keys.values())) != len(keys) or any(not k or k in reserved for k in keys.values()):
+        keys = {name: f"n{i}_{name.replace('.', '_')}" for i, name in enumerate(names)}
+    return keys
+
+
 def _is_stateful(m: nn.Module) -> bool:
     return isinstance(m, MemoryModule)
 
@@ -95,9 +106,7 @@ class GraphModule(nn.Module, StepModule):
     def __init__(self, modules: Dict[str, nn.Module], order: Sequence[Tuple[str, List[str]]], input_name: str,
                  output_sources: List[str], step_mode: str = "s"):
         super().__init__()
-        self._keys = {name: name.replace(".", "_") for name, _ in order}
-        if len(set(self._keys.values())) != len(self._keys):
-            self._keys = {name: f"n{i}_{name.replace('.', '_')}" for i, (name, _) in enumerate(order)}
+        self._keys = _module_keys([name for name, _ in order])
         self.nodes = nn.ModuleDict({self._keys[name]: modules[name] for name, _ in order})
         self._order = [(name, list(srcs)) for name, srcs in order]
         self._input = input_name
@@ -130,25 +139,41 @@ class GraphModule(nn.Module, StepModule):
             if isinstance(m, MemoryModule):
                 m.reset()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, named_errors: bool) -> torch.Tensor:
         vals = {self._input: x}
         multi = self._step_mode == "m"
         for name, srcs in self._order:
-            inp = vals[srcs[0]]
-            for s in srcs[1:]:
-                inp = inp + vals[s]
             m = self.nodes[self._keys[name]]
-            if multi and not _is_stateful(m):
-                t, n = inp.shape[:2]
-                y = m(inp.flatten(0, 1))
-                y = y.reshape(t, n, *y.shape[1:])
-            else:
-                y = m(inp)
+            try:
+                inp = vals[srcs[0]]
+                for s in srcs[1:]:
+                    inp = inp + vals[s]
+                if multi and not _is_stateful(m):
+                    t, n = inp.shape[:2]
+                    y = m(inp.flatten(0, 1))
+                    y = y.reshape(t, n, *y.shape[1:])
+                else:
+                    y = m(inp)
+            except (RuntimeError, ValueError, IndexError) as e:
+                if not named_errors:
+                    raise
+                shapes = " + ".join(f"{s} {tuple(vals[s].shape[1:])}" for s in srcs if s in vals)
+                raise ValueError(f"from_nir: node {name!r} ({type(m).__name__}) cannot take its input ({shapes}, "
+                                 f"per sample): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                                 ) from e
             vals[name] = y
         out = vals[self._outputs[0]]
         for s in self._outputs[1:]:
             out = out + vals[s]
         return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, named_errors=False)
+
+    def check_run(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward`` that turns a failure inside a node into a ValueError naming the node and its input
+        shapes (used by ``from_nir``'s dry run)."""
+        return self._run(x, named_errors=True)
 
     def extra_repr(self) -> str:
         edges = ", ".join(f"{'+'.join(s)}->{n}" for n, s in self._order)

@@ -40,6 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._graph import model_step_mode, neuron_kind, trace
+from ._util import atomic_write
 
 __all__ = ["LoihiBlock", "LoihiNetwork", "to_loihi", "load_loihi", "simulate", "quantize_loihi"]
 
@@ -276,7 +277,7 @@ def to_loihi(model: nn.Module, path: Union[str, os.PathLike], input_shape: Optio
         else:
             raise ValueError("to_loihi: input_shape=(C, H, W) is required for convolutional models.")
     net = _to_blocks(model, tuple(int(v) for v in input_shape))
-    write_netx(net, path)
+    atomic_write(path, lambda tmp: write_netx(net, tmp))
     return net
 
 

@@ -1,0 +1,6 @@
+"""SpikingJelly 2.0's sample ANNs for conversion (``ann2snn.sample_models``): the MNIST CNN of its ANN2SNN tutorial
+and the CIFAR-10 ResNets of its ``resnet18_cifar10`` example, with the same module names (so their
+state_dicts and pretrained checkpoints load)."""
+from . import cifar10_resnet, mnist_cnn
+
+__all__ = ["mnist_cnn", "cifar10_resnet"]
