@@ -8,7 +8,7 @@ An op is defined once, by:
   ``Optional[Tensor]``; an output that a configuration does not produce is an empty tensor, never None.
 * ``backward_kernel(*args) -> tuple of tensors``: the backward kernel, with the same rules.
 * ``fake_forward`` / ``fake_backward``: the output shapes and dtypes, for tracing (torch.compile, export).
-* ``setup_context(ctx, inputs, outputs)``: what the backward needs (``ctx.save_for_backward`` and plain
+* ``setup_context(ctx, inputs, output)``: what the backward needs (``ctx.save_for_backward`` and plain
   attributes), shared by both paths below.
 * ``backward(ctx, grads, backward_kernel)``: the autograd formula; it calls the kernel it is given.
 

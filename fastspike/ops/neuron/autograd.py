@@ -117,7 +117,7 @@ def _fake_backward(gs, gv_seq, gv_last, x, h, v0, k, v0_value, mode, *rest):
 
 
 def _make_setup(keeps_h: bool):
-    def setup_context(ctx, inputs, outputs):
+    def setup_context(ctx, inputs, output):
         x, v0, k = inputs[:3]
         ctx.set_materialize_grads(False)
         ctx.config = inputs[3:3 + len(CONFIG)]
@@ -126,7 +126,7 @@ def _make_setup(keeps_h: bool):
         mode = ctx.config[1]
         # Triton keeps H (and x for ParametricLIF's dH/dk); C++ keeps x and recomputes H
         keep_x = (not keeps_h) or mode == 2
-        ctx.save_for_backward(x if keep_x else None, outputs[3], v0, k)
+        ctx.save_for_backward(x if keep_x else None, output[3], v0, k)
     return setup_context
 
 
