@@ -8,8 +8,13 @@ convolution in time).
 
 The backward recomputes H, forms dH = dS * surrogate'(H) inline (kernels/surrogate.py) and produces
 dX = W^T dH (accumulated per program over the tiles of its own columns), and per-program partial sums of
-dW = dH X^T and dB = sum dH that the launcher adds up (deterministic, no atomics). T is a runtime argument.
+dW = dH X^T and dB = sum dH that the launcher adds up (deterministic, no atomics). T is a runtime argument,
+never specialised. A program re-reads its own partial sums (dX, dW, dB tiles) after storing them; the tiles'
+register layouts for the load and the store may assign an element to different threads, so a barrier
+(``tl.debug_barrier``, a CTA-wide bar.sync that also orders global memory within the CTA) separates every such
+store from the next load of the same addresses. Distinct programs never touch the same addresses.
 """
+import torch
 import triton
 import triton.language as tl
 
@@ -51,7 +56,7 @@ def _h_tile(x_ptr, w_ptr, b_ptr, t0, o_r, o_n, m_n, T, N, BAND, BANDED: tl.const
     return b_h + b_b[:, None]
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T"])
 def psn_fwd_kernel(x_ptr, w_ptr, b_ptr, s_ptr, T, N, BAND, BANDED: tl.constexpr, BLOCK_T: tl.constexpr,
                    BLOCK_N: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
@@ -66,9 +71,11 @@ def psn_fwd_kernel(x_ptr, w_ptr, b_ptr, s_ptr, T, N, BAND, BANDED: tl.constexpr,
                  mask=(t[:, None] < T) & m_n[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T"])
 def psn_bwd_kernel(x_ptr, gs_ptr, w_ptr, b_ptr, gx_ptr, gw_ptr, gb_ptr, T, N, BAND, n_blocks, n_progs, sg_a, sg_b,
                    SG: tl.constexpr, BANDED: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr):
+    sg_a = tl.cast(sg_a, tl.float32)
+    sg_b = tl.cast(sg_b, tl.float32)
     pid = tl.program_id(0).to(tl.int64)
     o_r = tl.arange(0, BLOCK_T).to(tl.int64)
     p_gw = gw_ptr + pid * T * T  # this program's [T, T] partial of dW (zero-initialised by the launcher)
@@ -83,6 +90,7 @@ def psn_bwd_kernel(x_ptr, gs_ptr, w_ptr, b_ptr, gx_ptr, gw_ptr, gb_ptr, T, N, BA
             b_h = _h_tile(x_ptr, w_ptr, b_ptr, t0, o_r, o_n, m_n, T, N, BAND, BANDED, BLOCK_T, BLOCK_N)
             b_gs = tl.load(gs_ptr + t[:, None] * N + o_n[None, :], mask=m_tn, other=0.0).to(tl.float32)
             b_gh = tl.where(m_tn, b_gs * surrogate_grad(b_h, sg_a, sg_b, SG), 0.0)
+            tl.debug_barrier()  # the previous column block's store of these dB partials
             b_gb = tl.load(p_gb + t, mask=m_t, other=0.0)
             tl.store(p_gb + t, b_gb + tl.sum(b_gh, 1), mask=m_t)
             k_lo, k_hi = _band_range(t0, T, BAND, BANDED, BLOCK_T)
@@ -97,6 +105,7 @@ def psn_bwd_kernel(x_ptr, gs_ptr, w_ptr, b_ptr, gx_ptr, gw_ptr, gb_ptr, T, N, BA
                 if BANDED:
                     m_w = m_w & (j[None, :] <= t[:, None]) & (j[None, :] > t[:, None] - BAND)
                 o_w = t[:, None] * T + j[None, :]
+                tl.debug_barrier()  # earlier stores of this dW tile and of these dX rows
                 b_gw = tl.load(p_gw + o_w, mask=m_w, other=0.0)
                 b_gw += tl.dot(b_gh, tl.trans(b_x), input_precision="ieee")
                 tl.store(p_gw + o_w, b_gw, mask=m_w)
@@ -119,29 +128,33 @@ def _blocks(T: int, interpret: bool):
     return block_t, block_n
 
 
-def psn_forward(x, w, b, s, T: int, N: int, band: int, interpret: bool = False):
-    """s[T, N] <- Heaviside(band(w) @ x + b); x, w, b contiguous (x [T, N], w [T, T], b [T])."""
-    block_t, block_n = _blocks(T, interpret)
-    grid = (triton.cdiv(N, block_n),)
-    psn_fwd_kernel[grid](x, w, b, s, T, N, band, BANDED=band > 0, BLOCK_T=block_t, BLOCK_N=block_n,
-                         num_warps=4)
+def psn_forward(x, w, b, band: int, interpret: bool = False, launch=None, blocks=None):
+    """Heaviside(band(w) @ x + b) as a new [T, N] tensor in x's dtype; x [T, N], w [T, T], b [T] contiguous.
+    ``launch(kernel)`` wraps the kernel (torch.library.wrap_triton); ``blocks`` = (BLOCK_T, BLOCK_N) overrides
+    the choice (tests run the GPU's blocks under the interpreter)."""
+    T, N = x.shape
+    s = torch.empty((T, N), dtype=x.dtype, device=x.device)
+    block_t, block_n = blocks or _blocks(T, interpret)
+    kernel = psn_fwd_kernel if launch is None else launch(psn_fwd_kernel)
+    kernel[(triton.cdiv(N, block_n),)](x, w, b, s, T, N, band, BANDED=band > 0, BLOCK_T=block_t,
+                                      BLOCK_N=block_n, num_warps=4)
     return s
 
 
-def psn_backward(x, gs, w, b, gx, T: int, N: int, band: int, sg_id: int, sg_a: float, sg_b: float,
-                 interpret: bool = False):
-    """Fill gx [T, N] (fp32) and return (dW [T, T], dB [T]) in fp32."""
-    import torch
-
-    block_t, block_n = _blocks(T, interpret)
+def psn_backward(x, gs, w, b, band: int, sg_id: int, sg_a: float, sg_b: float, interpret: bool = False,
+                 launch=None, blocks=None, max_programs=None):
+    """(dX [T, N], dW [T, T], dB [T]), all fp32. A program walks every n_progs-th column block (n_progs: four per
+    SM on a GPU, ``max_programs`` or 4 otherwise) and keeps [T, T] + [T] partial sums of its own."""
+    T, N = x.shape
+    block_t, block_n = blocks or _blocks(T, interpret)
     n_blocks = triton.cdiv(N, block_n)
-    if x.is_cuda:
-        sms = torch.cuda.get_device_properties(x.device).multi_processor_count
-        n_progs = min(n_blocks, 4 * sms)
-    else:
-        n_progs = min(n_blocks, 4)
+    if max_programs is None:
+        max_programs = 4 * torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 4
+    n_progs = min(n_blocks, max_programs)
+    gx = torch.empty((T, N), dtype=torch.float32, device=x.device)
     gw = torch.zeros((n_progs, T, T), dtype=torch.float32, device=x.device)
     gb = torch.zeros((n_progs, T), dtype=torch.float32, device=x.device)
-    psn_bwd_kernel[(n_progs,)](x, gs, w, b, gx, gw, gb, T, N, band, n_blocks, n_progs, float(sg_a), float(sg_b),
-                               SG=sg_id, BANDED=band > 0, BLOCK_T=block_t, BLOCK_N=block_n, num_warps=4)
-    return gw.sum(0), gb.sum(0)
+    kernel = psn_bwd_kernel if launch is None else launch(psn_bwd_kernel)
+    kernel[(n_progs,)](x, gs, w, b, gx, gw, gb, T, N, band, n_blocks, n_progs, float(sg_a), float(sg_b),
+                       SG=sg_id, BANDED=band > 0, BLOCK_T=block_t, BLOCK_N=block_n, num_warps=4)
+    return gx, gw.sum(0), gb.sum(0)

@@ -6,8 +6,10 @@ the state at the end of a chunk is folded into the first row of the next one, so
 compiled kernel per (BLOCK_T, BLOCK_M, A_MODE) choice. The backward is the same scan run over reversed
 time on the upstream gradient, with a[t + 1] as decay.
 
-A_MODE: 0 scalar decay (a_scalar), 1 one decay per step (a_ptr[T]), 2 full decay (a_ptr[T, M]).
+A_MODE: 0 scalar decay (a_scalar), 1 one decay per step (a_ptr[T]), 2 full decay (a_ptr[T, M]). T is never
+specialised; a_scalar is cast to fp32 on entry (torch.compile passes Python floats as fp64).
 """
+import torch
 import triton
 import triton.language as tl
 
@@ -32,9 +34,10 @@ def _load_decay(a_ptr, a_scalar, t, o_tm, m_t, m_tm, A_MODE: tl.constexpr, BLOCK
     return b_a
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T"])
 def scan_fwd_kernel(a_ptr, b_ptr, h0_ptr, h_ptr, T, M, a_scalar,
                     A_MODE: tl.constexpr, HAS_H0: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_M: tl.constexpr):
+    a_scalar = tl.cast(a_scalar, tl.float32)
     pid = tl.program_id(0).to(tl.int64)
     o_m = pid * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
     m_m = o_m < M
@@ -58,10 +61,11 @@ def scan_fwd_kernel(a_ptr, b_ptr, h0_ptr, h_ptr, T, M, a_scalar,
         b_carry = tl.sum(tl.where(o_r[:, None] == BLOCK_T - 1, b_h, 0.0), 0)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T"])
 def scan_bwd_kernel(a_ptr, h_ptr, h0_ptr, gout_ptr, gb_ptr, ga_ptr, gap_ptr, gh0_ptr, T, M, a_scalar,
                     A_MODE: tl.constexpr, HAS_H0: tl.constexpr, NEED_GA: tl.constexpr, NEED_GH0: tl.constexpr,
                     BLOCK_T: tl.constexpr, BLOCK_M: tl.constexpr):
+    a_scalar = tl.cast(a_scalar, tl.float32)
     pid = tl.program_id(0).to(tl.int64)
     o_m = pid * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
     m_m = o_m < M
@@ -119,9 +123,10 @@ def _blocks(T: int, M: int, interpret: bool):
     return min(64, max(16, triton.next_power_of_2(T))), 64
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T"])
 def scan_fwd_sequential_kernel(a_ptr, b_ptr, h0_ptr, h_ptr, T, M, a_scalar, A_MODE: tl.constexpr,
                                HAS_H0: tl.constexpr, BLOCK_M: tl.constexpr):
+    a_scalar = tl.cast(a_scalar, tl.float32)
     # the plain time loop, one lane per column: the baseline the associative scan is measured against
     pid = tl.program_id(0).to(tl.int64)
     o_m = pid * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
@@ -152,32 +157,37 @@ def scan_forward_sequential(a, b, h0, h, T: int, M: int, mode: int, a_scalar: fl
     return h
 
 
-def scan_forward(a, b, h0, h, T: int, M: int, mode: int, a_scalar: float, interpret: bool = False):
-    """h[T, M] <- scan of b[T, M] (contiguous) with decay a (None in mode 0, [T] in mode 1, [T, M] in mode 2)."""
-    block_t, block_m = _blocks(T, M, interpret)
-    grid = (triton.cdiv(M, block_m),)
-    dummy = b
-    scan_fwd_kernel[grid](a if a is not None else dummy, b, h0 if h0 is not None else dummy, h, T, M,
-                          float(a_scalar), A_MODE=mode, HAS_H0=h0 is not None, BLOCK_T=block_t, BLOCK_M=block_m)
+def scan_forward(a, b, h0, mode: int, a_scalar: float, interpret: bool = False, launch=None, blocks=None):
+    """h [T, M] fp32 <- scan of b [T, M] (contiguous) with decay a (None in mode 0, [T] in mode 1, [T, M] in mode
+    2) from h0 [M] (or zeros). ``launch(kernel)`` wraps the kernel (torch.library.wrap_triton); ``blocks`` =
+    (BLOCK_T, BLOCK_M) overrides the choice (tests run the GPU's blocks under the interpreter)."""
+    T, M = b.shape
+    h = torch.empty((T, M), dtype=torch.float32, device=b.device)
+    block_t, block_m = blocks or _blocks(T, M, interpret)
+    kernel = scan_fwd_kernel if launch is None else launch(scan_fwd_kernel)
+    kernel[(triton.cdiv(M, block_m),)](a if a is not None else b, b, h0 if h0 is not None else b, h, T, M,
+                                       float(a_scalar), A_MODE=mode, HAS_H0=h0 is not None, BLOCK_T=block_t,
+                                       BLOCK_M=block_m)
     return h
 
 
-def scan_backward(a, h, h0, gout, gb, ga, gh0, T: int, M: int, mode: int, a_scalar: float, need_ga: bool,
-                  interpret: bool = False):
-    """Fill gb[T, M] (fp32), ga (mode 2: [T, M]; mode 1: returns [T] reduced) and gh0[M] when given."""
-    import torch
-
-    block_t, block_m = _blocks(T, M, interpret)
+def scan_backward(a, h, h0, gout, mode: int, a_scalar: float, need_ga: bool, need_gh0: bool,
+                  interpret: bool = False, launch=None, blocks=None):
+    """(grad_b [T, M], grad_a (mode 2: [T, M]; mode 1: [T]; else None), grad_h0 [M] or None), all fp32. ``h`` is
+    read only when need_ga (any [T, M] tensor otherwise)."""
+    T, M = gout.shape
+    block_t, block_m = blocks or _blocks(T, M, interpret)
     nprog = triton.cdiv(M, block_m)
-    gap = None
-    if need_ga and mode == 1:
-        gap = torch.empty((nprog, T), dtype=torch.float32, device=gb.device)
-    dummy = gb
-    scan_bwd_kernel[(nprog,)](a if a is not None else dummy, h, h0 if h0 is not None else dummy, gout, gb,
-                              ga if ga is not None else dummy, gap if gap is not None else dummy,
-                              gh0 if gh0 is not None else dummy, T, M, float(a_scalar), A_MODE=mode,
-                              HAS_H0=h0 is not None, NEED_GA=need_ga, NEED_GH0=gh0 is not None,
-                              BLOCK_T=block_t, BLOCK_M=block_m)
+    dev = gout.device
+    gb = torch.empty((T, M), dtype=torch.float32, device=dev)
+    ga = torch.empty((T, M), dtype=torch.float32, device=dev) if need_ga and mode == 2 else None
+    gap = torch.empty((nprog, T), dtype=torch.float32, device=dev) if need_ga and mode == 1 else None
+    gh0 = torch.empty((M,), dtype=torch.float32, device=dev) if need_gh0 else None
+    kernel = scan_bwd_kernel if launch is None else launch(scan_bwd_kernel)
+    kernel[(nprog,)](a if a is not None else gb, h, h0 if h0 is not None else gb, gout, gb,
+                     ga if ga is not None else gb, gap if gap is not None else gb, gh0 if gh0 is not None else gb,
+                     T, M, float(a_scalar), A_MODE=mode, HAS_H0=h0 is not None, NEED_GA=need_ga,
+                     NEED_GH0=need_gh0, BLOCK_T=block_t, BLOCK_M=block_m)
     if gap is not None:
-        return gap.sum(0)
-    return ga
+        ga = gap.sum(0)
+    return gb, ga, gh0

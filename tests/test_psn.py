@@ -8,7 +8,8 @@ import torch
 from fastspike import surrogate
 from fastspike.neuron import (PSN, MaskedPSN, NonSpikingIFNode, NonSpikingLIFNode, NoResetLIFNode,
                               SlidingPSN)
-from fastspike.ops.psn import band_mask, psn, reference_psn
+from fastspike.ops.psn import band_mask, psn
+from fastspike.ops.reference import psn as reference_psn
 from helpers import assert_close, noncontiguous
 
 BACKENDS = ["cpp", "triton"]
@@ -60,7 +61,7 @@ def compare_with_reference(x, w, b, g, sg, band, backend):
 @pytest.mark.parametrize("T,band", [(48, 0), (64, 60)])
 def test_psn_cpp_large_T_gemm_weight_gradient(T, band):
     # dW's lane sums would exceed _LANE_SUM_MAX_BYTES, so the C++ backward stores dH and dW is a GEMM
-    from fastspike.ops.psn import _LANE_SUM_MAX_BYTES
+    from fastspike.ops.psn.cpu import _LANE_SUM_MAX_BYTES
     pairs = T * T if band == 0 else sum(min(t + 1, band) for t in range(T))
     assert pairs * 64 > _LANE_SUM_MAX_BYTES
     x = torch.randn(T, 2, 37, requires_grad=True)

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from fastspike.ops.scan import linear_scan, reference_linear_scan
+from fastspike.ops.scan import linear_scan
+from fastspike.ops.reference import linear_scan as reference_linear_scan
 from helpers import assert_close, noncontiguous
 
 BACKENDS = ["torch", "cpp", "triton"]

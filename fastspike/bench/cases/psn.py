@@ -4,7 +4,7 @@
   lambda_ = 1 (the causal band only); SlidingPSN(k=4). Peer: SpikingJelly 2.0.0's modules of the same name,
   loaded with fastspike's parameters (same state_dict keys). snnTorch and Norse have no PSN.
 * linear_scan: h[t] = a h[t-1] + b[t] with a = 1/2 (a LIF without reset, tau = 2); compared with the plain
-  PyTorch time loop a user would write (``ops.scan.reference_linear_scan``, also fastspike's test oracle).
+  PyTorch time loop a user would write (``ops.reference.linear_scan``, also fastspike's test oracle).
 Inputs [T, B, N] float32; upstream gradient random. Gradients compared: input, and weight / bias for PSNs.
 """
 from __future__ import annotations
@@ -126,7 +126,8 @@ def _setup_psn(kind):
 
 
 def _setup_scan(p, mode, ctx: Ctx) -> List[Impl]:
-    from ...ops.scan import linear_scan, reference_linear_scan
+    from ...ops.scan import linear_scan
+    from ...ops.reference import linear_scan as reference_linear_scan
     x, gs = _data(p, ctx.device, ctx.seed)
     a = 0.5
 

@@ -1,10 +1,12 @@
 """Pure-PyTorch implementations of every op: the oracle of the tests and the fallback of last resort.
 
-One module per op, each named after the public op it checks (``reference.psn`` is the reference of
+One module per op, each function named after the public op it checks (``reference.psn`` is the reference of
 ``ops.psn``). Nothing here imports from the implementations (ops/<op>/, kernels/, csrc/) or shares code with
 them. Each function computes in float32 (float64 when given float64) and casts its outputs back to the input
 dtype; autograd provides the gradients, with the surrogate function's own autograd rule for the spike.
 """
 from .neuron import multistep_neuron
+from .psn import band_mask, psn
+from .scan import linear_scan
 
-__all__ = ["multistep_neuron"]
+__all__ = ["multistep_neuron", "psn", "band_mask", "linear_scan"]
