@@ -17,6 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._spec import KernelSpec
 from .surrogate import surrogate_grad
 
 BLOCK = 1024
@@ -220,3 +221,18 @@ def neuron_backward(gs, gv_seq, gv_last, h, x, v0, k, v0_value: float, mode: int
         HAS_GVLAST=gv_last is not None, SG=sg, BLOCK=block,
     )
     return gx, gv0, (gk.sum(0, keepdim=True) if gk is not None else None)
+
+
+# every specialisation the launchers above can produce (kernels/_spec.py; compiled for sm_80/sm_90 in CI)
+_FLAGS = (False, True)
+COMPILE_SPECS = [
+    KernelSpec(neuron_fwd_kernel, data=("p_x", "p_v0", "p_s", "p_vseq", "p_vlast"), ints=("T", "N"),
+               floats=("tau", "v_th", "v_reset", "v0_value"),
+               constexprs=dict(MODE=(0, 1, 2), DECAY_INPUT=_FLAGS, SOFT_RESET=_FLAGS, HAS_V0=_FLAGS, STORE_H=_FLAGS,
+                               STORE_V_SEQ=_FLAGS, BLOCK=(BLOCK,))),
+    KernelSpec(neuron_bwd_kernel, data=("p_gs", "p_gvseq", "p_gvlast", "p_x", "p_v0"), ints=("T", "N"),
+               floats=("tau", "v_th", "v_reset", "v0_value", "sg_a", "sg_b"),
+               constexprs=dict(MODE=(0, 1, 2), DECAY_INPUT=_FLAGS, SOFT_RESET=_FLAGS, DETACH_RESET=_FLAGS,
+                               HAS_V0=_FLAGS, NEED_GV0=_FLAGS, HAS_GS=_FLAGS, HAS_GVSEQ=_FLAGS, HAS_GVLAST=_FLAGS,
+                               SG=tuple(range(14)), BLOCK=(BLOCK,))),
+]

@@ -18,6 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._spec import KernelSpec
 from .surrogate import surrogate_grad
 
 
@@ -122,22 +123,27 @@ def psn_bwd_kernel(x_ptr, gs_ptr, w_ptr, b_ptr, gx_ptr, gw_ptr, gb_ptr, T, N, BA
                     tl.store(p_gx, tl.load(p_gx, mask=m_jn, other=0.0) + b_gx, mask=m_jn)
 
 
-def _blocks(T: int, interpret: bool):
+def _blocks(T: int, interpret: bool, backward: bool = False):
+    """(BLOCK_T, BLOCK_N, num_warps). The backward holds five tiles at once: at BLOCK_T = 32 its 32 x 64 tiles
+    spilled registers on sm_90 even with 8 warps (tests/test_triton_compile.py), 32 x 32 with 8 warps does not."""
     block_t = 16 if T <= 16 else 32
-    block_n = 16 if interpret else 64
-    return block_t, block_n
+    if interpret:
+        return block_t, 16, 4
+    if backward and block_t == 32:
+        return 32, 32, 8
+    return block_t, 64, 4
 
 
 def psn_forward(x, w, b, band: int, interpret: bool = False, launch=None, blocks=None):
     """Heaviside(band(w) @ x + b) as a new [T, N] tensor in x's dtype; x [T, N], w [T, T], b [T] contiguous.
-    ``launch(kernel)`` wraps the kernel (torch.library.wrap_triton); ``blocks`` = (BLOCK_T, BLOCK_N) overrides
+    ``launch(kernel)`` wraps the kernel (torch.library.wrap_triton); ``blocks`` = (BLOCK_T, BLOCK_N, num_warps) overrides
     the choice (tests run the GPU's blocks under the interpreter)."""
     T, N = x.shape
     s = torch.empty((T, N), dtype=x.dtype, device=x.device)
-    block_t, block_n = blocks or _blocks(T, interpret)
+    block_t, block_n, warps = blocks or _blocks(T, interpret)
     kernel = psn_fwd_kernel if launch is None else launch(psn_fwd_kernel)
     kernel[(triton.cdiv(N, block_n),)](x, w, b, s, T, N, band, BANDED=band > 0, BLOCK_T=block_t,
-                                      BLOCK_N=block_n, num_warps=4)
+                                      BLOCK_N=block_n, num_warps=warps)
     return s
 
 
@@ -146,7 +152,7 @@ def psn_backward(x, gs, w, b, band: int, sg_id: int, sg_a: float, sg_b: float, i
     """(dX [T, N], dW [T, T], dB [T]), all fp32. A program walks every n_progs-th column block (n_progs: four per
     SM on a GPU, ``max_programs`` or 4 otherwise) and keeps [T, T] + [T] partial sums of its own."""
     T, N = x.shape
-    block_t, block_n = blocks or _blocks(T, interpret)
+    block_t, block_n, warps = blocks or _blocks(T, interpret, backward=True)
     n_blocks = triton.cdiv(N, block_n)
     if max_programs is None:
         max_programs = 4 * torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 4
@@ -156,5 +162,16 @@ def psn_backward(x, gs, w, b, band: int, sg_id: int, sg_a: float, sg_b: float, i
     gb = torch.zeros((n_progs, T), dtype=torch.float32, device=x.device)
     kernel = psn_bwd_kernel if launch is None else launch(psn_bwd_kernel)
     kernel[(n_progs,)](x, gs, w, b, gx, gw, gb, T, N, band, n_blocks, n_progs, float(sg_a), float(sg_b),
-                       SG=sg_id, BANDED=band > 0, BLOCK_T=block_t, BLOCK_N=block_n, num_warps=4)
+                       SG=sg_id, BANDED=band > 0, BLOCK_T=block_t, BLOCK_N=block_n, num_warps=warps)
     return gx, gw.sum(0), gb.sum(0)
+
+
+# every specialisation the launchers above can produce (kernels/_spec.py; compiled for sm_80/sm_90 in CI)
+COMPILE_SPECS = [
+    KernelSpec(psn_fwd_kernel, data=("x_ptr", "s_ptr"), ints=("T", "N", "BAND"),
+               constexprs={"BANDED": (False, True), "BLOCK_T,BLOCK_N,@num_warps": ((16, 64, 4), (32, 64, 4))}),
+    KernelSpec(psn_bwd_kernel, data=("x_ptr", "gs_ptr"), ints=("T", "N", "BAND", "n_blocks", "n_progs"),
+               floats=("sg_a", "sg_b"),
+               constexprs={"SG": tuple(range(14)), "BANDED": (False, True),
+                           "BLOCK_T,BLOCK_N,@num_warps": ((16, 64, 4), (32, 32, 8))}),
+]

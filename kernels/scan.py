@@ -13,6 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._spec import KernelSpec
+
 
 @triton.jit
 def _affine_combine(a_l, b_l, a_r, b_r):
@@ -113,14 +115,18 @@ def scan_bwd_kernel(a_ptr, h_ptr, h0_ptr, gout_ptr, gb_ptr, ga_ptr, gap_ptr, gh0
 
 
 def _blocks(T: int, M: int, interpret: bool):
+    """(BLOCK_T, BLOCK_M, num_warps). Chunks of 4096 elements take 8 warps: with 4 the backward spilled
+    registers on sm_90 (tests/test_triton_compile.py)."""
     if interpret:
         # the interpreter runs a generic associative_scan element by element: keep its padded columns few
-        return min(64, max(16, triton.next_power_of_2(T))), min(16, max(2, triton.next_power_of_2(M)))
+        return min(64, max(16, triton.next_power_of_2(T))), min(16, max(2, triton.next_power_of_2(M))), 4
     if M <= 4096:
         # few columns (e.g. B*N = 1024, T = 4096): narrow column blocks give more programs, long time
         # chunks give fewer sequential steps; this is where the log-depth scan beats a time loop
-        return min(256, max(16, triton.next_power_of_2(T))), 16
-    return min(64, max(16, triton.next_power_of_2(T))), 64
+        block_t, block_m = min(256, max(16, triton.next_power_of_2(T))), 16
+    else:
+        block_t, block_m = min(64, max(16, triton.next_power_of_2(T))), 64
+    return block_t, block_m, (8 if block_t * block_m >= 4096 else 4)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -160,14 +166,14 @@ def scan_forward_sequential(a, b, h0, h, T: int, M: int, mode: int, a_scalar: fl
 def scan_forward(a, b, h0, mode: int, a_scalar: float, interpret: bool = False, launch=None, blocks=None):
     """h [T, M] fp32 <- scan of b [T, M] (contiguous) with decay a (None in mode 0, [T] in mode 1, [T, M] in mode
     2) from h0 [M] (or zeros). ``launch(kernel)`` wraps the kernel (torch.library.wrap_triton); ``blocks`` =
-    (BLOCK_T, BLOCK_M) overrides the choice (tests run the GPU's blocks under the interpreter)."""
+    (BLOCK_T, BLOCK_M, num_warps) overrides the choice (tests run the GPU's blocks under the interpreter)."""
     T, M = b.shape
     h = torch.empty((T, M), dtype=torch.float32, device=b.device)
-    block_t, block_m = blocks or _blocks(T, M, interpret)
+    block_t, block_m, warps = blocks or _blocks(T, M, interpret)
     kernel = scan_fwd_kernel if launch is None else launch(scan_fwd_kernel)
     kernel[(triton.cdiv(M, block_m),)](a if a is not None else b, b, h0 if h0 is not None else b, h, T, M,
                                        float(a_scalar), A_MODE=mode, HAS_H0=h0 is not None, BLOCK_T=block_t,
-                                       BLOCK_M=block_m)
+                                       BLOCK_M=block_m, num_warps=warps)
     return h
 
 
@@ -176,7 +182,7 @@ def scan_backward(a, h, h0, gout, mode: int, a_scalar: float, need_ga: bool, nee
     """(grad_b [T, M], grad_a (mode 2: [T, M]; mode 1: [T]; else None), grad_h0 [M] or None), all fp32. ``h`` is
     read only when need_ga (any [T, M] tensor otherwise)."""
     T, M = gout.shape
-    block_t, block_m = blocks or _blocks(T, M, interpret)
+    block_t, block_m, warps = blocks or _blocks(T, M, interpret)
     nprog = triton.cdiv(M, block_m)
     dev = gout.device
     gb = torch.empty((T, M), dtype=torch.float32, device=dev)
@@ -187,7 +193,23 @@ def scan_backward(a, h, h0, gout, mode: int, a_scalar: float, need_ga: bool, nee
     kernel[(nprog,)](a if a is not None else gb, h, h0 if h0 is not None else gb, gout, gb,
                      ga if ga is not None else gb, gap if gap is not None else gb, gh0 if gh0 is not None else gb,
                      T, M, float(a_scalar), A_MODE=mode, HAS_H0=h0 is not None, NEED_GA=need_ga,
-                     NEED_GH0=need_gh0, BLOCK_T=block_t, BLOCK_M=block_m)
+                     NEED_GH0=need_gh0, BLOCK_T=block_t, BLOCK_M=block_m, num_warps=warps)
     if gap is not None:
         ga = gap.sum(0)
     return gb, ga, gh0
+
+
+# every specialisation the launchers above can produce (kernels/_spec.py; compiled for sm_80/sm_90 in CI).
+# BLOCK_T x BLOCK_M pairs are those _blocks() returns on a GPU (M > 4096: 64 x 64; M <= 4096: up to 256 x 16).
+_SCAN_BLOCKS = {"BLOCK_T,BLOCK_M,@num_warps": tuple((t, m, 8 if t * m >= 4096 else 4) for t, m in
+                                                   ((16, 16), (32, 16), (64, 16), (128, 16), (256, 16), (16, 64),
+                                                    (32, 64), (64, 64)))}
+COMPILE_SPECS = [
+    KernelSpec(scan_fwd_kernel, data=("b_ptr", "h0_ptr"), pointers={"h_ptr": "*fp32"}, ints=("T", "M"),
+               floats=("a_scalar",), constexprs=dict(A_MODE=(0, 1, 2), HAS_H0=(False, True), **_SCAN_BLOCKS)),
+    KernelSpec(scan_bwd_kernel, data=("h0_ptr",), ints=("T", "M"), floats=("a_scalar",),
+               constexprs=dict(A_MODE=(0, 1, 2), HAS_H0=(False, True), NEED_GA=(False, True),
+                               NEED_GH0=(False, True), **_SCAN_BLOCKS)),
+    KernelSpec(scan_fwd_sequential_kernel, data=("b_ptr", "h0_ptr", "h_ptr"), ints=("T", "M"), floats=("a_scalar",),
+               constexprs=dict(A_MODE=(0, 1, 2), HAS_H0=(False, True), BLOCK_M=(128,))),
+]

@@ -14,6 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._spec import KernelSpec
+
 PACK_BLOCK = 256     # bytes per program
 UNPACK_BLOCK = 1024  # elements per program
 BLOCK_N = 64         # output channels per program (forward)
@@ -268,3 +270,23 @@ def conv2d_grad_weight(bits, x_shape, g, w_shape, s, p, d, groups):
     conv2d_gw_kernel[grid](bits, g, gw, B, Cin, H, W, Cout, OH, OW, KH, KW, s[0], s[1], p[0], p[1], d[0], d[1],
                            cing, cout_g, BLOCK_P=64, BLOCK_C=block_c)
     return gw
+
+
+# every specialisation the launchers above can produce (kernels/_spec.py; compiled for sm_80/sm_90 in CI)
+_CONV_INTS = ("H", "W", "OH", "OW", "KH", "KW", "sh", "sw", "ph", "pw", "dh", "dw")
+COMPILE_SPECS = [
+    KernelSpec(pack_bits_kernel, data=("p_x",), pointers={"p_bits": "*u8", "p_bad": "*i32"},
+               ints=("rows", "cols", "nb"), constexprs=dict(BLOCK=(PACK_BLOCK,))),
+    KernelSpec(unpack_bits_kernel, pointers={"p_bits": "*u8"}, ints=("rows", "cols", "nb"),
+               constexprs=dict(BLOCK=(UNPACK_BLOCK,))),
+    KernelSpec(linear_fwd_kernel, pointers={"p_rowptr": "*i64", "p_idx": "*i32"}, ints=("N",),
+               constexprs=dict(HAS_BIAS=(False, True), BLOCK_N=(16, 32, 64))),
+    KernelSpec(linear_gw_kernel, pointers={"p_bits": "*u8"}, ints=("M", "K", "N", "nb"),
+               constexprs=dict(BLOCK_M=(32,), BLOCK_K=(16, 32), BLOCK_N=(16, 32, 64))),
+    KernelSpec(conv2d_fwd_kernel, pointers={"p_rowptr": "*i64", "p_idx": "*i32"},
+               ints=_CONV_INTS + ("G", "cing", "cout_g"),
+               constexprs=dict(HAS_BIAS=(False, True), BLOCK_C=(16, 32, 64, 128))),
+    KernelSpec(conv2d_gw_kernel, pointers={"p_bits": "*u8"},
+               ints=("B", "Cin", "Cout") + _CONV_INTS + ("cing", "cout_g"),
+               constexprs=dict(BLOCK_P=(64,), BLOCK_C=(16, 32, 64))),
+]
