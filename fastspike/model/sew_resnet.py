@@ -4,7 +4,8 @@ Each residual block ends with its own spiking neuron and joins the spikes of the
 the shortcut with a connect function ``cnf``: 'ADD' (A + S), 'AND' (A * S) or 'IAND'. The shortcut's
 downsample path (conv1x1 + BN) is followed by a spiking neuron ``downsample_sn``.
 IAND follows SpikingJelly 2.0.0 exactly: in BasicBlock it is ``identity * (1 - out)``, in Bottleneck
-``out * (1 - identity)``.
+``out * (1 - identity)``. Both blocks are one class (``_SEWBlock``) that differs only in its body and that order.
+An unknown ``cnf`` raises ``UnsupportedOptionError`` (a ValueError that is also SpikingJelly's NotImplementedError).
 """
 from __future__ import annotations
 
@@ -14,12 +15,18 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from ..layer._errors import UnsupportedOptionError
 from ._common import load_pretrained, require_neuron
-from .spiking_resnet import _basic_body, _bottleneck_body, _ResNetTrunk, model_urls
+from .spiking_resnet import (_basic_body, _bottleneck_body, _ResidualBranch, _ResNetTrunk, conv1x1, conv3x3,
+                             model_urls)
 
 __all__ = [
     "SEWResNet",
+    "BasicBlock",
+    "Bottleneck",
     "sew_function",
+    "conv3x3",
+    "conv1x1",
     "sew_resnet18",
     "sew_resnet34",
     "sew_resnet50",
@@ -34,46 +41,34 @@ __all__ = [
 CONNECT_FUNCTIONS = ("ADD", "AND", "IAND")
 
 
+def _check_cnf(cnf) -> None:
+    if cnf not in CONNECT_FUNCTIONS:
+        raise UnsupportedOptionError(f"cnf must be one of {CONNECT_FUNCTIONS}, got cnf={cnf!r}")
+
+
 def sew_function(x: torch.Tensor, y: torch.Tensor, cnf: str) -> torch.Tensor:
+    """Join two spike tensors: 'ADD' x + y, 'AND' x * y, 'IAND' x * (1 - y)."""
     if cnf == "ADD":
         return x + y
     if cnf == "AND":
         return x * y
     if cnf == "IAND":
         return x * (1.0 - y)
-    raise ValueError(f"cnf must be one of {CONNECT_FUNCTIONS}, got {cnf!r}")
+    _check_cnf(cnf)
 
 
-class BasicBlock(nn.Module):
-    expansion = 1
+class _SEWBlock(_ResidualBranch):
+    """One implementation of both SEW blocks: every stage of the residual branch fires, the shortcut's
+    downsample (when there is one) is followed by ``downsample_sn``, and ``sew_function`` joins the two.
+    The subclasses set the body (``_body``, ``_depth``, ``expansion``) and the join's argument order."""
 
-    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1,
-                 norm_layer=None, cnf: str = None, spiking_neuron: Callable = None, **kwargs):
-        super().__init__()
-        _basic_body(self, inplanes, planes, stride, downsample, groups, base_width, dilation, norm_layer,
-                    spiking_neuron, kwargs)
-        if downsample is not None:
-            self.downsample_sn = spiking_neuron(**deepcopy(kwargs))
-        self.stride = stride
-        self.cnf = cnf
-
-    def forward(self, x):
-        out = self.sn1(self.bn1(self.conv1(x)))
-        out = self.sn2(self.bn2(self.conv2(out)))
-        identity = x if self.downsample is None else self.downsample_sn(self.downsample(x))
-        return sew_function(identity, out, self.cnf)
-
-    def extra_repr(self) -> str:
-        return f"cnf={self.cnf}"
-
-
-class Bottleneck(nn.Module):
-    expansion = 4
+    _body = None
+    _identity_first = True  # sew_function(identity, out) in BasicBlock, sew_function(out, identity) in Bottleneck
 
     def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1,
                  norm_layer=None, cnf: str = None, spiking_neuron: Callable = None, **kwargs):
         super().__init__()
-        _bottleneck_body(self, inplanes, planes, stride, downsample, groups, base_width, dilation, norm_layer,
+        type(self)._body(self, inplanes, planes, stride, downsample, groups, base_width, dilation, norm_layer,
                          spiking_neuron, kwargs)
         if downsample is not None:
             self.downsample_sn = spiking_neuron(**deepcopy(kwargs))
@@ -81,14 +76,26 @@ class Bottleneck(nn.Module):
         self.cnf = cnf
 
     def forward(self, x):
-        out = self.sn1(self.bn1(self.conv1(x)))
-        out = self.sn2(self.bn2(self.conv2(out)))
-        out = self.sn3(self.bn3(self.conv3(out)))
+        out = self._branch(x)
         identity = x if self.downsample is None else self.downsample_sn(self.downsample(x))
-        return sew_function(out, identity, self.cnf)
+        return sew_function(identity, out, self.cnf) if self._identity_first else sew_function(out, identity, self.cnf)
 
     def extra_repr(self) -> str:
         return f"cnf={self.cnf}"
+
+
+class BasicBlock(_SEWBlock):
+    expansion = 1
+    _depth = 2
+    _body = staticmethod(_basic_body)
+    _identity_first = True
+
+
+class Bottleneck(_SEWBlock):
+    expansion = 4
+    _depth = 3
+    _body = staticmethod(_bottleneck_body)
+    _identity_first = False
 
 
 class SEWResNet(_ResNetTrunk):
@@ -96,8 +103,7 @@ class SEWResNet(_ResNetTrunk):
                  replace_stride_with_dilation=None, norm_layer=None, cnf: str = None, spiking_neuron: Callable = None,
                  **kwargs):
         require_neuron(spiking_neuron, type(self).__name__)
-        if cnf not in CONNECT_FUNCTIONS:
-            raise ValueError(f"cnf must be one of {CONNECT_FUNCTIONS}, got {cnf!r}")
+        _check_cnf(cnf)
         super().__init__(block, layers, num_classes, zero_init_residual, groups, width_per_group,
                          replace_stride_with_dilation, norm_layer, spiking_neuron, {"cnf": cnf}, kwargs,
                          BasicBlock, Bottleneck)
