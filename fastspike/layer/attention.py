@@ -25,7 +25,6 @@ from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .. import base
 from ._errors import ArgumentError
@@ -311,9 +310,10 @@ class SpikeDrivenSelfAttention(nn.Module):
         q = self.q_lif(self.q_bn(self.q_conv(s))).reshape(heads)
         k = self.k_lif(self.k_bn(self.k_conv(s))).reshape(heads)
         v = self.v_lif(self.v_bn(self.v_conv(s))).reshape(heads)
-        # spikes: the sums over tokens are integers, exact in any order
-        mask = self.attn_lif((k * v).sum(dim=-1, keepdim=True))  # [T, N, heads, C/heads, 1]
-        out = (q * mask).reshape(T, N, C, H, W)
+        # spikes: the sums over tokens are integers, exact in any order; the mask's neuron sees them as
+        # [T, N, heads, 1, C/heads] (SpikingJelly's layout, so its state has SpikingJelly's shape)
+        mask = self.attn_lif((k * v).sum(dim=-1).unsqueeze(-2))
+        out = (q * mask.transpose(-1, -2)).reshape(T, N, C, H, W)
         return self.proj_bn(self.proj_conv(out)) + x
 
     def extra_repr(self) -> str:

@@ -10,23 +10,23 @@ An unknown ``cnf`` raises ``UnsupportedOptionError`` (a ValueError that is also 
 from __future__ import annotations
 
 from copy import deepcopy
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Optional
 
 import torch
 import torch.nn as nn
 
+from .. import functional
 from ..layer._errors import UnsupportedOptionError
 from ._common import load_pretrained, require_neuron
-from .spiking_resnet import (_basic_body, _bottleneck_body, _ResidualBranch, _ResNetTrunk, conv1x1, conv3x3,
-                             model_urls)
+from ._config import ModelBuilder, ModelConfig, NeuronConfig, resolve_neuron_config
+from .spiking_resnet import _basic_body, _bottleneck_body, _ResidualBranch, _ResNetTrunk, model_urls
+from .spiking_resnet import conv1x1, conv3x3  # noqa: F401  (public here too, as in SpikingJelly)
 
 __all__ = [
     "SEWResNet",
-    "BasicBlock",
-    "Bottleneck",
+    "SEWResNet34Config",
     "sew_function",
-    "conv3x3",
-    "conv1x1",
     "sew_resnet18",
     "sew_resnet34",
     "sew_resnet50",
@@ -174,3 +174,88 @@ def sew_wide_resnet101_2(pretrained=False, progress=True, cnf: str = None, spiki
     kwargs["width_per_group"] = 64 * 2
     return _sew_resnet("wide_resnet101_2", Bottleneck, [3, 4, 23, 3], pretrained, progress, cnf, spiking_neuron,
                        **kwargs)
+
+
+# -- serializable configuration (SpikingJelly 2.0.0's SEWResNet34Config / SEWResNet34Builder) ---------------------
+class _SEWHead(nn.Module):
+    """Last pipeline chunk: the rest of layer4, pooling and the classifier (multi-step input)."""
+
+    def __init__(self, layer4: nn.Module, avgpool: nn.Module, fc: nn.Module) -> None:
+        super().__init__()
+        self.layer4, self.avgpool, self.fc = layer4, avgpool, fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.avgpool(self.layer4(x)), 2))
+
+
+def _pipeline_stage(model: nn.Module, rank: int, size: int) -> nn.Module:
+    """Split SEW-ResNet34 into ``size`` (1, 2 or 4) consecutive stages; return stage ``rank``."""
+    if size == 1:
+        return model
+    if size not in (2, 4):
+        raise ValueError(f"SEW-ResNet34 PP size must be 1, 2, or 4, got {size}.")
+    l2, l3, l4 = (tuple(getattr(model, f"layer{i}").children()) for i in (2, 3, 4))
+    chunks = (nn.Sequential(model.conv1, model.bn1, model.sn1, model.maxpool, model.layer1, l2[0]),
+              nn.Sequential(*l2[1:], l3[0]), nn.Sequential(*l3[1:], l4[0]),
+              _SEWHead(nn.Sequential(*l4[1:]), model.avgpool, model.fc))
+    per_stage = len(chunks) // size
+    return nn.Sequential(*chunks[rank * per_stage:(rank + 1) * per_stage])
+
+
+@dataclass(frozen=True)
+class SEWResNet34Config(ModelConfig):
+    """ImageNet-style SEW-ResNet34: ``image_size`` (> 0), ``in_channels`` (3), ``connection`` ('ADD', 'AND' or
+    'IAND'), and the default LIF neuron's ``tau`` (> 1) and ``detach_reset`` unless ``neuron_config`` names one."""
+
+    builder: ClassVar[str] = "fastspike.model.sew_resnet.SEWResNet34Builder"
+    image_size: int = 224
+    in_channels: int = 3
+    connection: str = "ADD"
+    tau: float = 2.0
+    detach_reset: bool = True
+    neuron_config: Optional[NeuronConfig] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.image_size <= 0:
+            raise ValueError(f"image_size must be positive, got {self.image_size}.")
+        if self.in_channels != 3:
+            raise ValueError(f"The built-in SEW-ResNet34 requires in_channels=3, got {self.in_channels}.")
+        if self.connection not in CONNECT_FUNCTIONS:
+            raise ValueError(f"connection must be 'ADD', 'AND', or 'IAND', got {self.connection!r}.")
+        if self.neuron_config is None and self.tau <= 1.0:
+            raise ValueError(f"tau must be greater than 1.0, got {self.tau}.")
+
+
+class SEWResNet34Builder(ModelBuilder):
+    """Builds SEWResNet34Config's model (see fastspike.model._config for what ``build`` supports)."""
+
+    _fsdp_root_types = (BasicBlock,)
+
+    def _build_canonical_model(self) -> nn.Module:
+        config = self.config
+        if not isinstance(config, SEWResNet34Config):
+            raise TypeError(f"SEWResNet34Builder requires SEWResNet34Config, got {type(config).__name__}.")
+        spiking_neuron, neuron_kwargs = resolve_neuron_config(config.neuron_config)
+        if spiking_neuron is None:
+            from ..neuron import LIFNode
+
+            spiking_neuron, neuron_kwargs = LIFNode, {"tau": config.tau, "detach_reset": config.detach_reset}
+        net = sew_resnet34(pretrained=False, cnf=config.connection, spiking_neuron=spiking_neuron,
+                           num_classes=config.num_classes, **neuron_kwargs)
+        functional.set_step_mode(net, config.step_mode)
+        return net
+
+    def _pipeline_stage(self, model: nn.Module, rank: int, size: int) -> nn.Module:
+        return _pipeline_stage(model, rank, size)
+
+    def _stage_shapes(self, micro_batch: int, rank: int, size: int):
+        c = self.config
+        stem = (c.image_size + 3) // 4
+        shapes = [(c.time_steps, micro_batch, ch, (stem + k) // d, (stem + k) // d)
+                  for ch, k, d in ((128, 1, 2), (256, 3, 4), (512, 7, 8))] + [(c.time_steps, micro_batch,
+                                                                                 c.num_classes)]
+        per_stage = len(shapes) // size
+        start = rank * per_stage
+        first = (micro_batch, c.time_steps, c.in_channels, c.image_size, c.image_size)
+        return (first if start == 0 else shapes[start - 1]), shapes[start + per_stage - 1]

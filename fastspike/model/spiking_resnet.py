@@ -13,10 +13,6 @@ from ._common import load_pretrained, require_neuron
 
 __all__ = [
     "SpikingResNet",
-    "BasicBlock",
-    "Bottleneck",
-    "conv3x3",
-    "conv1x1",
     "spiking_resnet18",
     "spiking_resnet34",
     "spiking_resnet50",
