@@ -151,7 +151,7 @@ def test_attention_bad_arguments():
         layer.MultiDimensionalAttention(4, 8, use_temporal=False, use_channel=False, use_spatial=False)
     with pytest.raises(AssertionError):
         layer.MultiDimensionalAttention(4, 8, kernel_size=5)
-    with pytest.raises(ValueError, match=r"\[T, N, L\]"):
+    with pytest.raises(AssertionError, match=r"\[T, N, L\]"):
         layer.TemporalWiseAttention(4, 2)(torch.zeros(4, 2, 3, 3))
 
 
@@ -255,8 +255,12 @@ def test_drop_connect_linear_eval_statistics_and_zero_variance():
     assert_close("DropConnect eval mean", mean, m(x), 3e-2)
     zero = torch.zeros(2, 3, device=DEVICE)  # zero variance: the mean itself (SpikingJelly raises here)
     assert torch.equal(m(zero), torch.zeros(2, 2, device=DEVICE))
-    with pytest.raises(ValueError, match=r"\[N, 3\]"):
+    with pytest.raises(ValueError, match=r"\[\.\.\., 3\]"):
         m(torch.zeros(2, 4, device=DEVICE))
+    assert m(torch.rand(2, 5, 3, device=DEVICE)).shape == (2, 5, 2)  # eval takes any leading shape, like F.linear
+    m.train()
+    with pytest.raises(ValueError, match=r"\[N, 3\]"):
+        m(torch.zeros(2, 5, 3, device=DEVICE))
 
 
 # ------------------------------------------------------------------------------------------------ misc

@@ -136,7 +136,7 @@ class TemporalWiseAttention(nn.Module, base.MultiStepModule):
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         if x_seq.dim() not in (3, 5):
-            raise ValueError(f"TemporalWiseAttention expects x_seq with shape [T, N, L] or [T, N, C, H, W], "
+            raise ArgumentError(f"TemporalWiseAttention expects x_seq with shape [T, N, L] or [T, N, C, H, W], "
                              f"but got shape {tuple(x_seq.shape)}")
         x = x_seq.transpose(0, 1)  # [N, T, ...]: time is the pools' channel axis
         n, t = x.shape[:2]
@@ -206,7 +206,7 @@ class MultiDimensionalAttention(nn.Module, base.MultiStepModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5:
-            raise ValueError(f"MultiDimensionalAttention expects x with shape [T, N, C, H, W], "
+            raise ArgumentError(f"MultiDimensionalAttention expects x with shape [T, N, C, H, W], "
                              f"but got shape {tuple(x.shape)}")
         out = x.transpose(0, 1)
         for score in (self.ta, self.ca, self.sa):

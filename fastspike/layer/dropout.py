@@ -141,9 +141,10 @@ class DropConnectLinear(base.MemoryModule):
         return y if self.activation is None else self.activation(y)
 
     def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 2 or x.shape[1] != self.in_features:
-            raise ValueError(f"DropConnectLinear expects one step with shape [N, {self.in_features}], "
-                             f"but got shape {tuple(x.shape)}")
+        if x.dim() < 1 or x.shape[-1] != self.in_features or (self.training and x.dim() != 2):
+            want = f"[N, {self.in_features}]" if self.training else f"[..., {self.in_features}]"
+            raise ValueError(f"DropConnectLinear ({'training' if self.training else 'eval'}) expects one step with "
+                             f"shape {want}, but got shape {tuple(x.shape)}")
         if self.training:
             if not self.invariant or self.dropped_w is None:
                 self.dropped_w, dropped_b = self.drop(x.shape[0])
