@@ -254,8 +254,8 @@ def test_transformer_bad_arguments():
 
 # -------------------------------------------------------------------------------------------------- SNASNet
 def _snas_args(celltype):
-    return types.SimpleNamespace(timestep=2 if celltype == "backward" else 1, second_avgpooling=4, dataset="cifar100", celltype=celltype,
-                                 threshold=0.5, tau=4.0 / 3.0)
+    return types.SimpleNamespace(timestep=2 if celltype == "backward" else 1, second_avgpooling=4, dataset="cifar100",
+                                 celltype=celltype, threshold=0.5, tau=4.0 / 3.0)
 
 
 CON_MAT = torch.tensor([[0, 2, 1, 4],

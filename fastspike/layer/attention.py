@@ -1,14 +1,14 @@
 """Attention layers of SpikingJelly 2.0.0's ``activation_based.layer`` (same names, arguments, state_dict keys).
 
-* ``TemporalWiseAttention(T, reduction=16, dimension=4)`` (TA-SNN, Yao et al., ICCV 2021): one sigmoid score
-  per time step and sample, from a shared two-layer MLP over the average and the maximum of each step.
-* ``MultiDimensionalAttention(T, C, ...)`` (MA-SNN, Yao et al., TPAMI 2023): temporal, channel and spatial
-  attention applied in that order (any of them can be switched off), then a ReLU.
+* ``TemporalWiseAttention(T, reduction=16, dimension=4)`` (TA-SNN, ICCV 2021): one sigmoid score per time
+  step and sample, from a shared two-layer MLP over the average and the maximum of each step.
+* ``MultiDimensionalAttention(T, C, ...)`` (MA-SNN, "Attention Spiking Neural Networks"): temporal, channel
+  and spatial attention applied in that order (any of them can be switched off), then a ReLU.
 * ``SpikingSelfAttention`` (Spikformer), ``QKAttention`` / ``TokenQKAttention`` / ``ChannelQKAttention``
-  (QKFormer, Zhou et al., NeurIPS 2024) and ``SpikeDrivenSelfAttention`` (Spike-driven Transformer, Yao et
-  al., NeurIPS 2023): spiking attention blocks, multi-step only. Their neurons are built by
-  ``make_multi_step_neuron``: ``spiking_neuron(**kwargs)`` when a class is given, otherwise LIF neurons with
-  each position's default arguments (tau=2, detach_reset=True; threshold 0.5 for the attention neuron).
+  (QKFormer) and ``SpikeDrivenSelfAttention`` (Spike-driven Transformer v1): spiking attention blocks,
+  multi-step only. Their neurons are built by ``make_multi_step_neuron``: ``spiking_neuron(**kwargs)`` when a
+  class is given, otherwise LIF neurons with each position's default arguments (tau=2, detach_reset=True;
+  threshold 0.5 for the attention neuron).
 
 ``SpikingSelfAttention(dim, num_heads=8, spiking_neuron=None, **kwargs)`` takes [T, N, C, L] (tokens on
 the last axis) and returns [T, N, C, L]. Q, K and V come from one 1x1 Conv1d + BatchNorm1d

@@ -1,4 +1,4 @@
-"""Attention spiking networks of Yao et al., "Attention Spiking Neural Networks" (IEEE TPAMI 2023), with
+"""Attention spiking networks of "Attention Spiking Neural Networks" (IEEE TPAMI), with
 SpikingJelly 2.0.0's classes, builders, arguments and state_dict keys.
 
 * ``MASNN`` / ``masnn_dvs128_gesture``: conv blocks (conv -> BN -> [avg pool] -> MultiDimensionalAttention ->

@@ -1,4 +1,4 @@
-"""MaxFormer (Fang et al., "Spiking Transformers Need High-Frequency Information", 2025) with SpikingJelly
+"""MaxFormer ("Spiking Neural Networks Need High Frequency Information", arXiv:2505.18608) with SpikingJelly
 2.0.0's classes, builders, arguments and state_dict keys.
 
 Three stages: a patch embedding (stage 1: two stride-2 convs with a conv shortcut, or for CIFAR a stride-1

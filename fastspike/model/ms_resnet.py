@@ -1,5 +1,6 @@
-"""Membrane-shortcut ResNets (MS-ResNet, Hu et al., IEEE TNNLS 2024) and the MaxResNet of MaxFormer's CIFAR
-experiments, with SpikingJelly 2.0.0's classes, builders, arguments and state_dict keys.
+"""Membrane-shortcut ResNets (MS-ResNet, "Advancing Spiking Neural Networks towards Deep Residual Learning",
+arXiv:2112.08954) and the MaxResNet of MaxFormer's CIFAR experiments (arXiv:2505.18608), with SpikingJelly
+2.0.0's classes, builders, arguments and state_dict keys.
 
 In an MS block the neurons come first: ``spike1 -> conv1 -> bn1 -> spike2 -> conv2 -> bn2``, and the block adds
 its input (the membrane-potential-like real values, not spikes) to that branch. The stem is conv + BN (+ max

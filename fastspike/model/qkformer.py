@@ -1,4 +1,4 @@
-"""QKFormer (Zhou et al., "QKFormer: Hierarchical Spiking Transformer using Q-K Attention", NeurIPS 2024) with
+"""QKFormer ("QKFormer: Hierarchical Spiking Transformer using Q-K Attention", arXiv:2403.16552) with
 SpikingJelly 2.0.0's classes, builder, arguments and state_dict keys.
 
 Three stages, each a spiking patch embedding (conv -> BN -> max pool -> neuron, with a strided 1x1 conv + BN +

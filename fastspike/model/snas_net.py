@@ -1,4 +1,4 @@
-"""SNASNet (Kim et al., "Neural Architecture Search for Spiking Neural Networks", ECCV 2022) with SpikingJelly
+"""SNASNet ("Neural Architecture Search for Spiking Neural Networks", arXiv:2201.10355) with SpikingJelly
 2.0.0's classes, arguments and state_dict keys.
 
 A searched cell has four nodes; ``con_mat[row, col]`` (a 4x4 array) picks the operation from node ``row`` to node

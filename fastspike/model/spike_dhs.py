@@ -1,5 +1,5 @@
-"""SpikeDHS (Che et al., "Differentiable Hierarchical and Surrogate Gradient Search for Spiking Neural
-Networks", NeurIPS 2022) with SpikingJelly 2.0.0's names, arguments and state_dict keys.
+"""SpikeDHS (differentiable hierarchical and surrogate gradient search for spiking neural networks) with
+SpikingJelly 2.0.0's names, arguments and state_dict keys.
 
 Pieces: the ``DSpike`` surrogate (gradient ``alpha / (2 tanh(alpha/2)) * sech^2(alpha x)`` on |x| <= 0.5, else 0)
 and its autograd function ``dSpike``; ``save_v_LIFNode``, a LIF neuron that records the mean of ``H - v_threshold``

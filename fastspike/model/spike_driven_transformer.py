@@ -1,4 +1,4 @@
-"""Spike-driven Transformer v1 (Yao et al., NeurIPS 2023) with SpikingJelly 2.0.0's classes, builder, arguments
+"""Spike-driven Transformer v1 (arXiv:2304.11954) with SpikingJelly 2.0.0's classes, builder, arguments
 and state_dict keys.
 
 A spiking patch embedding (four conv -> BN [-> neuron] stages, each optionally max-pooled by ``pooling_stat``,

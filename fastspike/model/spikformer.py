@@ -234,7 +234,8 @@ def _pipeline_stage(model: nn.Module, rank: int, size: int) -> nn.Module:
         tail = nn.Identity()
     else:
         raise ValueError(f"Spikformer PP requires 4 or 6 transformer blocks, got {len(b)}.")
-    chunks = (model.patch_embed, nn.Sequential(b[0], b[1]), nn.Sequential(b[2], b[3]), _SpikformerHead(tail, model.head))
+    chunks = (model.patch_embed, nn.Sequential(b[0], b[1]), nn.Sequential(b[2], b[3]),
+              _SpikformerHead(tail, model.head))
     per_stage = len(chunks) // size
     return nn.Sequential(*chunks[rank * per_stage:(rank + 1) * per_stage])
 
