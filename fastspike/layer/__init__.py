@@ -8,3 +8,4 @@ from .dropout import *
 from .bn import *
 from .misc import *
 from .attention import *
+from .online_learning import *

@@ -8,10 +8,15 @@
 - ``BatchNormThroughTime{1,2,3}d(T, num_features, ...)`` (BNTT, Kim & Panda 2021): one BatchNorm per time
   step (``bn_list[t]``, without bias); the step counter ``t`` is a memory, so call ``reset()`` /
   ``functional.reset_net`` between sequences. Both step modes.
+- ``NeuNorm(in_channels, height, width, k=0.9, shared_across_channels=False)`` (Wu et al., AAAI 2019):
+  subtracts ``w * S`` from the input spikes, where the state ``S`` (a memory named ``x``) follows
+  ``S[t] = k S[t-1] + (1 - k) / C**2 * sum_c X[t, c]``. Both step modes.
 
 The plain step-mode wrappers ``BatchNorm1d/2d/3d`` live in ``fastspike.layer.wrappers``.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn as nn
@@ -29,6 +34,7 @@ __all__ = [
     "BatchNormThroughTime1d",
     "BatchNormThroughTime2d",
     "BatchNormThroughTime3d",
+    "NeuNorm",
 ]
 
 
@@ -149,3 +155,45 @@ class BatchNormThroughTime2d(_BNTT):
 
 class BatchNormThroughTime3d(_BNTT):
     bn_type = nn.BatchNorm3d
+
+
+class NeuNorm(base.MemoryModule):
+    """NeuNorm: auxiliary neurons that integrate the channel sum of the input spikes [N, C, H, W] and inhibit
+    every channel through a learnable weight ``w`` ([C, H, W], or [1, H, W] when ``shared_across_channels``).
+
+    Per step: ``S = k0 * S + k1 * X.sum(C)``, ``Y = X - w * S`` with ``k0 = k``, ``k1 = (1 - k) / C**2``;
+    ``S`` (shape [N, 1, H, W]) is the memory ``x``, reset to 0.
+    """
+
+    def __init__(self, in_channels: int, height: int, width: int, k: float = 0.9,
+                 shared_across_channels: bool = False, step_mode: str = "s"):
+        super().__init__()
+        self.step_mode = step_mode
+        self.register_memory("x", 0.0)
+        self.k0 = k
+        self.k1 = (1.0 - self.k0) / in_channels ** 2
+        self.w = nn.Parameter(torch.empty(1 if shared_across_channels else in_channels, height, width))
+        nn.init.kaiming_uniform_(self.w, a=math.sqrt(5))
+
+    def _state_for(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.x
+        if isinstance(s, torch.Tensor):
+            return s
+        return torch.full_like(x[:, :1], float(s))
+
+    def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:
+            raise ValueError(f"NeuNorm (step_mode='s') expects x with shape [N, C, H, W], "
+                             f"but got shape {tuple(x.shape)}")
+        s = self.k0 * self._state_for(x) + self.k1 * x.sum(dim=1, keepdim=True)
+        self.x = s
+        return x - self.w * s
+
+    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        if x_seq.dim() != 5:
+            raise ValueError(f"NeuNorm (step_mode='m') expects x_seq with shape [T, N, C, H, W], "
+                             f"but got shape {tuple(x_seq.shape)}")
+        return torch.stack([self.single_step_forward(x) for x in x_seq])
+
+    def extra_repr(self) -> str:
+        return f"shape={self.w.shape}"

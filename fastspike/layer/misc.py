@@ -1,6 +1,8 @@
-"""Small stateful/stateless SNN layers with SpikingJelly semantics: SynapseFilter, VotingLayer, Delay."""
+"""Small SNN layers with SpikingJelly 2.0.0 semantics: SynapseFilter, VotingLayer, Delay, PrintShapeModule, and the
+spike-count converters SpikeCountToBinary and TemporalBinSum."""
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -9,7 +11,9 @@ import torch.nn.functional as F
 
 from .. import base
 
-__all__ = ["SynapseFilter", "VotingLayer", "Delay"]
+__all__ = ["SynapseFilter", "PrintShapeModule", "VotingLayer", "Delay", "SpikeCountToBinary", "TemporalBinSum"]
+
+_log = logging.getLogger(__name__)
 
 
 class SynapseFilter(base.MemoryModule):
@@ -132,3 +136,77 @@ class Delay(base.MemoryModule):
         full = torch.cat(parts + [x_seq])  # length d + T
         self.queue = list(full[T:].unbind(0))
         return full[:T]
+
+
+class PrintShapeModule(nn.Module):
+    """Identity that logs ``'<ext_str> shape=<shape>'`` at DEBUG level (logger ``fastspike.layer.misc``); for
+    finding where a network's shapes go wrong."""
+
+    def __init__(self, ext_str: str = "PrintShapeModule"):
+        super().__init__()
+        self.ext_str = ext_str
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _log.debug("%s shape=%s", self.ext_str, x.shape)
+        return x
+
+
+def _check_slots(num_slots) -> None:
+    if num_slots < 1:
+        raise ValueError(f"num_slots must be >= 1, got num_slots={num_slots!r}.")
+
+
+def _check_sequence(x_seq: torch.Tensor, name: str) -> None:
+    if x_seq.ndim < 2 or x_seq.shape[0] == 0:
+        raise ValueError(f"{name} expects x_seq with shape [T, N, *] and T > 0, but got shape {tuple(x_seq.shape)}.")
+
+
+class SpikeCountToBinary(nn.Module, base.MultiStepModule):
+    """Expand spike counts into binary spikes: each step t with count c in [0, num_slots] becomes num_slots
+    steps, the first c of them 1: [T, N, *] -> [T * num_slots, N, *]. The backward is a straight-through
+    estimator: the gradient reaches each count divided by num_slots.
+
+    By default it converts only in eval mode (training passes the counts through unchanged);
+    ``always_convert=True`` converts in both. Multi-step only.
+    """
+
+    def __init__(self, num_slots: int, always_convert: bool = False) -> None:
+        super().__init__()
+        _check_slots(num_slots)
+        self.num_slots = num_slots
+        self.always_convert = always_convert
+        self.step_mode = "m"
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        if self.training and not self.always_convert:
+            return x_seq
+        _check_sequence(x_seq, "SpikeCountToBinary")
+        counts = x_seq.unsqueeze(1)  # [T, 1, N, *]
+        slot = torch.arange(self.num_slots, device=x_seq.device).view(1, -1, *([1] * (x_seq.ndim - 1)))
+        spikes = (slot < counts).to(x_seq.dtype)  # [T, num_slots, N, *]
+        rate = counts / self.num_slots
+        return (spikes + (rate - rate.detach())).flatten(0, 1)
+
+
+class TemporalBinSum(nn.Module, base.MultiStepModule):
+    """Sum consecutive groups of num_slots steps: [T, N, *] -> [ceil(T / num_slots), N, *] (the last group
+    zero-padded); the inverse direction of SpikeCountToBinary.
+
+    By default it sums only in eval mode; ``always_convert=True`` sums in both. Multi-step only.
+    """
+
+    def __init__(self, num_slots: int, always_convert: bool = False) -> None:
+        super().__init__()
+        _check_slots(num_slots)
+        self.num_slots = num_slots
+        self.always_convert = always_convert
+        self.step_mode = "m"
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        if self.training and not self.always_convert:
+            return x_seq
+        _check_sequence(x_seq, "TemporalBinSum")
+        short = -x_seq.shape[0] % self.num_slots
+        if short:
+            x_seq = torch.cat((x_seq, x_seq.new_zeros((short,) + tuple(x_seq.shape[1:]))))
+        return x_seq.reshape(-1, self.num_slots, *x_seq.shape[1:]).sum(dim=1)

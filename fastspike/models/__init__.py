@@ -1,13 +1,14 @@
-"""Model zoo with SpikingJelly 2.0.0's constructors and state_dict keys (see docs/models.md).
-
-``pretrained=True`` never downloads: it loads the checkpoint SpikingJelly would download from the local
-torch.hub cache (``fastspike.models.checkpoint_dir()``) and otherwise raises FileNotFoundError naming the
-file and where to put it.
+"""``fastspike.models``: the model zoo under its older fastspike name; one implementation with ``fastspike.model``
+(SpikingJelly's path). Every submodule is registered here as the same module object
+(``fastspike.models.sew_resnet is fastspike.model.sew_resnet``), so both import styles work and share classes.
 """
-from ._common import checkpoint_dir
-from .parametric_lif_net import *  # noqa: F401,F403
-from .sew_resnet import *  # noqa: F401,F403
-from .spiking_resnet import *  # noqa: F401,F403
-from .spiking_vgg import *  # noqa: F401,F403
-from .spikformer import *  # noqa: F401,F403
-from . import parametric_lif_net, sew_resnet, spiking_resnet, spiking_vgg, spikformer  # noqa: F401
+import sys as _sys
+
+from .. import model as _model
+from ..model import *  # noqa: F401,F403
+from ..model import SUBMODULES, checkpoint_dir  # noqa: F401
+
+for _name in SUBMODULES:
+    _sys.modules[f"{__name__}.{_name}"] = getattr(_model, _name)
+    globals()[_name] = getattr(_model, _name)
+del _name

@@ -8,16 +8,20 @@ multi-step ``LIFNode(tau=2, detach_reset=True)`` (attention neurons: v_threshold
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Optional
 
 import torch
 import torch.nn as nn
 
-from .. import layer
+from .. import functional, layer
 from ..layer.attention import SpikingSelfAttention, make_multi_step_neuron
+from ._config import ModelBuilder, ModelConfig, NeuronConfig, resolve_neuron_config
 
 __all__ = [
     "Spikformer",
+    "SpikformerCIFAR10Config",
+    "SpikformerConfig",
     "SpikformerConv2dBN",
     "SpikformerConv2dBNLIF",
     "SpikformerPatchStem",
@@ -201,3 +205,135 @@ def spikformer_cifar10(T: int = 4, num_classes: int = 10, spiking_neuron=None, *
     """Spikformer-4-384 for 32x32 input (patch 4, 12 heads)."""
     return Spikformer(T=T, in_channels=3, img_size_h=32, img_size_w=32, patch_size=4, num_classes=num_classes,
                       embed_dims=384, num_heads=12, mlp_ratio=4.0, depths=4, spiking_neuron=spiking_neuron, **kwargs)
+
+
+# -- serializable configuration (SpikingJelly 2.0.0's SpikformerConfig / SpikformerCIFAR10Config / Builder) -------
+class _SpikformerHead(nn.Module):
+    """Last pipeline chunk: the remaining blocks and the classifier on the token mean."""
+
+    def __init__(self, block: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.block, self.head = block, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.block(x).flatten(3).mean(dim=-1))
+
+
+def _pipeline_stage(model: nn.Module, rank: int, size: int) -> nn.Module:
+    """Split a 4- or 6-block Spikformer into ``size`` (1, 2 or 4; 4 needs 6 blocks) stages; return stage ``rank``."""
+    if size == 1:
+        return model
+    if size not in (2, 4):
+        raise ValueError(f"Spikformer PP size must be 1, 2, or 4, got {size}.")
+    b = model.blocks
+    if len(b) == 6:
+        tail = nn.Sequential(b[4], b[5])
+    elif len(b) == 4:
+        if size == 4:
+            raise ValueError("The 4-block Spikformer supports PP size 1 or 2.")
+        tail = nn.Identity()
+    else:
+        raise ValueError(f"Spikformer PP requires 4 or 6 transformer blocks, got {len(b)}.")
+    chunks = (model.patch_embed, nn.Sequential(b[0], b[1]), nn.Sequential(b[2], b[3]),
+              _SpikformerHead(tail, model.head))
+    per_stage = len(chunks) // size
+    return nn.Sequential(*chunks[rank * per_stage:(rank + 1) * per_stage])
+
+
+def _as_layer_batch_norms(module: nn.Module) -> None:
+    """Replace plain BatchNorm1d/2d children by fastspike's step-mode wrappers with the same state (as SpikingJelly's
+    builder does before sharding); numbers are unchanged."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, (nn.BatchNorm1d, nn.BatchNorm2d)) and not isinstance(child, (layer.BatchNorm1d,
+                                                                                          layer.BatchNorm2d)):
+            cls = layer.BatchNorm1d if isinstance(child, nn.BatchNorm1d) else layer.BatchNorm2d
+            bn = cls(child.num_features, eps=child.eps, momentum=child.momentum, affine=child.affine,
+                     track_running_stats=child.track_running_stats)
+            bn.load_state_dict(child.state_dict())
+            for p_new, p_old in zip(bn.parameters(), child.parameters()):
+                p_new.requires_grad_(p_old.requires_grad)
+            bn.train(child.training)
+            setattr(module, name, bn)
+        else:
+            _as_layer_batch_norms(child)
+
+
+@dataclass(frozen=True)
+class SpikformerConfig(ModelConfig):
+    """Spikformer-8-384 style model (``spikformer_s``) for ``image_height`` x ``image_width`` inputs with
+    ``in_channels`` channels; multi-step only. ``neuron_config`` replaces the default LIF neurons."""
+
+    builder: ClassVar[str] = "fastspike.model.spikformer.SpikformerBuilder"
+    image_height: int = 224
+    image_width: int = 224
+    in_channels: int = 3
+    neuron_config: Optional[NeuronConfig] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.image_height <= 0 or self.image_width <= 0 or self.in_channels <= 0:
+            raise ValueError(f"image dimensions and in_channels must be positive, got {self.image_height}x"
+                             f"{self.image_width}, in_channels={self.in_channels}.")
+        if self.step_mode != "m":
+            raise ValueError(f"The built-in Spikformer requires step_mode='m', got {self.step_mode!r}.")
+
+
+@dataclass(frozen=True)
+class SpikformerCIFAR10Config(ModelConfig):
+    """``spikformer_cifar10`` (32x32 RGB inputs, 10 classes by default); multi-step only."""
+
+    builder: ClassVar[str] = "fastspike.model.spikformer.SpikformerBuilder"
+    num_classes: int = 10
+    neuron_config: Optional[NeuronConfig] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.step_mode != "m":
+            raise ValueError(f"The built-in Spikformer requires step_mode='m', got {self.step_mode!r}.")
+
+
+class SpikformerBuilder(ModelBuilder):
+    """Builds the Spikformer configs' models (see fastspike.model._config for what ``build`` supports)."""
+
+    _fsdp_root_types = (SpikformerPatchStem, SpikformerBlock)
+
+    def _geometry(self):
+        config = self.config
+        if isinstance(config, SpikformerCIFAR10Config):
+            return 32, 32, 3, 4
+        if isinstance(config, SpikformerConfig):
+            return config.image_height, config.image_width, config.in_channels, 16
+        raise TypeError(f"SpikformerBuilder requires a Spikformer config, got {type(config).__name__}.")
+
+    def _build_canonical_model(self) -> nn.Module:
+        config = self.config
+        self._geometry()
+        spiking_neuron, neuron_kwargs = resolve_neuron_config(config.neuron_config)
+        if isinstance(config, SpikformerCIFAR10Config):
+            net = spikformer_cifar10(T=config.time_steps, num_classes=config.num_classes,
+                                     spiking_neuron=spiking_neuron, **neuron_kwargs)
+        else:
+            net = spikformer_s(T=config.time_steps, in_channels=config.in_channels, img_size_h=config.image_height,
+                               img_size_w=config.image_width, num_classes=config.num_classes,
+                               spiking_neuron=spiking_neuron, **neuron_kwargs)
+        _as_layer_batch_norms(net)
+        functional.set_step_mode(net, config.step_mode)
+        return net
+
+    def _pipeline_stage(self, model: nn.Module, rank: int, size: int) -> nn.Module:
+        return _pipeline_stage(model, rank, size)
+
+    def _stage_shapes(self, micro_batch: int, rank: int, size: int):
+        h, w, c, patch = self._geometry()
+        t = self.config.time_steps
+        act = (t, micro_batch, 384, h // patch, w // patch)
+        shapes = [act, act, act, (t, micro_batch, self.config.num_classes)]
+        per_stage = len(shapes) // size
+        start = rank * per_stage
+        return ((micro_batch, t, c, h, w) if start == 0 else shapes[start - 1]), shapes[start + per_stage - 1]
+
+    def build(self, *, pipeline_size: int = 1, **kwargs):
+        h, w, _, patch = self._geometry()
+        if pipeline_size > 1 and (h % patch or w % patch):
+            raise ValueError(f"Spikformer image dimensions must be divisible by {patch} with PP, got {h}x{w}.")
+        return super().build(pipeline_size=pipeline_size, **kwargs)

@@ -86,8 +86,33 @@ def _bottleneck_body(m: nn.Module, inplanes, planes, stride, downsample, groups,
     m.downsample = downsample
 
 
-class BasicBlock(nn.Module):
+class _ResidualBranch(nn.Module):
+    """The residual branch of a ResNet block: stages ``conv{i} -> bn{i} -> sn{i}`` for i = 1.._depth,
+    registered by ``_basic_body`` / ``_bottleneck_body``, and the ``downsample`` shortcut. Shared by the
+    spiking ResNet blocks here and the SEW blocks (sew_resnet.py)."""
+
+    _depth = 2
+
+    def _branch(self, x: torch.Tensor, fire_last: bool = True) -> torch.Tensor:
+        for i in range(1, self._depth + 1):
+            x = getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(x))
+            if fire_last or i < self._depth:
+                x = getattr(self, f"sn{i}")(x)
+        return x
+
+
+class _SpikingBlock(_ResidualBranch):
+    """Spiking ResNet block: the last neuron fires on branch + shortcut (torchvision's ReLU position)."""
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        last_sn = getattr(self, f"sn{self._depth}")
+        return last_sn(self._branch(x, fire_last=False) + identity)
+
+
+class BasicBlock(_SpikingBlock):
     expansion = 1
+    _depth = 2
 
     def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1,
                  norm_layer=None, spiking_neuron: Callable = None, **kwargs):
@@ -96,15 +121,10 @@ class BasicBlock(nn.Module):
                     spiking_neuron, kwargs)
         self.stride = stride
 
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.sn1(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.sn2(out + identity)
 
-
-class Bottleneck(nn.Module):
+class Bottleneck(_SpikingBlock):
     expansion = 4  # stride on the 3x3 conv (ResNet v1.5), as torchvision
+    _depth = 3
 
     def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1,
                  norm_layer=None, spiking_neuron: Callable = None, **kwargs):
@@ -112,13 +132,6 @@ class Bottleneck(nn.Module):
         _bottleneck_body(self, inplanes, planes, stride, downsample, groups, base_width, dilation, norm_layer,
                          spiking_neuron, kwargs)
         self.stride = stride
-
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.sn1(self.bn1(self.conv1(x)))
-        out = self.sn2(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.sn3(out + identity)
 
 
 class _ResNetTrunk(nn.Module):
