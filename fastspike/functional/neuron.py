@@ -218,6 +218,12 @@ def activation_aware_if_multi_step(x_seq: torch.Tensor, v: torch.Tensor, v_thres
     if channel_size < 1 or inner_size < 1:
         raise ValueError(f"activation_aware_if_multi_step: channel_size and inner_size must be >= 1, but got "
                          f"{channel_size} and {inner_size}.")
+    if v.numel() % (channel_size * inner_size):
+        raise RuntimeError(f"activation_aware_if_multi_step: channel_size * inner_size = {channel_size * inner_size} "
+                           f"must divide the number of neurons {v.numel()}.")
+    if any(t.requires_grad for t in (x_seq, v, v_threshold, v_offset)):
+        raise RuntimeError("activation_aware_if_multi_step: an inference transition (Heaviside spikes); pass tensors "
+                           "that do not require grad (torch.no_grad()).")
     channel = (torch.arange(v.numel(), device=x_seq.device) // inner_size % channel_size).reshape(v.shape)
     per = lambda t: t.reshape(-1)[channel] if t.numel() > 1 else t.reshape(())  # noqa: E731
     thr, off = per(v_threshold), per(v_offset)
