@@ -82,6 +82,8 @@ def discover(sj_root: Path) -> Dict[str, Module]:
         for path in sorted(pkg_dir.rglob("*.py")):
             rel = path.relative_to(top).with_suffix("")
             parts = list(rel.parts)
+            if any(p in SKIP_PARTS for p in parts):
+                continue  # scripts: never public, and not worth parsing
             if parts[-1] == "__init__":
                 parts = parts[:-1]
             mods[".".join(parts)] = Module(".".join(parts), path)
