@@ -42,7 +42,7 @@ def _compare(ref, got, path="out", tol=1e-5):
 
 
 def check(src: str, tol: float = 1e-5) -> dict:
-    pytest.importorskip("spikingjelly")
+    pytest.importorskip("spikingjelly.activation_based.learning")  # imports monitor (needs tensorboard)
     ref = _run(src, swap=False)
     got = _run(src, swap=True)
     _compare(ref, got, tol=tol)
@@ -285,7 +285,9 @@ del grad_monitor
 deep = []
 for i in range(10):
     deep.append(layer.Linear(8, 8))
-    deep.append(neuron.IFNode())
+    # (an own surrogate per layer: the loop below changes alpha, which must not leak into the default instance
+    # that every IFNode() shares)
+    deep.append(neuron.IFNode(surrogate_function=surrogate.Sigmoid()))
 deep = nn.Sequential(*deep)
 functional.set_step_mode(deep, 'm')
 x_seq = torch.rand([4, 1, 8])
@@ -305,7 +307,10 @@ for alpha in [0.1, 0.5, 2, 4, 8]:
 
 
 def test_monitor():
+    from fastspike import neuron
+    default = neuron.IFNode().surrogate_function
     out = check(MONITOR, tol=1e-4)
+    assert default.alpha == 4.0  # the shared default surrogate is untouched
     assert out["layers"] == ["1", "3"] and out["disabled"] == [] and out["cleared"] == ([], [])
     assert len(out["grad_norms"][4]) == 10
 
