@@ -9,7 +9,7 @@ hard (v_reset a number) or soft (v_reset None) reset.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional
 
 import torch
 

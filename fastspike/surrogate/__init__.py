@@ -13,7 +13,7 @@ Every public name of SpikingJelly 2.0.0's ``activation_based.surrogate``, with i
 """
 from . import base, builtins, extra, functions
 from .base import *  # noqa: F401,F403
-from .base import KERNEL_GRADS, SurrogateArgumentError  # noqa: F401
+from .base import KERNEL_GRADS, BadArgumentError  # noqa: F401
 from .builtins import *  # noqa: F401,F403
 from .builtins import _BUILTINS  # noqa: F401  (the fused kernels' classes, in kernel-id order)
 from .extra import *  # noqa: F401,F403

@@ -21,9 +21,10 @@ import torch.nn as nn
 __all__ = ["heaviside", "SurrogateFunctionBase", "check_manual_grad", "plot_surrogate_function"]
 
 
-class SurrogateArgumentError(ValueError, AssertionError):
-    """A bad constructor argument. SpikingJelly checks these with ``assert`` (AssertionError); fastspike's
-    errors are ValueErrors with a message. This is both, so either ``except`` clause catches it."""
+class BadArgumentError(ValueError, AssertionError):
+    """A bad argument that SpikingJelly checks with ``assert`` (AssertionError). fastspike's errors are
+    ValueErrors with a message; this is both, so code written for either ``except`` clause catches it.
+    (Used by surrogate, encoding and learning.)"""
 
 _UNSET = object()
 #: kernel_id -> the grad function the fused kernels implement for it (filled by builtins.py)

@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .base import KERNEL_GRADS, SurrogateArgumentError, SurrogateFunctionBase, heaviside
+from .base import KERNEL_GRADS, BadArgumentError, SurrogateFunctionBase, heaviside
 
 __all__ = ["Sigmoid", "ATan", "PiecewiseQuadratic", "PiecewiseExp", "SoftSign", "Erf", "SuperSpike",
            "PiecewiseLeakyReLU", "Rect", "S2NN", "QPseudoSpike", "LeakyKReLU", "LogTailedReLU", "NonzeroSignLogAbs",
@@ -102,7 +102,7 @@ class SoftSign(SurrogateFunctionBase):
 
     def __init__(self, alpha=2.0, spiking=True):
         if not alpha > 0:
-            raise SurrogateArgumentError(f"SoftSign: alpha must be > 0, but got {alpha}.")
+            raise BadArgumentError(f"SoftSign: alpha must be > 0, but got {alpha}.")
         super().__init__(spiking, alpha=alpha)
 
     @staticmethod
@@ -157,7 +157,7 @@ class PiecewiseLeakyReLU(SurrogateFunctionBase):
 
     def __init__(self, w=1.0, c=0.01, spiking=True):
         if not w > 0:
-            raise SurrogateArgumentError(f"PiecewiseLeakyReLU: w must be > 0, but got {w}.")
+            raise BadArgumentError(f"PiecewiseLeakyReLU: w must be > 0, but got {w}.")
         super().__init__(spiking, w=w, c=c)
 
     @staticmethod
