@@ -11,6 +11,9 @@ from spikingjelly.activation_based import learning as sjlearn, layer as sjl, neu
 torch.manual_seed(0)
 T, N, I, O = 64, 32, 784, 100
 x = (torch.rand(T, N, I) < 0.2).float()
+W = nn.Linear(I, O, bias=False).weight.detach().clone()
+
+
 def run(fw):
     if fw == "fs":
         net = nn.Sequential(layer.Linear(I, O, bias=False), neuron.IFNode(v_threshold=0.5)); functional.set_step_mode(net, "m")
@@ -18,7 +21,9 @@ def run(fw):
     else:
         net = nn.Sequential(sjl.Linear(I, O, bias=False), sjn.IFNode(v_threshold=0.5)); sjf.set_step_mode(net, "m")
         lrn = sjlearn.STDPLearner("m", net[0], net[1], 2.0, 2.0)
-    with torch.no_grad(): net(x)
+    with torch.no_grad():
+        net[0].weight.copy_(W)
+        net(x)
     best = 1e9
     for _ in range(5):
         rec_i, rec_o = list(lrn.in_spike_monitor.records), list(lrn.out_spike_monitor.records)
