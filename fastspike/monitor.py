@@ -7,9 +7,18 @@ of one layer are reachable by name: ``monitor['layer1.0.sn1']`` is the list of t
 
 ``FiringRateMonitor`` keeps only running spike counts per layer (no tensors are stored), and
 ``firing_rate_summary`` turns any ``OutputMonitor`` of spiking layers into per-layer firing rates.
+
+``GPUMonitor`` is a background thread sampling GPU utilisation and memory with ``nvidia-smi`` every
+``interval`` seconds (to TensorBoard when ``log_dir`` is given, else to the log); on a machine without
+nvidia-smi it logs the error, keeps it in ``error`` and stops with no samples.
 """
 from __future__ import annotations
 
+import datetime
+import logging
+import os
+import subprocess
+import threading
 from typing import Callable, Dict, List, Optional, Tuple, Type, Union
 
 import torch
@@ -25,7 +34,10 @@ __all__ = [
     "FiringRateMonitor",
     "firing_rate_summary",
     "format_firing_rates",
+    "GPUMonitor",
 ]
+
+_log = logging.getLogger(__name__)
 
 InstanceArg = Optional[Union[Type[nn.Module], Tuple[Type[nn.Module], ...]]]
 
@@ -292,3 +304,89 @@ def format_firing_rates(rates: Dict[str, float]) -> str:
     lines = [f"{'layer':<{width}}  firing rate", f"{'-' * width}  -----------"]
     lines += [f"{k:<{width}}  {v:.4f}" for k, v in rates.items()]
     return "\n".join(lines)
+
+
+class GPUMonitor(threading.Thread):
+    """Sample GPU utilisation (%) and memory used (MiB) of ``gpu_ids`` every ``interval`` seconds in a daemon-less
+    background thread (``stop()`` ends it), as SpikingJelly's does: to TensorBoard scalars ``utilization_<id>``
+    / ``memory_used_<id>`` under ``<log_dir>/gpu_monitor`` when ``log_dir`` is given, else to the log at INFO.
+    Every sample is also kept in ``samples`` as (step, gpu index, utilization, memory_used). A failing
+    ``nvidia-smi`` (absent, an error, malformed output) is logged, kept in ``error``, and stops the thread."""
+
+    def __init__(self, log_dir: Optional[str] = None, gpu_ids: Tuple[int, ...] = (0,), interval: float = 600.0,
+                 start_now: bool = True) -> None:
+        super().__init__()
+        if not gpu_ids:
+            raise ValueError(f"GPUMonitor: gpu_ids must name at least one GPU, but got {gpu_ids!r}.")
+        if not interval > 0:
+            raise ValueError(f"GPUMonitor: interval must be a positive number of seconds, but got {interval!r}.")
+        self.log_dir = log_dir
+        self.gpu_ids = gpu_ids
+        self.interval = interval
+        self._stop_event = threading.Event()
+        self.command = ["nvidia-smi", "--query-gpu=index,utilization.gpu,memory.used", "--format=csv,noheader,nounits",
+                        "-i", ",".join(map(str, gpu_ids))]
+        self.step = 0
+        self.writer = None
+        self.samples: List[Tuple[int, str, int, int]] = []
+        self.error: Optional[str] = None
+        if start_now:
+            self.start()
+
+    def stop(self) -> None:
+        """Ask the thread to finish (it does within its current wait); ``join()`` waits for it."""
+        self._stop_event.set()
+
+    def _fail(self, why: str) -> None:
+        self.error = why
+        _log.error("GPU monitor stopped: %s", why)
+
+    def _sample(self) -> Optional[List[Tuple[str, int, int]]]:
+        try:
+            done = subprocess.run(self.command, check=False, capture_output=True, text=True, timeout=5)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            self._fail(f"{type(e).__name__}: {e}")
+            return None
+        if done.returncode:
+            self._fail(done.stderr.strip() or f"nvidia-smi exited with code {done.returncode}")
+            return None
+        out = done.stdout.strip()
+        if not out:
+            self._fail("nvidia-smi returned no data")
+            return None
+        try:
+            rows = []
+            for line in out.splitlines():
+                index, util, mem = (v.strip() for v in line.split(","))
+                rows.append((index, int(util), int(mem)))
+        except ValueError:
+            self._fail(f"malformed nvidia-smi output: {out!r}")
+            return None
+        return rows
+
+    def run(self) -> None:
+        if self._stop_event.is_set():
+            return
+        try:
+            if self.log_dir is not None:
+                from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+
+                self.writer = SummaryWriter(os.path.join(self.log_dir, "gpu_monitor"))
+            while not self._stop_event.is_set():
+                rows = self._sample()
+                if rows is None:
+                    return
+                for index, util, mem in rows:
+                    self.samples.append((self.step, index, util, mem))
+                    if self.writer is not None:
+                        self.writer.add_scalar(f"utilization_{index}", util, self.step)
+                        self.writer.add_scalar(f"memory_used_{index}", mem, self.step)
+                if self.writer is None:
+                    _log.info("GPU monitor sample at %s: %s", datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
+                              rows)
+                self.step += 1
+                if self._stop_event.wait(self.interval):
+                    return
+        finally:
+            if self.writer is not None:
+                self.writer.close()

@@ -6,7 +6,9 @@
 * Time-last variants (:class:`TLastSeqToANNContainer`, :class:`TLastMultiStepContainer`) for [N, *, T].
 * Recurrent wrappers: :class:`ElementWiseRecurrentContainer`, :class:`LinearRecurrentContainer`.
 
-Children of these containers must be in step mode 's'; ``functional.set_step_mode`` does not enter them.
+Children of these containers must be in step mode 's'; ``functional.set_step_mode`` does not enter them
+(each class says so with ``children_keep_step_mode = True``, which set_step_mode reads: functional needs no
+import of this module, and this module imports only ``functional.forward``).
 """
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from .. import base, functional
+from .. import base
+from ..functional.forward import (multi_step_forward, seq_to_ann_forward, t_last_multi_step_forward,
+                                  t_last_seq_to_ann_forward)
 
 __all__ = [
     "MultiStepContainer",
@@ -40,6 +44,8 @@ def _check_children_single_step(container: nn.Module) -> None:
 class _FixedMultiStep(nn.Sequential, base.MultiStepModule):
     """nn.Sequential whose own step mode is always 'm'."""
 
+    children_keep_step_mode = True
+
     def __init__(self, *args):
         super().__init__(*args)
         _check_children_single_step(self)
@@ -54,7 +60,7 @@ class MultiStepContainer(_FixedMultiStep):
     (see :func:`fastspike.functional.multi_step_forward`). Constructed like ``nn.Sequential``."""
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        return functional.multi_step_forward(x_seq, self._sequential_forward)
+        return multi_step_forward(x_seq, self._sequential_forward)
 
 
 class SeqToANNContainer(_FixedMultiStep):
@@ -62,21 +68,21 @@ class SeqToANNContainer(_FixedMultiStep):
     (see :func:`fastspike.functional.seq_to_ann_forward`). Constructed like ``nn.Sequential``."""
 
     def forward(self, x_seq: torch.Tensor):
-        return functional.seq_to_ann_forward(x_seq, self._sequential_forward)
+        return seq_to_ann_forward(x_seq, self._sequential_forward)
 
 
 class TLastSeqToANNContainer(_FixedMultiStep):
     """:class:`SeqToANNContainer` for the time-last layout x_seq [N, *, T]."""
 
     def forward(self, x_seq: torch.Tensor):
-        return functional.t_last_seq_to_ann_forward(x_seq, self._sequential_forward)
+        return t_last_seq_to_ann_forward(x_seq, self._sequential_forward)
 
 
 class TLastMultiStepContainer(_FixedMultiStep):
     """:class:`MultiStepContainer` for the time-last layout x_seq [N, *, T]."""
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        return functional.t_last_multi_step_forward(x_seq, self._sequential_forward)
+        return t_last_multi_step_forward(x_seq, self._sequential_forward)
 
 
 class StepModeContainer(nn.Sequential, base.StepModule):
@@ -88,6 +94,8 @@ class StepModeContainer(nn.Sequential, base.StepModule):
 
     Constructed as ``StepModeContainer(stateful, step_mode, *modules)``.
     """
+
+    children_keep_step_mode = True
 
     def __init__(self, stateful: bool, step_mode: str = "s", *args):
         super().__init__(*args)
@@ -102,8 +110,8 @@ class StepModeContainer(nn.Sequential, base.StepModule):
         if self.step_mode == "s":
             return self._sequential_forward(x)
         if self.stateful:
-            return functional.multi_step_forward(x, self._sequential_forward)
-        return functional.seq_to_ann_forward(x, self._sequential_forward)
+            return multi_step_forward(x, self._sequential_forward)
+        return seq_to_ann_forward(x, self._sequential_forward)
 
 
 class ElementWiseRecurrentContainer(base.MemoryModule):
@@ -112,6 +120,8 @@ class ElementWiseRecurrentContainer(base.MemoryModule):
 
     :param element_wise_function: ``z = f(y, x)``
     """
+
+    children_keep_step_mode = True
 
     def __init__(self, sub_module: nn.Module, element_wise_function: Callable, step_mode: str = "s"):
         super().__init__()
@@ -143,6 +153,8 @@ class LinearRecurrentContainer(base.MemoryModule):
     x[t] has shape [N, *, in_features] and y[t] [N, *, out_features]; ``sub_module`` must be in step mode 's'.
     """
 
+    children_keep_step_mode = True
+
     def __init__(self, sub_module: nn.Module, in_features: int, out_features: int, bias: bool = True,
                  step_mode: str = "s") -> None:
         super().__init__()
@@ -169,7 +181,8 @@ class LinearRecurrentContainer(base.MemoryModule):
         return f", step_mode={self.step_mode}"
 
 
-# containers that fix their children's step mode: functional.set_step_mode does not enter them
+# containers that fix their children's step mode (children_keep_step_mode): functional.set_step_mode does not
+# enter them
 KEEP_STEP_MODE_TYPES = (
     StepModeContainer,
     MultiStepContainer,

@@ -1,10 +1,10 @@
-"""Surrogate spike functions: Heaviside forward, a smooth function's derivative backward.
+"""The 14 built-in surrogates whose gradients the fused kernels compute inline.
 
 Names, parameters, defaults and ``spiking`` behaviour follow SpikingJelly 2.0.0's
-``activation_based.surrogate``. Each class also carries ``kernel_id`` and ``kernel_params()`` so the
-fused Triton and C++ neuron kernels compute the same gradient inline (csrc/surrogate.h and
-kernels/surrogate.py implement the ids listed in ``KERNEL_IDS``). The torch formulas in this file are the
-reference the kernels are tested against.
+``activation_based.surrogate``. Each class carries ``kernel_id`` and ``kernel_params()`` so the fused Triton
+and C++ neuron kernels compute the same gradient inline (csrc/surrogate.h and kernels/surrogate.py implement
+the ids listed in ``KERNEL_IDS``). The torch formulas in this file (each class's ``grad``) are the reference
+the kernels are tested against; the lowercase autograd functions of ``functions.py`` share them.
 
 With ``spiking=False`` a surrogate returns its smooth primitive function instead of spikes (used for
 pre-training or plotting); neurons then run the reference path.
@@ -12,109 +12,15 @@ pre-training or plotting); neurons then run the reference path.
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = [
-    "heaviside", "SurrogateFunctionBase", "Sigmoid", "ATan", "PiecewiseQuadratic", "PiecewiseExp", "SoftSign",
-    "Erf", "SuperSpike", "PiecewiseLeakyReLU", "Rect", "S2NN", "QPseudoSpike", "LeakyKReLU", "LogTailedReLU",
-    "NonzeroSignLogAbs", "KERNEL_IDS",
-]
+from .base import KERNEL_GRADS, BadArgumentError, SurrogateFunctionBase, heaviside
 
-
-_UNSET = object()
-
-
-def heaviside(x: torch.Tensor) -> torch.Tensor:
-    """1 where x >= 0, else 0, in x's dtype."""
-    return (x >= 0).to(x)
-
-
-class _Spike(torch.autograd.Function):
-    """Heaviside forward; backward multiplies by the surrogate's derivative ``grad_fn(x, *params)``."""
-
-    @staticmethod
-    def forward(ctx, x, grad_fn, params):
-        ctx.save_for_backward(x)
-        ctx.grad_fn = grad_fn
-        ctx.params = params
-        return heaviside(x)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        (x,) = ctx.saved_tensors
-        return grad_output * ctx.grad_fn(x, *ctx.params), None, None
-
-
-class SurrogateFunctionBase(nn.Module):
-    """Base class. Subclasses define ``_param_names``, ``grad`` (the derivative used backward),
-    ``primitive_function`` and, for fused kernels, ``kernel_id``."""
-
-    _param_names: Tuple[str, ...] = ("alpha",)
-    kernel_id: int = -1
-
-    def __init__(self, spiking: bool = True, **params):
-        super().__init__()
-        self.spiking = spiking
-        for k, v in params.items():
-            setattr(self, k, v)
-
-    def set_spiking_mode(self, spiking: bool) -> None:
-        self.spiking = spiking
-
-    @property
-    def params(self) -> tuple:
-        return tuple(getattr(self, k) for k in self._param_names)
-
-    def kernel_params(self) -> Tuple[float, float]:
-        """The (a, b) pair the fused kernels take for this surrogate (unused slots are 0)."""
-        p = [float(v) for v in self.params] + [0.0, 0.0]
-        return p[0], p[1]
-
-    def fusable(self) -> bool:
-        """True when the fused kernels compute exactly this surrogate (built-in class, spiking, float params)."""
-        return (self.kernel_id >= 0 and self.spiking and type(self).grad is KERNEL_GRADS.get(self.kernel_id)
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.params))
-
-    def kernel_spec(self) -> Optional[Tuple[int, Tuple[float, float]]]:
-        """(kernel_id, kernel_params()) when fusable(), else None. Cached: every call of a neuron asks for
-        it, and assigning any attribute (alpha, spiking, ...) drops the cached value."""
-        spec = self.__dict__.get("_kernel_spec", _UNSET)
-        if spec is _UNSET:
-            spec = (self.kernel_id, self.kernel_params()) if self.fusable() else None
-            self.__dict__["_kernel_spec"] = spec
-        return spec
-
-    def __setattr__(self, name, value) -> None:
-        super().__setattr__(name, value)
-        self.__dict__.pop("_kernel_spec", None)
-
-    @classmethod
-    def spiking_function(cls, x: torch.Tensor, *params):
-        return _Spike.apply(x, cls.grad, params)
-
-    @staticmethod
-    def grad(x: torch.Tensor, *params) -> torch.Tensor:
-        raise NotImplementedError
-
-    @staticmethod
-    def primitive_function(x: torch.Tensor, *params) -> torch.Tensor:
-        raise NotImplementedError
-
-    @classmethod
-    def backward(cls, grad_output: torch.Tensor, x: torch.Tensor, *params) -> torch.Tensor:
-        return grad_output * cls.grad(x, *params)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.spiking:
-            return self.spiking_function(x, *self.params)
-        return self.primitive_function(x, *self.params)
-
-    def extra_repr(self) -> str:
-        return ", ".join([f"{k}={getattr(self, k)}" for k in self._param_names] + [f"spiking={self.spiking}"])
+__all__ = ["Sigmoid", "ATan", "PiecewiseQuadratic", "PiecewiseExp", "SoftSign", "Erf", "SuperSpike",
+           "PiecewiseLeakyReLU", "Rect", "S2NN", "QPseudoSpike", "LeakyKReLU", "LogTailedReLU", "NonzeroSignLogAbs",
+           "KERNEL_IDS"]
 
 
 def _sig_grad(x, alpha):
@@ -196,7 +102,7 @@ class SoftSign(SurrogateFunctionBase):
 
     def __init__(self, alpha=2.0, spiking=True):
         if not alpha > 0:
-            raise ValueError(f"SoftSign: alpha must be > 0, but got {alpha}.")
+            raise BadArgumentError(f"SoftSign: alpha must be > 0, but got {alpha}.")
         super().__init__(spiking, alpha=alpha)
 
     @staticmethod
@@ -251,7 +157,7 @@ class PiecewiseLeakyReLU(SurrogateFunctionBase):
 
     def __init__(self, w=1.0, c=0.01, spiking=True):
         if not w > 0:
-            raise ValueError(f"PiecewiseLeakyReLU: w must be > 0, but got {w}.")
+            raise BadArgumentError(f"PiecewiseLeakyReLU: w must be > 0, but got {w}.")
         super().__init__(spiking, w=w, c=c)
 
     @staticmethod
@@ -374,5 +280,5 @@ _BUILTINS = (Sigmoid, ATan, PiecewiseQuadratic, PiecewiseExp, SoftSign, SuperSpi
              S2NN, QPseudoSpike, LeakyKReLU, LogTailedReLU, NonzeroSignLogAbs)
 #: surrogate class name -> id used by the fused kernels
 KERNEL_IDS = {cls.__name__: cls.kernel_id for cls in _BUILTINS}
-KERNEL_GRADS = {cls.kernel_id: cls.__dict__["grad"].__func__ if isinstance(cls.__dict__["grad"], staticmethod)
-                else cls.__dict__["grad"] for cls in _BUILTINS}
+KERNEL_GRADS.update({cls.kernel_id: cls.__dict__["grad"].__func__ if isinstance(cls.__dict__["grad"], staticmethod)
+                     else cls.__dict__["grad"] for cls in _BUILTINS})

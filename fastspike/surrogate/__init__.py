@@ -1,0 +1,22 @@
+"""Surrogate spike functions: Heaviside forward, a smooth function's derivative backward.
+
+Every public name of SpikingJelly 2.0.0's ``activation_based.surrogate``, with its parameters and defaults:
+
+* ``base``: :func:`heaviside`, :class:`SurrogateFunctionBase`, :func:`check_manual_grad`,
+  :func:`plot_surrogate_function`;
+* ``builtins``: the 14 surrogates the fused neuron kernels compute inline (``KERNEL_IDS``; each has
+  ``kernel_id``, ``kernel_params()``, ``fusable()``, ``kernel_spec()``);
+* ``extra``: SquarewaveFourierSeries, FakeNumericalGradient, DeterministicPass, MultiLevelSpikeCount, PoissonPass
+  (not fused: neurons using them run the pure-PyTorch path);
+* ``functions``: the lowercase ``torch.autograd.Function``s (``sigmoid.apply(x, alpha)``, ...) and the
+  ``*_backward`` functions.
+"""
+from . import base, builtins, extra, functions
+from .base import *  # noqa: F401,F403
+from .base import KERNEL_GRADS, BadArgumentError  # noqa: F401
+from .builtins import *  # noqa: F401,F403
+from .builtins import _BUILTINS  # noqa: F401  (the fused kernels' classes, in kernel-id order)
+from .extra import *  # noqa: F401,F403
+from .functions import *  # noqa: F401,F403
+
+__all__ = base.__all__ + builtins.__all__ + extra.__all__ + functions.__all__
