@@ -220,7 +220,7 @@ def test_dvs128_gesture_segments(tmp_path, monkeypatch):
     train = D.DVS128Gesture(tmp_path, train=True, **KW)
     test = D.DVS128Gesture(tmp_path, train=False, **KW)
     assert len(train) == 8 and len(test) == 4
-    full = F._decode_aedat31("x", members["DvsGesture/user24_lab.aedat"])[0]
+    full = F.decode_aedat31("x", members["DvsGesture/user24_lab.aedat"])[0]
     rows = D.DVS128Gesture.read_labels(tmp_path / "extract" / "DvsGesture" / "user24_lab_labels.csv")
     for (ev, label), (_, c, s, e) in zip(test, rows):
         assert label == c - 1
