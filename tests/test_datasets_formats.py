@@ -86,7 +86,7 @@ def test_mnist_dvs_conventions():
     assert int(addr.sum()) == 255032388  # README's address sum: the header length is right
     sj = CIFAR10DVS.convert(ev)
     assert [_tup(e) for e in sj[:3]] == [(60, 55, 0, 1), (68, 61, 85, 1), (69, 50, 140, 1)]
-    (name, jaer, label, split), = MNISTDVS._decode([(str(path), 0, "x")])
+    (rel, jaer), = MNISTDVS._decode_job([(str(path), "0/x")])
     assert [_tup(e) for e in jaer[:3]] == [(55, 67, 0, 1), (61, 59, 85, 1), (50, 58, 140, 1)]
 
 
