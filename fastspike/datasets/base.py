@@ -304,7 +304,7 @@ class NeuromorphicDatasetFolder(torch.utils.data.Dataset):
         return out
 
     @classmethod
-    def _class_dirs(cls) -> tuple:
+    def _class_dirs(cls, extract_root) -> tuple:
         """Class folders (relative to the events tree) that exist even when empty."""
         return ()
 
@@ -364,7 +364,7 @@ class NeuromorphicDatasetFolder(torch.utils.data.Dataset):
                         raise FileNotFoundError(f"{type(self).__name__}: no recordings found under {extract_root}")
                     _cache.run_pool(_decode_and_save, [(type(self), j, str(tmp)) for j in jobs], self.num_workers,
                                     self.progress, f"{type(self).__name__}: decoding")
-                    for d in self._class_dirs():  # SpikingJelly creates every class folder, even empty ones
+                    for d in self._class_dirs(extract_root):  # SpikingJelly creates every class folder, even empty ones
                         (tmp / d).mkdir(parents=True, exist_ok=True)
                 else:
                     self.create_raw_from_extracted(extract_root, tmp)

@@ -47,7 +47,7 @@ class DVS128Gesture(NeuromorphicDatasetFolder):
                 Resource("README.txt", url, "a0663d3b1d8307c329a43d949ee32d19", optional=True)]
 
     @classmethod
-    def _class_dirs(cls):
+    def _class_dirs(cls, extract_root):
         return tuple(f"{s}/{c}" for s in ("train", "test") for c in range(11))
 
     @classmethod

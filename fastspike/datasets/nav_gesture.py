@@ -41,7 +41,7 @@ class NAVGestureWalk(UnofficialSplit):
         extract_nested(Path(download_root) / f"navgesture-{self.subset}.zip", extract_root)
 
     @classmethod
-    def _class_dirs(cls):
+    def _class_dirs(cls, extract_root):
         return CODES
 
     @classmethod

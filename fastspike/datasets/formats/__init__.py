@@ -22,6 +22,7 @@ from .dat import decode_dat, write_dat
 from .evt import decode_evt2, decode_evt3, decode_evt21, evt_version, unsupported, write_evt2, write_evt3, write_evt21
 from .hdf5 import decode_shd_one, read_shd, write_shd
 from .matlab import decode_asl_mat, write_asl_mat
+from .numpy_files import decode_numpy_events
 
 __all__ = [
     "EVENT_DTYPE", "EventFileError", "FORMATS", "make_events", "detect_format", "read_events", "read_shd",
@@ -29,7 +30,7 @@ __all__ = [
     "write_evt3", "write_shd", "write_asl_mat",
 ]
 
-FORMATS = ("atis_bin", "aedat2", "aedat31", "aedat4", "dat", "evt2", "evt21", "evt3", "asl_mat", "shd_h5")
+FORMATS = ("atis_bin", "aedat2", "aedat31", "aedat4", "dat", "evt2", "evt21", "evt3", "asl_mat", "shd_h5", "numpy")
 
 _MAGICS = (
     (b"#!AER-DAT2", "aedat2"), (b"#!AER-DAT1", "aedat2"), (b"#!AER-DAT3", "aedat31"),
@@ -62,16 +63,22 @@ def detect_format(path) -> str:
         return "atis_bin"
     if ext == ".dat":
         return "dat"
+    if ext in (".npy", ".npz"):
+        return "numpy"
     if ext in (".aedat", ".aedat4", ".raw", ".h5", ".hdf5", ".mat"):
         raise EventFileError(path, 0, f"bad magic for a {ext} file: starts with {head[:16]!r}")
     raise EventFileError(path, 0, f"cannot detect the event format (first bytes {head[:16]!r}); pass format=")
 
 
-def _decode(path, fmt, layout, index, valid_only) -> Decoded:
+def _decode(path, fmt, layout, index, valid_only, sensor_size) -> Decoded:
     if fmt == "shd_h5":
         if index is None:
             raise ValueError(f"{path}: SHD/SSC files hold many recordings; pass index= (or use read_shd)")
         return decode_shd_one(path, int(index))
+    if fmt == "numpy":
+        if sensor_size is None:
+            raise ValueError(f"{path}: numpy event files name no sensor; pass sensor_size=(W, H)")
+        return decode_numpy_events(path, (int(sensor_size[0]), int(sensor_size[1])))
     if fmt == "aedat4":
         return decode_aedat4(path, read_head(path, 16))
     data = read_bytes(path)
@@ -110,5 +117,5 @@ def read_events(path, format: Optional[str] = None, *, sensor_size: Optional[Seq
     fmt = detect_format(path) if format is None else format
     if sensor_size is not None and (len(sensor_size) < 2 or min(int(s) for s in sensor_size[:2]) <= 0):
         raise ValueError(f"sensor_size must be (W, H) with positive sizes, got {sensor_size!r}")
-    dec = _decode(path, fmt, layout, index, valid_only)
+    dec = _decode(path, fmt, layout, index, valid_only, sensor_size)
     return validate(dec, path, sensor_size, strict)
