@@ -86,6 +86,13 @@ def _written_sources(tmp: Path, rng):
         p = tmp / name
         writer(p, ev(600, W, H, t_max), **kw)
         out.append((p, (W, H), None))
+    a = ev(300, 128, 128, 1 << 20)  # DVS-Lip style structured .npy and ES-ImageNet style pos/neg .npz
+    p = tmp / "w_lip.npy"
+    np.save(p, a, allow_pickle=False)
+    out.append((p, (128, 128), None))
+    p = tmp / "w_esimagenet.npz"
+    np.savez(p, pos=np.stack([a["y"], a["x"], a["t"]], 1)[:150], neg=np.stack([a["y"], a["x"], a["t"]], 1)[150:])
+    out.append((p, (128, 128), None))
     recs = [ev(40, 700, 1, 900_000) for _ in range(3)]
     for r in recs:
         r["y"], r["p"] = 0, 1
