@@ -1,7 +1,6 @@
 """Dataset classes on small archives written here in each dataset's original layout: checksums,
 extraction, decoding conventions, splits, frame caches keyed by parameters, atomic/failed builds."""
 import io
-import json
 import tarfile
 import zipfile
 from pathlib import Path
@@ -64,7 +63,8 @@ def test_missing_archives_are_listed_with_md5_and_destination(tmp_path):
     with pytest.raises(MissingArchivesError) as e:
         D.NMNIST(tmp_path, train=True, **KW)
     msg = str(e.value)
-    for name, md5 in (("Train.zip", "20959b8e626244a1b502305a9e6e2031"), ("Test.zip", "69ca8762b2fe404d9b9bad1103e97832")):
+    for name, md5 in (("Train.zip", "20959b8e626244a1b502305a9e6e2031"),
+                      ("Test.zip", "69ca8762b2fe404d9b9bad1103e97832")):
         assert f"{name}  md5 {md5}" in msg and str(tmp_path / "download" / name) in msg
     with pytest.raises(MissingArchivesError) as e:
         D.CIFAR10DVS(tmp_path, **KW)

@@ -31,11 +31,12 @@ SJ_NAMES = {
              "FrameFixedDurationBuilder", "FrameCustomIntegrateBuilder", "NeuromorphicDatasetFolder"],
     "bullying10k": ["BULLYING10K_CATEGORY_LABEL", "Bullying10kClassification"],
     "cifar10_dvs": ["CIFAR10DVS_CLASS_NAMES", "EVT_DVS", "EVT_APS", "y_mask", "y_shift", "x_mask", "x_shift",
-                    "polarity_mask", "polarity_shift", "valid_mask", "valid_shift", "CIFAR10DVS", "CIFAR10DVSTEBNSplit"],
+                    "polarity_mask", "polarity_shift", "valid_mask", "valid_shift", "CIFAR10DVS",
+                    "CIFAR10DVSTEBNSplit"],
     "dvs128_gesture": ["DVS128Gesture"],
     "dvs_lip": ["DVSLip"],
-    "es_imagenet": ["ESImageNetEventBuilder", "ESImageNetFrameFixedNumberBuilder", "ESImageNetFrameFixedDurationBuilder",
-                    "ESImageNetFrameCustomIntegrateBuilder", "ESImageNet"],
+    "es_imagenet": ["ESImageNetEventBuilder", "ESImageNetFrameFixedNumberBuilder",
+                    "ESImageNetFrameFixedDurationBuilder", "ESImageNetFrameCustomIntegrateBuilder", "ESImageNet"],
     "hardvs": ["HARDVS"],
     "n_caltech101": ["NCaltech101"],
     "n_mnist": ["NMNIST"],
@@ -200,8 +201,10 @@ def test_file_utilities_match_spikingjelly(tmp_path):
     (tmp_path / "sj").mkdir()
     (tmp_path / "fs").mkdir()
     loader = lambda f: dict(np.load(f))  # noqa: E731
-    ta = sj.integrate_events_file_to_frames_file_by_fixed_duration(loader, tmp_path / "e.npz", tmp_path / "sj", 1 << 26, 128, 128)
-    tb = D.integrate_events_file_to_frames_file_by_fixed_duration(loader, tmp_path / "e.npz", tmp_path / "fs", 1 << 26, 128, 128)
+    ta = sj.integrate_events_file_to_frames_file_by_fixed_duration(loader, tmp_path / "e.npz", tmp_path / "sj",
+                                                                   1 << 26, 128, 128)
+    tb = D.integrate_events_file_to_frames_file_by_fixed_duration(loader, tmp_path / "e.npz", tmp_path / "fs",
+                                                                  1 << 26, 128, 128)
     assert ta == tb and sorted(os.listdir(tmp_path / "sj")) == sorted(os.listdir(tmp_path / "fs"))
     f = sorted(os.listdir(tmp_path / "fs"))[0]
     np.testing.assert_array_equal(sj.load_npz_frames(tmp_path / "sj" / f), D.load_npz_frames(tmp_path / "fs" / f))

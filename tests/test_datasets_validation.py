@@ -1,7 +1,6 @@
 """Regression tests of issue 18 item 5: decoders validate what they return, refuse non-regular files,
 turn third-party panics into EventFileError, match EVT versions exactly and decode EVT 2.1."""
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -171,7 +170,8 @@ def test_matlab_values_are_checked_before_any_cast(tmp_path):
 # ---------------------------------------------------------------------------------------- EVT versions
 def test_evt_versions_are_matched_exactly(tmp_path):
     for line, fmt in ((b"% evt 2.0", "evt2"), (b"% evt 2.1", "evt21"), (b"% evt 3.0", "evt3"),
-                      (b"% format EVT2;height=480;width=640", "evt2"), (b"% format EVT21;height=720;width=1280", "evt21"),
+                      (b"% format EVT2;height=480;width=640", "evt2"),
+                      (b"% format EVT21;height=720;width=1280", "evt21"),
                       (b"% format EVT3;height=720;width=1280", "evt3")):
         p = tmp_path / "v.raw"
         p.write_bytes(b"% Date 2024\n" + line + b"\n")
@@ -197,7 +197,8 @@ def test_evt21_round_trip_and_vectors(tmp_path, layout):
     data = p.read_bytes()
     words = np.frombuffer(data[F.skip_lines(data, b"%"):], "<u4").reshape(-1, 2)
     head, mask = (words[:, 0], words[:, 1]) if layout == "legacy" else (words[:, 1], words[:, 0])
-    assert int(np.unpackbits(np.ascontiguousarray(mask).view(np.uint8)).reshape(-1, 32).sum(1).max()) >= 20  # vectors used
+    bits = np.unpackbits(np.ascontiguousarray(mask).view(np.uint8)).reshape(-1, 32)
+    assert int(bits.sum(1).max()) >= 20  # vector words used
     assert set((head >> 28).tolist()) == {0, 1, 8}
     # the other byte order gives other events: the halves really are swapped
     other = "standard" if layout == "legacy" else "legacy"

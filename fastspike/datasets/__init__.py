@@ -18,7 +18,8 @@ from .dvs128_gesture import DVS128Gesture
 from .dvs_lip import DVSLip
 from .es_imagenet import ESImageNet
 from .hardvs import HARDVS
-from .formats import EVENT_DTYPE, FORMATS, EventFileError, check_range, detect_format, make_events, read_events, read_shd
+from .formats import (EVENT_DTYPE, FORMATS, EventFileError, check_range, detect_format, make_events, read_events,
+                      read_shd)
 from .frames import frame_index, pad_sequence_collate, padded_sequence_mask, split_indices, to_frames
 from .mnist_dvs import MNISTDVS
 from .n_caltech101 import NCaltech101

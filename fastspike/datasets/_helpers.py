@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
@@ -60,3 +60,24 @@ class UnofficialSplit(NeuromorphicDatasetFolder):
 def require_train(cls_name: str, train) -> None:
     if train is None or train not in (True, False):
         raise ValueError(f"{cls_name}: train must be True or False, got {train!r}")
+
+
+class TrainTestSplit(NeuromorphicDatasetFolder):
+    """Datasets with a published train/test split: SpikingJelly's signature with ``train=True`` second
+    (``None`` is refused, as in SpikingJelly)."""
+
+    def __init__(self, root, train: bool = True, data_type: str = "event", frames_number: Optional[int] = None,
+                 split_by: Optional[str] = None, duration: Optional[int] = None,
+                 custom_integrate_function: Optional[Callable] = None,
+                 custom_integrated_frames_dir_name: Optional[str] = None, transform: Optional[Callable] = None,
+                 target_transform: Optional[Callable] = None, **kwargs):
+        require_train(type(self).__name__, train)
+        super().__init__(root, train, data_type, frames_number, split_by, duration, custom_integrate_function,
+                         custom_integrated_frames_dir_name, transform, target_transform, **kwargs)
+
+
+def decode_numpy_job(job, sensor):
+    """Decode (released numpy file, relative sample name) items (DVS-Lip, HARDVS, ES-ImageNet, Bullying10K)."""
+    from .formats import read_events
+
+    return [(rel, read_events(src, "numpy", sensor_size=sensor, strict=False)) for src, rel in job]

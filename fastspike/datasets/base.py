@@ -66,7 +66,8 @@ class NeuromorphicDatasetConfig:
             raise ValueError("data_type='frame' needs exactly one of frames_number (with split_by), duration, "
                              "custom_integrate_function")
         if self.frames_number is not None:
-            if isinstance(self.frames_number, bool) or int(self.frames_number) != self.frames_number or self.frames_number <= 0:
+            n = self.frames_number
+            if isinstance(n, bool) or int(n) != n or n <= 0:
                 raise ValueError(f"frames_number must be a positive integer, got {self.frames_number!r}")
             if self.split_by not in ("time", "number"):
                 raise ValueError(f"split_by must be 'time' or 'number', got {self.split_by!r}")
@@ -165,7 +166,8 @@ class _FrameBuilder(NeuromorphicDatasetBuilder):
             stem = out / rel.parent / rel.name.rsplit(".", 1)[0]
             if self._suffix_T:
                 d = stem.parent
-                done = d.is_dir() and any(re.fullmatch(re.escape(stem.name) + r"_\d+\.np[yz]", f.name) for f in d.iterdir())
+                pat = re.escape(stem.name) + r"_\d+\.np[yz]"
+                done = d.is_dir() and any(re.fullmatch(pat, f.name) for f in d.iterdir())
             else:
                 done = stem.with_name(stem.name + ".npy").exists() or stem.with_name(stem.name + ".npz").exists()
             if not done:

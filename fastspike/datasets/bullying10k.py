@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Optional
 
 from ._archives import Resource
-from ._helpers import chunks, require_train, stem
-from ._released_numpy import decode_numpy_job
-from .base import NeuromorphicDatasetFolder
+from ._helpers import TrainTestSplit, chunks, decode_numpy_job, stem
 
 __all__ = ["BULLYING10K_CATEGORY_LABEL", "Bullying10kClassification"]
 
@@ -31,15 +28,7 @@ _FILES = (("handshake", "41268834", "681d70f499e736a1e805305284ddc425"),
           ("kicking", "41278008", "6c3218f977de4ac29c84a10b17779c33"))
 
 
-class Bullying10kClassification(NeuromorphicDatasetFolder):
-    def __init__(self, root: str, train: bool = True, data_type: str = "event", frames_number: Optional[int] = None,
-                 split_by: Optional[str] = None, duration: Optional[int] = None,
-                 custom_integrate_function: Optional[Callable] = None,
-                 custom_integrated_frames_dir_name: Optional[str] = None, transform: Optional[Callable] = None,
-                 target_transform: Optional[Callable] = None, **kwargs):
-        require_train("Bullying10kClassification", train)
-        super().__init__(root, train, data_type, frames_number, split_by, duration, custom_integrate_function,
-                         custom_integrated_frames_dir_name, transform, target_transform, **kwargs)
+class Bullying10kClassification(TrainTestSplit):
 
     @classmethod
     def get_H_W(cls):

@@ -15,7 +15,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ._archives import Resource, extract_archive
-from ._helpers import SJ_SOURCE, UnofficialSplit, chunks, require_train, stem
+from ._helpers import UnofficialSplit, chunks, require_train, stem
 from .formats import make_events, read_events
 
 __all__ = ["CIFAR10DVS_CLASS_NAMES", "CIFAR10DVS", "CIFAR10DVSTEBNSplit"]

@@ -14,24 +14,16 @@ from __future__ import annotations
 import csv
 import re
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import List
 
 from ._archives import Resource
-from ._helpers import SJ_SOURCE, require_train, stem
-from .base import NeuromorphicDatasetFolder
+from ._helpers import SJ_SOURCE, TrainTestSplit, stem
 from .formats import EventFileError, read_events
 
 __all__ = ["DVS128Gesture"]
 
 
-class DVS128Gesture(NeuromorphicDatasetFolder):
-    def __init__(self, root: str, train: bool = True, data_type: str = "event", frames_number: int = None,
-                 split_by: str = None, duration: int = None, custom_integrate_function: Callable = None,
-                 custom_integrated_frames_dir_name: str = None, transform: Optional[Callable] = None,
-                 target_transform: Optional[Callable] = None, **kwargs):
-        require_train("DVS128Gesture", train)
-        super().__init__(root, train, data_type, frames_number, split_by, duration, custom_integrate_function,
-                         custom_integrated_frames_dir_name, transform, target_transform, **kwargs)
+class DVS128Gesture(TrainTestSplit):
 
     @classmethod
     def get_H_W(cls):
@@ -61,7 +53,7 @@ class DVS128Gesture(NeuromorphicDatasetFolder):
         jobs = []
         for f in sorted(extract_root.rglob("*.aedat")):
             if lists:
-                split = "train" if f.name in lists.get("train", ()) else ("test" if f.name in lists.get("test", ()) else None)
+                split = next((s for s in ("train", "test") if f.name in lists.get(s, ())), None)
                 if split is None:
                     continue
             else:

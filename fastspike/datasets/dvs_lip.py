@@ -4,25 +4,14 @@ downloadable: get ``DVS-Lip.zip`` from https://sites.google.com/view/event-based
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional
 
 from ._archives import Resource
-from ._helpers import chunks, require_train, stem
-from ._released_numpy import decode_numpy_job
-from .base import NeuromorphicDatasetFolder
+from ._helpers import TrainTestSplit, chunks, decode_numpy_job, stem
 
 __all__ = ["DVSLip"]
 
 
-class DVSLip(NeuromorphicDatasetFolder):
-    def __init__(self, root: str, train: bool = True, data_type: str = "event", frames_number: Optional[int] = None,
-                 split_by: Optional[str] = None, duration: Optional[int] = None,
-                 custom_integrate_function: Optional[Callable] = None,
-                 custom_integrated_frames_dir_name: Optional[str] = None, transform: Optional[Callable] = None,
-                 target_transform: Optional[Callable] = None, **kwargs):
-        require_train("DVSLip", train)
-        super().__init__(root, train, data_type, frames_number, split_by, duration, custom_integrate_function,
-                         custom_integrated_frames_dir_name, transform, target_transform, **kwargs)
+class DVSLip(TrainTestSplit):
 
     @classmethod
     def get_H_W(cls):

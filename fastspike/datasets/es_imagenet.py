@@ -10,14 +10,11 @@ the standard builders.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 
 from ._archives import Resource
-from ._helpers import chunks, require_train, stem
-from ._released_numpy import decode_numpy_job
-from .base import (EventBuilder, FrameCustomIntegrateBuilder, FrameFixedDurationBuilder, FrameFixedNumberBuilder,
-                   NeuromorphicDatasetFolder)
+from ._helpers import TrainTestSplit, chunks, decode_numpy_job, stem
+from .base import (EventBuilder, FrameCustomIntegrateBuilder, FrameFixedDurationBuilder, FrameFixedNumberBuilder)
 
 __all__ = ["ESImageNetEventBuilder", "ESImageNetFrameFixedNumberBuilder", "ESImageNetFrameFixedDurationBuilder",
            "ESImageNetFrameCustomIntegrateBuilder", "ESImageNet"]
@@ -49,14 +46,7 @@ class ESImageNetFrameCustomIntegrateBuilder(FrameCustomIntegrateBuilder):
     pass
 
 
-class ESImageNet(NeuromorphicDatasetFolder):
-    def __init__(self, root: str, train: bool = True, data_type: str = "event", frames_number: int = None,
-                 split_by: str = None, duration: int = None, custom_integrate_function: Callable = None,
-                 custom_integrated_frames_dir_name: str = None, transform: Callable = None,
-                 target_transform: Callable = None, **kwargs):
-        require_train("ESImageNet", train)
-        super().__init__(root, train, data_type, frames_number, split_by, duration, custom_integrate_function,
-                         custom_integrated_frames_dir_name, transform, target_transform, **kwargs)
+class ESImageNet(TrainTestSplit):
 
     def get_dataset_builder(self):
         if self.cfg.data_type == "event":

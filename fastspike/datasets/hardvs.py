@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ._archives import Resource, extract_archive
-from ._helpers import chunks
-from ._released_numpy import decode_numpy_job
+from ._helpers import chunks, decode_numpy_job
 from .base import NeuromorphicDatasetFolder
 
 __all__ = ["HARDVS"]

@@ -6,20 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ._archives import Resource, extract_nested
-from ._helpers import chunks, require_train, stem
-from .base import NeuromorphicDatasetFolder
+from ._helpers import TrainTestSplit, chunks, stem
 from .formats import read_events
 
 __all__ = ["NCARS"]
 
 
-class NCARS(NeuromorphicDatasetFolder):
-    def __init__(self, root, train: bool = True, data_type: str = "event", frames_number=None, split_by=None,
-                 duration=None, custom_integrate_function=None, custom_integrated_frames_dir_name=None,
-                 transform=None, target_transform=None, **kwargs):
-        require_train("NCARS", train)
-        super().__init__(root, train, data_type, frames_number, split_by, duration, custom_integrate_function,
-                         custom_integrated_frames_dir_name, transform, target_transform, **kwargs)
+class NCARS(TrainTestSplit):
 
     @classmethod
     def get_H_W(cls):
@@ -27,8 +20,8 @@ class NCARS(NeuromorphicDatasetFolder):
 
     @classmethod
     def resource_url_md5(cls) -> list:
-        return [Resource("Prophesee_Dataset_n_cars.zip", "http://www.prophesee.ai/resources/Prophesee_Dataset_n_cars.zip "
-                         "(md5 from tonic 1.7.0)", "553ce464d6e5e617b3c21ce27c19368e")]
+        url = "http://www.prophesee.ai/resources/Prophesee_Dataset_n_cars.zip (md5 from tonic 1.7.0)"
+        return [Resource("Prophesee_Dataset_n_cars.zip", url, "553ce464d6e5e617b3c21ce27c19368e")]
 
     def extract_downloaded_files(self, download_root, extract_root):
         extract_nested(Path(download_root) / "Prophesee_Dataset_n_cars.zip", extract_root)
@@ -38,7 +31,7 @@ class NCARS(NeuromorphicDatasetFolder):
         items = []
         for f in sorted(Path(extract_root).rglob("*.dat")):
             parts = [p.lower() for p in f.relative_to(extract_root).parts]
-            split = "train" if any("train" in p for p in parts) else ("test" if any("test" in p for p in parts) else None)
+            split = next((s for s in ("train", "test") if any(s in p for p in parts)), None)
             cls_ = [c for c in ("background", "cars") if c in parts]
             if split is None or not cls_:
                 raise ValueError(f"{f}: cannot tell split/class from its path")

@@ -3,25 +3,15 @@ Test.zip 10000 recordings.  Events as stored (p = 1 ON, µs from the start of th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional
 
 from ._archives import Resource
-from ._helpers import SJ_SOURCE, chunks, require_train, stem
-from .base import NeuromorphicDatasetFolder
+from ._helpers import SJ_SOURCE, TrainTestSplit, chunks, stem
 from .formats import read_events
 
 __all__ = ["NMNIST"]
 
 
-class NMNIST(NeuromorphicDatasetFolder):
-    def __init__(self, root: str, train: bool = True, data_type: Optional[str] = "event",
-                 frames_number: Optional[int] = None, split_by: Optional[str] = None, duration: Optional[int] = None,
-                 custom_integrate_function: Optional[Callable] = None,
-                 custom_integrated_frames_dir_name: Optional[str] = None, transform: Optional[Callable] = None,
-                 target_transform: Optional[Callable] = None, **kwargs) -> None:
-        require_train("NMNIST", train)
-        super().__init__(root, train, data_type, frames_number, split_by, duration, custom_integrate_function,
-                         custom_integrated_frames_dir_name, transform, target_transform, **kwargs)
+class NMNIST(TrainTestSplit):
 
     @classmethod
     def get_H_W(cls):

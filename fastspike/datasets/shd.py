@@ -38,7 +38,8 @@ _MD5 = {"shd_train.h5.zip": "f3252aeb598ac776c1b526422d90eecb", "shd_test.h5.zip
 
 
 def _resources(name, splits):
-    return [Resource(f"{name}_{s}.h5.zip", _URL.format(f"{name}_{s}.h5.zip"), _MD5[f"{name}_{s}.h5.zip"]) for s in splits]
+    files = [f"{name}_{s}.h5.zip" for s in splits]
+    return [Resource(f, _URL.format(f), _MD5[f]) for f in files]
 
 
 # ------------------------------------------------------------------- SpikingJelly's frame rules (1-D)

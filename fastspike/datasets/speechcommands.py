@@ -31,10 +31,9 @@ EXCEPT_FOLDER = "_background_noise_"
 VAL_RECORD = "validation_list.txt"
 TEST_RECORD = "testing_list.txt"
 TRAIN_RECORD = "training_list.txt"
-_CHECKSUMS = {
-    "https://storage.googleapis.com/download.tensorflow.org/data/speech_commands_v0.01.tar.gz": "3cd23799cb2bbdec517f1cc028f8d43c",
-    "https://storage.googleapis.com/download.tensorflow.org/data/speech_commands_v0.02.tar.gz": "6b74f3901214cb2c2934e98196829835",
-}
+_BASE = "https://storage.googleapis.com/download.tensorflow.org/data/"
+_CHECKSUMS = {_BASE + "speech_commands_v0.01.tar.gz": "3cd23799cb2bbdec517f1cc028f8d43c",
+              _BASE + "speech_commands_v0.02.tar.gz": "6b74f3901214cb2c2934e98196829835"}
 
 
 def load_wav(path) -> torch.Tensor:

@@ -133,7 +133,8 @@ def integrate_events_by_fixed_duration(events: dict, duration: int, H: int, W: i
 
 
 def integrate_events_file_to_frames_file_by_fixed_duration(loader: Callable, events_np_file: str, output_dir: str,
-                                                           duration: int, H: int, W: int, print_save: bool = False) -> int:
+                                                           duration: int, H: int, W: int,
+                                                           print_save: bool = False) -> int:
     frames = integrate_events_by_fixed_duration(loader(events_np_file), duration, H, W)
     stem = os.path.splitext(os.path.basename(events_np_file))[0]
     fname = os.path.join(output_dir, f"{stem}_{frames.shape[0]}.npz")

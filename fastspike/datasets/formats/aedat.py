@@ -165,7 +165,10 @@ def decode_aedat4(path, head: bytes) -> Decoded:
             err = r.stderr.decode("utf-8", "replace")
             msg = err.rsplit("FASTSPIKE-ERROR ", 1)[1].strip() if "FASTSPIKE-ERROR " in err else ""
             if r.returncode < 0:
-                sig = signal.Signals(-r.returncode).name if -r.returncode in signal.Signals._value2member_map_ else r.returncode
+                try:
+                    sig = signal.Signals(-r.returncode).name
+                except ValueError:
+                    sig = f"signal {-r.returncode}"
                 msg = f"the `aedat` package crashed its process ({sig}) on this file"
             raise EventFileError(path, None, f"AEDAT 4 decoding failed: {msg or err.strip()[-300:]}")
         with np.load(out, allow_pickle=False) as z:

@@ -17,7 +17,8 @@ from typing import Optional
 
 import numpy as np
 
-from ._common import Decoded, EventFileError, check_body, columns, header_text, make_events, sensor_from_header, skip_lines
+from ._common import (Decoded, EventFileError, check_body, columns, header_text, make_events, sensor_from_header,
+                      skip_lines)
 
 ATIS_SENSOR = (304, 240)
 
