@@ -10,7 +10,9 @@ from fastspike.datasets import (EVENT_DTYPE, CIFAR10DVS, MNISTDVS, EventFileErro
                                 make_events, read_events, read_shd)
 from fastspike.datasets import formats as F
 
-DATA = Path(os.environ.get("FASTSPIKE_NEURO_DATA", "/work/shared/data/neuromorphic"))
+DATA = Path(os.environ.get("FASTSPIKE_NEURO_DATA", Path(__file__).resolve().parents[1] / "../shared/data/neuromorphic"))
+if not DATA.is_dir():  # the repository's sibling shared/ folder (CI), else this workplace's copy
+    DATA = Path("/work/shared/data/neuromorphic")
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="sample data folder not present")
 
 # file: (format, n, first 3 (x,y,t,p), last, (sum x, sum y, sum t or sum(t - t_min)), (p0, p1), t_rel)
