@@ -69,14 +69,17 @@ def test_every_spikingjelly_name_exists_at_the_same_path():
 
 
 # ------------------------------------------------------------------------------- SpikingJelly (peers)
-def _spikingjelly_datasets():
+def _spikingjelly_datasets(monkeypatch):
     """Import spikingjelly.datasets with a stand-in for torchvision/torchaudio (they do not load beside
-    this torch; SpikingJelly's datasets only import helper names from them)."""
+    this torch; SpikingJelly's datasets only import helper names from them).  The stand-in lives in
+    sys.modules only for the test (monkeypatch), so other test files see the real state."""
     pytest.importorskip("spikingjelly")
+    if "spikingjelly.datasets" in sys.modules:
+        return sys.modules["spikingjelly.datasets"]
     try:
         import torchvision.datasets.utils  # noqa: F401
     except Exception:
-        tv = sys.modules.get("torchvision") or types.ModuleType("torchvision")
+        tv = types.ModuleType("torchvision")
         tvd = types.ModuleType("torchvision.datasets")
         tvu = types.ModuleType("torchvision.datasets.utils")
         tvt = types.ModuleType("torchvision.transforms")
@@ -86,13 +89,13 @@ def _spikingjelly_datasets():
         tvd.utils = tvu
         tvt.ToPILImage = object
         tv.datasets, tv.transforms = tvd, tvt
-        sys.modules.update({"torchvision": tv, "torchvision.datasets": tvd, "torchvision.datasets.utils": tvu,
-                            "torchvision.transforms": tvt})
-    if "torchaudio" not in sys.modules:
-        try:
-            import torchaudio  # noqa: F401
-        except Exception:
-            sys.modules["torchaudio"] = types.ModuleType("torchaudio")
+        for name, mod in (("torchvision", tv), ("torchvision.datasets", tvd), ("torchvision.datasets.utils", tvu),
+                          ("torchvision.transforms", tvt)):
+            monkeypatch.setitem(sys.modules, name, mod)
+    try:
+        import torchaudio  # noqa: F401
+    except Exception:
+        monkeypatch.setitem(sys.modules, "torchaudio", types.ModuleType("torchaudio"))
     return importlib.import_module("spikingjelly.datasets")
 
 
@@ -116,8 +119,8 @@ def test_name_list_matches_spikingjelly_source():
 
 
 @pytest.mark.peers
-def test_signatures_match_spikingjelly():
-    _spikingjelly_datasets()
+def test_signatures_match_spikingjelly(monkeypatch):
+    _spikingjelly_datasets(monkeypatch)
     bad = []
     for m, names in SJ_NAMES.items():
         sj_mod = importlib.import_module(f"spikingjelly.datasets.{m}")
@@ -154,8 +157,8 @@ def _events_dict(n, W, H, t_max, seed, sorted_t=True):
 
 @pytest.mark.peers
 @pytest.mark.parametrize("split_by,T,n", [("number", 8, 1000), ("number", 7, 5), ("time", 5, 2000), ("time", 16, 777)])
-def test_frame_integration_matches_spikingjelly(split_by, T, n):
-    sj = _spikingjelly_datasets().utils
+def test_frame_integration_matches_spikingjelly(split_by, T, n, monkeypatch):
+    sj = _spikingjelly_datasets(monkeypatch).utils
     ev = _events_dict(n, 34, 20, 1_000_000, seed=n + T)
     jl_a, jr_a = sj.cal_fixed_frames_number_segment_index(ev["t"], split_by, T)
     jl_b, jr_b = D.utils.cal_fixed_frames_number_segment_index(ev["t"], split_by, T)
@@ -171,8 +174,8 @@ def test_frame_integration_matches_spikingjelly(split_by, T, n):
 
 @pytest.mark.peers
 @pytest.mark.parametrize("duration", [1000, 33_333, 250_000])
-def test_fixed_duration_matches_spikingjelly(duration):
-    sj = _spikingjelly_datasets().utils
+def test_fixed_duration_matches_spikingjelly(duration, monkeypatch):
+    sj = _spikingjelly_datasets(monkeypatch).utils
     ev = _events_dict(3000, 40, 30, 1_000_000, seed=duration)
     ev["t"] = ev["t"] + 12345
     np.testing.assert_array_equal(sj.integrate_events_by_fixed_duration(ev, duration, 30, 40),
@@ -180,8 +183,8 @@ def test_fixed_duration_matches_spikingjelly(duration):
 
 
 @pytest.mark.peers
-def test_file_utilities_match_spikingjelly(tmp_path):
-    sj = _spikingjelly_datasets().utils
+def test_file_utilities_match_spikingjelly(tmp_path, monkeypatch):
+    sj = _spikingjelly_datasets(monkeypatch).utils
     ev = make_events(np.sort(np.random.default_rng(0).integers(0, 1 << 30, 700)),
                      np.random.default_rng(1).integers(0, 128, 700), np.random.default_rng(2).integers(0, 128, 700),
                      np.random.default_rng(3).integers(0, 2, 700))
@@ -223,8 +226,8 @@ class _Labels(torch.utils.data.Dataset):
 
 @pytest.mark.peers
 @pytest.mark.parametrize("random_split", [False, True])
-def test_split_and_temporal_delete_match_spikingjelly(random_split):
-    sj = _spikingjelly_datasets()
+def test_split_and_temporal_delete_match_spikingjelly(random_split, monkeypatch):
+    sj = _spikingjelly_datasets(monkeypatch)
     ds = _Labels(list(np.random.default_rng(0).integers(0, 5, 203)))
     np.random.seed(7)
     a_tr, a_te = sj.utils.split_to_train_test_set(0.7, ds, 5, random_split)
@@ -242,8 +245,8 @@ def test_split_and_temporal_delete_match_spikingjelly(random_split):
 
 @pytest.mark.peers
 @pytest.mark.parametrize("split_by,T", [("number", 6), ("time", 5)])
-def test_shd_float_time_frames_match_spikingjelly(split_by, T):
-    shd = importlib.import_module("spikingjelly.datasets.shd") if _spikingjelly_datasets() else None
+def test_shd_float_time_frames_match_spikingjelly(split_by, T, monkeypatch):
+    shd = _spikingjelly_datasets(monkeypatch).shd
     rng = np.random.default_rng(T)
     t = np.sort(rng.random(400).astype(np.float32)) * np.float32(0.9)
     x = rng.integers(0, 700, 400).astype(np.uint16)
