@@ -42,7 +42,7 @@ _WORKER = textwrap.dedent(r"""
     import numpy as np
     from fastspike.datasets import EVENT_DTYPE, EventFileError, read_events
     warnings.simplefilter("ignore")
-    for line in sys.stdin:
+    for line in open(sys.argv[1]):
         job = json.loads(line)
         print(json.dumps({"start": job["id"]}), flush=True)
         try:
@@ -142,16 +142,19 @@ def _mutate(data: bytes, kind: str, rng) -> bytes:
 
 
 def _run(jobs, timeout=HANG_S):
-    """Decode every job in a worker process; restart it after a crash or a hang, blaming that job."""
+    """Decode every job in a worker process; restart it after a crash or a hang, blaming that job.
+    Jobs go through a file (a pipe in both directions would deadlock once both buffers fill)."""
     import selectors
+    import tempfile
 
     results, pending = {}, list(jobs)
     env = dict(os.environ, PYTHONWARNINGS="ignore")
+    jobs_file = tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False)
+    jobs_file.close()
     while pending:
-        proc = subprocess.Popen([sys.executable, "-c", _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, env=env)
-        proc.stdin.write("".join(json.dumps(j) + "\n" for j in pending).encode())
-        proc.stdin.close()
+        Path(jobs_file.name).write_text("".join(json.dumps(j) + "\n" for j in pending))
+        proc = subprocess.Popen([sys.executable, "-c", _WORKER, jobs_file.name], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
         current, buf = None, b""
         fd = proc.stdout.fileno()
         sel = selectors.DefaultSelector()
@@ -179,6 +182,7 @@ def _run(jobs, timeout=HANG_S):
         sel.close()
         proc.stdout.close()
         pending = [j for j in pending if j["id"] not in results]
+    os.unlink(jobs_file.name)
     return results
 
 
@@ -227,7 +231,7 @@ def test_harness_reports_crashes_hangs_and_uncaught_errors(tmp_path, monkeypatch
     global _WORKER
     fake = textwrap.dedent(r"""
         import json, os, sys, time
-        for line in sys.stdin:
+        for line in open(sys.argv[1]):
             job = json.loads(line)
             print(json.dumps({"start": job["id"]}), flush=True)
             if job["path"] == "crash": os._exit(3)

@@ -163,13 +163,17 @@ def sensor_from_header(text: str) -> Optional[tuple]:
 def check_range(ev: np.ndarray, sensor_size, path="<events>", offsets: Optional[Callable] = None):
     """Raise EventFileError when an event lies outside ``sensor_size = (W, H[, P])``."""
     W, H = int(sensor_size[0]), int(sensor_size[1])
-    bad = (ev["x"] < 0) | (ev["x"] >= W) | (ev["y"] < 0) | (ev["y"] >= H)
-    if bad.any():
-        i = int(np.argmax(bad))
-        e = ev[i]
-        raise EventFileError(path, _off(offsets, i), f"event {i} (x={int(e['x'])}, y={int(e['y'])}, "
-                                                     f"t={int(e['t'])}) lies outside the {W}x{H} sensor "
-                                                     f"({int(bad.sum())} such event(s))")
+    if ev.size == 0:
+        return
+    x, y = ev["x"], ev["y"]
+    if x.min() >= 0 and x.max() < W and y.min() >= 0 and y.max() < H:  # reductions: no temporaries
+        return
+    bad = (x < 0) | (x >= W) | (y < 0) | (y >= H)
+    i = int(np.argmax(bad))
+    e = ev[i]
+    raise EventFileError(path, _off(offsets, i), f"event {i} (x={int(e['x'])}, y={int(e['y'])}, "
+                                                 f"t={int(e['t'])}) lies outside the {W}x{H} sensor "
+                                                 f"({int(bad.sum())} such event(s))")
 
 
 def _off(offsets, i):
@@ -192,8 +196,8 @@ def validate(dec: Decoded, path, sensor_size: Optional[Sequence[int]], strict: b
         raise EventFileError(path, _off(offsets, i), f"event {i} has a negative timestamp t={int(t[i])} "
                                                      f"({int((t < 0).sum())} such event(s))")
     p = ev["p"]
-    badp = (p != 0) & (p != 1)
-    if badp.any():
+    if (p.view(np.uint8) if p.dtype == np.int8 else p).max() > 1 or p.min() < 0:
+        badp = (p != 0) & (p != 1)
         i = int(np.argmax(badp))
         raise EventFileError(path, _off(offsets, i), f"event {i} has polarity {int(p[i])}, expected 0 or 1 "
                                                      f"({int(badp.sum())} such event(s))")
@@ -201,8 +205,8 @@ def validate(dec: Decoded, path, sensor_size: Optional[Sequence[int]], strict: b
     if sensor is not None:
         check_range(ev, sensor, path, offsets)
     else:  # no sensor known: coordinates must at least be non-negative
-        neg = (ev["x"] < 0) | (ev["y"] < 0)
-        if neg.any():
+        if ev["x"].min() < 0 or ev["y"].min() < 0:
+            neg = (ev["x"] < 0) | (ev["y"] < 0)
             i = int(np.argmax(neg))
             raise EventFileError(path, _off(offsets, i), f"event {i} has a negative coordinate "
                                                          f"(x={int(ev['x'][i])}, y={int(ev['y'][i])})")
