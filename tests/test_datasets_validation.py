@@ -218,3 +218,23 @@ def test_evt21_spec_bit_layout(tmp_path):
     # events before the first TIME_HIGH have no known time: dropped
     p.write_bytes(b"% evt 2.1\n" + np.array([cd, th, cd], "<u8").tobytes())
     assert read_events(p).shape == (2,)
+
+
+def test_hdf5_reader_hang_or_crash_is_a_named_error(tmp_path, monkeypatch):
+    """The HDF5 library loops forever on some corrupt files (the fuzz test found one): files are read
+    in a child process with a time limit."""
+    from fastspike.datasets.formats import hdf5
+
+    recs = [_events(10, 700, 1, 900_000, seed=i) for i in range(2)]
+    for r in recs:
+        r["y"], r["p"] = 0, 1
+    p = tmp_path / "s.h5"
+    F.write_shd(p, recs, [1, 2])
+    _same(F.read_events(p, index=1), recs[1])
+    monkeypatch.setattr(hdf5, "_CHILD", "import time; time.sleep(30)")
+    monkeypatch.setattr(hdf5, "TIME_LIMIT_S", 1)
+    with pytest.raises(EventFileError, match="did not finish reading the file within 1 s"):
+        F.read_shd(p)
+    monkeypatch.setattr(hdf5, "_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    with pytest.raises(EventFileError, match="crashed its process"):
+        read_events(p, index=0)

@@ -223,6 +223,7 @@ class SpikingHeidelbergDigits(NeuromorphicDatasetFolder):
                 found = sorted(extract.rglob(f"{self._name}_{s}.h5"))
                 if not found:
                     raise FileNotFoundError(f"{extract}: {self._name}_{s}.h5 not found after extraction")
+                read_shd(found[0])  # validated once, in a child process: the lazy reads below run in-process
                 (tmp / found[0].name).symlink_to(found[0].resolve())
             os.replace(tmp, self.raw_root)
 
