@@ -238,3 +238,24 @@ def test_hdf5_reader_hang_or_crash_is_a_named_error(tmp_path, monkeypatch):
     monkeypatch.setattr(hdf5, "_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
     with pytest.raises(EventFileError, match="crashed its process"):
         read_events(p, index=0)
+
+
+def test_matlab_reader_crash_is_named_and_blamed_on_its_file(tmp_path, monkeypatch):
+    """scipy.io.loadmat segfaults on some corrupt files (the fuzz test found two): many files are read
+    in one child process; after a crash each is retried alone and the culprit gets the error."""
+    from fastspike.datasets.formats import matlab
+
+    paths = []
+    for name in ("a.mat", "bad.mat", "c.mat"):
+        p = tmp_path / name
+        F.write_asl_mat(p, _events(5, 240, 180, 1000, seed=len(paths)))
+        paths.append(p)
+    real = matlab._CHILD
+    crash = "import os, signal, sys\nif any('bad' in a for a in sys.argv[2:]): os.kill(os.getpid(), signal.SIGSEGV)\n"
+    monkeypatch.setattr(matlab, "_CHILD", crash + real)
+    res = matlab.read_mats(paths)
+    assert [type(r).__name__ for r in res] == ["Decoded", "EventFileError", "Decoded"]
+    assert "bad.mat" in str(res[1]) and "crashed its process (SIGSEGV)" in str(res[1])
+    with pytest.raises(EventFileError, match=r"bad\.mat: reading failed: scipy\.io\.loadmat crashed"):
+        F.read_asl_mats(paths)
+    _same(F.read_asl_mats([paths[0]])[0], read_events(paths[0]))

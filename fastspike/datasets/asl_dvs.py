@@ -10,7 +10,7 @@ import numpy as np
 
 from ._archives import Resource, extract_nested
 from ._helpers import UnofficialSplit, chunks, stem
-from .formats import make_events, read_events
+from .formats import make_events, read_asl_mats
 
 __all__ = ["ASLDVS"]
 
@@ -43,8 +43,7 @@ class ASLDVS(UnofficialSplit):
     @classmethod
     def _decode_job(cls, job):
         out = []
-        for f, rel in job:
-            ev = read_events(f, "asl_mat", strict=False)
+        for (f, rel), ev in zip(job, read_asl_mats([f for f, _ in job], strict=False)):
             out.append((rel, make_events(ev["t"], 239 - ev["x"].astype(np.int64), 179 - ev["y"].astype(np.int64),
                                          ev["p"])))
         return out

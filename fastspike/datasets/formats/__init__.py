@@ -21,7 +21,7 @@ from .atis import decode_atis_bin, write_atis_bin
 from .dat import decode_dat, write_dat
 from .evt import decode_evt2, decode_evt3, decode_evt21, evt_version, unsupported, write_evt2, write_evt3, write_evt21
 from .hdf5 import decode_shd_one, read_shd, write_shd
-from .matlab import decode_asl_mat, write_asl_mat
+from .matlab import decode_asl_mat, read_mats, write_asl_mat
 from .numpy_files import decode_numpy_events
 
 __all__ = [
@@ -81,6 +81,8 @@ def _decode(path, fmt, layout, index, valid_only, sensor_size) -> Decoded:
         return decode_numpy_events(path, (int(sensor_size[0]), int(sensor_size[1])))
     if fmt == "aedat4":
         return decode_aedat4(path, read_head(path, 16))
+    if fmt == "asl_mat":
+        return decode_asl_mat(path)
     data = read_bytes(path)
     if fmt == "aedat2":
         return decode_aedat2(path, data, layout)
@@ -90,8 +92,7 @@ def _decode(path, fmt, layout, index, valid_only, sensor_size) -> Decoded:
         return decode_evt21(path, data, layout)
     if fmt == "aedat31":
         return decode_aedat31(path, data, valid_only)
-    return {"atis_bin": decode_atis_bin, "evt2": decode_evt2, "evt3": decode_evt3,
-            "asl_mat": decode_asl_mat}[fmt](path, data)
+    return {"atis_bin": decode_atis_bin, "evt2": decode_evt2, "evt3": decode_evt3}[fmt](path, data)
 
 
 def read_events(path, format: Optional[str] = None, *, sensor_size: Optional[Sequence[int]] = None,
@@ -119,3 +120,13 @@ def read_events(path, format: Optional[str] = None, *, sensor_size: Optional[Seq
         raise ValueError(f"sensor_size must be (W, H) with positive sizes, got {sensor_size!r}")
     dec = _decode(path, fmt, layout, index, valid_only, sensor_size)
     return validate(dec, path, sensor_size, strict)
+
+
+def read_asl_mats(paths, *, sensor_size=None, strict: bool = True) -> list:
+    """``read_events(p, 'asl_mat')`` for many files at once (one child process for all of them)."""
+    out = []
+    for p, dec in zip(paths, read_mats(paths)):
+        if isinstance(dec, EventFileError):
+            raise dec
+        out.append(validate(dec, p, sensor_size, strict))
+    return out

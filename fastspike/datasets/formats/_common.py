@@ -247,3 +247,42 @@ def columns(ev):
     """(t, x, y, p) of an event array or dict as int64 arrays (what the writers encode)."""
     return (np.asarray(ev["t"], np.int64), np.asarray(ev["x"], np.int64),
             np.asarray(ev["y"], np.int64), np.asarray(ev["p"], np.int64))
+
+
+# ------------------------------------------------------------------------------ isolated third parties
+#: appended to every child script: report a failure on stderr, exit 2 (never unpickle, never raise out)
+CHILD_ERROR = "FASTSPIKE-ERROR "
+
+
+def run_isolated(path, code: str, args, what: str, limit: float) -> dict:
+    """Run a third-party reader in a child process (``python -c code out *args``) that writes its arrays
+    to the npz ``out``; return them.  Some readers hang or kill the process on corrupt files (the aedat
+    package aborts, HDF5 loops forever, scipy.io.loadmat segfaults): a hang past ``limit`` seconds, a
+    crash or a reported error is an EventFileError naming ``path``."""
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="fastspike-reader-") as tmp:
+        out = os.path.join(tmp, "out.npz")
+        env = dict(os.environ, RUST_BACKTRACE="0")
+        try:
+            argv = [str(os.fspath(a) if isinstance(a, os.PathLike) else a) for a in args]
+            r = subprocess.run([sys.executable, "-c", code, out, *argv], capture_output=True, timeout=limit, env=env,
+                               stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise EventFileError(path, None, f"{what} did not finish reading the file within {limit:.0f} s "
+                                             "(a corrupt file can make it loop forever)") from None
+        if r.returncode != 0:
+            err = r.stderr.decode("utf-8", "replace")
+            msg = err.rsplit(CHILD_ERROR, 1)[1].strip() if CHILD_ERROR in err else err.strip()[-300:]
+            if r.returncode < 0:
+                try:
+                    sig = signal.Signals(-r.returncode).name
+                except ValueError:
+                    sig = f"signal {-r.returncode}"
+                msg = f"{what} crashed its process ({sig}) on this file"
+            raise EventFileError(path, None, f"reading failed: {msg}")
+        with np.load(out, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}

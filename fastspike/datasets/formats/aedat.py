@@ -17,16 +17,12 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
-import tempfile
 from typing import Optional
 
 import numpy as np
 
 from ._common import (EVENT_DTYPE, Decoded, EventFileError, check_body, check_regular, columns, header_text,
-                      make_events, sensor_from_header, skip_lines)
+                      make_events, run_isolated, sensor_from_header, skip_lines)
 
 
 def _chip_sensor(header: str):
@@ -122,7 +118,7 @@ def decode_aedat31(path, data: bytes, valid_only: bool = True) -> Decoded:
 _CHILD = r"""
 import sys
 import numpy as np
-path, out = sys.argv[1], sys.argv[2]
+out, path = sys.argv[1], sys.argv[2]
 try:
     import aedat
     dec = aedat.Decoder(path)
@@ -137,7 +133,7 @@ try:
 except (KeyboardInterrupt, SystemExit):
     raise
 except BaseException as e:  # pyo3's PanicException is not an Exception
-    sys.stderr.write("\nFASTSPIKE-ERROR " + type(e).__name__ + ": " + str(e)[:500] + "\n")
+    sys.stderr.write("\nFASTSPIKE-ERROR AEDAT 4 decoding failed: " + type(e).__name__ + ": " + str(e)[:500] + "\n")
     sys.exit(2)
 """
 
@@ -152,29 +148,10 @@ def decode_aedat4(path, head: bytes) -> Decoded:
     if not head.startswith(b"#!AER-DAT4"):
         raise EventFileError(path, 0, f"bad magic {head[:12]!r}, expected b'#!AER-DAT4.0'")
     check_regular(path)
-    limit = 120 + os.path.getsize(path) // (1 << 20)  # generous: decoding runs at >10 MB/s
-    with tempfile.TemporaryDirectory(prefix="fastspike-aedat4-") as tmp:
-        out = os.path.join(tmp, "events.npz")
-        env = dict(os.environ, RUST_BACKTRACE="0")
-        try:
-            r = subprocess.run([sys.executable, "-c", _CHILD, os.fspath(path), out], capture_output=True,
-                               timeout=limit, env=env, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            raise EventFileError(path, None, f"the `aedat` package did not finish decoding within {limit} s") from None
-        if r.returncode != 0:
-            err = r.stderr.decode("utf-8", "replace")
-            msg = err.rsplit("FASTSPIKE-ERROR ", 1)[1].strip() if "FASTSPIKE-ERROR " in err else ""
-            if r.returncode < 0:
-                try:
-                    sig = signal.Signals(-r.returncode).name
-                except ValueError:
-                    sig = f"signal {-r.returncode}"
-                msg = f"the `aedat` package crashed its process ({sig}) on this file"
-            raise EventFileError(path, None, f"AEDAT 4 decoding failed: {msg or err.strip()[-300:]}")
-        with np.load(out, allow_pickle=False) as z:
-            t, x, y, p, size = z["t"], z["x"], z["y"], z["p"], z["size"]
+    z = run_isolated(path, _CHILD, [path], "the `aedat` package", 120 + os.path.getsize(path) / (1 << 20))
+    size = z["size"]
     sensor = (int(size[0]), int(size[1])) if size[0] > 0 else None
-    return Decoded(make_events(t, x, y, p), lambda i: None, sensor)
+    return Decoded(make_events(z["t"], z["x"], z["y"], z["p"]), lambda i: None, sensor)
 
 
 # ------------------------------------------------------------------------------------------- writers

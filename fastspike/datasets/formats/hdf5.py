@@ -12,14 +12,11 @@ is an EventFileError.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import tempfile
 from typing import Optional, Tuple
 
 import numpy as np
 
-from ._common import Decoded, EventFileError, check_regular, int_column, make_events
+from ._common import Decoded, EventFileError, check_regular, int_column, make_events, run_isolated
 
 CHANNELS = 700
 #: seconds a child process may take to read a file, plus one per MB
@@ -41,7 +38,7 @@ _CHILD = r"""
 import sys
 import numpy as np
 import h5py
-path, out, index = sys.argv[1], sys.argv[2], int(sys.argv[3])
+out, path, index = sys.argv[1], sys.argv[2], int(sys.argv[3])
 try:
     with h5py.File(path, "r") as f:
         labels = np.asarray(f["labels"])
@@ -57,7 +54,8 @@ try:
 except (KeyboardInterrupt, SystemExit):
     raise
 except BaseException as e:
-    sys.stderr.write("\nFASTSPIKE-ERROR " + type(e).__name__ + ": " + str(e)[:500] + "\n")
+    msg = "not a readable SHD/SSC HDF5 file: " + type(e).__name__ + ": " + str(e)[:500]
+    sys.stderr.write("\nFASTSPIKE-ERROR " + msg + "\n")
     sys.exit(2)
 """
 
@@ -69,24 +67,12 @@ def _read_raw(path, index: Optional[int]):
         import h5py  # noqa: F401  (fail here, with the usual ImportError, when it is missing)
     except ImportError as e:
         raise ImportError(f"{path}: reading SHD/SSC files needs h5py (pip install h5py)") from e
-    limit = TIME_LIMIT_S + os.path.getsize(path) // (1 << 20)
-    with tempfile.TemporaryDirectory(prefix="fastspike-h5-") as tmp:
-        out = os.path.join(tmp, "r.npz")
-        try:
-            r = subprocess.run([sys.executable, "-c", _CHILD, os.fspath(path), out, str(-1 if index is None else index)],
-                               capture_output=True, timeout=limit, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            raise EventFileError(path, None, f"the HDF5 library did not finish reading the file within {limit} s "
-                                             "(a corrupt file can make it loop forever)") from None
-        if r.returncode != 0:
-            err = r.stderr.decode("utf-8", "replace")
-            msg = err.rsplit("FASTSPIKE-ERROR ", 1)[1].strip() if "FASTSPIKE-ERROR " in err else err.strip()[-300:]
-            if r.returncode < 0:
-                msg = f"the HDF5 library crashed its process (signal {-r.returncode})"
-            raise EventFileError(path, None, f"not a readable SHD/SSC HDF5 file: {msg}")
-        with np.load(out, allow_pickle=False) as z:
-            labels, t, nt, u, nu = z["labels"], z["t"], z["nt"], z["u"], z["nu"]
-    return labels, np.split(t, np.cumsum(nt)[:-1]) if nt.size else [], np.split(u, np.cumsum(nu)[:-1]) if nu.size else []
+    limit = TIME_LIMIT_S + os.path.getsize(path) / (1 << 20)
+    z = run_isolated(path, _CHILD, [path, -1 if index is None else index], "the HDF5 library", limit)
+    nt, nu = z["nt"], z["nu"]
+    times = np.split(z["t"], np.cumsum(nt)[:-1]) if nt.size else []
+    units = np.split(z["u"], np.cumsum(nu)[:-1]) if nu.size else []
+    return z["labels"], times, units
 
 
 def read_shd(path) -> Tuple[list, np.ndarray]:
