@@ -1,7 +1,6 @@
 """Dataset classes on small archives written here in each dataset's original layout: checksums,
 extraction, decoding conventions, splits, frame caches keyed by parameters, atomic/failed builds."""
 import io
-import json
 import tarfile
 import zipfile
 from pathlib import Path
@@ -44,15 +43,16 @@ def _zip_bytes(members):
     return buf.getvalue()
 
 
-def _trust(monkeypatch, cls, root, instance=False):
+def _trust(monkeypatch, cls, root):
     """Point the class's published md5s at the synthetic archives (so verification really runs)."""
-    orig = cls.resources
+    orig = cls.resource_url_md5
 
     def res(self_or_cls):
-        rs = orig(self_or_cls) if instance else orig()
-        return [Resource(r.filename, md5sum(Path(root) / "download" / r.filename), r.url) for r in rs]
+        rs = orig.__func__(self_or_cls) if hasattr(orig, "__func__") else orig(self_or_cls)
+        return [Resource(r.file_name, r.url, md5sum(Path(root) / "download" / r.file_name) if
+                         (Path(root) / "download" / r.file_name).exists() else r.md5, r.optional) for r in rs]
 
-    monkeypatch.setattr(cls, "resources", res if instance else classmethod(res))
+    monkeypatch.setattr(cls, "resource_url_md5", res)
 
 
 KW = dict(num_workers=1, progress=False)
@@ -63,7 +63,8 @@ def test_missing_archives_are_listed_with_md5_and_destination(tmp_path):
     with pytest.raises(MissingArchivesError) as e:
         D.NMNIST(tmp_path, train=True, **KW)
     msg = str(e.value)
-    for name, md5 in (("Train.zip", "20959b8e626244a1b502305a9e6e2031"), ("Test.zip", "69ca8762b2fe404d9b9bad1103e97832")):
+    for name, md5 in (("Train.zip", "20959b8e626244a1b502305a9e6e2031"),
+                      ("Test.zip", "69ca8762b2fe404d9b9bad1103e97832")):
         assert f"{name}  md5 {md5}" in msg and str(tmp_path / "download" / name) in msg
     with pytest.raises(MissingArchivesError) as e:
         D.CIFAR10DVS(tmp_path, **KW)
@@ -75,7 +76,7 @@ def test_missing_archives_are_listed_with_md5_and_destination(tmp_path):
     for cls in (D.DVS128Gesture, D.NCaltech101, D.ASLDVS, D.SHD, D.SSC, D.NCARS):
         with pytest.raises(MissingArchivesError):
             cls(tmp_path, **KW)
-    assert not (tmp_path / "events").exists() and not (tmp_path / "extract").exists()
+    assert not (tmp_path / "events_np").exists() and not (tmp_path / "extract").exists()
 
 
 # ------------------------------------------------------------------------------------------ N-MNIST
@@ -102,24 +103,33 @@ def test_nmnist_md5_verification(tmp_path):
     assert not (tmp_path / "extract").exists()
 
 
+def _same(a, b):
+    for k in "txyp":
+        np.testing.assert_array_equal(np.asarray(a[k], np.int64), np.asarray(b[k], np.int64), err_msg=k)
+
+
 def test_nmnist_events_and_frames(tmp_path, monkeypatch):
     recs = _nmnist_root(tmp_path)
     _trust(monkeypatch, D.NMNIST, tmp_path)
     train = D.NMNIST(tmp_path, train=True, **KW)
-    test = D.NMNIST(tmp_path, train=False, **KW)
-    assert len(train) == 6 and len(test) == 3 and train.targets == [0, 0, 1, 1, 2, 2]  # sorted paths
-    assert [s["file"] for s in train.samples][3] == "Train__1__00004.npy"
+    test = D.NMNIST(tmp_path, False, **KW)
+    assert len(train) == 6 and len(test) == 3 and train.targets == [0, 0, 1, 1, 2, 2]  # DatasetFolder order
+    assert train.classes == ["0", "1", "2"] and Path(train.samples[3][0]).name == "00004.npy"
+    assert (tmp_path / "events_np" / "train" / "1" / "00004.npy").is_file()
     ev, label = train[3]
     ref, ref_label = recs[("Train", 4)]
-    assert label == ref_label and ev.dtype == D.EVENT_DTYPE and np.array_equal(ev, ref)
+    assert label == ref_label and isinstance(ev, dict) and ev["t"].dtype == np.int64
+    _same(ev, ref)
 
-    fr = D.NMNIST(tmp_path, train=True, data_type="frame", frames_number=4, split_by="number", **KW)
+    fr = D.NMNIST(tmp_path, True, "frame", 4, "number", **KW)
     x, _ = fr[3]
+    assert x.dtype == np.float32
     np.testing.assert_array_equal(x, D.to_frames(ref, (34, 34), frames_number=4))
-    assert (tmp_path / "frames_frames_number_4_split_by_number").is_dir()
+    assert (tmp_path / "frames_number_4_split_by_number" / "test" / "0").is_dir()
     fr8 = D.NMNIST(tmp_path, train=True, data_type="frame", frames_number=8, split_by="time", **KW)
     assert fr8[3][0].shape == (8, 2, 34, 34)  # another key, not the cached T=4 frames
     dur = D.NMNIST(tmp_path, train=False, data_type="frame", duration=20000, **KW)
+    assert all(Path(p).stem.count("_") == 1 for p, _ in dur.samples)  # <name>_<T>.npy, as SpikingJelly
     xs, ys, lens = D.pad_sequence_collate([dur[0], dur[1], dur[2]])
     assert xs.shape[0] == 3 and xs.shape[2:] == (2, 34, 34) and lens.max() == xs.shape[1]
 
@@ -128,7 +138,7 @@ def test_nmnist_events_and_frames(tmp_path, monkeypatch):
 
     cu = D.NMNIST(tmp_path, train=True, data_type="frame", custom_integrate_function=my_integrate, **KW)
     assert cu[3][0].tolist() == [[34, 34, 34]]
-    assert any(p.name.startswith("frames_custom_") and "my_integrate" in p.name for p in tmp_path.iterdir())
+    assert any(p.name.startswith("my_integrate_") for p in tmp_path.iterdir())
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
 
 
@@ -136,10 +146,10 @@ def test_parallel_preprocessing_matches_serial(tmp_path, monkeypatch):
     _nmnist_root(tmp_path)
     _trust(monkeypatch, D.NMNIST, tmp_path)
     # chunk per file so two workers really share the work
-    monkeypatch.setattr(D.datasets, "_chunks", lambda items, n=64: [[it] for it in items])
+    monkeypatch.setattr(D.n_mnist, "chunks", lambda items, n=64: [[it] for it in items])
     used = []
-    real_ctx = D._base._mp_context
-    monkeypatch.setattr(D._base, "_mp_context", lambda: used.append(1) or real_ctx())
+    real_ctx = D._cache._mp_context
+    monkeypatch.setattr(D._cache, "_mp_context", lambda: used.append(1) or real_ctx())
     a = D.NMNIST(tmp_path, train=True, data_type="frame", frames_number=3, split_by="time",
                  num_workers=2, progress=False)
     b_root = tmp_path / "serial"
@@ -158,13 +168,13 @@ def test_malformed_recording_leaves_no_cache(tmp_path, monkeypatch):
     with pytest.raises(EventFileError, match=r"Train/2/00002\.bin at byte offset 155: truncated") as e:
         D.NMNIST(tmp_path, **KW)
     assert e.value.offset == 155  # 32 events * 5 bytes - 1: 31 whole events, then 4 stray bytes
-    assert not (tmp_path / "events").exists()
+    assert not (tmp_path / "events_np").exists()
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
     # repairing the extracted file lets the next run build the cache
     bad = tmp_path / "extract" / "Train" / "2" / "00002.bin"
     bad.write_bytes(bad.read_bytes()[:155])
     assert len(D.NMNIST(tmp_path, **KW)) == 6
-    assert json.loads((tmp_path / "events" / "index.json").read_text())["samples"][0]["n"] == 30
+    assert len(D.NMNIST(tmp_path, **KW)[0][0]["t"]) == 30
 
 
 def test_interrupted_frame_build_keeps_only_complete_files(tmp_path, monkeypatch):
@@ -172,7 +182,7 @@ def test_interrupted_frame_build_keeps_only_complete_files(tmp_path, monkeypatch
     _trust(monkeypatch, D.NMNIST, tmp_path)
     D.NMNIST(tmp_path, **KW)
     calls = {"n": 0}
-    real = D._base.atomic_save
+    real = D._cache.atomic_save
 
     def flaky(path, arr):
         calls["n"] += 1
@@ -180,16 +190,31 @@ def test_interrupted_frame_build_keeps_only_complete_files(tmp_path, monkeypatch
             raise KeyboardInterrupt
         real(path, arr)
 
-    monkeypatch.setattr(D._base, "atomic_save", flaky)
+    monkeypatch.setattr(D._cache, "atomic_save", flaky)
     with pytest.raises(KeyboardInterrupt):
         D.NMNIST(tmp_path, data_type="frame", frames_number=2, split_by="number", **KW)
-    fdir = tmp_path / "frames_frames_number_2_split_by_number"
-    assert sorted(p.name for p in fdir.iterdir()) == sorted(
-        s["file"] for s in json.loads((tmp_path / "events" / "index.json").read_text())["samples"]
-        if s["split"] == "train")[:2]
-    monkeypatch.setattr(D._base, "atomic_save", real)
+    fdir = tmp_path / "frames_number_2_split_by_number"
+    done = sorted(p for p in fdir.rglob("*") if p.is_file())
+    assert len(done) == 2 and all(p.suffix == ".npy" for p in done)
+    monkeypatch.setattr(D._cache, "atomic_save", real)
     ds = D.NMNIST(tmp_path, data_type="frame", frames_number=2, split_by="number", **KW)
-    assert len(list(fdir.iterdir())) == 6 and ds[5][0].sum() == 35
+    assert len(list(p for p in fdir.rglob("*.npy"))) == 9 and ds[5][0].sum() == 35
+
+
+def test_orphans_of_an_interrupted_build_are_removed_by_the_next(tmp_path, monkeypatch):
+    _nmnist_root(tmp_path)
+    _trust(monkeypatch, D.NMNIST, tmp_path)
+    # what a SIGKILLed run leaves: a half-extracted directory, a half-decoded tree, half-written frames
+    for name in (".extract.tmp-abc", ".events_np.tmp-def"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "junk.bin").write_bytes(b"x")
+    D.NMNIST(tmp_path, **KW)
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    fdir = tmp_path / "frames_number_2_split_by_number" / "train" / "0"
+    fdir.mkdir(parents=True)
+    (fdir / ".00000.npyab12.tmp").write_bytes(b"partial")
+    ds = D.NMNIST(tmp_path, data_type="frame", frames_number=2, split_by="number", **KW)
+    assert not list(fdir.parent.parent.rglob("*.tmp")) and len(ds) == 6
 
 
 # ---------------------------------------------------------------------------------- DVS128 Gesture
@@ -220,12 +245,19 @@ def test_dvs128_gesture_segments(tmp_path, monkeypatch):
     train = D.DVS128Gesture(tmp_path, train=True, **KW)
     test = D.DVS128Gesture(tmp_path, train=False, **KW)
     assert len(train) == 8 and len(test) == 4
-    full = F._decode_aedat31("x", members["DvsGesture/user24_lab.aedat"])[0]
+    # SpikingJelly's DatasetFolder: 11 class folders in string order, so class folder '10' is label 2
+    assert test.classes == ["0", "1", "10", "2", "3", "4", "5", "6", "7", "8", "9"]
+    full = F.decode_aedat31("x", members["DvsGesture/user24_lab.aedat"])[0]
     rows = D.DVS128Gesture.read_labels(tmp_path / "extract" / "DvsGesture" / "user24_lab_labels.csv")
-    for (ev, label), (_, c, s, e) in zip(test, rows):
-        assert label == c - 1
-        np.testing.assert_array_equal(ev, full[(full["t"] >= s) & (full["t"] < e)])
-    assert max(train.targets) <= 10 and min(train.targets) >= 0
+    seen = 0
+    for (path, label), (ev, label2) in zip(test.samples, test):
+        folder = Path(path).parent.name
+        assert label == label2 == test.class_to_idx[folder]
+        (_, c, s, e), = [r for r in rows if r[1] - 1 == int(folder)]
+        assert Path(path).name == "user24_lab_0.npy"
+        _same(ev, full[(full["t"] >= s) & (full["t"] < e)])
+        seen += 1
+    assert seen == 4
 
 
 @pytest.mark.parametrize("rows,match", [
@@ -239,13 +271,13 @@ def test_dvs128_gesture_label_file_disagreeing(tmp_path, monkeypatch, rows, matc
     _trust(monkeypatch, D.DVS128Gesture, tmp_path)
     with pytest.raises(EventFileError, match=r"user01_fluorescent_labels\.csv: " + match):
         D.DVS128Gesture(tmp_path, **KW)
-    assert not (tmp_path / "events").exists()
+    assert not (tmp_path / "events_np").exists()
 
 
 # --------------------------------------------------------------------------------------- CIFAR10-DVS
 def test_cifar10dvs_seeded_stratified_split(tmp_path, monkeypatch):
     raw = {}
-    for k, c in enumerate(D.CIFAR10DVS.classes):
+    for k, c in enumerate(D.CIFAR10DVS_CLASS_NAMES):
         members = {}
         for i in range(10):
             ev = _events(20, 128, 128, seed=100 * k + i)
@@ -258,11 +290,10 @@ def test_cifar10dvs_seeded_stratified_split(tmp_path, monkeypatch):
     al = D.CIFAR10DVS(tmp_path, **KW)
     assert len(tr) == 90 and len(te) == 10 and len(al) == 100
     assert np.bincount(tr.targets).tolist() == [9] * 10 and np.bincount(te.targets).tolist() == [1] * 10
-    assert not {s["file"] for s in tr.samples} & {s["file"] for s in te.samples}
-    assert [s["file"] for s in D.CIFAR10DVS(tmp_path, train=False, **KW).samples] == [s["file"] for s in te.samples]
-    other = [s["file"] for s in D.CIFAR10DVS(tmp_path, train=False, split_seed=1, **KW).samples]
-    assert other != [s["file"] for s in te.samples]
-    f = al.samples[0]["file"]  # airplane/cifar10_airplane_0
+    assert not {s[0] for s in tr.samples} & {s[0] for s in te.samples}
+    assert D.CIFAR10DVS(tmp_path, train=False, **KW).samples == te.samples
+    assert D.CIFAR10DVS(tmp_path, train=False, split_seed=1, **KW).samples != te.samples
+    f = Path(al.samples[0][0]).name  # airplane/cifar10_airplane_0.npy
     ev, label = al[0]
     ref = raw[("airplane", int(f.split("_")[-1][:-4]))]
     assert label == 0
@@ -293,7 +324,7 @@ def test_shd_and_ssc(tmp_path, monkeypatch):
     tr = D.SHD(tmp_path / "shd", train=True, **KW)
     te = D.SHD(tmp_path / "shd", train=False, data_type="frame", frames_number=4, split_by="number", **KW)
     assert len(tr) == 5 and len(te) == 3 and tr.targets == [0, 1, 2, 3, 4]
-    np.testing.assert_array_equal(tr[3][0], recs["train"][3])
+    _same(tr[3][0], recs["train"][3])
     x, _ = te[2]
     assert x.shape == (4, 700) and x.sum() == 12
     monkeypatch.undo()  # SSC inherits SHD.resources: drop the SHD patch before patching SSC
@@ -317,7 +348,7 @@ def test_asldvs_nested_zips_and_convention(tmp_path, monkeypatch):
         inner[f"{letter}.zip"] = _zip_bytes({f"{letter}/{letter}_0001.mat": _bytes(F.write_asl_mat, ev, ".mat")})
     _zip(tmp_path / "download" / "ICCV2019_DVS_dataset.zip", inner)
     ds = D.ASLDVS(tmp_path, **KW)  # no published md5: used unverified
-    assert ds.targets == [0, 1, 23]
+    assert ds.targets == [0, 1, 2] and ds.classes == ["a", "b", "y"]  # the letters present, as SpikingJelly
     ev, _ = ds[2]
     np.testing.assert_array_equal(ev["x"], 239 - raw["y"]["x"])
     np.testing.assert_array_equal(ev["y"], 179 - raw["y"]["y"])
@@ -329,7 +360,7 @@ def test_navgesture_old_dat_convention(tmp_path, monkeypatch):
     inner = {"user01.zip": _zip_bytes({f"user01/user01_{c}_01_td.dat": _bytes(F.write_dat, ev, ".dat", layout="old")
                                        for c in ("ri", "do")})}
     _zip(tmp_path / "download" / "navgesture-walk.zip", inner)
-    _trust(monkeypatch, D.NAVGesture, tmp_path, instance=True)
+    _trust(monkeypatch, D.NAVGesture, tmp_path)
     ds = D.NAVGesture(tmp_path, subset="walk", **KW)
     assert ds.targets == [0, 3]  # do, ri in sorted code order
     got, _ = ds[0]
@@ -337,7 +368,9 @@ def test_navgesture_old_dat_convention(tmp_path, monkeypatch):
     keep[10] = False
     np.testing.assert_array_equal(got["t"], ev["t"][keep] - ev["t"][0])
     np.testing.assert_array_equal(got["y"], 239 - ev["y"][keep])
-    assert (tmp_path / "events_walk").is_dir()
+    assert ds.classes == ["do", "ho", "le", "ri", "se", "up"]  # every code folder, as SpikingJelly
+    walk = D.NAVGestureWalk(tmp_path, **KW)  # SpikingJelly's name of the same dataset, same cache
+    assert walk.samples == ds.samples
 
 
 def test_ncars_and_mnistdvs(tmp_path, monkeypatch):
@@ -359,8 +392,8 @@ def test_ncars_and_mnistdvs(tmp_path, monkeypatch):
     ds4 = D.MNISTDVS(tmp_path / "md", scale=4, **KW)
     ds16 = D.MNISTDVS(tmp_path / "md", scale=16, train=True, **KW)  # ceil(2 * 0.9) = 2 per class
     assert len(ds4) == 20 and np.bincount(ds4.targets).tolist() == [2] * 10
-    assert len(ds16) == 20 and all("scale16" in s["file"] for s in ds16.samples)
-    assert not any("scale16" in s["file"] for s in ds4.samples)
+    assert len(ds16) == 20 and all("scale16" in s[0] for s in ds16.samples)
+    assert not any("scale16" in s[0] for s in ds4.samples)
 
 
 def test_bad_constructor_arguments(tmp_path):

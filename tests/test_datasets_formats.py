@@ -10,7 +10,9 @@ from fastspike.datasets import (EVENT_DTYPE, CIFAR10DVS, MNISTDVS, EventFileErro
                                 make_events, read_events, read_shd)
 from fastspike.datasets import formats as F
 
-DATA = Path(os.environ.get("FASTSPIKE_NEURO_DATA", "/work/shared/data/neuromorphic"))
+DATA = Path(os.environ.get("FASTSPIKE_NEURO_DATA", Path(__file__).resolve().parents[1] / "../shared/data/neuromorphic"))
+if not DATA.is_dir():  # the repository's sibling shared/ folder (CI), else this workplace's copy
+    DATA = Path("/work/shared/data/neuromorphic")
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="sample data folder not present")
 
 # file: (format, n, first 3 (x,y,t,p), last, (sum x, sum y, sum t or sum(t - t_min)), (p0, p1), t_rel)
@@ -73,7 +75,7 @@ def test_real_sample_files(name):
 def test_aedat2_header_only_file_has_no_events():
     path = DATA / "aedat2_header_only/sample_aedat_header.aedat"
     data = path.read_bytes()
-    assert F._skip_lines(data, b"#") == 599 == len(data)  # data start is EOF (tonic says 598)
+    assert F.skip_lines(data, b"#") == 599 == len(data)  # data start is EOF (tonic says 598)
     ev = read_events(path)
     assert ev.dtype == EVENT_DTYPE and ev.shape == (0,)
 
@@ -86,7 +88,7 @@ def test_mnist_dvs_conventions():
     assert int(addr.sum()) == 255032388  # README's address sum: the header length is right
     sj = CIFAR10DVS.convert(ev)
     assert [_tup(e) for e in sj[:3]] == [(60, 55, 0, 1), (68, 61, 85, 1), (69, 50, 140, 1)]
-    (name, jaer, label, split), = MNISTDVS._decode([(str(path), 0, "x")])
+    (rel, jaer), = MNISTDVS._decode_job([(str(path), "0/x")])
     assert [_tup(e) for e in jaer[:3]] == [(55, 67, 0, 1), (61, 59, 85, 1), (50, 58, 140, 1)]
 
 
@@ -177,7 +179,7 @@ def test_evt3_vector_words(tmp_path):
     ev = make_events(t, x, y, p)
     path = tmp_path / "vec.raw"
     F.write_evt3(path, ev)
-    words = np.frombuffer(path.read_bytes()[F._skip_lines(path.read_bytes(), b"%"):], "<u2")
+    words = np.frombuffer(path.read_bytes()[F.skip_lines(path.read_bytes(), b"%"):], "<u2")
     assert {3, 4, 5} <= set((words >> 12).tolist())
     _same(read_events(path), ev)
 
@@ -223,14 +225,14 @@ def test_truncated_files_name_the_byte_offset(tmp_path):
 
     p = tmp_path / "b.aedat"
     F.write_aedat2(p, ev)
-    head = F._skip_lines(p.read_bytes(), b"#")
+    head = F.skip_lines(p.read_bytes(), b"#")
     _write(p, p.read_bytes()[:-3])
     with pytest.raises(EventFileError, match=f"byte offset {head + 9 * 8}"):
         read_events(p)
 
     p = tmp_path / "c.aedat"
     F.write_aedat31(p, ev, extra_packets=False)
-    head = F._skip_lines(p.read_bytes(), b"#")
+    head = F.skip_lines(p.read_bytes(), b"#")
     _write(p, p.read_bytes()[:-1])
     with pytest.raises(EventFileError, match=f"byte offset {head}: truncated AEDAT 3.1 packet"):
         read_events(p)
@@ -249,7 +251,7 @@ def test_bad_magic_and_unknown_formats(tmp_path):
     with pytest.raises(EventFileError, match="cannot detect"):
         read_events(_write(tmp_path / "x.unknown", b"\x00\x01\x02"))
     with pytest.raises(EventFileError, match="bad magic"):
-        F._decode_aedat31(tmp_path / "y.aedat", b"#!AER-DAT2.0\r\n")
+        F.decode_aedat31(tmp_path / "y.aedat", b"#!AER-DAT2.0\r\n")
     p = _write(tmp_path / "z.aedat", b"#!AER-DAT3.1\r\n#!END-HEADER\r\n" + b"\x01\x00" + b"\xff" * 26)
     with pytest.raises(EventFileError, match="corrupt AEDAT 3.1 packet header"):
         read_events(p)
@@ -264,7 +266,7 @@ def test_out_of_range_coordinates_name_the_event_offset(tmp_path):
     ev["x"][7] = 40
     p = tmp_path / "r.aedat"
     F.write_aedat2(p, ev)
-    head = F._skip_lines(p.read_bytes(), b"#")
+    head = F.skip_lines(p.read_bytes(), b"#")
     with pytest.raises(EventFileError, match=f"byte offset {head + 7 * 8}: event 7 .*x=40.*outside the 34x34"):
         read_events(p, sensor_size=(34, 34))
     p = tmp_path / "r.raw"

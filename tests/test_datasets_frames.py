@@ -236,3 +236,18 @@ def test_cpp_thread_team_matches_numpy(monkeypatch):
             to_frames(bad, (33, 17), frames_number=7, backend="cpp")
     finally:
         torch.set_num_threads(old)
+
+
+def test_transforms_take_the_dicts_dataset_items_are():
+    from fastspike.datasets import transforms as Tr
+
+    ev = make_events(np.arange(10) * 100, np.arange(10) % 5, np.arange(10) % 3, np.arange(10) % 2)
+    d = {k: ev[k].astype(np.int64) for k in "txyp"}
+    for tr in (Tr.TimeCrop(200, 700), Tr.SpatialDownsample(2), Tr.RandomFlip((5, 3), 1.0, 1.0, seed=0),
+               Tr.Denoise(150), Tr.TimeJitter(30, seed=1), Tr.RandomTimeCrop(400, seed=2)):
+        a = tr(ev) if not isinstance(tr, (Tr.TimeJitter, Tr.RandomTimeCrop, Tr.RandomFlip)) else None
+        out = tr(d)
+        assert isinstance(out, dict) and set(out) == set("txyp") and out["t"].dtype == np.int64
+        if a is not None:
+            for k in "txyp":
+                np.testing.assert_array_equal(out[k], a[k])

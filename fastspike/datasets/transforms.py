@@ -2,7 +2,9 @@
 
 Each transform is a small callable class (usable in ``transform=`` of every dataset and composable
 with ``torchvision.transforms.Compose`` or :class:`Compose`).  They never modify their input in
-place; random transforms draw from their own ``numpy.random.Generator`` (``seed=``).
+place; random transforms draw from their own ``numpy.random.Generator`` (``seed=``).  They accept
+structured arrays and the dicts of columns the dataset classes return (SpikingJelly's items), and
+return the same kind.
 """
 from __future__ import annotations
 
@@ -11,6 +13,23 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .frames import to_frames
+
+
+def _dict_aware(call):
+    """Let ``call(self, structured_array)`` take and return a dict of equally long columns too."""
+    import functools
+
+    @functools.wraps(call)
+    def wrapper(self, ev):
+        if not isinstance(ev, dict):
+            return call(self, ev)
+        names = list(ev)
+        arr = np.empty(len(ev[names[0]]), [(k, np.asarray(ev[k]).dtype) for k in names])
+        for k in names:
+            arr[k] = ev[k]
+        out = call(self, arr)
+        return {k: out[k] for k in names}
+    return wrapper
 
 __all__ = ["Compose", "TimeCrop", "RandomTimeCrop", "TimeJitter", "SpatialDownsample", "RandomFlip",
            "Denoise", "ToFrames", "denoise"]
@@ -33,6 +52,7 @@ class TimeCrop:
     def __init__(self, t_start: Optional[int] = None, t_end: Optional[int] = None, relative: bool = False):
         self.t_start, self.t_end, self.relative = t_start, t_end, relative
 
+    @_dict_aware
     def __call__(self, ev):
         t = ev["t"]
         off = int(t.min()) if (self.relative and t.size) else 0
@@ -51,6 +71,7 @@ class RandomTimeCrop:
         self.window = int(window)
         self.rng = np.random.default_rng(seed)
 
+    @_dict_aware
     def __call__(self, ev):
         if ev.size == 0:
             return ev.copy()
@@ -68,6 +89,7 @@ class TimeJitter:
         self.std, self.clip_negative, self.sort = float(std), clip_negative, sort
         self.rng = np.random.default_rng(seed)
 
+    @_dict_aware
     def __call__(self, ev):
         out = ev.copy()
         noise = self.rng.normal(0.0, self.std, size=ev.shape[0])
@@ -89,6 +111,7 @@ class SpatialDownsample:
             raise ValueError(f"factor must be a positive integer, got {factor}")
         self.factor = int(factor)
 
+    @_dict_aware
     def __call__(self, ev):
         out = ev.copy()
         out["x"] = ev["x"] // self.factor
@@ -106,6 +129,7 @@ class RandomFlip:
         self.p_lr, self.p_ud = p_lr, p_ud
         self.rng = np.random.default_rng(seed)
 
+    @_dict_aware
     def __call__(self, ev):
         out = ev.copy()
         if self.rng.random() < self.p_lr:
@@ -154,6 +178,7 @@ class Denoise:
     def __init__(self, filter_time: int = 10000):
         self.filter_time = int(filter_time)
 
+    @_dict_aware
     def __call__(self, ev):
         return denoise(ev, self.filter_time)
 
