@@ -267,8 +267,9 @@ def conv2d_grad_weight(bits, x_shape, g, w_shape, s, p, d, groups):
     gw = torch.empty((Cout, cing, KH, KW), dtype=torch.float32, device=g.device)
     block_c = _pow2(cout_g, 16, 64)
     grid = (Cin, KH * KW, triton.cdiv(cout_g, block_c))
+    # a [64, 64] gradient tile ran out of registers with 4 warps (tests/test_triton_compile.py)
     conv2d_gw_kernel[grid](bits, g, gw, B, Cin, H, W, Cout, OH, OW, KH, KW, s[0], s[1], p[0], p[1], d[0], d[1],
-                           cing, cout_g, BLOCK_P=64, BLOCK_C=block_c)
+                           cing, cout_g, BLOCK_P=64, BLOCK_C=block_c, num_warps=8 if block_c == 64 else 4)
     return gw
 
 
@@ -288,5 +289,5 @@ COMPILE_SPECS = [
                constexprs=dict(HAS_BIAS=(False, True), BLOCK_C=(16, 32, 64, 128))),
     KernelSpec(conv2d_gw_kernel, pointers={"p_bits": "*u8"},
                ints=("B", "Cin", "Cout") + _CONV_INTS + ("cing", "cout_g"),
-               constexprs=dict(BLOCK_P=(64,), BLOCK_C=(16, 32, 64))),
+               constexprs={"BLOCK_P": (64,), "BLOCK_C,@num_warps": ((16, 4), (32, 4), (64, 8))}),
 ]

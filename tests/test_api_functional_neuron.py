@@ -73,8 +73,9 @@ def test_lif_if_plif_multi_step_match_spikingjelly(cfg, sg, store):
 
 def test_multi_step_runs_the_fused_kernel(monkeypatch):
     calls = []
-    real = ops_neuron._MultiStepNeuron.apply
-    monkeypatch.setattr(ops_neuron._MultiStepNeuron, "apply", lambda *a: calls.append(1) or real(*a))
+    op = ops_neuron.OPS["cpp" if DEVICE.type == "cpu" else "triton"]
+    real = op.function.apply
+    monkeypatch.setattr(op.function, "apply", lambda *a: calls.append(1) or real(*a))
     x, v = _inputs(T, N, C), torch.zeros(N, C, device=DEVICE)
     F.lif_multi_step(x, v)
     F.if_step(x[0], v, 1.0, 0.0, surrogate.Sigmoid())

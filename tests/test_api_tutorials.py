@@ -177,9 +177,6 @@ def test_custom_neuron_runs_in_spikingjelly():
     assert _run(CUSTOM_NEURON, swap=False)["y_seq"].sum() > 0
 
 
-@pytest.mark.xfail(strict=True, raises=NotImplementedError,
-                   reason="pending neuron branch: fastspike.neuron.BaseNode.single_step_functional_forward and "
-                          "apply_hard_reset (SpikingJelly 2.0's functional-state neuron API)")
 def test_custom_neuron():
     out = check(CUSTOM_NEURON)
     assert out["y_seq"].sum() > 0

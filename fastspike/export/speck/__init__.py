@@ -45,7 +45,7 @@ the threshold check.
 from .build import SpeckCore, check_speck
 from .config import SpeckConfig, load_config, to_speck
 from .limits import SPECK_LIMITS, SpeckReport, Violation
-from .simulator import simulate
+from .config import simulate
 
 __all__ = ["SPECK_LIMITS", "Violation", "SpeckReport", "SpeckCore", "SpeckConfig", "check_speck", "to_speck",
            "load_config", "simulate"]
