@@ -154,6 +154,11 @@ class MaskedPSN(MemoryModule, BackendMixin):
         """The whole sequence [T, N, *] at once; the states are not used and returned unchanged."""
         x_seq = inputs[0]
         _check_seq(self, x_seq, self.T)
+        if torch.compiler.is_compiling():
+            # no branch on the buffer's value in a traced graph: at lambda_ >= 1 the blend with lambda_ clamped to 1
+            # is mask0 * W exactly, which the dense kernel runs (zeros outside the band get zero gradient)
+            w = self.gen_masked_weight(self.lambda_.clamp(max=1.0), self.mask0, self.mask1, self.weight)
+            return (psn(x_seq, w, self.bias, self.surrogate_function, 0, self.backend),), states
         if self.lambda_ >= 1.0:
             return (psn(x_seq, self.weight, self.bias, self.surrogate_function, self.k, self.backend),), states
         w = self.gen_masked_weight(self.lambda_, self.mask0, self.mask1, self.weight)

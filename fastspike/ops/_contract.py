@@ -26,6 +26,8 @@ from typing import Callable
 
 import torch
 
+from . import _backend
+
 __all__ = ["Op", "tracing"]
 
 _NAMESPACE = "fastspike"
@@ -39,7 +41,10 @@ def tracing(t: torch.Tensor) -> bool:
 
 def _register(name: str, impl: Callable, fake: Callable, triton: bool):
     qualname = f"{_NAMESPACE}::{name}"
-    if triton:
+    # triton_op lets Inductor see the kernels inside, but it needs real @triton.jit functions: under
+    # TRITON_INTERPRET=1 (tests on CPU-only machines) they are interpreter objects, which tracing cannot see
+    # through, so the same implementation is registered as an opaque custom op with the same fake there
+    if triton and not _backend.triton_interpret():
         op = torch.library.triton_op(qualname, impl, mutates_args=())
     else:
         op = torch.library.custom_op(qualname, impl, mutates_args=())

@@ -110,8 +110,6 @@ def multistep_neuron(
     if mode == "plif":
         if not isinstance(w, torch.Tensor) or w.numel() != 1:
             raise ValueError("w must be a 1-element tensor (1/tau = sigmoid(w)) for mode='plif'.")
-        if w.device.type == "cpu" and not torch.isfinite(w).all():  # free on the CPU; a GPU check would sync
-            raise ValueError(f"w must be finite (1/tau = sigmoid(w)), but got {w.detach().reshape(()).item()!r}.")
 
     if surrogate_function is None:
         spec = (0, (4.0, 0.0))  # Sigmoid(alpha=4), SpikingJelly's default
@@ -129,7 +127,9 @@ def multistep_neuron(
             warnings.warn(f"{key} is not fused into fastspike's kernels (custom class, spiking=False or tensor "
                           "parameters); using the slower pure-PyTorch path.", RuntimeWarning, stacklevel=3)
         name = "torch"
-    cfg = _config(mode, tau, decay_input, v_threshold, v_reset, detach_reset, spec or (0, (0.0, 0.0)))
+    # under torch.compile the validation is traced once per graph; the cache is for eager calls
+    config = _config.__wrapped__ if torch.compiler.is_compiling() else _config
+    cfg = config(mode, tau, decay_input, v_threshold, v_reset, detach_reset, spec or (0, (0.0, 0.0)))
     if name == "torch" or x_seq.numel() == 0:
         if v0 is None:
             v0 = torch.full(x_seq.shape[1:], v0_value, dtype=x_seq.dtype, device=x_seq.device)

@@ -8,6 +8,7 @@ backward reads besides x (Triton: H [T, N] in fp32; C++: empty, its backward rec
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -39,10 +40,19 @@ def _f32(t: Optional[Tensor]) -> Optional[Tensor]:
 
 
 # ------------------------------------------------------------------------------------------------- C++
+def _plif_decay(k: Tensor) -> float:
+    """ParametricLIF's k = sigmoid(w) as a number for the C++ kernels (free on the CPU), checked: a NaN w
+    would silently give NaN states."""
+    decay = float(k)
+    if not math.isfinite(decay):
+        raise ValueError(f"ParametricLIF's w must be finite (1/tau = sigmoid(w)), but sigmoid(w) = {decay}.")
+    return decay
+
+
 def _cpp_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], v0_value: float, mode: int, tau: float,
                  decay_input: bool, v_threshold: float, v_reset: float, soft_reset: bool, detach_reset: bool,
                  sg: int, sg_a: float, sg_b: float, store_v_seq: bool, need_grad: bool) -> _Fwd:
-    decay = float(k) if mode == 2 else tau
+    decay = _plif_decay(k) if mode == 2 else tau
     spikes, v_seq, v_last = cpu.forward(_f32(x), _f32(v0), v0_value, decay, mode, decay_input, v_threshold,
                                         v_reset, soft_reset, store_v_seq)
     if x.dtype is not torch.float32:
@@ -56,7 +66,7 @@ def _cpp_backward(gs: Optional[Tensor], gv_seq: Optional[Tensor], gv_last: Optio
                   decay_input: bool, v_threshold: float, v_reset: float, soft_reset: bool, detach_reset: bool,
                   sg: int, sg_a: float, sg_b: float, need_gv0: bool) -> Tuple[Tensor, Tensor, Tensor]:
     assert x is not None, "the C++ backward recomputes H from x"
-    decay = float(k) if mode == 2 else tau
+    decay = _plif_decay(k) if mode == 2 else tau
     gx, gv0, gk = cpu.backward(_f32(gs), _f32(gv_seq), _f32(gv_last), _f32(x), _f32(v0), v0_value, decay, mode,
                                decay_input, v_threshold, v_reset, soft_reset, detach_reset, sg, sg_a, sg_b, need_gv0)
     return gx, gv0 if gv0 is not None else _empty(gx), gk if gk is not None else _empty(gx)
