@@ -5,7 +5,9 @@ An op is defined once, by:
 
 * ``forward(*inputs) -> tuple of tensors``: runs the forward kernel (a launcher). Its type annotations are the
   custom op's schema, so scalars reach the kernels as fixed types (float, int, bool); optional tensors are
-  ``Optional[Tensor]``; an output that a configuration does not produce is an empty tensor, never None.
+  ``Optional[Tensor]``. An output that a configuration does not produce is None: the eager Function returns it
+  as None, the registered custom op (whose schema cannot hold None) as an empty tensor, so the formula treats
+  None and empty alike.
 * ``backward_kernel(*args) -> tuple of tensors``: the backward kernel, with the same rules.
 * ``fake_forward`` / ``fake_backward``: the output shapes and dtypes, for tracing (torch.compile, export).
 * ``setup_context(ctx, inputs, output)``: what the backward needs (``ctx.save_for_backward`` and plain
@@ -22,6 +24,8 @@ run the same launchers and the same formula; tests/test_compile.py checks that t
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Callable
 
 import torch
@@ -39,8 +43,24 @@ def tracing(t: torch.Tensor) -> bool:
     return torch.compiler.is_compiling() or type(t) is not torch.Tensor
 
 
+def _no_none(fn: Callable) -> Callable:
+    """``fn`` with None outputs replaced by empty tensors (same annotations, so the same schema)."""
+    @functools.wraps(fn)
+    def wrapper(*args):
+        out = fn(*args)
+        if not isinstance(out, tuple):
+            return out
+        like = next(a for a in args if isinstance(a, torch.Tensor))
+        return tuple(like.new_empty((0,)) if o is None else o for o in out)
+    # the schema is read from the signature: give the wrapper fn's, with its annotations evaluated where fn lives
+    wrapper.__signature__ = inspect.signature(fn, eval_str=True)
+    del wrapper.__wrapped__
+    return wrapper
+
+
 def _register(name: str, impl: Callable, fake: Callable, triton: bool):
     qualname = f"{_NAMESPACE}::{name}"
+    impl, fake = _no_none(impl), _no_none(fake)
     # triton_op lets Inductor see the kernels inside, but it needs real @triton.jit functions: under
     # TRITON_INTERPRET=1 (tests on CPU-only machines) they are interpreter objects, which tracing cannot see
     # through, so the same implementation is registered as an opaque custom op with the same fake there

@@ -27,10 +27,6 @@ CONFIG = ("v0_value", "mode", "tau", "decay_input", "v_threshold", "v_reset", "s
 _Fwd = Tuple[Tensor, Tensor, Tensor, Tensor]
 
 
-def _empty(like: Tensor, dtype=None) -> Tensor:
-    return like.new_empty((0,), dtype=dtype)
-
-
 def _f32(t: Optional[Tensor]) -> Optional[Tensor]:
     if t is None:
         return None
@@ -58,18 +54,18 @@ def _cpp_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], v0_value:
     if x.dtype is not torch.float32:
         spikes, v_last = spikes.to(x.dtype), v_last.to(x.dtype)
         v_seq = v_seq.to(x.dtype) if v_seq is not None else None
-    return spikes, v_last, v_seq if v_seq is not None else _empty(x), _empty(x, torch.float32)
+    return spikes, v_last, v_seq, None
 
 
 def _cpp_backward(gs: Optional[Tensor], gv_seq: Optional[Tensor], gv_last: Optional[Tensor], x: Optional[Tensor],
-                  h: Tensor, v0: Optional[Tensor], k: Optional[Tensor], v0_value: float, mode: int, tau: float,
+                  h: Optional[Tensor], v0: Optional[Tensor], k: Optional[Tensor], v0_value: float, mode: int, tau: float,
                   decay_input: bool, v_threshold: float, v_reset: float, soft_reset: bool, detach_reset: bool,
                   sg: int, sg_a: float, sg_b: float, need_gv0: bool) -> Tuple[Tensor, Tensor, Tensor]:
     assert x is not None, "the C++ backward recomputes H from x"
     decay = _plif_decay(k) if mode == 2 else tau
     gx, gv0, gk = cpu.backward(_f32(gs), _f32(gv_seq), _f32(gv_last), _f32(x), _f32(v0), v0_value, decay, mode,
                                decay_input, v_threshold, v_reset, soft_reset, detach_reset, sg, sg_a, sg_b, need_gv0)
-    return gx, gv0 if gv0 is not None else _empty(gx), gk if gk is not None else _empty(gx)
+    return gx, gv0, gk
 
 
 # ---------------------------------------------------------------------------------------------- Triton
@@ -84,12 +80,11 @@ def _triton_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], v0_val
     spikes, h, v_seq, v_last = K.neuron_forward(x2, v02, k1, v0_value, mode, tau, decay_input, v_threshold,
                                                 v_reset, soft_reset, need_grad, store_v_seq,
                                                 launch=torch.library.wrap_triton)
-    return (spikes.view(x.shape), v_last.view(x.shape[1:]), v_seq.view(x.shape) if v_seq is not None else _empty(x),
-            h if h is not None else _empty(x, torch.float32))
+    return spikes.view(x.shape), v_last.view(x.shape[1:]), v_seq.view(x.shape) if v_seq is not None else None, h
 
 
 def _triton_backward(gs: Optional[Tensor], gv_seq: Optional[Tensor], gv_last: Optional[Tensor],
-                     x: Optional[Tensor], h: Tensor, v0: Optional[Tensor], k: Optional[Tensor], v0_value: float,
+                     x: Optional[Tensor], h: Optional[Tensor], v0: Optional[Tensor], k: Optional[Tensor], v0_value: float,
                      mode: int, tau: float, decay_input: bool, v_threshold: float, v_reset: float,
                      soft_reset: bool, detach_reset: bool, sg: int, sg_a: float, sg_b: float,
                      need_gv0: bool) -> Tuple[Tensor, Tensor, Tensor]:
@@ -103,7 +98,7 @@ def _triton_backward(gs: Optional[Tensor], gv_seq: Optional[Tensor], gv_last: Op
                                     flat(x, (T, N)), flat(v0, (N,)), k.detach().float().reshape(1) if k is not None
                                     else None, v0_value, mode, tau, decay_input, v_threshold, v_reset, soft_reset,
                                     detach_reset, sg, sg_a, sg_b, need_gv0, launch=torch.library.wrap_triton)
-    return gx, gv0 if gv0 is not None else _empty(gx), gk if gk is not None else _empty(gx)
+    return gx, gv0, gk
 
 
 # --------------------------------------------------------------------------------------- shared parts
@@ -111,18 +106,18 @@ def _fake_forward(x, v0, k, v0_value, mode, tau, decay_input, v_threshold, v_res
                   sg_a, sg_b, store_v_seq, need_grad, keeps_h: bool = False):
     T = x.shape[0]
     n = x[0].numel() if T else 0
-    h = x.new_empty((T, n), dtype=torch.float32) if (keeps_h and need_grad) else _empty(x, torch.float32)
-    return (torch.empty_like(x), x.new_empty(x.shape[1:]), torch.empty_like(x) if store_v_seq else _empty(x), h)
+    h = x.new_empty((T, n), dtype=torch.float32) if (keeps_h and need_grad) else None
+    return (torch.empty_like(x), x.new_empty(x.shape[1:]), torch.empty_like(x) if store_v_seq else None, h)
 
 
 def _fake_backward(gs, gv_seq, gv_last, x, h, v0, k, v0_value, mode, *rest):
     """grad_x comes back in x's shape (C++) or as [T, N] (Triton); the formula reshapes it."""
     need_gv0 = rest[-1]
     ref = x if x is not None else h
-    gx = ref.new_empty(ref.shape if h.numel() == 0 else h.shape, dtype=torch.float32)
-    gv0 = ref.new_empty(gx.shape[1:] if h.numel() == 0 else (h.shape[1],), dtype=torch.float32) if need_gv0 \
-        else _empty(gx)
-    gk = ref.new_empty((1,), dtype=torch.float32) if mode == 2 else _empty(gx)
+    no_h = h is None or h.numel() == 0
+    gx = ref.new_empty(ref.shape if no_h else h.shape, dtype=torch.float32)
+    gv0 = ref.new_empty(gx.shape[1:] if no_h else (h.shape[1],), dtype=torch.float32) if need_gv0 else None
+    gk = ref.new_empty((1,), dtype=torch.float32) if mode == 2 else None
     return gx, gv0, gk
 
 
