@@ -76,9 +76,9 @@ def test_custom_subclass_uses_its_own_charge():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match="tau must be a number > 1"):
+    with pytest.raises(ValueError, match="tau must be a finite number > 1"):
         neuron.LIFNode(tau=1.0)
-    with pytest.raises(ValueError, match="init_tau must be a number > 1"):
+    with pytest.raises(ValueError, match="init_tau must be a finite number > 1"):
         neuron.ParametricLIFNode(init_tau=0.5)
     with pytest.raises(ValueError, match="backend must be one of"):
         neuron.IFNode(backend="cupy2")

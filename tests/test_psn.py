@@ -292,7 +292,7 @@ def test_no_reset_lif(backend, decay_input, v_reset):
 
 
 def test_no_reset_lif_bad_tau():
-    with pytest.raises(ValueError, match="tau must be a number > 1"):
+    with pytest.raises(ValueError, match="tau must be a finite number > 1"):
         NoResetLIFNode(tau=0.5)
     with pytest.raises(ValueError, match="decode must be one of"):
         NonSpikingIFNode(decode="sum")

@@ -28,3 +28,10 @@ def flag(cls: str, name: str, value) -> bool:
 def multi_step_only(cls: str, step_mode) -> None:
     if step_mode != "m":
         raise ValueError(f"{cls} runs in multi-step mode only: step_mode must be 'm', but got {step_mode!r}.")
+
+
+def tau(cls: str, value, name: str = "tau") -> float:
+    """A membrane time constant: a finite number > 1 (1/tau is the leak per step). ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not value > 1.0:
+        raise ValueError(f"{cls}: {name} must be a finite number > 1, but got {value!r}.")
+    return float(value)

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from .. import surrogate
+from . import _checks
 from ..base import BackendMixin, MemoryModule
 from ..ops.neuron import multistep_neuron
 
@@ -360,8 +361,7 @@ class LIFNode(BaseNode):
                  surrogate_function: surrogate.SurrogateFunctionBase = surrogate.Sigmoid(),
                  detach_reset: bool = False, step_mode: str = "s", store_v_seq: bool = False,
                  backend: str = "auto"):
-        if not isinstance(tau, (int, float)) or isinstance(tau, bool) or not tau > 1.0:
-            raise ValueError(f"LIFNode: tau must be a number > 1, but got {tau!r}.")
+        _checks.tau("LIFNode", tau)
         super().__init__(v_threshold, v_reset, surrogate_function, detach_reset, step_mode, store_v_seq, backend)
         self.tau = float(tau)
         self.decay_input = bool(decay_input)
@@ -392,8 +392,7 @@ class ParametricLIFNode(BaseNode):
                  surrogate_function: surrogate.SurrogateFunctionBase = surrogate.Sigmoid(),
                  detach_reset: bool = False, step_mode: str = "s", store_v_seq: bool = False,
                  backend: str = "auto"):
-        if not isinstance(init_tau, (int, float)) or isinstance(init_tau, bool) or not init_tau > 1.0:
-            raise ValueError(f"ParametricLIFNode: init_tau must be a number > 1, but got {init_tau!r}.")
+        _checks.tau("ParametricLIFNode", init_tau, "init_tau")
         super().__init__(v_threshold, v_reset, surrogate_function, detach_reset, step_mode, store_v_seq, backend)
         self.decay_input = bool(decay_input)
         self.w = nn.Parameter(torch.as_tensor(-math.log(init_tau - 1.0)))

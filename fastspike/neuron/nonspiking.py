@@ -19,17 +19,12 @@ import torch.nn as nn
 from .. import surrogate
 from ..base import BackendMixin, MemoryModule, MultiStepModule
 from ..ops import _backend
+from . import _checks
 from ..ops.scan import linear_scan
 
 __all__ = ["NonSpikingBaseNode", "NonSpikingIFNode", "NonSpikingLIFNode", "NoResetLIFNode"]
 
 _DECODES = (None, "max-mem", "max-abs-mem", "mean-mem", "last_mem")
-
-
-def _check_tau(name: str, tau) -> float:
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not tau > 1.0:
-        raise ValueError(f"{name}: tau must be a number > 1, but got {tau!r}.")
-    return float(tau)
 
 
 class NonSpikingBaseNode(nn.Module, MultiStepModule, BackendMixin):
@@ -105,7 +100,7 @@ class NonSpikingLIFNode(NonSpikingBaseNode):
 
     def __init__(self, tau: float = 2.0, decode: Optional[str] = None, backend: str = "auto"):
         super().__init__(decode, backend)
-        self.tau = _check_tau("NonSpikingLIFNode", tau)
+        self.tau = _checks.tau("NonSpikingLIFNode", tau)
 
     def neuronal_charge(self, x: torch.Tensor) -> None:
         self.v = self.v + (x - self.v) / self.tau
@@ -135,7 +130,7 @@ class NoResetLIFNode(MemoryModule):
                  v_reset: Optional[float] = 0.0,
                  surrogate_function: surrogate.SurrogateFunctionBase = surrogate.Sigmoid(), step_mode: str = "s",
                  backend: str = "auto", store_v_seq: bool = False):
-        tau = _check_tau("NoResetLIFNode", tau)
+        tau = _checks.tau("NoResetLIFNode", tau)
         super().__init__()
         self.v_rest = 0.0 if v_reset is None else float(v_reset)
         self.register_memory("v", self.v_rest)

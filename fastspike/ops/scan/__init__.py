@@ -74,7 +74,7 @@ def linear_scan(a: Decay, b: torch.Tensor, h0: Optional[torch.Tensor] = None,
             raise ValueError(f"linear_scan: h0 of shape {tuple(h0.shape)} must broadcast to b.shape[1:] = "
                              f"{tuple(b.shape[1:])}.")
     name = _backend.resolve(backend, [b], "linear_scan")
-    if name == "torch":
+    if name == "torch" or b.numel() == 0:  # nothing for a kernel to do on zero-size columns
         return reference.linear_scan(a, b, h0)
 
     T = b.shape[0]

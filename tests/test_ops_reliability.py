@@ -1,0 +1,73 @@
+"""Regression tests of issue 18 for the neuron, PSN and scan ops: edge inputs give the reference's answer or a
+named error, on every backend."""
+import math
+
+import pytest
+import torch
+
+from fastspike import neuron
+from fastspike.ops import linear_scan, multistep_neuron, psn
+from fastspike import surrogate as sg
+from helpers import KERNEL_BACKENDS, device_of
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS + ["torch"])
+@pytest.mark.parametrize("v_init", [0.25, "tensor"])
+def test_zero_steps_return_the_initial_state(backend, v_init):
+    """T = 0: no step runs, V stays V0 (the C++ path used to return uninitialised memory as v_last)."""
+    dev = device_of(backend)
+    v0 = torch.full((4,), 0.25, device=dev) if v_init == "tensor" else v_init
+    s, v, v_seq = multistep_neuron(torch.zeros(0, 4, device=dev), v0, store_v_seq=True, backend=backend)
+    assert s.shape == (0, 4) and v_seq.shape == (0, 4)
+    assert torch.equal(v, torch.full((4,), 0.25, device=dev))
+    if isinstance(v0, torch.Tensor):
+        assert v.data_ptr() != v0.data_ptr()  # a new tensor, never the caller's
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS + ["torch"])
+def test_zero_neurons(backend):
+    dev = device_of(backend)
+    x = torch.zeros(3, 0, device=dev, requires_grad=True)
+    s, v, _ = multistep_neuron(x, 0.0, backend=backend)
+    assert s.shape == (3, 0) and v.shape == (0,)
+    s.sum().backward()
+    assert x.grad.shape == (3, 0)
+
+
+@pytest.mark.parametrize("bad", [dict(v_threshold=math.nan), dict(v_threshold=math.inf), dict(v_reset=math.nan),
+                                 dict(tau=math.inf), dict(tau=math.nan)],
+                         ids=["vth-nan", "vth-inf", "vreset-nan", "tau-inf", "tau-nan"])
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS + ["torch"])
+def test_non_finite_parameters_are_refused_by_name(backend, bad):
+    x = torch.rand(2, 3, device=device_of(backend))
+    name = next(iter(bad))
+    with pytest.raises(ValueError, match=name):
+        multistep_neuron(x, 0.0, mode="lif", backend=backend, **bad)
+
+
+def test_non_finite_initial_value_and_modules():
+    with pytest.raises(ValueError, match="v_init must be a finite number"):
+        multistep_neuron(torch.rand(2, 3), math.nan)
+    with pytest.raises(ValueError, match="tau"):
+        neuron.LIFNode(tau=math.inf)
+
+
+def test_plif_nan_w_is_refused_on_the_cpu():
+    x = torch.rand(2, 3)
+    with pytest.raises(ValueError, match="w must be finite"):
+        multistep_neuron(x, 0.0, mode="plif", w=torch.tensor(math.nan), backend="cpp")
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_zero_size_psn_and_scan(backend):
+    dev = device_of(backend)
+    x = torch.zeros(4, 0, 3, device=dev)
+    out = psn(x, torch.eye(4, device=dev), torch.zeros(4, device=dev), sg.ATan(), backend=backend)
+    assert out.shape == x.shape
+    h = linear_scan(torch.rand(4, 0, device=dev), torch.zeros(4, 0, device=dev), backend=backend)
+    assert h.shape == (4, 0)
+    with pytest.raises(ValueError, match="T >= 1"):
+        linear_scan(0.5, torch.zeros(0, 3, device=dev), backend=backend)
+    with pytest.raises(ValueError, match="psn: x must have shape"):
+        psn(torch.zeros(4, device=dev), torch.eye(4, device=dev), torch.zeros(4, device=dev), sg.ATan(),
+            backend=backend)
