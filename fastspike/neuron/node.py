@@ -153,7 +153,8 @@ class BaseNode(MemoryModule, BackendMixin):
 
     def __setattr__(self, name: str, value) -> None:
         super().__setattr__(name, value)
-        if name != "v_seq":  # memories (v) and v_seq change every call and are not part of the configuration
+        # memories (v) and v_seq change every call and are not part of the configuration
+        if name != "v_seq" and name not in self.__dict__.get("_memories", ()):
             self.__dict__.pop("_fused_cache", None)
 
     # -- SpikingJelly 2.0's functional-state API -------------------------------------------------

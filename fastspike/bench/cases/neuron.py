@@ -435,3 +435,37 @@ for _kind in ("lif", "if", "plif"):
         name=f"neuron.{_kind}", family="neuron", suites=("default", "full", "neuron"),
         description=_DESC[_kind], points=_points(_kind), setup=_setup(_kind), x_axis="T",
         available=_available, label=_label, summarize=summarize))
+
+
+def _overhead_points(ctx: Ctx) -> List[Dict]:
+    # so small that the kernels take a few microseconds: what is measured is the host's time per call
+    return [dict(T=4, B=1, N=1024, dtype="fp32")]
+
+
+def summarize_overhead(tables) -> List[str]:
+    """Host microseconds per call of the LIF module at T=4, N=1024, and SpikingJelly's over fastspike's."""
+    lines = []
+    for t in tables:
+        if t.case != "neuron.overhead" or t.error:
+            continue
+        rows = {r.kind if r.kind != "peer" else r.impl: r for r in t.rows if r.status == "ok" and r.median_ms}
+        fast = rows.get("fastspike")
+        if fast is None:
+            continue
+        parts = [f"fastspike module {fast.median_ms * 1e3:.0f} us/call"]
+        if "kernel" in rows:
+            parts.append(f"kernels {rows['kernel'].median_ms * 1e3:.0f} us (module/kernels "
+                         f"{fast.median_ms / rows['kernel'].median_ms:.1f}x)")
+        sj = rows.get(PEERS["spikingjelly"].label)
+        if sj is not None:
+            parts.append(f"SpikingJelly {sj.median_ms * 1e3:.0f} us ({sj.median_ms / fast.median_ms:.2f}x fastspike's)")
+        lines.append(f"neuron.overhead {t.mode}: " + "; ".join(parts))
+    return lines
+
+
+register(Case(
+    name="neuron.overhead", family="neuron", suites=("default", "full", "neuron"),
+    description="LIFNode at T=4, N=1024: host time per module call (forward, forward+backward), "
+                "the eager overhead a small layer pays per step",
+    points=_overhead_points, setup=_setup("lif"), available=_available, label=_label,
+    summarize=summarize_overhead))

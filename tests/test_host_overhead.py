@@ -1,0 +1,43 @@
+"""What keeps a neuron layer's per-call host work small (issue 16 item 4); speed itself is measured by the
+``neuron.overhead`` case of ``python -m fastspike.bench``, never timed here."""
+import torch
+
+from fastspike import functional, neuron
+from fastspike.ops import neuron as ops_neuron
+from helpers import DEVICE
+
+
+def test_op_arguments_are_computed_once_per_configuration(monkeypatch):
+    node = neuron.LIFNode(step_mode="m")
+    calls = []
+    real = type(node)._op_kwargs
+    monkeypatch.setattr(type(node), "_op_kwargs", lambda self: calls.append(1) or real(self))
+    x = torch.rand(3, 2, 5, device=DEVICE)
+    for _ in range(4):
+        node(x)  # assigns the state self.v every call
+        functional.reset_net(node)
+    assert len(calls) == 1
+    node.v_threshold = 0.7  # a configuration change is seen
+    node(x)
+    assert len(calls) == 2
+
+
+def test_constant_initial_state_makes_no_tensor(monkeypatch):
+    """After a reset, V0 reaches the kernel as a number: no torch.full per call."""
+    made = []
+    real_full = torch.full
+    monkeypatch.setattr(torch, "full", lambda *a, **k: made.append(a) or real_full(*a, **k))
+    node = neuron.LIFNode(step_mode="m").to(DEVICE)
+    node(torch.rand(3, 2, 5, device=DEVICE))
+    assert made == []
+
+
+def test_eager_calls_skip_the_dispatcher(monkeypatch):
+    """Eager calls on plain tensors take the autograd.Function directly; the registered custom op is what
+    torch.compile sees (tests/test_compile.py)."""
+    op = ops_neuron.OPS["triton" if DEVICE.type == "cuda" else "cpp"]
+    hits = []
+    real = op.custom_forward
+    monkeypatch.setattr(op, "custom_forward", lambda *a: hits.append(1) or real(*a))
+    neuron.IFNode(step_mode="m").to(DEVICE)(torch.rand(3, 4, device=DEVICE))
+    assert hits == []
