@@ -1,7 +1,7 @@
 """Fused multi-step IF / LIF / ParametricLIF kernels (Triton) and their launchers.
 
 One program owns BLOCK neurons and runs the whole time loop, keeping V in registers. Forward reads X
-and writes S (and H for the backward, V_seq only when asked); backward runs the reverse-time loop
+and writes S (and H for the backward, in X's dtype, V_seq only when asked); backward runs the reverse-time loop
 with the surrogate gradient computed inline and writes dL/dX, dL/dV0 and, for ParametricLIF, one
 partial sum of dL/dk per program (summed afterwards: deterministic, no float atomics).
 
@@ -13,6 +13,9 @@ Compiled-code rules (checked for sm_80/sm_90 by tests/test_triton_compile.py): T
 turns an int argument equal to 1 into a constant, and single-step mode is T = 1), offsets are int64 from the
 start, and float arguments are cast to fp32 on entry (torch.compile passes Python floats as fp64).
 """
+import functools
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -58,13 +61,25 @@ def _initial_v(p_v0, v0_value, o_n, m_n, HAS_V0: tl.constexpr, BLOCK: tl.constex
     return b_v
 
 
+@triton.jit
+def _saved_h(b_h, b_s, th_up, th_down, NUDGE: tl.constexpr):
+    """H as stored for the backward, which recomputes S = (H >= v_th) from it. In a 16-bit dtype rounding could
+    move H across the threshold; there the stored value becomes th_up (the smallest stored value >= v_th) for a
+    spike, th_down (the largest < v_th) for none, so the backward sees the forward's spikes exactly. NaN stays."""
+    if NUDGE:
+        b_h = tl.where((b_s > 0.0) & (b_h < th_up), th_up, tl.where((b_s == 0.0) & (b_h > th_down), th_down, b_h))
+    return b_h
+
+
 @triton.jit(do_not_specialize=["T"])
 def neuron_fwd_kernel(
     p_x, p_v0, p_s, p_h, p_vseq, p_vlast, p_k,
-    T, N, tau, v_th, v_reset, v0_value,
+    T, N, tau, v_th, v_reset, v0_value, th_up, th_down,
     MODE: tl.constexpr, DECAY_INPUT: tl.constexpr, SOFT_RESET: tl.constexpr, HAS_V0: tl.constexpr,
-    STORE_H: tl.constexpr, STORE_V_SEQ: tl.constexpr, BLOCK: tl.constexpr,
+    STORE_H: tl.constexpr, STORE_V_SEQ: tl.constexpr, NUDGE: tl.constexpr, BLOCK: tl.constexpr,
 ):
+    th_up = tl.cast(th_up, tl.float32)
+    th_down = tl.cast(th_down, tl.float32)
     tau = tl.cast(tau, tl.float32)
     v_th = tl.cast(v_th, tl.float32)
     v_reset = tl.cast(v_reset, tl.float32)
@@ -86,7 +101,7 @@ def neuron_fwd_kernel(
         b_v = _reset(b_h, b_s, v_th, v_reset, SOFT_RESET)
         tl.store(p_s + o_t, b_s.to(p_s.dtype.element_ty), mask=m_n)
         if STORE_H:
-            tl.store(p_h + o_t, b_h.to(p_h.dtype.element_ty), mask=m_n)
+            tl.store(p_h + o_t, _saved_h(b_h, b_s, th_up, th_down, NUDGE).to(p_h.dtype.element_ty), mask=m_n)
         if STORE_V_SEQ:
             tl.store(p_vseq + o_t, b_v.to(p_vseq.dtype.element_ty), mask=m_n)
         o_t += N
@@ -178,24 +193,44 @@ def _grid(N, block):
     return (triton.cdiv(N, block),)
 
 
+@functools.lru_cache(maxsize=64)
+def threshold_neighbours(v_th: float, dtype: torch.dtype):
+    """(smallest value >= v_th, largest value < v_th) representable in ``dtype`` (16-bit), as floats."""
+    r = torch.tensor(v_th, dtype=torch.float32).to(dtype)
+    bits = int(r.view(torch.int16))
+    neg = bits < 0 or (bits == 0 and math.copysign(1.0, float(r)) < 0)
+
+    def step(up: bool) -> float:
+        if float(r) == 0.0:
+            return float(torch.tensor(1 if up else -32767, dtype=torch.int16).view(dtype))
+        b = bits + (1 if up != neg else -1)
+        return float(torch.tensor(b, dtype=torch.int16).view(dtype))
+
+    rf = float(r)
+    return (rf if rf >= v_th else step(True)), (rf if rf < v_th else step(False))
+
+
 def neuron_forward(x, v0, k, v0_value: float, mode: int, tau: float, decay_input: bool, v_th: float,
                    v_reset: float, soft_reset: bool, store_h: bool, store_v_seq: bool, block: int = BLOCK,
                    launch=None):
     """x [T, N] contiguous (fp32/fp16/bf16), v0 [N] or None (every neuron starts at ``v0_value``), k a
-    1-element decay tensor (ParametricLIF) or None. Returns (spikes, h or None, v_seq or None, v_last); h is
-    fp32. ``launch(kernel)`` wraps the kernel (torch.library.wrap_triton under torch.compile)."""
+    1-element decay tensor (ParametricLIF) or None. Returns (spikes, h or None, v_seq or None, v_last); h is in
+    x's dtype (16-bit H keeps the forward's spikes exactly: ``_saved_h``). ``launch(kernel)`` wraps the kernel
+    (torch.library.wrap_triton under torch.compile)."""
     T, N = x.shape
     spikes = torch.empty_like(x)
-    h = torch.empty((T, N), dtype=torch.float32, device=x.device) if store_h else None
+    h = torch.empty((T, N), dtype=x.dtype, device=x.device) if store_h else None
+    nudge = store_h and x.dtype is not torch.float32
+    th_up, th_down = threshold_neighbours(float(v_th), x.dtype) if nudge else (float(v_th), float(v_th))
     v_seq = torch.empty_like(x) if store_v_seq else None
     v_last = torch.empty((N,), dtype=x.dtype, device=x.device)
     kernel = neuron_fwd_kernel if launch is None else launch(neuron_fwd_kernel)
     kernel[_grid(N, block)](
         x, v0 if v0 is not None else x, spikes, h if store_h else x, v_seq if store_v_seq else x, v_last,
         k if k is not None else x,
-        T, N, float(tau), float(v_th), float(v_reset), float(v0_value),
+        T, N, float(tau), float(v_th), float(v_reset), float(v0_value), th_up, th_down,
         MODE=mode, DECAY_INPUT=decay_input, SOFT_RESET=soft_reset, HAS_V0=v0 is not None,
-        STORE_H=store_h, STORE_V_SEQ=store_v_seq, BLOCK=block,
+        STORE_H=store_h, STORE_V_SEQ=store_v_seq, NUDGE=nudge, BLOCK=block,
     )
     return spikes, h, v_seq, v_last
 
@@ -204,10 +239,11 @@ def neuron_backward(gs, gv_seq, gv_last, h, x, v0, k, v0_value: float, mode: int
                     v_th: float, v_reset: float, soft_reset: bool, detach_reset: bool, sg: int, sg_a: float,
                     sg_b: float, need_gv0: bool, block: int = BLOCK, launch=None):
     """Reverse-time backward; every tensor [T, N] / [N] contiguous; gs, gv_seq, gv_last may be None (zero),
-    x is needed for ParametricLIF only. Returns (grad_x fp32, grad_v0 fp32 or None, grad_k [1] fp32 or None)."""
+    x is needed for ParametricLIF only. Returns (grad_x in h's dtype, grad_v0 in v0's dtype or None, grad_k [1]
+    fp32 or None); the arithmetic is fp32, only the stores are in the tensors' dtype (no cast pass after)."""
     T, N = h.shape
-    gx = torch.empty((T, N), dtype=torch.float32, device=h.device)
-    gv0 = torch.empty((N,), dtype=torch.float32, device=h.device) if need_gv0 else None
+    gx = torch.empty((T, N), dtype=h.dtype, device=h.device)
+    gv0 = torch.empty((N,), dtype=v0.dtype if v0 is not None else h.dtype, device=h.device) if need_gv0 else None
     nprog = triton.cdiv(N, block)
     gk = torch.empty((nprog,), dtype=torch.float32, device=h.device) if mode == 2 else None
     kernel = neuron_bwd_kernel if launch is None else launch(neuron_bwd_kernel)
@@ -226,11 +262,12 @@ def neuron_backward(gs, gv_seq, gv_last, h, x, v0, k, v0_value: float, mode: int
 # every specialisation the launchers above can produce (kernels/_spec.py; compiled for sm_80/sm_90 in CI)
 _FLAGS = (False, True)
 COMPILE_SPECS = [
-    KernelSpec(neuron_fwd_kernel, data=("p_x", "p_v0", "p_s", "p_vseq", "p_vlast"), ints=("T", "N"),
-               floats=("tau", "v_th", "v_reset", "v0_value"),
+    KernelSpec(neuron_fwd_kernel, data=("p_x", "p_v0", "p_s", "p_h", "p_vseq", "p_vlast"), ints=("T", "N"),
+               floats=("tau", "v_th", "v_reset", "v0_value", "th_up", "th_down"),
                constexprs=dict(MODE=(0, 1, 2), DECAY_INPUT=_FLAGS, SOFT_RESET=_FLAGS, HAS_V0=_FLAGS, STORE_H=_FLAGS,
-                               STORE_V_SEQ=_FLAGS, BLOCK=(BLOCK,))),
-    KernelSpec(neuron_bwd_kernel, data=("p_gs", "p_gvseq", "p_gvlast", "p_x", "p_v0"), ints=("T", "N"),
+                               STORE_V_SEQ=_FLAGS, NUDGE=_FLAGS, BLOCK=(BLOCK,))),
+    KernelSpec(neuron_bwd_kernel, data=("p_gs", "p_gvseq", "p_gvlast", "p_h", "p_x", "p_v0", "p_gx", "p_gv0"),
+               ints=("T", "N"),
                floats=("tau", "v_th", "v_reset", "v0_value", "sg_a", "sg_b"),
                constexprs=dict(MODE=(0, 1, 2), DECAY_INPUT=_FLAGS, SOFT_RESET=_FLAGS, DETACH_RESET=_FLAGS,
                                HAS_V0=_FLAGS, NEED_GV0=_FLAGS, HAS_GS=_FLAGS, HAS_GVSEQ=_FLAGS, HAS_GVLAST=_FLAGS,

@@ -4,7 +4,7 @@ backend as custom ops, and one autograd formula.
 Forward inputs: x [T, *], v0 [*] or None (then every neuron starts at ``v0_value``), k (ParametricLIF's decay
 sigmoid(w), a 0-d tensor) or None, then the configuration as scalars (``CONFIG``). Forward outputs: spikes
 [T, *], V after the last step [*], V after every step [T, *] (empty unless ``store_v_seq``) and what the
-backward reads besides x (Triton: H [T, N] in fp32; C++: empty, its backward recomputes H from x).
+backward reads besides x (Triton: H [T, N] in x's dtype; C++: None, its backward recomputes H from x).
 """
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ def _fake_forward(x, v0, k, v0_value, mode, tau, decay_input, v_threshold, v_res
                   sg_a, sg_b, store_v_seq, need_grad, keeps_h: bool = False):
     T = x.shape[0]
     n = x[0].numel() if T else 0
-    h = x.new_empty((T, n), dtype=torch.float32) if (keeps_h and need_grad) else None
+    h = x.new_empty((T, n)) if (keeps_h and need_grad) else None
     return (torch.empty_like(x), x.new_empty(x.shape[1:]), torch.empty_like(x) if store_v_seq else None, h)
 
 
@@ -114,9 +114,10 @@ def _fake_backward(gs, gv_seq, gv_last, x, h, v0, k, v0_value, mode, *rest):
     """grad_x comes back in x's shape (C++) or as [T, N] (Triton); the formula reshapes it."""
     need_gv0 = rest[-1]
     ref = x if x is not None else h
-    no_h = h is None or h.numel() == 0
-    gx = ref.new_empty(ref.shape if no_h else h.shape, dtype=torch.float32)
-    gv0 = ref.new_empty(gx.shape[1:] if no_h else (h.shape[1],), dtype=torch.float32) if need_gv0 else None
+    no_h = h is None or h.numel() == 0  # C++: fp32 gradients in x's shape; Triton: [T, N] in H's / V0's dtype
+    gx = ref.new_empty(ref.shape if no_h else h.shape, dtype=torch.float32 if no_h else h.dtype)
+    gv0_dtype = torch.float32 if no_h else (v0.dtype if v0 is not None else h.dtype)
+    gv0 = ref.new_empty(gx.shape[1:] if no_h else (h.shape[1],), dtype=gv0_dtype) if need_gv0 else None
     gk = ref.new_empty((1,), dtype=torch.float32) if mode == 2 else None
     return gx, gv0, gk
 
