@@ -175,6 +175,14 @@ def resources(compiled, arch: int) -> Dict[str, int]:
             "spill_loads": grab(r"(\d+) bytes spill loads"), "stack": grab(r"(\d+) bytes stack frame")}
 
 
+def memory_ops(compiled) -> Dict[str, int]:
+    """How many global loads and stores of each width the PTX holds, e.g. {'ld.global.v4.b32': 4} (a v4.b32
+    access moves 16 bytes per thread)."""
+    from collections import Counter
+
+    return dict(Counter(re.findall(r"\b(?:ld|st)\.global(?:\.[a-z]+)*(?:\.v[248])?\.[a-z]+\d+", compiled.asm["ptx"])))
+
+
 def compile_all(archs=(80, 90), workers: int = 2) -> List[dict]:
     """Compile every variant of every kernel for every arch; one dict per compile: kernel, index, variant, arch,
     and either the resources or the error. Must run in a process without TRITON_INTERPRET=1 (under the
@@ -194,7 +202,9 @@ def _compile_job(job) -> dict:
     variant = variants(spec)[index]
     row = {"kernel": name, "index": index, "arch": arch, "variant": {k: str(v) for k, v in variant.items()}}
     try:
-        row["resources"] = resources(compile_variant(spec, variant, arch), arch)
+        compiled = compile_variant(spec, variant, arch)
+        row["resources"] = resources(compiled, arch)
+        row["memory_ops"] = memory_ops(compiled)
     except Exception as e:  # the test reports it
         row["error"] = f"{type(e).__name__}: {e}"[-2000:]
     return row
