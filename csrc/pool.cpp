@@ -12,12 +12,8 @@
 #include <limits>
 #include <vector>
 
-#if defined(__AVX512F__) && defined(__AVX512BW__)
-#include <immintrin.h>
-#define FASTSPIKE_POOL_AVX512 1
-#endif
-
 #include "registry.h"
+#include "simd.h"
 
 namespace fastspike {
 namespace {
@@ -44,8 +40,8 @@ inline void pool_one(const float* xp, std::int64_t W, std::int64_t y0, std::int6
 // One (y, kx) tap of the windows of outputs [ox_lo, ox_hi): input column ox * stride + off of row `row`.
 // SW > 0 is the stride known at compile time; SW == 0 takes `stride` at run time.
 template <int SW>
-inline void pool_interior_step(const float* __restrict row, std::int64_t off, std::int64_t row_base,
-                               std::int64_t ox_lo, std::int64_t ox_hi, std::int64_t stride, float* __restrict m,
+inline void pool_interior_step(const float* __restrict row, std::int64_t off, std::int64_t row_base, std::int64_t ox_lo,
+                               std::int64_t ox_hi, std::int64_t stride, float* __restrict m,
                                std::int32_t* __restrict best) {
   const std::int64_t st = SW > 0 ? SW : stride;
 #pragma omp simd
@@ -58,15 +54,15 @@ inline void pool_interior_step(const float* __restrict row, std::int64_t off, st
   }
 }
 
-#ifdef FASTSPIKE_POOL_AVX512
+#ifdef FASTSPIKE_AVX512
 // The interior outputs [ox0, ox0 + n) (n <= 16) of one output row, stride SW (1 or 2) along the row: the
 // running maximum and its index stay in registers over all (y, kx) taps of the windows (visited in torch's
 // row-major order), and are written once. The generic loop above kept them in memory and, on maps of 16
 // columns or fewer, ran its remainder scalar.
 template <int SW, typename Index>
-inline void pool_interior_avx512(const float* xp, std::int64_t W, std::int64_t y0, std::int64_t y1,
-                                 std::int64_t dh, std::int64_t kw, std::int64_t dw, std::int64_t pw,
-                                 std::int64_t ox0, std::int64_t n, float* orow, Index* irow) {
+inline void pool_interior_avx512(const float* xp, std::int64_t W, std::int64_t y0, std::int64_t y1, std::int64_t dh,
+                                 std::int64_t kw, std::int64_t dw, std::int64_t pw, std::int64_t ox0, std::int64_t n,
+                                 float* orow, Index* irow) {
   const __mmask16 live = static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << n) - 1u);
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512i lane_sw = _mm512_mullo_epi32(lane, _mm512_set1_epi32(SW));
@@ -111,7 +107,8 @@ void max_pool2d_impl(const float* x, float* out, Index* idx, std::int64_t planes
   std::int64_t ox_hi = (W - 1 - (kw - 1) * dw + pw) >= 0 ? (W - 1 - (kw - 1) * dw + pw) / sw + 1 : 0;
   ox_hi = std::max(ox_lo, std::min(ox_hi, OW));
   const std::int64_t empty = H * W;  // sentinel index of a window with no in-bounds element
-#pragma omp parallel num_threads(clamp_threads(nthreads, planes, planes * OH * OW * kh * kw, std::int64_t(1) << 16))
+  const int threads = clamp_threads(nthreads, planes, planes * OH * OW * kh * kw, std::int64_t(1) << 16);
+#pragma omp parallel num_threads(threads)
   {
     std::vector<float> m(static_cast<std::size_t>(OW));
     std::vector<std::int32_t> best(static_cast<std::size_t>(OW));
@@ -145,7 +142,7 @@ void max_pool2d_impl(const float* x, float* out, Index* idx, std::int64_t planes
           }
           continue;
         }
-#ifdef FASTSPIKE_POOL_AVX512
+#ifdef FASTSPIKE_AVX512
         if (sw == 1 || sw == 2) {
           for (std::int64_t ox0 = ox_lo; ox0 < ox_hi; ox0 += 16) {
             const std::int64_t n = std::min<std::int64_t>(16, ox_hi - ox0);
@@ -189,8 +186,7 @@ void max_pool2d(std::uintptr_t x_, std::uintptr_t out_, std::uintptr_t idx_, int
   float* out = ptr<float>(out_);
   if (index_bytes == 2)
     max_pool2d_impl(x, out, ptr<std::int16_t>(idx_), planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, nthreads);
-  else
-    max_pool2d_impl(x, out, ptr<std::int32_t>(idx_), planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, nthreads);
+  else max_pool2d_impl(x, out, ptr<std::int32_t>(idx_), planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, nthreads);
 }
 
 // The backward: gx [rows, cols] = 0, then gx[r, idx[r, j]] += g[r, j] in the order of j (torch's scatter_add_
@@ -200,7 +196,8 @@ template <typename Index>
 void max_pool_backward_impl(const Index* idx, const float* g, float* gx, std::int64_t rows, std::int64_t L,
                             std::int64_t cols, int nthreads) {
   bool bad = false;
-#pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, rows, rows * cols, std::int64_t(1) << 16)) reduction(|| : bad)
+  const int threads = clamp_threads(nthreads, rows, rows * cols, std::int64_t(1) << 16);
+#pragma omp parallel for schedule(static) num_threads(threads) reduction(|| : bad)
   for (std::int64_t r = 0; r < rows; ++r) {
     float* dst = gx + r * cols;
     std::fill(dst, dst + cols, 0.0f);
@@ -222,9 +219,11 @@ void max_pool_backward(std::uintptr_t idx_, int index_bytes, std::uintptr_t g_, 
                        std::int64_t L, std::int64_t cols, int nthreads) {
   check(index_bytes == 2 || index_bytes == 4, "max_pool_backward: index_bytes must be 2 (int16) or 4 (int32)");
   if (index_bytes == 2)
-    max_pool_backward_impl(ptr<const std::int16_t>(idx_), ptr<const float>(g_), ptr<float>(gx_), rows, L, cols, nthreads);
+    max_pool_backward_impl(ptr<const std::int16_t>(idx_), ptr<const float>(g_), ptr<float>(gx_), rows, L, cols,
+                           nthreads);
   else
-    max_pool_backward_impl(ptr<const std::int32_t>(idx_), ptr<const float>(g_), ptr<float>(gx_), rows, L, cols, nthreads);
+    max_pool_backward_impl(ptr<const std::int32_t>(idx_), ptr<const float>(g_), ptr<float>(gx_), rows, L, cols,
+                           nthreads);
 }
 
 void register_pool(pybind11::module_& m) {

@@ -25,7 +25,9 @@ struct Register {
 // Raw buffers cross the boundary as integer addresses (tensor.data_ptr()); the Python launcher owns
 // validation (dtype, contiguity, device). These helpers turn them back into typed pointers.
 template <typename T>
-inline T* ptr(std::uintptr_t address) { return reinterpret_cast<T*>(address); }
+inline T* ptr(std::uintptr_t address) {
+  return reinterpret_cast<T*>(address);
+}
 
 inline void check(bool cond, const std::string& msg) {
   if (!cond) throw std::invalid_argument(msg);
