@@ -106,20 +106,25 @@ int conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, 
   // stop early: at the first non-binary value, or once more than max_nnz spikes are counted
   int stop = kDone;
   std::int64_t counted = 0;
+  ThreadErrors errors;  // a thread's buffers could not be allocated: raised after the region
 #pragma omp parallel num_threads(th1)
   {
     // a thread's list buffer holds at most every element of its (static) share of the items; the team may
     // be smaller than asked (nested parallelism, thread limits)
     const std::int64_t team = omp_get_num_threads();
     const std::int64_t per_thread = (items1 + team - 1) / team * band * W * Cin + kSlack;
-    std::int32_t* buf = scratch<Lists, std::int32_t>(static_cast<std::size_t>(per_thread));
-    std::int32_t* stage = scratch<Stage, std::int32_t>(static_cast<std::size_t>(band * W * Cin));  // [pixel][channels]
-    std::int32_t* cnt = scratch<Cnt, std::int32_t>(static_cast<std::size_t>(band * W));
-    std::int32_t* cols = scratch<Cols, std::int32_t>(static_cast<std::size_t>(band * W + kSlack));
+    std::int32_t *buf = nullptr, *stage = nullptr, *cnt = nullptr, *cols = nullptr;
+    errors.run([&] {
+      buf = scratch<Lists, std::int32_t>(static_cast<std::size_t>(per_thread));
+      stage = scratch<Stage, std::int32_t>(static_cast<std::size_t>(band * W * Cin));  // [pixel][channels]
+      cnt = scratch<Cnt, std::int32_t>(static_cast<std::size_t>(band * W));
+      cols = scratch<Cols, std::int32_t>(static_cast<std::size_t>(band * W + kSlack));
+    });
     std::int64_t used = 0;
     bool b = false;
 #pragma omp for schedule(static)
     for (std::int64_t it = 0; it < items1; ++it) {
+      if (errors.failed()) continue;
       int st;
 #pragma omp atomic read
       st = stop;
@@ -169,6 +174,7 @@ int conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, 
     }
     // the gather copies lists 16 entries at a time: the slack past the last list is read, never used
   }
+  errors.rethrow();
   if (stop != kDone) return stop;
   if (torch_layout) wt = transpose_conv_weight(wt, s, nthreads);
   float* out = output_buffer(alloc);
@@ -183,10 +189,15 @@ int conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, 
   {
     struct Acc;
     struct Flat;
-    float* acc = scratch<Acc, float>(static_cast<std::size_t>(OW * Cout));
-    std::int32_t* flat = scratch<Flat, std::int32_t>(static_cast<std::size_t>(fast ? KH * KW * Cin + kSlack : 1));
+    float* acc = nullptr;
+    std::int32_t* flat = nullptr;
+    errors.run([&] {
+      acc = scratch<Acc, float>(static_cast<std::size_t>(OW * Cout));
+      flat = scratch<Flat, std::int32_t>(static_cast<std::size_t>(fast ? KH * KW * Cin + kSlack : 1));
+    });
 #pragma omp for schedule(static)
     for (std::int64_t r = 0; r < out_rows; ++r) {
+      if (errors.failed()) continue;
       const std::int64_t bb = r / OH, oy = r % OH;
       if (fast) {
         // register-blocked: per output pixel, the weight-row offsets of every active (channel, tap) are
@@ -274,6 +285,7 @@ int conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, 
     }
     if (stream) simd::stream_fence();  // order this thread's streaming stores before the team's barrier
   }
+  errors.rethrow();
   return kDone;
 }
 

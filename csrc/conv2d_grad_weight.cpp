@@ -134,18 +134,25 @@ void conv2d_grad_weight_impl(const std::uint8_t* data, std::int64_t nbytes, cons
   const std::int64_t blocks_per_group = (cing + kCB - 1) / kCB;
   const std::int64_t nblocks = G * blocks_per_group;
   const std::int64_t chunk = std::min<std::int64_t>(kSpikes, HW);
+  ThreadErrors errors;  // a thread's buffers could not be allocated: raised after the region
 #pragma omp parallel num_threads(clamp_threads(nthreads, nblocks))
   {
     struct GradAcc;
     struct GradTaps;
     struct GradVals;
-    float* acc = scratch<GradAcc, float>(static_cast<std::size_t>(kCB * row));
-    // per tap: the output pixels (oy * OW + ox) of up to `chunk` spikes, then (BYTES) their values
-    std::int32_t* lists = scratch<GradTaps, std::int32_t>(static_cast<std::size_t>(taps * chunk));
-    float* vals = BYTES ? scratch<GradVals, float>(static_cast<std::size_t>(taps * chunk)) : nullptr;
-    std::vector<std::int32_t> counts(static_cast<std::size_t>(taps));
+    float* acc = nullptr;
+    std::int32_t* lists = nullptr;  // per tap: the output pixels (oy * OW + ox) of up to `chunk` spikes
+    float* vals = nullptr;          // (BYTES) and their values
+    std::vector<std::int32_t> counts;
+    errors.run([&] {
+      acc = scratch<GradAcc, float>(static_cast<std::size_t>(kCB * row));
+      lists = scratch<GradTaps, std::int32_t>(static_cast<std::size_t>(taps * chunk));
+      if (BYTES) vals = scratch<GradVals, float>(static_cast<std::size_t>(taps * chunk));
+      counts.resize(static_cast<std::size_t>(taps));
+    });
 #pragma omp for schedule(static)
     for (std::int64_t blk = 0; blk < nblocks; ++blk) {
+      if (errors.failed()) continue;
       const std::int64_t grp = blk / blocks_per_group;
       const std::int64_t c0 = grp * cing + (blk % blocks_per_group) * kCB;
       const std::int64_t c1 = std::min(c0 + kCB, (grp + 1) * cing);
@@ -205,6 +212,7 @@ void conv2d_grad_weight_impl(const std::uint8_t* data, std::int64_t nbytes, cons
         transpose_panel(acc, cg, dst, cing * taps, nc * taps, o0, std::min(cg, o0 + 16));
     }
   }
+  errors.rethrow();
 }
 
 void conv2d_grad_weight(std::uintptr_t data_, std::int64_t nbytes, bool bytes, std::uintptr_t g_, std::uintptr_t gw_,

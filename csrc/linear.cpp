@@ -77,6 +77,7 @@ int build_row_lists(const float* x, std::int64_t rows, std::int64_t cols, std::u
   bool bad = false;
   int stop = kDone;  // early stop (no bits wanted)
   std::int64_t counted = 0;
+  ThreadErrors errors;  // a list buffer that cannot grow (std::bad_alloc): raised after the region
 #pragma omp parallel num_threads(threads) reduction(|| : bad)
   {
     const int tid = omp_get_thread_num();
@@ -91,8 +92,11 @@ int build_row_lists(const float* x, std::int64_t rows, std::int64_t cols, std::u
         st = stop;
         if (st != kDone) continue;
       }
-      if (static_cast<std::int64_t>(buf.size()) < used + cols + kSlack)
-        buf.resize(std::max<std::int64_t>(used + cols + kSlack, 2 * static_cast<std::int64_t>(buf.size())));
+      if (errors.failed()) continue;
+      if (static_cast<std::int64_t>(buf.size()) < used + cols + kSlack && !errors.run([&] {
+            buf.resize(std::max<std::int64_t>(used + cols + kSlack, 2 * static_cast<std::int64_t>(buf.size())));
+          }))
+        continue;
       const std::int64_t c = compact_row(x + r * cols, cols, buf.data() + used, 0, bits ? bits + r * nb : nullptr, b);
       L.owner[r] = tid;
       L.offset[r] = used;
@@ -113,6 +117,7 @@ int build_row_lists(const float* x, std::int64_t rows, std::int64_t cols, std::u
     }
     bad = bad || b;
   }
+  errors.rethrow();
   if (bad) return kNotBinary;
   if (stop != kDone) return stop;
   if (max_nnz >= 0) {

@@ -209,11 +209,14 @@ void backward_impl(const NeuronParams& p, RecomputeFn recompute, float a, float 
   c.x_term = p.decay_input ? 1.0f : 0.0f;
   const float v_reset_arg = p.soft_reset ? 0.0f : p.v_reset;
   const int threads = clamp_threads(nthreads, nblocks, T * N, kMinBackwardPerThread);
+  ThreadErrors errors;  // a thread's buffer could not be allocated: raised after the region
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<float> hbuf(static_cast<std::size_t>(T) * kBlock);  // this thread's H, [T][kBlock]
+    std::vector<float> hbuf;  // this thread's H, [T][kBlock]
+    errors.run([&] { hbuf.resize(static_cast<std::size_t>(T) * kBlock); });
 #pragma omp for schedule(static)
     for (std::int64_t b = 0; b < nblocks; ++b) {
+      if (errors.failed()) continue;
       const std::int64_t n0 = b * kBlock;
       const std::int64_t len = std::min(kBlock, N - n0);
       float v0blk[kBlock];  // V[-1] of this block: the given v0 or the constant v0_value
@@ -247,6 +250,7 @@ void backward_impl(const NeuronParams& p, RecomputeFn recompute, float a, float 
       }
     }
   }
+  errors.rethrow();
 }
 
 void backward(std::uintptr_t gs_, std::uintptr_t gvseq_, std::uintptr_t gvlast_, std::uintptr_t x_, std::uintptr_t v0_,

@@ -108,12 +108,18 @@ void max_pool2d_impl(const float* x, float* out, Index* idx, std::int64_t planes
   ox_hi = std::max(ox_lo, std::min(ox_hi, OW));
   const std::int64_t empty = H * W;  // sentinel index of a window with no in-bounds element
   const int threads = clamp_threads(nthreads, planes, planes * OH * OW * kh * kw, std::int64_t(1) << 16);
+  ThreadErrors errors;  // a thread's buffers could not be allocated: raised after the region
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<float> m(static_cast<std::size_t>(OW));
-    std::vector<std::int32_t> best(static_cast<std::size_t>(OW));
+    std::vector<float> m;
+    std::vector<std::int32_t> best;
+    errors.run([&] {
+      m.resize(static_cast<std::size_t>(OW));
+      best.resize(static_cast<std::size_t>(OW));
+    });
 #pragma omp for schedule(static)
     for (std::int64_t p = 0; p < planes; ++p) {
+      if (errors.failed()) continue;
       const float* xp = x + p * H * W;
       float* op = out + p * OH * OW;
       Index* ip = idx + p * OH * OW;
@@ -174,6 +180,7 @@ void max_pool2d_impl(const float* x, float* out, Index* idx, std::int64_t planes
       }
     }
   }
+  errors.rethrow();
 }
 
 void max_pool2d(std::uintptr_t x_, std::uintptr_t out_, std::uintptr_t idx_, int index_bytes, std::int64_t planes,

@@ -98,17 +98,21 @@ void psn_forward(std::uintptr_t x_, std::uintptr_t w_, std::uintptr_t b_, std::u
   float* h = h_ ? ptr<float>(h_) : nullptr;
   const Band band{T, band_k};
   const std::int64_t nblocks = (N + kPsnBlock - 1) / kPsnBlock;
+  ThreadErrors errors;  // a thread's buffer could not be allocated: raised after the region
 #pragma omp parallel num_threads(clamp_threads(nthreads, nblocks))
   {
-    std::vector<float> xb(static_cast<std::size_t>(T * kPsnBlock));
+    std::vector<float> xb;
+    errors.run([&] { xb.resize(static_cast<std::size_t>(T * kPsnBlock)); });
 #pragma omp for schedule(static)
     for (std::int64_t blk = 0; blk < nblocks; ++blk) {
+      if (errors.failed()) continue;
       const std::int64_t n0 = blk * kPsnBlock;
       const std::int64_t len = std::min(kPsnBlock, N - n0);
       if (len == kPsnBlock) forward_block<true>(x, w, b, s, h, band, N, n0, len, xb.data());
       else forward_block<false>(x, w, b, s, h, band, N, n0, len, xb.data());
     }
   }
+  errors.rethrow();
 }
 
 // One block of columns of the backward: dH (in gh, T x kPsnBlock), dX, and the float block sums of dW, dB.
@@ -180,14 +184,20 @@ void psn_backward_impl(const float* x, const float* gs, const float* w, const fl
                        std::int64_t nchunks, float sa, float sb, int nthreads) {
   const Band band{T, band_k};
   const std::int64_t nblocks = (N + kPsnBlock - 1) / kPsnBlock;
+  ThreadErrors errors;  // a chunk's buffers could not be allocated: raised after the loop
 #pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, nchunks))
   for (std::int64_t c = 0; c < nchunks; ++c) {
+    if (errors.failed()) continue;
     const std::int64_t blk0 = c * nblocks / nchunks;
     const std::int64_t blk1 = (c + 1) * nblocks / nchunks;
-    std::vector<float> gh(static_cast<std::size_t>(T * kPsnBlock));
-    std::vector<float> xb(static_cast<std::size_t>(T * kPsnBlock));
-    std::vector<float> gw_blk(gh_out ? 0 : static_cast<std::size_t>(T * T * kLanes), 0.0f);  // lane sums per (t, j)
-    std::vector<float> gb_blk(static_cast<std::size_t>(T), 0.0f);
+    std::vector<float> gh, xb, gw_blk, gb_blk;  // gw_blk: lane sums per (t, j)
+    if (!errors.run([&] {
+          gh.resize(static_cast<std::size_t>(T * kPsnBlock));
+          xb.resize(static_cast<std::size_t>(T * kPsnBlock));
+          gw_blk.assign(gh_out ? 0 : static_cast<std::size_t>(T * T * kLanes), 0.0f);
+          gb_blk.assign(static_cast<std::size_t>(T), 0.0f);
+        }))
+      continue;
     double* gw = gw_part + c * T * T;
     double* gbp = gb_part + c * T;
     for (std::int64_t q = 0; q < T * T; ++q) gw[q] = 0.0;
@@ -219,6 +229,7 @@ void psn_backward_impl(const float* x, const float* gs, const float* w, const fl
       }
     }
   }
+  errors.rethrow();
 }
 
 void psn_backward(std::uintptr_t x_, std::uintptr_t gs_, std::uintptr_t w_, std::uintptr_t b_, std::uintptr_t gx_,
