@@ -18,13 +18,6 @@
 namespace fastspike {
 namespace {
 
-// The register-blocked gather needs vector registers: off on the portable build, which keeps the plain loops.
-#if defined(FASTSPIKE_PORTABLE_SIMD)
-constexpr bool kRegisterBlocked = false;
-#else
-constexpr bool kRegisterBlocked = true;
-#endif
-
 // One output pixel of a groups == 1 convolution, outputs [cb, cb + kWidth NV): bias + the weight rows at offsets
 // rows[0, m) (one per active (channel, tap)), accumulated in NV registers and stored once to
 // dst[cb, cb + kWidth NV).
@@ -65,19 +58,19 @@ const float* transpose_conv_weight(const float* w, const ConvShape& s, int nthre
 // bias [Cout] or 0; alloc -> out [B, Cout, OH, OW]. Returns kDone, or kNotBinary / kTooDense (more than max_nnz spikes;
 // max_nnz < 0: no limit) with out unwritten. Both stop the compaction early: kTooDense says nothing about
 // whether x is binary.
-int conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, const pybind11::function& alloc,
-                   std::int64_t B, std::int64_t Cin, std::int64_t H, std::int64_t W, std::int64_t Cout, std::int64_t OH,
-                   std::int64_t OW, std::int64_t KH, std::int64_t KW, std::int64_t sh, std::int64_t sw, std::int64_t ph,
-                   std::int64_t pw, std::int64_t dh, std::int64_t dw, std::int64_t G, std::int64_t max_nnz,
-                   bool torch_layout, int nthreads) {
-  const ConvShape s{B, Cin, H, W, Cout, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, G};
+// alloc() -> out: called once the input is accepted (the binding below asks Python; tests pass a plain callable).
+template <typename Alloc>
+int conv2d_forward_impl(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, Alloc&& alloc, const ConvShape& s,
+                        std::int64_t max_nnz, bool torch_layout, int nthreads) {
+  const std::int64_t B = s.B, Cin = s.Cin, H = s.H, W = s.W, Cout = s.Cout, OH = s.OH, OW = s.OW, KH = s.KH, KW = s.KW,
+                     sh = s.sh, sw = s.sw, ph = s.ph, pw = s.pw, dh = s.dh, dw = s.dw, G = s.G;
   const float* x = ptr<const float>(x_);
   const float* wt = ptr<const float>(wt_);
   const float* bias = bias_ ? ptr<const float>(bias_) : nullptr;
   const std::int64_t cg = s.cout_g(), cing = s.cin_g();
   // register-blocked path (vector builds): the lists hold weight-row offsets c * KH * KW * Cout, not c
   const bool fast =
-      kRegisterBlocked && G == 1 && Cout % simd::kWidth == 0 && Cin * KH * KW * Cout < (std::int64_t(1) << 31);
+      simd::kRegisterBlocked && G == 1 && Cout % simd::kWidth == 0 && Cin * KH * KW * Cout < (std::int64_t(1) << 31);
   const std::int32_t cmul = static_cast<std::int32_t>(fast ? KH * KW * Cout : 1);
 
   // Phase 1: per input row (b, iy), the active channels of each pixel, stored pixel by pixel in
@@ -177,7 +170,7 @@ int conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, 
   errors.rethrow();
   if (stop != kDone) return stop;
   if (torch_layout) wt = transpose_conv_weight(wt, s, nthreads);
-  float* out = output_buffer(alloc);
+  float* out = alloc();
   for (std::int64_t r = 0; r < in_rows; ++r) row_base[r] = row_owner[r] + row_off[r];
 
   // Phase 2: gather per output row.
@@ -287,6 +280,15 @@ int conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, 
   }
   errors.rethrow();
   return kDone;
+}
+
+int conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, const pybind11::function& alloc,
+                   std::int64_t B, std::int64_t Cin, std::int64_t H, std::int64_t W, std::int64_t Cout, std::int64_t OH,
+                   std::int64_t OW, std::int64_t KH, std::int64_t KW, std::int64_t sh, std::int64_t sw, std::int64_t ph,
+                   std::int64_t pw, std::int64_t dh, std::int64_t dw, std::int64_t G, std::int64_t max_nnz,
+                   bool torch_layout, int nthreads) {
+  const ConvShape s{B, Cin, H, W, Cout, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, G};
+  return conv2d_forward_impl(x_, wt_, bias_, [&] { return output_buffer(alloc); }, s, max_nnz, torch_layout, nthreads);
 }
 
 void register_conv2d_forward(pybind11::module_& m) {

@@ -18,13 +18,6 @@
 namespace fastspike {
 namespace {
 
-// The register-blocked row sums need vector registers: off on the portable build, which keeps the plain loop.
-#if defined(FASTSPIKE_PORTABLE_SIMD)
-constexpr bool kRegisterBlocked = false;
-#else
-constexpr bool kRegisterBlocked = true;
-#endif
-
 // The positions p0 + i (i < len) of x's nonzeros among 32 consecutive elements, as a bit mask: from the
 // packed bits, or from one byte per element.
 template <bool BYTES>
@@ -76,7 +69,7 @@ template <bool BYTES>
 inline void add_rows(const float* base, std::int64_t stride, const std::int32_t* pix, const float* val, std::int64_t n,
                      float* dst, std::int64_t len) {
   std::int64_t i0 = 0;
-  if (kRegisterBlocked) {
+  if (simd::kRegisterBlocked) {
     constexpr std::int64_t V = simd::kWidth;
     for (; i0 + 8 * V <= len; i0 += 8 * V) add_rows_vec<BYTES, 8>(base + i0, stride, pix, val, n, dst + i0);
     for (; i0 + 4 * V <= len; i0 += 4 * V) add_rows_vec<BYTES, 4>(base + i0, stride, pix, val, n, dst + i0);

@@ -150,9 +150,11 @@ const float* tile_linear_weight(const float* w, std::int64_t K, std::int64_t N, 
 // here once the input is known to be sparse enough); bias [N] or 0; alloc -> out [M, N];
 // bits [M, ceil(K/8)] or 0 (filled with the packed spikes on the way, also when the result is kTooDense);
 // max_nnz < 0: no density limit.
-int linear_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, const pybind11::function& alloc,
-                   std::uintptr_t bits_, std::int64_t M, std::int64_t K, std::int64_t N, std::int64_t max_nnz,
-                   bool torch_layout, int nthreads) {
+// alloc() -> out: called once the input is accepted (the binding below asks Python; tests pass a plain callable).
+template <typename Alloc>
+int linear_forward_impl(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, Alloc&& alloc,
+                        std::uintptr_t bits_, std::int64_t M, std::int64_t K, std::int64_t N, std::int64_t max_nnz,
+                        bool torch_layout, int nthreads) {
   const float* x = ptr<const float>(x_);
   const float* wt = ptr<const float>(wt_);
   const float* bias = bias_ ? ptr<const float>(bias_) : nullptr;
@@ -161,7 +163,7 @@ int linear_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, 
   const int status = build_row_lists(x, M, K, bits_ ? ptr<std::uint8_t>(bits_) : nullptr, threads, max_nnz, L);
   if (status != kDone) return status;
   if (torch_layout) wt = tile_linear_weight(wt, K, N, nthreads);
-  float* out = output_buffer(alloc);
+  float* out = alloc();
 
   const std::int64_t ntiles = (N + kTile - 1) / kTile;
   constexpr std::int64_t kRowBlock = 128;
@@ -184,6 +186,13 @@ int linear_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, 
     }
   }
   return kDone;
+}
+
+int linear_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, const pybind11::function& alloc,
+                   std::uintptr_t bits_, std::int64_t M, std::int64_t K, std::int64_t N, std::int64_t max_nnz,
+                   bool torch_layout, int nthreads) {
+  return linear_forward_impl(
+      x_, wt_, bias_, [&] { return output_buffer(alloc); }, bits_, M, K, N, max_nnz, torch_layout, nthreads);
 }
 
 // bits [M, ceil(K/8)] (packed x); gt [ceil(N/64)][M][64] (tile-blocked upstream gradient, zero padded);

@@ -195,5 +195,12 @@ inline void add_offset16(std::int32_t* dst, const std::int32_t* src, std::int32_
 // Bytes of one vector: the alignment vstream needs.
 constexpr int kVecBytes = kWidth * static_cast<int>(sizeof(float));
 
+// Whether kernels keep accumulators in vector registers (arrays of vf); the portable build keeps its plain loops.
+#if defined(FASTSPIKE_PORTABLE_SIMD)
+constexpr bool kRegisterBlocked = false;
+#else
+constexpr bool kRegisterBlocked = true;
+#endif
+
 }  // namespace simd
 }  // namespace fastspike
