@@ -88,7 +88,7 @@ void check_bits() {
 }
 
 void check_linear() {
-  const int64_t M = 37, K = 301, N = 133;  // N not a multiple of the 64-output tile
+  const int64_t M = 37, K = 1301, N = 133;  // N not a multiple of the 64-output tile; K: 3 panel slices
   for (double density : {0.02, 0.3}) {
     auto x = spikes(M * K, density);
     auto w = normal(N * K), b = normal(N);

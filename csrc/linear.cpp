@@ -2,8 +2,9 @@
 // only the weights of active inputs.
 //
 // Forward: every row of x is compacted into the list of its active inputs (one pass, bits packed on the way:
-// bits.h); then, per tile of 64 outputs, each active input k adds row k of the tile-blocked transposed weight
-// WT[tile][K][64] (a contiguous 256-byte row that stays in L2 across rows).
+// bits.h); then, per tile of 64 outputs and block of up to 1024 rows, each active input k adds row k of the
+// tile-blocked transposed weight WT[tile][K][64] (a contiguous 256-byte row) to its row's accumulator, one
+// 512-input slice of the panel at a time so that the slice is read from cache by every row of the block.
 // Weight gradient: the packed bits are turned into per-input lists of active rows (CSC), then per (64-output
 // tile, 16-input block) gW[n, k] = sum over active rows m of g[m, n], read from the tile-blocked copy
 // G[tile][M][64] of the upstream gradient.
@@ -23,7 +24,9 @@
 namespace fastspike {
 namespace {
 
-constexpr std::int64_t kKBlock = 16;  // inputs per weight-gradient block
+constexpr std::int64_t kKBlock = 16;      // inputs per weight-gradient block
+constexpr std::int64_t kPanelRows = 512;  // forward: weight rows (inputs) of a tile walked at a time (128 KiB)
+constexpr std::int64_t kRowBlock = 1024;  // forward: most rows of x sharing one pass over a tile's weight panel
 
 // acc[0, 64) += w[0, 64)
 inline void add_tile(float* acc, const float* w) {
@@ -31,8 +34,8 @@ inline void add_tile(float* acc, const float* w) {
   for (int i = 0; i < kTile; ++i) acc[i] += w[i];
 }
 
-// acc[0, 64) = b0[0, 64) + the sum of the tile rows wtile[li[j] * 64, +64) for j < cnt, in registers: kTile /
-// kWidth vectors per chain, and two interleaved chains (even and odd j, added at the end) where that leaves
+// acc[0, 64) = b0[0, 64) (may be acc itself) + the sum of the tile rows wtile[li[j] * 64, +64), j < cnt, in registers:
+// kTile / kWidth vectors per chain, and two interleaved chains (even and odd j, added at the end) where that leaves
 // enough registers, to hide the add latency.
 inline void gather_tile(const float* wtile, const std::int32_t* li, std::int64_t cnt, const float* b0, float* acc) {
   using namespace simd;
@@ -165,26 +168,64 @@ int linear_forward_impl(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bi
   if (torch_layout) wt = tile_linear_weight(wt, K, N, nthreads);
   float* out = alloc();
 
+  // Work item: one tile of 64 outputs for a block of up to kRowBlock rows, whose accumulators [rows][64] (256 KiB)
+  // stay in the thread's L2 while the tile's weight panel is walked kPanelRows inputs at a time (128 KiB): each
+  // panel slice is fetched once and used by every row of the block. Weight traffic is about ceil(M / kRowBlock)
+  // passes over the weight; one row at a time read the whole 1 MiB panel (K = 4096) per row from wherever it
+  // fell out to (every row of an item touched most of it), which on a 512 KiB L2 meant memory.
   const std::int64_t ntiles = (N + kTile - 1) / kTile;
-  constexpr std::int64_t kRowBlock = 128;
-  const std::int64_t rblocks = (M + kRowBlock - 1) / kRowBlock;
+  const std::int64_t KB = std::min(K, kPanelRows);
+  const std::int64_t nkb = (K + KB - 1) / KB;
+  const std::int64_t rblocks = std::max((M + kRowBlock - 1) / kRowBlock,
+                                        std::min<std::int64_t>(M, (4 * std::max(nthreads, 1) + ntiles - 1) / ntiles));
+  const std::int64_t R = (M + rblocks - 1) / rblocks;
   const std::int64_t items = ntiles * rblocks;
-#pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, items))
-  for (std::int64_t it = 0; it < items; ++it) {
-    const std::int64_t t = it / rblocks, rb = it % rblocks;
-    const std::int64_t n0 = t * kTile, nvalid = std::min(kTile, N - n0);
-    const float* wtile = wt + t * K * kTile;
-    alignas(64) float b0[kTile];
-    for (std::int64_t i = 0; i < kTile; ++i) b0[i] = (bias && i < nvalid) ? bias[n0 + i] : 0.0f;
-    const std::int64_t m_end = std::min(M, (rb + 1) * kRowBlock);
-    for (std::int64_t m = rb * kRowBlock; m < m_end; ++m) {
-      const std::int32_t* li = L.list(m);
-      const std::int64_t cnt = L.count[m];
-      alignas(64) float acc[kTile];
-      gather_tile(wtile, li, cnt, b0, acc);
-      std::memcpy(out + m * N + n0, acc, static_cast<std::size_t>(nvalid) * sizeof(float));
+  // per row, where each panel slice's spikes start in the row's list (lists are ascending)
+  std::vector<std::int32_t> slice_at(static_cast<std::size_t>(M * (nkb + 1)));
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, M, M* nkb, 1 << 14))
+  for (std::int64_t m = 0; m < M; ++m) {
+    const std::int32_t* li = L.list(m);
+    const std::int64_t cnt = L.count[m];
+    std::int32_t* at = slice_at.data() + m * (nkb + 1);
+    std::int64_t p = 0;
+    for (std::int64_t j = 0; j < nkb; ++j) {
+      at[j] = static_cast<std::int32_t>(p);
+      const std::int64_t k1 = std::min(K, (j + 1) * KB);
+      while (p < cnt && li[p] < k1) ++p;
+    }
+    at[nkb] = static_cast<std::int32_t>(cnt);
+  }
+  ThreadErrors errors;  // a thread's accumulators could not be allocated: raised after the region
+#pragma omp parallel num_threads(clamp_threads(nthreads, items))
+  {
+    struct LinearAcc;
+    float* accs = nullptr;
+    errors.run([&] { accs = scratch<LinearAcc, float>(static_cast<std::size_t>(R * kTile)); });
+#pragma omp for schedule(static)
+    for (std::int64_t it = 0; it < items; ++it) {
+      if (errors.failed()) continue;
+      const std::int64_t t = it / rblocks, rb = it % rblocks;
+      const std::int64_t n0 = t * kTile, nvalid = std::min(kTile, N - n0);
+      const float* wtile = wt + t * K * kTile;
+      const std::int64_t m0 = rb * R, m1 = std::min(M, m0 + R);
+      // the bias row (zero padded), then copied to every row: a select between bias[i] and 0 vectorised into
+      // masked loads from address 0 when bias was null, a microcode assist per load (50 ms per call on AVX2)
+      alignas(64) float b0[kTile] = {};
+      if (bias) std::memcpy(b0, bias + n0, static_cast<std::size_t>(nvalid) * sizeof(float));
+      for (std::int64_t m = m0; m < m1; ++m) std::memcpy(accs + (m - m0) * kTile, b0, sizeof(b0));
+      for (std::int64_t j = 0; j < nkb; ++j)
+        for (std::int64_t m = m0; m < m1; ++m) {
+          const std::int32_t* at = slice_at.data() + m * (nkb + 1);
+          if (at[j + 1] > at[j]) {
+            float* a = accs + (m - m0) * kTile;
+            gather_tile(wtile, L.list(m) + at[j], at[j + 1] - at[j], a, a);
+          }
+        }
+      for (std::int64_t m = m0; m < m1; ++m)
+        std::memcpy(out + m * N + n0, accs + (m - m0) * kTile, static_cast<std::size_t>(nvalid) * sizeof(float));
     }
   }
+  errors.rethrow();
   return kDone;
 }
 
