@@ -9,9 +9,11 @@
 // tile, 16-input block) gW[n, k] = sum over active rows m of g[m, n], read from the tile-blocked copy
 // G[tile][M][64] of the upstream gradient.
 #include <omp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -32,6 +34,21 @@ constexpr std::int64_t kRowBlock = 1024;  // forward: most rows of x sharing one
 inline void add_tile(float* acc, const float* w) {
 #pragma omp simd
   for (int i = 0; i < kTile; ++i) acc[i] += w[i];
+}
+
+// The L2 size per core the forward plans for: FASTSPIKE_L2_BYTES if set (tests use it to take the sliced path),
+// else glibc's sysconf, else 512 KiB (a small one).
+inline std::int64_t l2_cache_bytes() {
+  if (const char* env = std::getenv("FASTSPIKE_L2_BYTES")) {
+    const long long v = std::atoll(env);
+    if (v > 0) return v;
+  }
+#if defined(_SC_LEVEL2_CACHE_SIZE)
+  static const long bytes = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#else
+  static const long bytes = 0;
+#endif
+  return bytes > 0 ? bytes : std::int64_t(512) << 10;
 }
 
 // acc[0, 64) = b0[0, 64) (may be acc itself) + the sum of the tile rows wtile[li[j] * 64, +64), j < cnt, in registers:
@@ -168,22 +185,26 @@ int linear_forward_impl(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bi
   if (torch_layout) wt = tile_linear_weight(wt, K, N, nthreads);
   float* out = alloc();
 
-  // Work item: one tile of 64 outputs for a block of up to kRowBlock rows, whose accumulators [rows][64] (256 KiB)
-  // stay in the thread's L2 while the tile's weight panel is walked kPanelRows inputs at a time (128 KiB): each
-  // panel slice is fetched once and used by every row of the block. Weight traffic is about ceil(M / kRowBlock)
-  // passes over the weight; one row at a time read the whole 1 MiB panel (K = 4096) per row from wherever it
-  // fell out to (every row of an item touched most of it), which on a 512 KiB L2 meant memory.
+  // Work item: one tile of 64 outputs for a block of up to kRowBlock rows. A tile's weight panel (K * 256 bytes)
+  // that fits half the L2 is read row after row with the accumulators in registers. A larger one is walked
+  // kPanelRows inputs at a time (128 KiB), the rows' accumulators [rows][64] (256 KiB) staying in L2, so that each
+  // panel slice is fetched once and used by every row of the block: about ceil(M / kRowBlock) passes over the
+  // weight. Row after row, each row read most of a panel that no longer fitted (on a 512 KiB L2, K = 4096) from
+  // memory; the slices cost per-(row, slice) accumulator traffic, which does not pay while the panel fits.
   const std::int64_t ntiles = (N + kTile - 1) / kTile;
-  const std::int64_t KB = std::min(K, kPanelRows);
+  const bool sliced = K * kTile * static_cast<std::int64_t>(sizeof(float)) > l2_cache_bytes() / 2;
+  const std::int64_t KB = sliced ? std::min(K, kPanelRows) : K;
   const std::int64_t nkb = (K + KB - 1) / KB;
   const std::int64_t rblocks = std::max((M + kRowBlock - 1) / kRowBlock,
                                         std::min<std::int64_t>(M, (4 * std::max(nthreads, 1) + ntiles - 1) / ntiles));
   const std::int64_t R = (M + rblocks - 1) / rblocks;
   const std::int64_t items = ntiles * rblocks;
   // per row, where each panel slice's spikes start in the row's list (lists are ascending)
-  std::vector<std::int32_t> slice_at(static_cast<std::size_t>(M * (nkb + 1)));
-#pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, M, M* nkb, 1 << 14))
-  for (std::int64_t m = 0; m < M; ++m) {
+  std::vector<std::int32_t> slice_at(static_cast<std::size_t>(nkb > 1 ? M * (nkb + 1) : 0));
+  const std::int64_t slice_rows = nkb > 1 ? M : 0;
+  const int slice_threads = clamp_threads(nthreads, M, slice_rows * nkb, 1 << 14);
+#pragma omp parallel for schedule(static) num_threads(slice_threads)
+  for (std::int64_t m = 0; m < slice_rows; ++m) {
     const std::int32_t* li = L.list(m);
     const std::int64_t cnt = L.count[m];
     std::int32_t* at = slice_at.data() + m * (nkb + 1);
@@ -200,7 +221,7 @@ int linear_forward_impl(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bi
   {
     struct LinearAcc;
     float* accs = nullptr;
-    errors.run([&] { accs = scratch<LinearAcc, float>(static_cast<std::size_t>(R * kTile)); });
+    if (nkb > 1) errors.run([&] { accs = scratch<LinearAcc, float>(static_cast<std::size_t>(R * kTile)); });
 #pragma omp for schedule(static)
     for (std::int64_t it = 0; it < items; ++it) {
       if (errors.failed()) continue;
@@ -212,6 +233,14 @@ int linear_forward_impl(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bi
       // masked loads from address 0 when bias was null, a microcode assist per load (50 ms per call on AVX2)
       alignas(64) float b0[kTile] = {};
       if (bias) std::memcpy(b0, bias + n0, static_cast<std::size_t>(nvalid) * sizeof(float));
+      if (nkb == 1) {  // the whole panel at once: accumulators in registers
+        for (std::int64_t m = m0; m < m1; ++m) {
+          alignas(64) float acc[kTile];
+          gather_tile(wtile, L.list(m), L.count[m], b0, acc);
+          std::memcpy(out + m * N + n0, acc, static_cast<std::size_t>(nvalid) * sizeof(float));
+        }
+        continue;
+      }
       for (std::int64_t m = m0; m < m1; ++m) std::memcpy(accs + (m - m0) * kTile, b0, sizeof(b0));
       for (std::int64_t j = 0; j < nkb; ++j)
         for (std::int64_t m = m0; m < m1; ++m) {

@@ -1,5 +1,6 @@
 """The event-driven Linear forward's blocking (csrc/linear.cpp): rows in blocks of up to 1024 sharing one pass over
-a tile's weight panel, walked 512 inputs at a time. Shapes that cut every block short (K past one slice and not a
+a tile's weight panel, walked 512 inputs at a time when the panel exceeds half the L2 (FASTSPIKE_L2_BYTES forces
+that path here). Shapes that cut every block short (K past one slice and not a
 multiple of it, M past one row block, N past one 64-output tile) against F.linear."""
 import pytest
 import torch
@@ -15,7 +16,10 @@ pytestmark = pytest.mark.skipif(not _ext.available(), reason="needs the C++ exte
 @pytest.mark.parametrize("density", [0.01, 0.2, 1.0], ids=lambda d: f"d{d}")
 @pytest.mark.parametrize("M, K, N", [(1100, 1500, 200), (3, 2049, 64), (1025, 512, 65)],
                          ids=lambda v: str(v))
-def test_blocked_linear_forward_matches_f_linear(M, K, N, density):
+@pytest.mark.parametrize("l2", ["machine", "64KiB"])
+def test_blocked_linear_forward_matches_f_linear(M, K, N, density, l2, monkeypatch):
+    if l2 == "64KiB":  # panels past half the L2 are walked in slices: take that path whatever this machine's L2
+        monkeypatch.setenv("FASTSPIKE_L2_BYTES", str(64 << 10))
     torch.manual_seed(M + K + N)
     x = (torch.rand(M, K) < density).float()
     w = torch.randn(N, K) / K ** 0.5
