@@ -60,8 +60,15 @@ class CMakeBuild(build_ext):
             f"-DCMAKE_BUILD_TYPE={build_type}",
             f"-DCMAKE_CXX_COMPILER={cxx}",
         ]
+        # Target instruction set (CMakeLists.txt decides; csrc/simd.h follows): FASTSPIKE_PORTABLE=1 builds for the
+        # compiler's default target, FASTSPIKE_MARCH=x86-64-v3 (say) for that -march; FASTSPIKE_WERROR=1 makes
+        # warnings errors.
         if os.environ.get("FASTSPIKE_PORTABLE"):
             args.append("-DFASTSPIKE_NATIVE=OFF")
+        if os.environ.get("FASTSPIKE_MARCH"):
+            args.append(f"-DFASTSPIKE_MARCH={os.environ['FASTSPIKE_MARCH']}")
+        if os.environ.get("FASTSPIKE_WERROR"):
+            args.append("-DFASTSPIKE_WERROR=ON")
         try:
             subprocess.run([cmake, ext.sourcedir, *args], cwd=build_temp, check=True)
             jobs = str(max(1, os.cpu_count() or 1))

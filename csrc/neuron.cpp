@@ -36,11 +36,11 @@ constexpr std::int64_t kMinForwardPerThread = std::int64_t(1) << 17;
 constexpr std::int64_t kMinBackwardPerThread = std::int64_t(1) << 15;
 
 struct NeuronParams {
-  int mode;           // 0 IF, 1 LIF, 2 PLIF
-  float decay;        // tau for LIF, k = sigmoid(w) for PLIF, unused for IF
+  int mode;     // 0 IF, 1 LIF, 2 PLIF
+  float decay;  // tau for LIF, k = sigmoid(w) for PLIF, unused for IF
   bool decay_input;
   float v_th;
-  float v_reset;      // charge uses 0 when soft
+  float v_reset;  // charge uses 0 when soft
   bool soft_reset;
   bool detach_reset;
 };
@@ -57,7 +57,8 @@ inline void step_row(const float* __restrict xt, float* __restrict v, float* __r
     const float xv = xt[i];
     float hv;
     if constexpr (MODE == 0) hv = vv + xv;
-    else if constexpr (MODE == 1) hv = DECAY_INPUT ? vv + (xv - (vv - vr_charge)) / decay : vv - (vv - vr_charge) / decay + xv;
+    else if constexpr (MODE == 1)
+      hv = DECAY_INPUT ? vv + (xv - (vv - vr_charge)) / decay : vv - (vv - vr_charge) / decay + xv;
     else hv = DECAY_INPUT ? vv + (xv - (vv - vr_charge)) * decay : vv - (vv - vr_charge) * decay + xv;
     const float sv = hv >= v_th ? 1.0f : 0.0f;
     const float vn = SOFT ? hv - v_th * sv : sv * v_reset + (1.0f - sv) * hv;
@@ -72,7 +73,8 @@ template <int MODE, bool DECAY_INPUT, bool SOFT, bool STORE_H, bool STORE_VSEQ>
 void forward_impl(const float* x, const float* v0, float v0_value, float* s, float* h, float* vseq, float* vlast,
                   std::int64_t T, std::int64_t N, float decay, float v_th, float v_reset, int nthreads) {
   const std::int64_t nblocks = (N + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, nblocks, T * N, kMinForwardPerThread))
+  const int threads = clamp_threads(nthreads, nblocks, T * N, kMinForwardPerThread);
+#pragma omp parallel for schedule(static) num_threads(threads)
   for (std::int64_t b = 0; b < nblocks; ++b) {
     const std::int64_t n0 = b * kBlock;
     const std::int64_t len = std::min(kBlock, N - n0);
@@ -80,9 +82,8 @@ void forward_impl(const float* x, const float* v0, float v0_value, float* s, flo
     for (std::int64_t i = 0; i < len; ++i) v[i] = v0 ? v0[n0 + i] : v0_value;
     for (std::int64_t t = 0; t < T; ++t) {
       const std::int64_t o = t * N + n0;
-      step_row<MODE, DECAY_INPUT, SOFT, true, STORE_H, STORE_VSEQ>(x + o, v, s + o, STORE_H ? h + o : nullptr,
-                                                                    STORE_VSEQ ? vseq + o : nullptr, len, decay,
-                                                                    v_th, v_reset);
+      step_row<MODE, DECAY_INPUT, SOFT, true, STORE_H, STORE_VSEQ>(
+          x + o, v, s + o, STORE_H ? h + o : nullptr, STORE_VSEQ ? vseq + o : nullptr, len, decay, v_th, v_reset);
     }
     for (std::int64_t i = 0; i < len; ++i) vlast[n0 + i] = v[i];
   }
@@ -95,8 +96,8 @@ void recompute_block(const float* x, const float* v0, float* hbuf, std::int64_t 
   float v[kBlock];
   for (std::int64_t i = 0; i < len; ++i) v[i] = v0[i];
   for (std::int64_t t = 0; t < T; ++t)
-    step_row<MODE, DECAY_INPUT, SOFT, false, true, false>(x + t * N, v, nullptr, hbuf + t * kBlock, nullptr, len,
-                                                          decay, v_th, v_reset);
+    step_row<MODE, DECAY_INPUT, SOFT, false, true, false>(x + t * N, v, nullptr, hbuf + t * kBlock, nullptr, len, decay,
+                                                          v_th, v_reset);
 }
 
 using RecomputeFn = void (*)(const float*, const float*, float*, std::int64_t, std::int64_t, std::int64_t, float, float,
@@ -119,17 +120,16 @@ RecomputeFn select_recompute(int mode, bool decay_input, bool soft) {
   RecomputeFn fn = nullptr;
   dispatch_mode(mode, [&](auto m) {
     dispatch_bool(decay_input || m.value == 0, [&](auto di) {
-      dispatch_bool(soft, [&](auto so) {
-        fn = &recompute_block<decltype(m)::value, decltype(di)::value, decltype(so)::value>;
-      });
+      dispatch_bool(
+          soft, [&](auto so) { fn = &recompute_block<decltype(m)::value, decltype(di)::value, decltype(so)::value>; });
     });
   });
   return fn;
 }
 
-void forward(std::uintptr_t x_, std::uintptr_t v0_, float v0_value, std::uintptr_t s_, std::uintptr_t h_, std::uintptr_t vseq_,
-             std::uintptr_t vlast_, std::int64_t T, std::int64_t N, int mode, float decay, bool decay_input,
-             float v_th, float v_reset, bool soft_reset, int nthreads) {
+void forward(std::uintptr_t x_, std::uintptr_t v0_, float v0_value, std::uintptr_t s_, std::uintptr_t h_,
+             std::uintptr_t vseq_, std::uintptr_t vlast_, std::int64_t T, std::int64_t N, int mode, float decay,
+             bool decay_input, float v_th, float v_reset, bool soft_reset, int nthreads) {
   check(mode >= 0 && mode <= 2, "mode must be 0 (IF), 1 (LIF) or 2 (PLIF)");
   const float* x = ptr<const float>(x_);
   const float* v0 = v0_ ? ptr<const float>(v0_) : nullptr;
@@ -143,8 +143,7 @@ void forward(std::uintptr_t x_, std::uintptr_t v0_, float v0_value, std::uintptr
         dispatch_bool(h != nullptr, [&](auto sh) {
           dispatch_bool(vseq != nullptr, [&](auto sv) {
             forward_impl<decltype(m)::value, decltype(di)::value, decltype(soft)::value, decltype(sh)::value,
-                         decltype(sv)::value>(x, v0, v0_value, s, h, vseq, vlast, T, N, decay, v_th, v_reset,
-                                                              nthreads);
+                         decltype(sv)::value>(x, v0, v0_value, s, h, vseq, vlast, T, N, decay, v_th, v_reset, nthreads);
           });
         });
       });
@@ -154,11 +153,11 @@ void forward(std::uintptr_t x_, std::uintptr_t v0_, float v0_value, std::uintptr
 
 // Per-step constants of the backward.
 struct BackwardConsts {
-  float a, b;       // surrogate parameters
+  float a, b;  // surrogate parameters
   float v_th, vr;
-  float detach;     // 0 with detach_reset: drops the surrogate term of dV/dH
+  float detach;  // 0 with detach_reset: drops the surrogate term of dV/dH
   float dh_dx, dh_dv;
-  float x_term;     // 1 with decay_input (dH/dk contains X), else 0
+  float x_term;  // 1 with decay_input (dH/dk contains X), else 0
 };
 
 // One reverse time step over one block of neurons. A plain function with restrict pointers (not a
@@ -196,9 +195,8 @@ inline void backward_step(const BackwardConsts c, std::int64_t len, const float*
 
 template <int SG, bool PLIF, bool SOFT, bool HAS_GVSEQ>
 void backward_impl(const NeuronParams& p, RecomputeFn recompute, float a, float bpar, const float* gs,
-                   const float* gvseq, const float* gvlast, const float* x, const float* v0, float v0_value,
-                   float* gx, float* gv0,
-                   double* gk_partial, std::int64_t T, std::int64_t N, int nthreads) {
+                   const float* gvseq, const float* gvlast, const float* x, const float* v0, float v0_value, float* gx,
+                   float* gv0, double* gk_partial, std::int64_t T, std::int64_t N, int nthreads) {
   const std::int64_t nblocks = (N + kBlock - 1) / kBlock;
   BackwardConsts c;
   c.a = a;
@@ -210,11 +208,15 @@ void backward_impl(const NeuronParams& p, RecomputeFn recompute, float a, float 
   c.dh_dx = p.decay_input ? (p.mode == 1 ? 1.0f / p.decay : (p.mode == 2 ? p.decay : 1.0f)) : 1.0f;
   c.x_term = p.decay_input ? 1.0f : 0.0f;
   const float v_reset_arg = p.soft_reset ? 0.0f : p.v_reset;
-#pragma omp parallel num_threads(clamp_threads(nthreads, nblocks, T * N, kMinBackwardPerThread))
+  const int threads = clamp_threads(nthreads, nblocks, T * N, kMinBackwardPerThread);
+  ThreadErrors errors;  // a thread's buffer could not be allocated: raised after the region
+#pragma omp parallel num_threads(threads)
   {
-    std::vector<float> hbuf(static_cast<std::size_t>(T) * kBlock);  // this thread's H, [T][kBlock]
+    std::vector<float> hbuf;  // this thread's H, [T][kBlock]
+    errors.run([&] { hbuf.resize(static_cast<std::size_t>(T) * kBlock); });
 #pragma omp for schedule(static)
     for (std::int64_t b = 0; b < nblocks; ++b) {
+      if (errors.failed()) continue;
       const std::int64_t n0 = b * kBlock;
       const std::int64_t len = std::min(kBlock, N - n0);
       float v0blk[kBlock];  // V[-1] of this block: the given v0 or the constant v0_value
@@ -233,10 +235,10 @@ void backward_impl(const NeuronParams& p, RecomputeFn recompute, float a, float 
         const float* xt = PLIF ? x + o : nullptr;
         if (t > 0) {
           backward_step<SG, PLIF, SOFT, HAS_GVSEQ, false>(c, len, ht, gs + o, gvt, ht - kBlock, xt, v0blk, gx + o,
-                                                           carry, gk_acc);
-        } else {
-          backward_step<SG, PLIF, SOFT, HAS_GVSEQ, true>(c, len, ht, gs + o, gvt, nullptr, xt, v0blk, gx + o,
                                                           carry, gk_acc);
+        } else {
+          backward_step<SG, PLIF, SOFT, HAS_GVSEQ, true>(c, len, ht, gs + o, gvt, nullptr, xt, v0blk, gx + o, carry,
+                                                         gk_acc);
         }
       }
       if (gv0)
@@ -248,6 +250,7 @@ void backward_impl(const NeuronParams& p, RecomputeFn recompute, float a, float 
       }
     }
   }
+  errors.rethrow();
 }
 
 void backward(std::uintptr_t gs_, std::uintptr_t gvseq_, std::uintptr_t gvlast_, std::uintptr_t x_, std::uintptr_t v0_,
@@ -263,8 +266,7 @@ void backward(std::uintptr_t gs_, std::uintptr_t gvseq_, std::uintptr_t gvlast_,
     dispatch_bool(mode == 2, [&](auto plif) {
       dispatch_bool(soft_reset, [&](auto soft) {
         dispatch_bool(gvseq_ != 0, [&](auto has_gvseq) {
-          backward_impl<decltype(id)::value, decltype(plif)::value, decltype(soft)::value,
-                        decltype(has_gvseq)::value>(
+          backward_impl<decltype(id)::value, decltype(plif)::value, decltype(soft)::value, decltype(has_gvseq)::value>(
               p, recompute, a, b, ptr<const float>(gs_), gvseq_ ? ptr<const float>(gvseq_) : nullptr,
               gvlast_ ? ptr<const float>(gvlast_) : nullptr, ptr<const float>(x_),
               v0_ ? ptr<const float>(v0_) : nullptr, v0_value, ptr<float>(gx_), gv0_ ? ptr<float>(gv0_) : nullptr,
@@ -279,15 +281,15 @@ void register_neuron(pybind11::module_& m) {
   namespace py = pybind11;
   m.attr("NEURON_BLOCK") = kBlock;
   m.def("neuron_forward", &forward, py::call_guard<py::gil_scoped_release>(), py::arg("x"), py::arg("v0"),
-        py::arg("v0_value"), py::arg("spike"), py::arg("h"), py::arg("v_seq"), py::arg("v_last"), py::arg("T"), py::arg("N"),
-        py::arg("mode"), py::arg("decay"), py::arg("decay_input"), py::arg("v_threshold"), py::arg("v_reset"),
-        py::arg("soft_reset"), py::arg("nthreads"),
+        py::arg("v0_value"), py::arg("spike"), py::arg("h"), py::arg("v_seq"), py::arg("v_last"), py::arg("T"),
+        py::arg("N"), py::arg("mode"), py::arg("decay"), py::arg("decay_input"), py::arg("v_threshold"),
+        py::arg("v_reset"), py::arg("soft_reset"), py::arg("nthreads"),
         "Fused multi-step neuron forward on [T, N] float32 buffers (addresses); h and v_seq may be 0; v0 = 0 "
         "starts every neuron at v0_value.");
   m.def("neuron_backward", &backward, py::call_guard<py::gil_scoped_release>(), py::arg("grad_spike"),
-        py::arg("grad_v_seq"), py::arg("grad_v_last"), py::arg("x"), py::arg("v0"), py::arg("v0_value"), py::arg("grad_x"),
-        py::arg("grad_v0"), py::arg("grad_k_partial"), py::arg("T"), py::arg("N"), py::arg("mode"), py::arg("decay"),
-        py::arg("decay_input"), py::arg("v_threshold"), py::arg("v_reset"), py::arg("soft_reset"),
+        py::arg("grad_v_seq"), py::arg("grad_v_last"), py::arg("x"), py::arg("v0"), py::arg("v0_value"),
+        py::arg("grad_x"), py::arg("grad_v0"), py::arg("grad_k_partial"), py::arg("T"), py::arg("N"), py::arg("mode"),
+        py::arg("decay"), py::arg("decay_input"), py::arg("v_threshold"), py::arg("v_reset"), py::arg("soft_reset"),
         py::arg("detach_reset"), py::arg("surrogate"), py::arg("alpha"), py::arg("beta"), py::arg("nthreads"),
         "Reverse-time backward of neuron_forward (recomputes H from x and v0 per block; v0 = 0 means the "
         "constant v0_value); grad_v0 may be 0 (not wanted); grad_k_partial gets one float64 per block of "

@@ -12,12 +12,8 @@
 #include <limits>
 #include <vector>
 
-#if defined(__AVX512F__) && defined(__AVX512BW__)
-#include <immintrin.h>
-#define FASTSPIKE_POOL_AVX512 1
-#endif
-
 #include "registry.h"
+#include "simd.h"
 
 namespace fastspike {
 namespace {
@@ -44,8 +40,8 @@ inline void pool_one(const float* xp, std::int64_t W, std::int64_t y0, std::int6
 // One (y, kx) tap of the windows of outputs [ox_lo, ox_hi): input column ox * stride + off of row `row`.
 // SW > 0 is the stride known at compile time; SW == 0 takes `stride` at run time.
 template <int SW>
-inline void pool_interior_step(const float* __restrict row, std::int64_t off, std::int64_t row_base,
-                               std::int64_t ox_lo, std::int64_t ox_hi, std::int64_t stride, float* __restrict m,
+inline void pool_interior_step(const float* __restrict row, std::int64_t off, std::int64_t row_base, std::int64_t ox_lo,
+                               std::int64_t ox_hi, std::int64_t stride, float* __restrict m,
                                std::int32_t* __restrict best) {
   const std::int64_t st = SW > 0 ? SW : stride;
 #pragma omp simd
@@ -58,15 +54,15 @@ inline void pool_interior_step(const float* __restrict row, std::int64_t off, st
   }
 }
 
-#ifdef FASTSPIKE_POOL_AVX512
+#ifdef FASTSPIKE_AVX512
 // The interior outputs [ox0, ox0 + n) (n <= 16) of one output row, stride SW (1 or 2) along the row: the
 // running maximum and its index stay in registers over all (y, kx) taps of the windows (visited in torch's
 // row-major order), and are written once. The generic loop above kept them in memory and, on maps of 16
 // columns or fewer, ran its remainder scalar.
 template <int SW, typename Index>
-inline void pool_interior_avx512(const float* xp, std::int64_t W, std::int64_t y0, std::int64_t y1,
-                                 std::int64_t dh, std::int64_t kw, std::int64_t dw, std::int64_t pw,
-                                 std::int64_t ox0, std::int64_t n, float* orow, Index* irow) {
+inline void pool_interior_avx512(const float* xp, std::int64_t W, std::int64_t y0, std::int64_t y1, std::int64_t dh,
+                                 std::int64_t kw, std::int64_t dw, std::int64_t pw, std::int64_t ox0, std::int64_t n,
+                                 float* orow, Index* irow) {
   const __mmask16 live = static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << n) - 1u);
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512i lane_sw = _mm512_mullo_epi32(lane, _mm512_set1_epi32(SW));
@@ -101,6 +97,43 @@ inline void pool_interior_avx512(const float* xp, std::int64_t W, std::int64_t y
 }
 #endif
 
+#ifdef FASTSPIKE_AVX2
+// The AVX2 counterpart for 8 interior outputs [ox0, ox0 + 8), stride SW (1 or 2): plain (unmasked) loads of
+// 8 * SW floats per tap, so the caller makes sure they stay inside the plane; the generic loop below, whose
+// strided loads the compiler turns into scalar code, took 5x the AVX-512 version's time on [32, 64, 32, 32].
+template <int SW, typename Index>
+inline void pool_interior_avx2(const float* xp, std::int64_t W, std::int64_t y0, std::int64_t y1, std::int64_t dh,
+                               std::int64_t kw, std::int64_t dw, std::int64_t pw, std::int64_t ox0, float* orow,
+                               Index* irow) {
+  const __m256i lane_sw = _mm256_setr_epi32(0, SW, 2 * SW, 3 * SW, 4 * SW, 5 * SW, 6 * SW, 7 * SW);
+  __m256 m = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  __m256i best = _mm256_add_epi32(_mm256_set1_epi32(static_cast<std::int32_t>(y0 * W + ox0 * SW - pw)), lane_sw);
+  for (std::int64_t y = y0; y < y1; y += dh) {
+    for (std::int64_t kx = 0; kx < kw; ++kx) {
+      const std::int64_t first = y * W + ox0 * SW + kx * dw - pw;  // plane offset of lane 0's element
+      __m256 v;
+      if constexpr (SW == 1) {
+        v = _mm256_loadu_ps(xp + first);
+      } else {  // the even elements of 16: [a0 a2 b0 b2 | a4 a6 b4 b6], then the 64-bit pairs in order
+        const __m256 e = _mm256_shuffle_ps(_mm256_loadu_ps(xp + first), _mm256_loadu_ps(xp + first + 8), 0x88);
+        v = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8));
+      }
+      const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, m, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+      m = _mm256_blendv_ps(m, v, take);
+      best = _mm256_blendv_epi8(best, _mm256_add_epi32(_mm256_set1_epi32(static_cast<std::int32_t>(first)), lane_sw),
+                                _mm256_castps_si256(take));
+    }
+  }
+  _mm256_storeu_ps(orow + ox0, m);
+  if constexpr (sizeof(Index) == 2) {  // indices < 32768 here (the caller picks int16 only then)
+    const __m128i packed = _mm_packs_epi32(_mm256_castsi256_si128(best), _mm256_extracti128_si256(best, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(irow + ox0), packed);
+  } else {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(irow + ox0), best);
+  }
+}
+#endif
+
 template <typename Index>
 void max_pool2d_impl(const float* x, float* out, Index* idx, std::int64_t planes, std::int64_t H, std::int64_t W,
                      std::int64_t OH, std::int64_t OW, std::int64_t kh, std::int64_t kw, std::int64_t sh,
@@ -111,12 +144,19 @@ void max_pool2d_impl(const float* x, float* out, Index* idx, std::int64_t planes
   std::int64_t ox_hi = (W - 1 - (kw - 1) * dw + pw) >= 0 ? (W - 1 - (kw - 1) * dw + pw) / sw + 1 : 0;
   ox_hi = std::max(ox_lo, std::min(ox_hi, OW));
   const std::int64_t empty = H * W;  // sentinel index of a window with no in-bounds element
-#pragma omp parallel num_threads(clamp_threads(nthreads, planes, planes * OH * OW * kh * kw, std::int64_t(1) << 16))
+  const int threads = clamp_threads(nthreads, planes, planes * OH * OW * kh * kw, std::int64_t(1) << 16);
+  ThreadErrors errors;  // a thread's buffers could not be allocated: raised after the region
+#pragma omp parallel num_threads(threads)
   {
-    std::vector<float> m(static_cast<std::size_t>(OW));
-    std::vector<std::int32_t> best(static_cast<std::size_t>(OW));
+    std::vector<float> m;
+    std::vector<std::int32_t> best;
+    errors.run([&] {
+      m.resize(static_cast<std::size_t>(OW));
+      best.resize(static_cast<std::size_t>(OW));
+    });
 #pragma omp for schedule(static)
     for (std::int64_t p = 0; p < planes; ++p) {
+      if (errors.failed()) continue;
       const float* xp = x + p * H * W;
       float* op = out + p * OH * OW;
       Index* ip = idx + p * OH * OW;
@@ -145,7 +185,7 @@ void max_pool2d_impl(const float* x, float* out, Index* idx, std::int64_t planes
           }
           continue;
         }
-#ifdef FASTSPIKE_POOL_AVX512
+#ifdef FASTSPIKE_AVX512
         if (sw == 1 || sw == 2) {
           for (std::int64_t ox0 = ox_lo; ox0 < ox_hi; ox0 += 16) {
             const std::int64_t n = std::min<std::int64_t>(16, ox_hi - ox0);
@@ -155,8 +195,26 @@ void max_pool2d_impl(const float* x, float* out, Index* idx, std::int64_t planes
           continue;
         }
 #endif
+        std::int64_t ox_v = ox_lo;  // interior outputs before ox_v are done
+#ifdef FASTSPIKE_AVX2
+        if (sw == 1 || sw == 2) {
+          // whole blocks of 8 whose loads (8 * sw floats from the last row's last tap) stay inside the plane
+          const std::int64_t last_row = y0 + (y1 - 1 - y0) / dh * dh;
+          auto fits = [&](std::int64_t ox0) { return last_row * W + ox0 * sw + (kw - 1) * dw - pw + 8 * sw <= H * W; };
+          auto block = [&](std::int64_t ox0) {
+            if (sw == 1) pool_interior_avx2<1>(xp, W, y0, y1, dh, kw, dw, pw, ox0, orow, irow);
+            else pool_interior_avx2<2>(xp, W, y0, y1, dh, kw, dw, pw, ox0, orow, irow);
+          };
+          for (; ox_v + 8 <= ox_hi && fits(ox_v); ox_v += 8) block(ox_v);
+          // a short remainder: one more block ending at ox_hi, overlapping outputs already written (same values)
+          if (ox_v < ox_hi && ox_hi - ox_lo >= 8 && fits(ox_hi - 8)) {
+            block(ox_hi - 8);
+            ox_v = ox_hi;
+          }
+        }
+#endif
         // interior: vectorised over ox, visiting (y, kx) in torch's row-major order
-        for (std::int64_t ox = ox_lo; ox < ox_hi; ++ox) {
+        for (std::int64_t ox = ox_v; ox < ox_hi; ++ox) {
           m[ox] = -std::numeric_limits<float>::infinity();
           best[ox] = static_cast<std::int32_t>(y0 * W + ox * sw - pw);
         }
@@ -165,18 +223,19 @@ void max_pool2d_impl(const float* x, float* out, Index* idx, std::int64_t planes
           for (std::int64_t kx = 0; kx < kw; ++kx) {
             const std::int64_t off = kx * dw - pw;
             // a compile-time stride lets the compiler vectorise the strided loads
-            if (sw == 1) pool_interior_step<1>(row, off, y * W, ox_lo, ox_hi, 1, m.data(), best.data());
-            else if (sw == 2) pool_interior_step<2>(row, off, y * W, ox_lo, ox_hi, 2, m.data(), best.data());
-            else pool_interior_step<0>(row, off, y * W, ox_lo, ox_hi, sw, m.data(), best.data());
+            if (sw == 1) pool_interior_step<1>(row, off, y * W, ox_v, ox_hi, 1, m.data(), best.data());
+            else if (sw == 2) pool_interior_step<2>(row, off, y * W, ox_v, ox_hi, 2, m.data(), best.data());
+            else pool_interior_step<0>(row, off, y * W, ox_v, ox_hi, sw, m.data(), best.data());
           }
         }
-        for (std::int64_t ox = ox_lo; ox < ox_hi; ++ox) {
+        for (std::int64_t ox = ox_v; ox < ox_hi; ++ox) {
           orow[ox] = m[ox];
           irow[ox] = static_cast<Index>(best[ox]);
         }
       }
     }
   }
+  errors.rethrow();
 }
 
 void max_pool2d(std::uintptr_t x_, std::uintptr_t out_, std::uintptr_t idx_, int index_bytes, std::int64_t planes,
@@ -189,8 +248,7 @@ void max_pool2d(std::uintptr_t x_, std::uintptr_t out_, std::uintptr_t idx_, int
   float* out = ptr<float>(out_);
   if (index_bytes == 2)
     max_pool2d_impl(x, out, ptr<std::int16_t>(idx_), planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, nthreads);
-  else
-    max_pool2d_impl(x, out, ptr<std::int32_t>(idx_), planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, nthreads);
+  else max_pool2d_impl(x, out, ptr<std::int32_t>(idx_), planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, nthreads);
 }
 
 // The backward: gx [rows, cols] = 0, then gx[r, idx[r, j]] += g[r, j] in the order of j (torch's scatter_add_
@@ -200,7 +258,8 @@ template <typename Index>
 void max_pool_backward_impl(const Index* idx, const float* g, float* gx, std::int64_t rows, std::int64_t L,
                             std::int64_t cols, int nthreads) {
   bool bad = false;
-#pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, rows, rows * cols, std::int64_t(1) << 16)) reduction(|| : bad)
+  const int threads = clamp_threads(nthreads, rows, rows * cols, std::int64_t(1) << 16);
+#pragma omp parallel for schedule(static) num_threads(threads) reduction(|| : bad)
   for (std::int64_t r = 0; r < rows; ++r) {
     float* dst = gx + r * cols;
     std::fill(dst, dst + cols, 0.0f);
@@ -222,9 +281,11 @@ void max_pool_backward(std::uintptr_t idx_, int index_bytes, std::uintptr_t g_, 
                        std::int64_t L, std::int64_t cols, int nthreads) {
   check(index_bytes == 2 || index_bytes == 4, "max_pool_backward: index_bytes must be 2 (int16) or 4 (int32)");
   if (index_bytes == 2)
-    max_pool_backward_impl(ptr<const std::int16_t>(idx_), ptr<const float>(g_), ptr<float>(gx_), rows, L, cols, nthreads);
+    max_pool_backward_impl(ptr<const std::int16_t>(idx_), ptr<const float>(g_), ptr<float>(gx_), rows, L, cols,
+                           nthreads);
   else
-    max_pool_backward_impl(ptr<const std::int32_t>(idx_), ptr<const float>(g_), ptr<float>(gx_), rows, L, cols, nthreads);
+    max_pool_backward_impl(ptr<const std::int32_t>(idx_), ptr<const float>(g_), ptr<float>(gx_), rows, L, cols,
+                           nthreads);
 }
 
 void register_pool(pybind11::module_& m) {

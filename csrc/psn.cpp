@@ -42,8 +42,8 @@ struct Band {
 // acc[i] = b[t] + sum_j w[t][j] x[j][n0 + i] for i < n. FULL blocks have the compile-time length
 // kPsnBlock, so the accumulator lives in vector registers; the ragged last block takes the generic path.
 template <bool FULL>
-inline void accumulate_row(const float* w, const float* x, float bias, const Band& band, std::int64_t t,
-                           std::int64_t N, std::int64_t n0, std::int64_t len, float* out) {
+inline void accumulate_row(const float* w, const float* x, float bias, const Band& band, std::int64_t t, std::int64_t N,
+                           std::int64_t n0, std::int64_t len, float* out) {
   const std::int64_t n = FULL ? kPsnBlock : len;
   const std::int64_t T = band.T;
   float acc[kPsnBlock];
@@ -98,17 +98,21 @@ void psn_forward(std::uintptr_t x_, std::uintptr_t w_, std::uintptr_t b_, std::u
   float* h = h_ ? ptr<float>(h_) : nullptr;
   const Band band{T, band_k};
   const std::int64_t nblocks = (N + kPsnBlock - 1) / kPsnBlock;
+  ThreadErrors errors;  // a thread's buffer could not be allocated: raised after the region
 #pragma omp parallel num_threads(clamp_threads(nthreads, nblocks))
   {
-    std::vector<float> xb(static_cast<std::size_t>(T * kPsnBlock));
+    std::vector<float> xb;
+    errors.run([&] { xb.resize(static_cast<std::size_t>(T * kPsnBlock)); });
 #pragma omp for schedule(static)
     for (std::int64_t blk = 0; blk < nblocks; ++blk) {
+      if (errors.failed()) continue;
       const std::int64_t n0 = blk * kPsnBlock;
       const std::int64_t len = std::min(kPsnBlock, N - n0);
       if (len == kPsnBlock) forward_block<true>(x, w, b, s, h, band, N, n0, len, xb.data());
       else forward_block<false>(x, w, b, s, h, band, N, n0, len, xb.data());
     }
   }
+  errors.rethrow();
 }
 
 // One block of columns of the backward: dH (in gh, T x kPsnBlock), dX, and the float block sums of dW, dB.
@@ -180,14 +184,20 @@ void psn_backward_impl(const float* x, const float* gs, const float* w, const fl
                        std::int64_t nchunks, float sa, float sb, int nthreads) {
   const Band band{T, band_k};
   const std::int64_t nblocks = (N + kPsnBlock - 1) / kPsnBlock;
+  ThreadErrors errors;  // a chunk's buffers could not be allocated: raised after the loop
 #pragma omp parallel for schedule(static) num_threads(clamp_threads(nthreads, nchunks))
   for (std::int64_t c = 0; c < nchunks; ++c) {
+    if (errors.failed()) continue;
     const std::int64_t blk0 = c * nblocks / nchunks;
     const std::int64_t blk1 = (c + 1) * nblocks / nchunks;
-    std::vector<float> gh(static_cast<std::size_t>(T * kPsnBlock));
-    std::vector<float> xb(static_cast<std::size_t>(T * kPsnBlock));
-    std::vector<float> gw_blk(gh_out ? 0 : static_cast<std::size_t>(T * T * kLanes), 0.0f);  // lane sums per (t, j)
-    std::vector<float> gb_blk(static_cast<std::size_t>(T), 0.0f);
+    std::vector<float> gh, xb, gw_blk, gb_blk;  // gw_blk: lane sums per (t, j)
+    if (!errors.run([&] {
+          gh.resize(static_cast<std::size_t>(T * kPsnBlock));
+          xb.resize(static_cast<std::size_t>(T * kPsnBlock));
+          gw_blk.assign(gh_out ? 0 : static_cast<std::size_t>(T * T * kLanes), 0.0f);
+          gb_blk.assign(static_cast<std::size_t>(T), 0.0f);
+        }))
+      continue;
     double* gw = gw_part + c * T * T;
     double* gbp = gb_part + c * T;
     for (std::int64_t q = 0; q < T * T; ++q) gw[q] = 0.0;
@@ -196,8 +206,8 @@ void psn_backward_impl(const float* x, const float* gs, const float* w, const fl
       const std::int64_t n0 = blk * kPsnBlock;
       const std::int64_t len = std::min(kPsnBlock, N - n0);
       if (len == kPsnBlock)
-        backward_block<SG, true>(x, gs, w, b, gx, gh.data(), gw_blk.data(), gb_blk.data(), gh_out, band, N, n0, len,
-                                 sa, sb, xb.data());
+        backward_block<SG, true>(x, gs, w, b, gx, gh.data(), gw_blk.data(), gb_blk.data(), gh_out, band, N, n0, len, sa,
+                                 sb, xb.data());
       else
         backward_block<SG, false>(x, gs, w, b, gx, gh.data(), gw_blk.data(), gb_blk.data(), gh_out, band, N, n0, len,
                                   sa, sb, xb.data());
@@ -219,32 +229,33 @@ void psn_backward_impl(const float* x, const float* gs, const float* w, const fl
       }
     }
   }
+  errors.rethrow();
 }
 
 void psn_backward(std::uintptr_t x_, std::uintptr_t gs_, std::uintptr_t w_, std::uintptr_t b_, std::uintptr_t gx_,
-                  std::uintptr_t gw_part_, std::uintptr_t gb_part_, std::uintptr_t gh_out_, std::int64_t T, std::int64_t N,
-                  std::int64_t band_k, std::int64_t nchunks, int sg, float a, float bpar, int nthreads) {
+                  std::uintptr_t gw_part_, std::uintptr_t gb_part_, std::uintptr_t gh_out_, std::int64_t T,
+                  std::int64_t N, std::int64_t band_k, std::int64_t nchunks, int sg, float a, float bpar,
+                  int nthreads) {
   check(band_k >= 0, "psn: band must be >= 0 (0 = dense)");
   check(nchunks >= 1, "psn: nchunks must be >= 1");
   dispatch_surrogate(sg, [&](auto id) {
     psn_backward_impl<decltype(id)::value>(ptr<const float>(x_), ptr<const float>(gs_), ptr<const float>(w_),
                                            ptr<const float>(b_), ptr<float>(gx_), ptr<double>(gw_part_),
-                                           ptr<double>(gb_part_), gh_out_ ? ptr<float>(gh_out_) : nullptr, T, N,
-                                           band_k, nchunks, a, bpar, nthreads);
+                                           ptr<double>(gb_part_), gh_out_ ? ptr<float>(gh_out_) : nullptr, T, N, band_k,
+                                           nchunks, a, bpar, nthreads);
   });
 }
 
 void register_psn(pybind11::module_& m) {
   namespace py = pybind11;
   m.attr("PSN_BLOCK") = kPsnBlock;
-  m.def("psn_forward", &psn_forward, py::call_guard<py::gil_scoped_release>(), py::arg("x"), py::arg("w"),
-        py::arg("b"), py::arg("spike"), py::arg("h"), py::arg("T"), py::arg("N"), py::arg("band"),
-        py::arg("nthreads"),
+  m.def("psn_forward", &psn_forward, py::call_guard<py::gil_scoped_release>(), py::arg("x"), py::arg("w"), py::arg("b"),
+        py::arg("spike"), py::arg("h"), py::arg("T"), py::arg("N"), py::arg("band"), py::arg("nthreads"),
         "S = (W X + B >= 0) on [T, N] float32 buffers (addresses); h (may be 0) receives W X + B.");
   m.def("psn_backward", &psn_backward, py::call_guard<py::gil_scoped_release>(), py::arg("x"), py::arg("grad_spike"),
         py::arg("w"), py::arg("b"), py::arg("grad_x"), py::arg("grad_w_partial"), py::arg("grad_b_partial"),
-        py::arg("grad_h"), py::arg("T"), py::arg("N"), py::arg("band"), py::arg("nchunks"), py::arg("surrogate"), py::arg("alpha"),
-        py::arg("beta"), py::arg("nthreads"),
+        py::arg("grad_h"), py::arg("T"), py::arg("N"), py::arg("band"), py::arg("nchunks"), py::arg("surrogate"),
+        py::arg("alpha"), py::arg("beta"), py::arg("nthreads"),
         "Fused backward: grad_x [T, N]; float64 partials grad_w [nchunks, T, T] and grad_b [nchunks, T]. With a "
         "grad_h buffer [T, N] (else 0), dH is stored there instead and grad_w is left untouched (the caller's "
         "GEMM dH X^T).");

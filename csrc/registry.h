@@ -5,11 +5,17 @@
 #pragma once
 #include <pybind11/pybind11.h>
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <limits>
 #include <memory>
+#include <mutex>
+#include <new>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace fastspike {
@@ -25,7 +31,9 @@ struct Register {
 // Raw buffers cross the boundary as integer addresses (tensor.data_ptr()); the Python launcher owns
 // validation (dtype, contiguity, device). These helpers turn them back into typed pointers.
 template <typename T>
-inline T* ptr(std::uintptr_t address) { return reinterpret_cast<T*>(address); }
+inline T* ptr(std::uintptr_t address) {
+  return reinterpret_cast<T*>(address);
+}
 
 inline void check(bool cond, const std::string& msg) {
   if (!cond) throw std::invalid_argument(msg);
@@ -53,17 +61,60 @@ inline int clamp_threads(int requested, std::int64_t work_items, std::int64_t el
 // touch, and on the VMs measured here that costs about 1 us per 4 KiB page: a conv2d forward on
 // [32, 128, 32, 32] spent a third of its time faulting in its temporaries. Tag: any distinct type per
 // buffer of a kernel, e.g. `struct ConvStage;`. At most one live pointer per (Tag, thread).
+// Exception safe: the capacity is recorded only once an allocation has succeeded, so after a std::bad_alloc
+// the buffer is empty (capacity 0) and the next call allocates again. Inside an OpenMP parallel region, call
+// it through ThreadErrors::run: an exception must not leave the region.
 template <typename Tag, typename T>
 T* scratch(std::size_t n) {
   static thread_local std::unique_ptr<T[]> buf;
   static thread_local std::size_t cap = 0;
   if (n > cap) {
-    buf.reset();  // release first: never hold both
-    buf.reset(new T[n + n / 4]);
-    cap = n + n / 4;
+    constexpr std::size_t kMax = std::numeric_limits<std::size_t>::max() / sizeof(T);
+    if (n > kMax - kMax / 5) throw std::bad_alloc();  // n + n / 4 elements would not fit size_t
+    cap = 0;                                          // the buffer is gone until a new one exists
+    buf.reset();                                      // release first: never hold both
+    try {
+      buf.reset(new T[n + n / 4]);
+      cap = n + n / 4;
+    } catch (const std::bad_alloc&) {
+      buf.reset(new T[n]);  // no room for the headroom: exactly n, or bad_alloc again (capacity still 0)
+      cap = n;
+    }
   }
   return buf.get();
 }
+
+// Exceptions (std::bad_alloc from scratch memory or a std::vector) must not leave an OpenMP parallel region:
+// the program would terminate. Each thread runs its throwing part through run(), which keeps the first
+// exception and returns false; the region then skips its work (every thread still meets the same worksharing
+// constructs) and, after the region, rethrow() raises the exception on the calling thread.
+class ThreadErrors {
+ public:
+  template <typename F>
+  bool run(F&& f) noexcept {
+    try {
+      f();
+      return true;
+    } catch (...) {
+      keep(std::current_exception());
+      return false;
+    }
+  }
+  bool failed() const { return failed_.load(std::memory_order_relaxed); }
+  void rethrow() const {
+    if (first_) std::rethrow_exception(first_);
+  }
+
+ private:
+  void keep(std::exception_ptr e) noexcept {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!first_) first_ = std::move(e);
+    failed_.store(true, std::memory_order_relaxed);
+  }
+  std::mutex mutex_;
+  std::exception_ptr first_;
+  std::atomic<bool> failed_{false};
+};
 
 }  // namespace fastspike
 

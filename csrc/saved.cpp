@@ -10,17 +10,42 @@
 #include <cstring>
 #include <utility>
 
-#if defined(__AVX512F__) && defined(__AVX512BW__)
-#include <immintrin.h>
-#define FASTSPIKE_SAVED_AVX512 1
-#endif
-
+#include "bits.h"
 #include "registry.h"
+#include "simd.h"
 
 namespace fastspike {
 namespace {
 
 constexpr std::int64_t kClassifyChunk = 1 << 14;
+
+// Bytes of the group p[0, n) (n <= 16; p holds 16 readable floats): out[i] = p[i] where p[i] is an integer in
+// [0, 255], else 0; ORs into bad whether a value is not, and into big whether a value is above 1.
+inline void classify_group(const float* p, std::int64_t n, std::uint8_t* out, bool& bad, bool& big) {
+#if defined(FASTSPIKE_AVX512)
+  const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f), top = _mm512_set1_ps(255.0f);
+  const __m512 v = _mm512_loadu_ps(p);
+  // not (0 <= v <= 255 and integral); NaN fails every ordered comparison
+  const __mmask16 ok = _mm512_cmp_ps_mask(v, zero, _CMP_GE_OQ) & _mm512_cmp_ps_mask(v, top, _CMP_LE_OQ) &
+                       _mm512_cmp_ps_mask(v, _mm512_roundscale_ps(v, _MM_FROUND_TO_NEG_INF), _CMP_EQ_OQ);
+  const __mmask16 live = static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << n) - 1u);
+  if (static_cast<__mmask16>(~ok) & live) bad = true;
+  if (_mm512_cmp_ps_mask(v, one, _CMP_GT_OQ) & live) big = true;
+  _mm512_mask_cvtepi32_storeu_epi8(out, live, _mm512_cvttps_epi32(_mm512_maskz_mov_ps(ok, v)));
+#else
+  int b = 0, g = 0;
+#pragma omp simd reduction(| : b, g)
+  for (std::int64_t k = 0; k < n; ++k) {
+    const float v = p[k];
+    const bool valid = v >= 0.0f && v <= 255.0f && v == std::floor(v);
+    b |= !valid;
+    g |= v > 1.0f;
+    out[k] = valid ? static_cast<std::uint8_t>(v) : 0;
+  }
+  if (b) bad = true;
+  if (g) big = true;
+#endif
+}
 
 // (kind, nonzeros): kind 1 when every value is 0 or 1; 2 when every value is an integer in [0, 255] (some
 // above 1); 0 for anything else (fractions, negatives, NaN, infinities), with the count then meaningless. The
@@ -41,47 +66,18 @@ std::pair<int, std::int64_t> compact_saved(std::uintptr_t x_, std::int64_t n, st
     num_threads(clamp_threads(nthreads, items, n, std::int64_t(1) << 18))
   for (std::int64_t it = 0; it < items; ++it) {
     if (not_bytes.load(std::memory_order_relaxed)) continue;  // answer known: 'neither'
-    const std::int64_t c0 = it * kClassifyChunk;  // a multiple of 8: whole bytes of bits per chunk
+    const std::int64_t c0 = it * kClassifyChunk;              // a multiple of 8: whole bytes of bits per chunk
     const std::int64_t len = std::min(kClassifyChunk, n - c0);
     const float* p = x + c0;
     std::uint8_t* pb = bits + c0 / 8;
     std::uint8_t* py = bytes + c0;
     bool bad = false, big = false;
     std::int64_t cnt = 0;
-    std::int64_t i = 0;
-#ifdef FASTSPIKE_SAVED_AVX512
-    const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f), top = _mm512_set1_ps(255.0f);
-    __mmask16 badm = 0, bigm = 0;
-    for (; i + 16 <= len; i += 16) {
-      const __m512 v = _mm512_loadu_ps(p + i);
-      const __mmask16 nz = _mm512_cmp_ps_mask(v, zero, _CMP_NEQ_UQ);
-      // not (0 <= v <= 255 and integral); NaN fails every ordered comparison
-      const __mmask16 ok = _mm512_cmp_ps_mask(v, zero, _CMP_GE_OQ) & _mm512_cmp_ps_mask(v, top, _CMP_LE_OQ) &
-                           _mm512_cmp_ps_mask(v, _mm512_roundscale_ps(v, _MM_FROUND_TO_NEG_INF), _CMP_EQ_OQ);
-      badm |= static_cast<__mmask16>(~ok);
-      bigm |= _mm512_cmp_ps_mask(v, one, _CMP_GT_OQ);
-      cnt += _mm_popcnt_u32(static_cast<unsigned>(nz));
-      const std::uint16_t m16 = static_cast<std::uint16_t>(nz);
-      std::memcpy(pb + i / 8, &m16, 2);
-      _mm512_mask_cvtepi32_storeu_epi8(py + i, 0xFFFF, _mm512_cvttps_epi32(_mm512_maskz_mov_ps(ok, v)));
-    }
-    bad = badm != 0;
-    big = bigm != 0;
-#endif
-    for (; i < len; i += 8) {
-      const std::int64_t end = std::min<std::int64_t>(i + 8, len);
-      unsigned byte = 0;
-      for (std::int64_t k = i; k < end; ++k) {
-        const float v = p[k];
-        const bool valid = v >= 0.0f && v <= 255.0f && v == std::floor(v);
-        bad |= !valid;
-        big |= v > 1.0f;
-        cnt += v != 0.0f;
-        byte |= static_cast<unsigned>(v != 0.0f) << (k - i);
-        py[k] = valid ? static_cast<std::uint8_t>(v) : 0;
-      }
-      pb[i / 8] = static_cast<std::uint8_t>(byte);
-    }
+    // the bits come from the one packing loop (bits.h); its "not binary" answer is implied by bad and big
+    pack_groups(p, len, pb, [&](std::int64_t k, std::int64_t m, std::uint32_t mask, const float* group) {
+      cnt += __builtin_popcount(mask);
+      classify_group(group, m, py + k, bad, big);
+    });
     nnz += cnt;
     if (bad) not_bytes.store(1, std::memory_order_relaxed);
     if (big) not_binary.store(1, std::memory_order_relaxed);

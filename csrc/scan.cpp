@@ -20,12 +20,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <initializer_list>
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#define FASTSPIKE_SCAN_STREAM 1
-#endif
 
 #include "registry.h"
+#include "simd.h"
 
 namespace fastspike {
 namespace {
@@ -36,7 +33,7 @@ inline float decay_at(int mode, const float* a, float a_scalar, std::int64_t t, 
   return mode == 0 ? a_scalar : (mode == 1 ? a[t] : a[idx]);
 }
 
-// Streaming rows (AVX-512): outputs of tens of MiB are written with non-temporal stores (no read-for-
+// Streaming rows (x86 vector builds): outputs of tens of MiB are written with non-temporal stores (no read-for-
 // ownership, no cache pollution) and the next input row is prefetched while the current one is computed,
 // which brings the scan to about the speed of a copy. Used when the outputs are large, 64-byte aligned
 // and the rows a multiple of 16 floats; the portable SIMD loops below handle everything else. Arithmetic
@@ -48,48 +45,42 @@ inline void prefetch_row(const float* p, std::int64_t len) {
 }
 
 inline bool can_stream(std::int64_t T, std::int64_t M, std::initializer_list<const void*> outs) {
-#if defined(FASTSPIKE_SCAN_STREAM)
+  if (!simd::kHasStream) return false;
   if (T * M * static_cast<std::int64_t>(sizeof(float)) < kStreamMinBytes || M % 16 != 0) return false;
   for (const void* p : outs)
     if (p && (reinterpret_cast<std::uintptr_t>(p) & 63) != 0) return false;
   return true;
-#else
-  (void)T;
-  (void)M;
-  (void)outs;
-  return false;
-#endif
 }
 
-#if defined(FASTSPIKE_SCAN_STREAM)
 // state <- a * state + b; h <- state. a_row == nullptr: the scalar `at` for every column.
 inline void forward_row_stream(const float* a_row, float at, const float* br, float* state, float* hr,
                                std::int64_t len) {
-  const __m512 va = _mm512_set1_ps(at);
-  for (std::int64_t i = 0; i < len; i += 16) {
-    const __m512 ai = a_row ? _mm512_loadu_ps(a_row + i) : va;
-    const __m512 v = _mm512_add_ps(_mm512_mul_ps(ai, _mm512_load_ps(state + i)), _mm512_loadu_ps(br + i));
-    _mm512_store_ps(state + i, v);
-    _mm512_stream_ps(hr + i, v);
+  using namespace simd;
+  const vf va = vset1(at);
+  for (std::int64_t i = 0; i < len; i += kWidth) {
+    const vf ai = a_row ? vload(a_row + i) : va;
+    const vf v = vadd(vmul(ai, vload(state + i)), vload(br + i));
+    vstore(state + i, v);
+    vstream(hr + i, v);
   }
 }
 
 // carry <- g_out + a * carry; gb <- carry; ga <- carry * hprev (if ga); returns sum(carry * hprev) if want_sum.
-inline float backward_row_stream(const float* a_row, float an, const float* gor, float* carry, float* gbr,
-                                 float* gar, const float* hprev, bool want_sum, std::int64_t len) {
-  const __m512 va = _mm512_set1_ps(an);
-  __m512 acc = _mm512_setzero_ps();
-  for (std::int64_t i = 0; i < len; i += 16) {
-    const __m512 ai = a_row ? _mm512_loadu_ps(a_row + i) : va;
-    const __m512 g = _mm512_add_ps(_mm512_loadu_ps(gor + i), _mm512_mul_ps(ai, _mm512_load_ps(carry + i)));
-    _mm512_store_ps(carry + i, g);
-    _mm512_stream_ps(gbr + i, g);
-    if (gar) _mm512_stream_ps(gar + i, hprev ? _mm512_mul_ps(g, _mm512_loadu_ps(hprev + i)) : _mm512_setzero_ps());
-    if (want_sum && hprev) acc = _mm512_add_ps(acc, _mm512_mul_ps(g, _mm512_loadu_ps(hprev + i)));
+inline float backward_row_stream(const float* a_row, float an, const float* gor, float* carry, float* gbr, float* gar,
+                                 const float* hprev, bool want_sum, std::int64_t len) {
+  using namespace simd;
+  const vf va = vset1(an);
+  vf acc = vzero();
+  for (std::int64_t i = 0; i < len; i += kWidth) {
+    const vf ai = a_row ? vload(a_row + i) : va;
+    const vf g = vadd(vload(gor + i), vmul(ai, vload(carry + i)));
+    vstore(carry + i, g);
+    vstream(gbr + i, g);
+    if (gar) vstream(gar + i, hprev ? vmul(g, vload(hprev + i)) : vzero());
+    if (want_sum && hprev) acc = vadd(acc, vmul(g, vload(hprev + i)));
   }
-  return _mm512_reduce_add_ps(acc);
+  return vsum(acc);
 }
-#endif
 
 void scan_forward(std::uintptr_t a_, std::uintptr_t b_, std::uintptr_t h0_, std::uintptr_t h_, std::int64_t T,
                   std::int64_t M, int mode, float a_scalar, std::int64_t block, int nthreads) {
@@ -110,17 +101,15 @@ void scan_forward(std::uintptr_t a_, std::uintptr_t b_, std::uintptr_t h0_, std:
     for (std::int64_t i = 0; i < len; ++i) state[i] = h0 ? h0[n0 + i] : 0.0f;
     for (std::int64_t t = 0; t < T; ++t) {
       const std::int64_t o = t * M + n0;
-#if defined(FASTSPIKE_SCAN_STREAM)
       if (stream) {
         if (t + 1 < T) {
           prefetch_row(b + o + M, len);
           if (mode == 2) prefetch_row(a + o + M, len);
         }
-        forward_row_stream(mode == 2 ? a + o : nullptr, mode == 0 ? a_scalar : (mode == 1 ? a[t] : 0.0f), b + o,
-                           state, h + o, len);
+        forward_row_stream(mode == 2 ? a + o : nullptr, mode == 0 ? a_scalar : (mode == 1 ? a[t] : 0.0f), b + o, state,
+                           h + o, len);
         continue;
       }
-#endif
       if (mode == 2) {
 #pragma omp simd
         for (std::int64_t i = 0; i < len; ++i) {
@@ -138,15 +127,13 @@ void scan_forward(std::uintptr_t a_, std::uintptr_t b_, std::uintptr_t h0_, std:
         }
       }
     }
-#if defined(FASTSPIKE_SCAN_STREAM)
-    if (stream) _mm_sfence();
-#endif
+    if (stream) simd::stream_fence();
   }
 }
 
-void scan_backward(std::uintptr_t a_, std::uintptr_t h_, std::uintptr_t h0_, std::uintptr_t gout_,
-                   std::uintptr_t gb_, std::uintptr_t ga_, std::uintptr_t ga_partial_, std::uintptr_t gh0_,
-                   std::int64_t T, std::int64_t M, int mode, float a_scalar, std::int64_t block, int nthreads) {
+void scan_backward(std::uintptr_t a_, std::uintptr_t h_, std::uintptr_t h0_, std::uintptr_t gout_, std::uintptr_t gb_,
+                   std::uintptr_t ga_, std::uintptr_t ga_partial_, std::uintptr_t gh0_, std::int64_t T, std::int64_t M,
+                   int mode, float a_scalar, std::int64_t block, int nthreads) {
   check(block >= 1 && block <= kScanMaxBlock, "linear_scan: block must be in [1, SCAN_MAX_BLOCK]");
   check(mode >= 0 && mode <= 2, "linear_scan: a mode must be 0 (scalar), 1 (per step) or 2 (full)");
   check(mode == 0 || a_ != 0, "linear_scan: a tensor is required for modes 1 and 2");
@@ -174,7 +161,6 @@ void scan_backward(std::uintptr_t a_, std::uintptr_t h_, std::uintptr_t h0_, std
       const std::int64_t o = t * M + n0;
       const std::int64_t on = o + M;  // row t + 1
       const float* hprev = t > 0 ? h + (o - M) : h0 ? h0 + n0 : nullptr;
-#if defined(FASTSPIKE_SCAN_STREAM)
       if (stream) {
         if (t > 0) {
           prefetch_row(gout + o - M, len);
@@ -183,12 +169,11 @@ void scan_backward(std::uintptr_t a_, std::uintptr_t h_, std::uintptr_t h0_, std
         }
         const float* arow = mode == 2 ? (t == T - 1 ? ones : a + on) : nullptr;
         const float an = t == T - 1 ? 0.0f : (mode == 0 ? a_scalar : (mode == 1 ? a[t + 1] : 0.0f));
-        const float sum = backward_row_stream(arow, an, gout + o, carry, gb + o, ga ? ga + o : nullptr, hprev,
-                                              gap != nullptr, len);
+        const float sum =
+            backward_row_stream(arow, an, gout + o, carry, gb + o, ga ? ga + o : nullptr, hprev, gap != nullptr, len);
         if (gap) gap[blk * T + t] = hprev ? sum : 0.0f;
         continue;
       }
-#endif
       if (mode == 2) {
         // At t = T - 1 there is no row T: the carry is 0 and the decay is never read (a 1 stands in).
         const float* arow = t == T - 1 ? ones : a + on;
@@ -212,9 +197,7 @@ void scan_backward(std::uintptr_t a_, std::uintptr_t h_, std::uintptr_t h0_, std
         if (gap) gap[blk * T + t] = acc;
       }
     }
-#if defined(FASTSPIKE_SCAN_STREAM)
-    if (stream) _mm_sfence();
-#endif
+    if (stream) simd::stream_fence();
     if (gh0) {
       if (mode == 2) {
 #pragma omp simd
@@ -232,8 +215,8 @@ void register_scan(pybind11::module_& m) {
   namespace py = pybind11;
   m.attr("SCAN_MAX_BLOCK") = kScanMaxBlock;
   m.def("scan_forward", &scan_forward, py::call_guard<py::gil_scoped_release>(), py::arg("a"), py::arg("b"),
-        py::arg("h0"), py::arg("h"), py::arg("T"), py::arg("M"), py::arg("mode"), py::arg("a_scalar"),
-        py::arg("block"), py::arg("nthreads"),
+        py::arg("h0"), py::arg("h"), py::arg("T"), py::arg("M"), py::arg("mode"), py::arg("a_scalar"), py::arg("block"),
+        py::arg("nthreads"),
         "h[t] = a[t] h[t-1] + b[t] on [T, M] float32 buffers (addresses); a is 0 in mode 0, h0 may be 0.");
   m.def("scan_backward", &scan_backward, py::call_guard<py::gil_scoped_release>(), py::arg("a"), py::arg("h"),
         py::arg("h0"), py::arg("grad_out"), py::arg("grad_b"), py::arg("grad_a"), py::arg("grad_a_partial"),

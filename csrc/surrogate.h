@@ -7,6 +7,9 @@
 #include <cstring>
 #include <stdexcept>
 #include <type_traits>
+#include <utility>
+
+#include "simd.h"
 
 namespace fastspike {
 
@@ -26,7 +29,7 @@ inline To bitcast(From v) {
 // forward matches the reference bit for bit; gradients only need fp32 accuracy, and an explicit fma
 // halves their polynomial cost). Without hardware FMA, std::fma would be a slow library call.
 inline float madd(float a, float b, float c) {
-#if defined(__FMA__) || defined(__AVX512F__)
+#if defined(FASTSPIKE_HAS_FMA)
   return __builtin_fmaf(a, b, c);
 #else
   return a * b + c;
@@ -120,21 +123,14 @@ inline float surrogate_grad(float x, float a, float b) {
   }
 }
 
-// Calls f(std::integral_constant<int, SG>{}) with the compile-time id matching `sg`.
-template <typename F>
+// Calls f(std::integral_constant<int, SG>{}) with the compile-time id matching `sg` (I: the first id tried).
+template <int I = 0, typename F>
 inline void dispatch_surrogate(int sg, F&& f) {
-  switch (sg) {
-#define FASTSPIKE_SG_CASE(i) \
-  case i:                    \
-    f(std::integral_constant<int, i>{}); \
-    return;
-    FASTSPIKE_SG_CASE(0) FASTSPIKE_SG_CASE(1) FASTSPIKE_SG_CASE(2) FASTSPIKE_SG_CASE(3)
-    FASTSPIKE_SG_CASE(4) FASTSPIKE_SG_CASE(5) FASTSPIKE_SG_CASE(6) FASTSPIKE_SG_CASE(7)
-    FASTSPIKE_SG_CASE(8) FASTSPIKE_SG_CASE(9) FASTSPIKE_SG_CASE(10) FASTSPIKE_SG_CASE(11)
-    FASTSPIKE_SG_CASE(12) FASTSPIKE_SG_CASE(13)
-#undef FASTSPIKE_SG_CASE
-    default:
-      throw std::invalid_argument("surrogate id must be in [0, 13]");
+  if constexpr (I < kNumSurrogates) {
+    if (sg == I) return f(std::integral_constant<int, I>{});
+    dispatch_surrogate<I + 1>(sg, std::forward<F>(f));
+  } else {
+    throw std::invalid_argument("surrogate id must be in [0, 13]");
   }
 }
 

@@ -181,6 +181,7 @@ def _run_inner(args, device: str, cases: List[Case], peers: List[str], out) -> i
         malloc = "keep" if keep_freed_memory() else "system (keeping freed memory needs glibc's mallopt)"
     print(f"fastspike bench | device {device} | suite {args.suite}{' (quick)' if args.quick else ''} | "
           f"torch {torch.__version__} | {torch.get_num_threads()} threads | malloc {malloc}", file=out)
+    print(f"  {report.machine_header(report.isa_info())}", file=out)
     for name, info in peer_info.items():
         if info["installed"] is False:
             print(f"  peer {name}: skipped, not installed ({info['reason']}); install: {info['pip']}", file=out)

@@ -108,7 +108,59 @@ def machine_info(device: str) -> Dict[str, Any]:
         info["cuda_version"] = torch.version.cuda
         info["cuda_device_count"] = torch.cuda.device_count()
     info["device"] = device
+    info.update(isa_info())
     return info
+
+
+# SIMD levels of csrc/simd.h, narrowest first
+ISA_LEVELS = ("portable", "neon", "avx2", "avx512")
+
+
+def cpu_isa_from_os() -> str:
+    """The widest csrc/simd.h branch this CPU could run, from what the OS reports (no extension needed)."""
+    machine = platform.machine().lower()
+    if machine in ("arm64", "aarch64"):
+        return "neon"  # Advanced SIMD is part of every AArch64 CPU
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    if {"avx512f", "avx512bw"} <= set(flags):
+        return "avx512"
+    if {"avx2", "fma"} <= set(flags):
+        return "avx2"
+    return "portable"
+
+
+def isa_info() -> Dict[str, Any]:
+    """``cpu_isa``: the widest SIMD level the CPU offers (avx512, avx2, neon or portable); ``build``: how
+    fastspike._C was built (its ``build_info()``: the level compiled in, the flags, the compiler), or why it
+    could not be loaded. Figures from builds of different levels are figures of different kernels."""
+    from .. import _ext
+    out: Dict[str, Any] = {"cpu_isa": cpu_isa_from_os()}
+    try:
+        build = dict(_ext.get().build_info())
+    except Exception as e:  # no extension (or one too old to say): the record says so
+        out["build"] = {"error": f"{type(e).__name__}: {e}"}
+        return out
+    out["cpu_isa"] = build.get("cpu_isa", out["cpu_isa"])
+    out["build"] = build
+    return out
+
+
+def machine_header(info: Dict[str, Any]) -> str:
+    """One line for the benchmark header: the CPU's SIMD level and the one fastspike._C was built for, with its
+    flags; says so when the build uses less of the CPU than it could."""
+    cpu = info.get("cpu_isa", "?")
+    build = info.get("build", {})
+    if "isa" not in build:
+        return f"cpu {cpu} | fastspike._C: {build.get('error', 'unknown build')}"
+    line = (f"cpu {cpu} | fastspike._C built for {build['isa']} ({build.get('compiler', '?')}: "
+            f"{build.get('flags', '?')})")
+    if cpu in ISA_LEVELS and build["isa"] in ISA_LEVELS and ISA_LEVELS.index(build["isa"]) < ISA_LEVELS.index(cpu):
+        line += f" | note: the {cpu} CPU runs fastspike's {build['isa']} kernels"
+    return line
 
 
 def versions() -> Dict[str, Optional[str]]:
@@ -209,6 +261,7 @@ def markdown(data: Dict[str, Any]) -> str:
         f"- machine: {m.get('cpu_model', m.get('processor', '?'))}, {m.get('cpu_count', '?')} cores, "
         f"{m.get('torch_threads', '?')} torch threads, {m.get('mem_total_gib', '?')} GiB"
         + (f"; GPU {m['cuda_device']} (CUDA {m.get('cuda_version')})" if m.get("cuda_device") else ""),
+        f"- SIMD: {machine_header(m)}" if "cpu_isa" in m else "- SIMD: not recorded",
         "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val),
         f"- command: `{data.get('command', '?')}`",
     ]

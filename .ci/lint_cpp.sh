@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Lint of csrc/: the formatting check (clang-format, pinned, style in .clang-format), then a build of
+# fastspike._C with every warning of -Wall -Wextra an error (FASTSPIKE_WERROR=ON) into a scratch folder.
+#
+#   bash .ci/lint_cpp.sh                  # in the project's virtual environment (pybind11 and cmake installed)
+#   FASTSPIKE_LINT_MARCH="native x86-64-v3" bash .ci/lint_cpp.sh    # also the AVX2-only build
+#
+# The installed extension is not touched.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+CLANG_FORMAT_VERSION=18.1.8  # formatting differs between releases: the check needs the one that wrote csrc/
+
+if ! clang-format --version 2>/dev/null | grep -q "version ${CLANG_FORMAT_VERSION}"; then
+  "$PY" -m pip install -q "clang-format==${CLANG_FORMAT_VERSION}"
+fi
+clang-format --dry-run -Werror csrc/*.cpp csrc/*.h
+echo "lint_cpp: csrc/ is formatted (clang-format ${CLANG_FORMAT_VERSION})"
+
+PYBIND11_DIR=$("$PY" -c 'import pybind11; print(pybind11.get_cmake_dir())')
+SCRATCH=$(mktemp -d)
+trap 'rm -rf "$SCRATCH"' EXIT
+for march in ${FASTSPIKE_LINT_MARCH:-native}; do
+  if [ "$march" = native ]; then arch_args=(-DFASTSPIKE_NATIVE=ON); else arch_args=(-DFASTSPIKE_MARCH="$march"); fi
+  build="$SCRATCH/$march"
+  if ! cmake -S . -B "$build" -DPython_EXECUTABLE="$(command -v "$PY")" -Dpybind11_DIR="$PYBIND11_DIR" \
+      -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$build/out" -DFASTSPIKE_WERROR=ON "${arch_args[@]}" >"$build.log" 2>&1; then
+    cat "$build.log"
+    exit 1
+  fi
+  if ! cmake --build "$build" -j "$(nproc)" >>"$build.log" 2>&1; then
+    cat "$build.log"
+    exit 1
+  fi
+  echo "lint_cpp: -Wall -Wextra -Werror build clean (-march=$march)"
+done
