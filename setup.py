@@ -85,7 +85,8 @@ setup(
     long_description=(ROOT / "README.md").read_text(encoding="utf-8") if (ROOT / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["fastspike", "fastspike.*"]) + ["fastspike.kernels"],
+    packages=(find_packages(include=["fastspike", "fastspike.*"]) + ["fastspike.kernels"]
+              + [f"fastspike.kernels.{p}" for p in find_packages("kernels")]),
     package_dir={"fastspike.kernels": "kernels"},
     ext_modules=[CMakeExtension("fastspike._C", sourcedir=str(ROOT))],
     cmdclass={"build_ext": CMakeBuild},

@@ -5,6 +5,8 @@ stores no H: the C++ backward recomputes it from X block by block.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ... import _ext
@@ -16,7 +18,7 @@ def forward(x, v0, v0_value: float, decay: float, mode: int, decay_input: bool, 
     """Returns (spikes, v_seq or None, v_last); ``decay`` is tau (LIF) or k = sigmoid(w) (ParametricLIF)."""
     C = _ext.get()
     T = x.shape[0]
-    N = x.numel() // T if T else 0
+    N = math.prod(x.shape[1:])
     spikes = _alloc.empty_like(x)
     v_seq = _alloc.empty_like(x) if store_v_seq else None
     v_last = torch.empty(x.shape[1:])
@@ -33,7 +35,7 @@ def backward(gs, gv_seq, gv_last, x, v0, v0_value: float, decay: float, mode: in
     grad_v0 or None, grad_k as a 1-element float32 tensor or None)."""
     C = _ext.get()
     T = x.shape[0]
-    N = x.numel() // T if T else 0
+    N = math.prod(x.shape[1:])
     plif = mode == 2
     if gs is None:
         gs = torch.zeros(x.shape)
