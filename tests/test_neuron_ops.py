@@ -159,7 +159,8 @@ class _Custom(sg.SurrogateFunctionBase):
 def test_custom_surrogate_falls_back_with_warning():
     x, v0, grads = _inputs(4, (2, 5))
     from fastspike.ops import neuron as opn
-    opn._warned_custom_surrogate.discard("_Custom")
+    from fastspike.ops import _backend
+    _backend._warned_unfused.discard("_Custom")
     with pytest.warns(RuntimeWarning, match="not fused"):
         out = _run("auto", x, v0, None, grads, True, mode="lif", surrogate_function=_Custom())
     ref = _run("torch", x, v0, None, grads, True, mode="lif", surrogate_function=_Custom())

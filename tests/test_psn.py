@@ -106,9 +106,13 @@ def test_psn_custom_surrogate_falls_back_with_warning():
 
     x = torch.randn(4, 6, requires_grad=True)
     w, b = torch.randn(4, 4), torch.randn(4)
+    from fastspike.ops import _backend
+    _backend._warned_unfused.discard("MySG")
     with pytest.warns(RuntimeWarning, match="not fused"):
-        out = psn(x, w, b, MySG(), 0, backend="cpp")
+        out = psn(x, w, b, MySG(), 0, backend="auto")
     out.sum().backward()
+    with pytest.raises(ValueError, match="backend='cpp' fuses only the built-in surrogates"):
+        psn(x, w, b, MySG(), 0, backend="cpp")  # a named kernel backend never falls back silently
     assert_close("grad_x", w.t() @ torch.ones(4, 6), x.grad, 1e-6)
 
 

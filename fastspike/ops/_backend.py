@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from typing import Iterable, Optional
 
 import torch
@@ -92,3 +93,23 @@ def resolve(backend: Optional[str], tensors: Iterable[torch.Tensor], op: str,
 
 def num_threads() -> int:
     return max(1, torch.get_num_threads())
+
+
+_warned_unfused: set = set()
+
+
+def unfused_surrogate(op: str, surrogate_function, backend: Optional[str], resolved: str) -> str:
+    """The backend for a surrogate the kernels do not fuse (a custom class, spiking=False, tensor parameters):
+    'torch' with a one-time warning per surrogate class when the backend was left to 'auto'; a ValueError when a
+    kernel backend was named (never a silent fallback)."""
+    if resolved == "torch":
+        return "torch"
+    if backend not in (None, "auto"):
+        raise ValueError(f"{op}: backend={backend!r} fuses only the built-in surrogates with spiking=True and float "
+                         f"parameters; {surrogate_function!r} needs backend='torch' or 'auto'.")
+    key = type(surrogate_function).__name__
+    if key not in _warned_unfused:
+        _warned_unfused.add(key)
+        warnings.warn(f"{key} is not fused into fastspike's kernels (custom class, spiking=False or tensor "
+                      "parameters); using the slower pure-PyTorch path.", RuntimeWarning, stacklevel=4)
+    return "torch"

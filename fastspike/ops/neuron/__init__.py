@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 from typing import NamedTuple, Optional, Tuple, Union
 
 import torch
@@ -24,7 +23,6 @@ from .autograd import OPS
 __all__ = ["multistep_neuron", "NeuronConfig"]
 
 _MODES = {"if": 0, "lif": 1, "plif": 2}
-_warned_custom_surrogate = set()
 
 
 class NeuronConfig(NamedTuple):
@@ -117,16 +115,8 @@ def multistep_neuron(
         kernel_spec = getattr(surrogate_function, "kernel_spec", None)
         spec = kernel_spec() if kernel_spec is not None else None
     name = _backend.resolve(backend, (x_seq,), "multistep_neuron")
-    if spec is None and name != "torch":
-        if backend not in (None, "auto"):
-            raise ValueError(f"multistep_neuron: backend={backend!r} fuses only the built-in surrogates with "
-                             f"spiking=True and float parameters; {surrogate_function!r} needs backend='torch' or 'auto'.")
-        key = type(surrogate_function).__name__
-        if key not in _warned_custom_surrogate:
-            _warned_custom_surrogate.add(key)
-            warnings.warn(f"{key} is not fused into fastspike's kernels (custom class, spiking=False or tensor "
-                          "parameters); using the slower pure-PyTorch path.", RuntimeWarning, stacklevel=3)
-        name = "torch"
+    if spec is None:
+        name = _backend.unfused_surrogate("multistep_neuron", surrogate_function, backend, name)
     # under torch.compile the validation is traced once per graph; the cache is for eager calls
     config = _config.__wrapped__ if torch.compiler.is_compiling() else _config
     cfg = config(mode, tau, decay_input, v_threshold, v_reset, detach_reset, spec or (0, (0.0, 0.0)))

@@ -12,7 +12,6 @@ kernels run the built-in surrogates (``surrogate_function.fusable()``); any othe
 """
 from __future__ import annotations
 
-import warnings
 from typing import Optional
 
 import torch
@@ -23,7 +22,6 @@ from .autograd import OPS
 
 __all__ = ["psn", "band_mask"]
 
-_warned_custom_surrogate = set()
 
 
 def psn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate_function, band: int = 0,
@@ -49,13 +47,8 @@ def psn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate_fun
         raise ValueError(f"psn: band must be an int >= 0 (0 = dense), but got {band!r}.")
     name = _backend.resolve(backend, [x], "psn")
     fusable = getattr(surrogate_function, "fusable", None)
-    if name != "torch" and not (callable(fusable) and fusable()):
-        key = type(surrogate_function).__name__
-        if key not in _warned_custom_surrogate:
-            _warned_custom_surrogate.add(key)
-            warnings.warn(f"psn: surrogate {key} is not fused into fastspike's kernels (custom class, spiking=False "
-                          "or tensor parameters); using the slower pure-PyTorch path.", RuntimeWarning, stacklevel=2)
-        name = "torch"
+    if not (callable(fusable) and fusable()):
+        name = _backend.unfused_surrogate("psn", surrogate_function, backend, name)
     if name == "torch":
         return reference.psn(x, weight, bias, surrogate_function, band)
     sg_a, sg_b = surrogate_function.kernel_params()
