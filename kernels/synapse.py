@@ -8,11 +8,12 @@ weight gradients read straight from the packed bits (kernels/bits.py packs them)
   traced by torch.compile.
 * Forward: one program owns one output row (linear) or output pixel (conv2d) and a block of output channels
   and walks its spike list, adding one contiguous weight row per spike (W^T [K, N] for linear,
-  WT[Cin][KH][KW][Cout/G] for conv2d). Two facts make its output exactly ``F.linear``'s / ``F.conv2d``'s even
-  where a silent input meets a weight that is not finite (0 * inf = nan): the kernel counts the non-finite
-  weights it added per output and compares with the count of the whole weight row (``p_nf``, from the
-  launcher); an output that skipped one of them is NaN. An output fed by a row flagged non-binary is NaN too
-  (the callers raise a ValueError instead whenever they may synchronise; docs/synapses.md).
+  WT[Cin][KH][KW][Cout/G] for conv2d). Where a silent input meets a weight that is not finite, F.linear gives
+  NaN (0 * inf): the kernel counts the non-finite weights it added per output and compares with the count of
+  the whole weight row (``p_nf``, from the launcher; for conv2d per output channel and tap, summed over the
+  taps inside the input: zero padding is skipped, as oneDNN's and cuDNN's convolutions do); an output that
+  skipped one of them is NaN. An output fed by a row flagged non-binary is NaN too (the callers raise a
+  ValueError instead whenever they may synchronise; docs/synapses.md).
 * Weight gradient: one program owns a block of inputs x outputs, loops over the rows (pixels) in blocks,
   unpacks the spike bits in registers and skips blocks without a spike. The input gradient is dense (torch).
 
@@ -117,6 +118,7 @@ def conv2d_fwd_kernel(p_idx, p_cnt, p_bad, p_wt, p_nf, p_bias, p_out, H, W, OH, 
     else:
         b_acc = tl.zeros([BLOCK_C], dtype=tl.float32)
     b_nf = tl.zeros([BLOCK_C], dtype=tl.int32)
+    b_nf_all = tl.zeros([BLOCK_C], dtype=tl.int32)
     bad = tl.sum(tl.zeros([BLOCK_C], dtype=tl.int32), axis=0)
     for ky in range(0, KH):
         iy = oy * sh - ph + tl.cast(ky, tl.int64) * dh
@@ -126,12 +128,14 @@ def conv2d_fwd_kernel(p_idx, p_cnt, p_bad, p_wt, p_nf, p_bias, p_out, H, W, OH, 
             row = tl.where(inside, ((b * H + iy) * W + ix) * G + grp, 0)
             cnt = tl.where(inside, tl.load(p_cnt + row), 0)
             bad = tl.maximum(bad, tl.where(inside, tl.load(p_bad + row), 0))
+            # the non-finite weights of this tap (over the group's channels); padded taps count for nothing
+            b_nf_tap = tl.load(p_nf + ((grp * cout_g + o_c) * KH + ky) * KW + kx, mask=m_c, other=0)
+            b_nf_all += tl.where(inside, b_nf_tap, 0)
             for j in range(0, cnt):
                 c = grp * cing + tl.load(p_idx + row * cing + j).to(tl.int64)
                 b_w = tl.load(p_wt + ((c * KH + ky) * KW + kx) * cout_g + o_c, mask=m_c, other=0.0).to(tl.float32)
                 b_acc += b_w
                 b_nf += ((b_w - b_w) != 0.0).to(tl.int32)
-    b_nf_all = tl.load(p_nf + grp * cout_g + o_c, mask=m_c, other=0)
     b_acc = tl.where((b_nf < b_nf_all) | (bad != 0), float("nan"), b_acc)
     OHW = tl.cast(OH, tl.int64) * OW
     tl.store(p_out + ((b * G + grp) * cout_g + o_c) * OHW + oy * OW + ox, b_acc, mask=m_c)
@@ -195,8 +199,10 @@ def spike_lists(x2: torch.Tensor, launch=None):
 
 
 def nonfinite_per_output(w: torch.Tensor) -> torch.Tensor:
-    """int32 [out]: how many weights of each output (row of W [N, K], or [Cout, ...]) are not finite."""
-    return (~torch.isfinite(w.detach())).reshape(w.shape[0], -1).sum(1, dtype=torch.int32)
+    """Linear W [N, K] -> int32 [N]: how many weights of each output are not finite. Conv2d W [Cout, Cin/G, KH,
+    KW] -> int32 [Cout, KH, KW]: the same per output channel and tap."""
+    bad = ~torch.isfinite(w.detach())
+    return bad.sum(1, dtype=torch.int32).contiguous()
 
 
 def linear_weight_t(w: torch.Tensor) -> torch.Tensor:
@@ -239,8 +245,9 @@ def linear_grad_weight(bits: torch.Tensor, g: torch.Tensor, K: int, launch=None)
 
 def conv2d_forward(x: torch.Tensor, b, wt: torch.Tensor, nf: torch.Tensor, w_shape, s, p, d, groups: int,
                    launch=None):
-    """x [B, Cin, H, W], wt = conv2d_weight_t(W), nf = nonfinite_per_output(W) -> (out fp32 [B, Cout, OH, OW],
-    bad int32 [B * H * W * groups]: input pixels that held a value other than 0 and 1; outputs they feed are NaN)."""
+    """x [B, Cin, H, W], wt = conv2d_weight_t(W), nf = nonfinite_per_output(W) ([Cout, KH, KW]) -> (out fp32
+    [B, Cout, OH, OW], bad int32 [B * H * W * groups]: input pixels that held a value other than 0 and 1, whose
+    outputs are NaN)."""
     B, Cin, H, W = x.shape
     Cout, cing, KH, KW = w_shape
     cout_g = Cout // groups
@@ -268,7 +275,9 @@ def conv2d_grad_weight(bits, x_shape, g, w_shape, s, p, d, groups: int, launch=N
     _, _, OH, OW = g.shape
     gw = torch.empty((Cout, cing, KH, KW), dtype=torch.float32, device=g.device)
     if gw.numel():
-        block_c = _pow2(cout_g, 16, 64)
+        # 32 output channels a program: with 64, a [64 pixels, 64 channels] tile of g and its int64 offsets
+        # exceed 255 registers on sm_80/sm_90 and spill (checked by compiling for those targets)
+        block_c = _pow2(cout_g, 16, 32)
         grid = (Cin, KH * KW, triton.cdiv(cout_g, block_c))
         _launch(conv2d_gw_kernel, launch)[grid](
             bits, g, gw, B, Cin, H, W, Cout, OH, OW, KH, KW, s[0], s[1], p[0], p[1], d[0], d[1], cing, cout_g,
