@@ -4,7 +4,6 @@ outputs and gradients equal to eager ones. The C++ ops on the CPU go through Ind
 ``backend='aot_eager'`` (on a CPU machine through Triton's interpreter, which cannot run inside Inductor)."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 from fastspike import _ext, layer
 from fastspike.ops import bits

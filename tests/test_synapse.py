@@ -547,3 +547,31 @@ def test_cpp_event_forwards_stop_exactly_past_the_spike_limit():
     bad = xc.clone()
     bad[-1, -1, -1, -1] = 0.5
     assert C.conv2d_forward(bad, wct, None, *conf, max_nnz=-1)[1] == C.NOT_BINARY
+
+
+@needs_cpp
+def test_spiking_conv_stack_auto_takes_both_paths_in_training(monkeypatch, tmp_path):
+    # 'auto' on three convolutions in training: the spike-fed one takes the event kernel (the trained weight
+    # blocked per call), the one fed spike counts and the real-valued one fall back to the dense path (and keep
+    # their input as bytes / as it is); outputs and every weight gradient match the plain torch layers
+    from fastspike import layer
+    monkeypatch.setenv("FASTSPIKE_CACHE_DIR", str(tmp_path))
+    S.save_crossover("conv2d", 1.0, mode="train")
+    statuses = record_statuses(monkeypatch, C, "conv2d_forward", 1)
+    torch.manual_seed(0)
+    convs = [layer.Conv2d(c_in, 6, 3, padding=1, event_driven="auto") for c_in in (3, 6, 6)]
+    refs = [torch.nn.Conv2d(c_in, 6, 3, padding=1) for c_in in (3, 6, 6)]
+    for ours, ref in zip(convs, refs):
+        ref.load_state_dict(ours.state_dict())
+    x = torch.rand(4, 3, 8, 8)
+    inputs = (x, (torch.rand(4, 6, 8, 8) < 0.1).float(), 2.0 * (torch.rand(4, 6, 8, 8) < 0.1).float())
+    out = [c(i) for c, i in zip(convs, inputs)]
+    ref = [c(i) for c, i in zip(refs, inputs)]
+    assert C.EVENT in statuses and C.NOT_BINARY in statuses  # both paths ran
+    assert statuses.count(C.EVENT) == 1  # only the spike-fed layer took the event kernel
+    g = [torch.randn_like(r) for r in ref]
+    got = torch.autograd.grad(out, [c.weight for c in convs], g)
+    want = torch.autograd.grad(ref, [c.weight for c in refs], g)
+    for i in range(3):
+        assert_close(f"output {i}", ref[i], out[i], 1e-5)
+        assert_close(f"grad conv{i}", want[i], got[i], 1e-5)
