@@ -52,7 +52,12 @@ def _run(op: str, ops: dict, be: str, x: torch.Tensor, weight: torch.Tensor, bia
     # bits come out of the forward in EVENT_MODE; in eager 'auto' too (the C++ Linear packs them while it builds its
     # spike lists), but not under torch.compile, where 'auto' keeps x as it is (autograd.py)
     want_bits = train and mode != DENSE and (mode == EVENT_MODE or not tracing(x))
-    out, _, status = ops[be](x, weight, bias, mode, train, want_bits, *conf)
+    grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or
+                                        (bias is not None and bias.requires_grad))
+    if grad or tracing(x):
+        out, _, status = ops[be](x, weight, bias, mode, train, want_bits, *conf)
+    else:  # inference in eager mode: the forward kernel alone (autograd's Function costs ~5 us a call)
+        out, _, status = ops[be].forward_kernel(x, weight, bias, mode, train, want_bits, *conf)
     if be == "triton" and may_sync(x) and int(status[0]) == NOT_BINARY:
         raise ValueError(NOT_BINARY_MESSAGE.format(op))
     return out

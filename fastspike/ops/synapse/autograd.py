@@ -4,8 +4,9 @@ custom op joined by one autograd formula.
 
 Forward inputs: x (Linear: [M, K]; Conv2d: [B, Cin, H, W]), weight, bias or None, ``mode`` (formula.DENSE,
 EVENT_MODE or AUTO), ``train`` (grad mode is on and the weight requires a gradient), ``want_bits`` (return x's
-packed bits for the weight gradient; only ever asked in EVENT_MODE under torch.compile, where their shape is
-known), then Conv2d's stride, padding, dilation and groups. Outputs: the result (the weight's dtype), x's bits
+packed bits for the weight gradient: asked in EVENT_MODE, and in eager AUTO, where the C++ Linear packs them
+while it builds its spike lists; not in AUTO under torch.compile, where the formula keeps x instead), then
+Conv2d's stride, padding, dilation and groups. Outputs: the result (the weight's dtype), x's bits
 ([M, ceil(K / 8)] or [1, ceil(numel / 8)]; empty unless ``want_bits``; meaningless when the status says
 NOT_BINARY) and the status (int32 [1] on x's device, formula's EVENT / NOT_BINARY / TOO_DENSE / UNKNOWN).
 

@@ -49,13 +49,12 @@ def cached(w: torch.Tensor, tag: str, build: Callable[[torch.Tensor], object], k
     ver = _version(w) if keep else None
     if ver is None:
         return build(w)
-    key = (ver, w.data_ptr(), tuple(w.shape), tuple(w.stride()), w.dtype, w.device)
-    with _lock:
-        entry = _cache.get(id(w))
-        if entry is not None and entry[0]() is w:
-            hit = entry[1].get(tag)
-            if hit is not None and hit[0] == key:
-                return hit[1]
+    key = (ver, w.data_ptr(), w.shape, w.stride(), w.dtype, w.device)
+    entry = _cache.get(id(w))  # reads need no lock: dict lookups are atomic, entries are replaced whole
+    if entry is not None and entry[0]() is w:
+        hit = entry[1].get(tag)
+        if hit is not None and hit[0] == key:
+            return hit[1]
     out = build(w)
     with _lock:
         entry = _cache.get(id(w))
