@@ -19,7 +19,8 @@ from typing import NamedTuple, Tuple, Union
 import torch
 
 from ... import _ext
-from . import cpu
+from .. import _backend
+from . import cpu, library
 
 __all__ = ["Compacted", "compact", "restore", "narrow_indices", "widen_indices", "MIN_NUMEL", "BITS", "BYTES"]
 
@@ -71,9 +72,10 @@ def compact(t: torch.Tensor, min_numel: int = MIN_NUMEL, sync_ok: bool = False) 
     if not sync_ok:
         return t
     kind, nnz = _kind_torch(t)
-    if kind == BITS:
-        from . import pack_bits  # the public op: the device's kernel, or the reference for other dtypes
-        return Compacted(BITS, pack_bits(t.reshape(1, -1)).reshape(-1), t.shape, nnz, t.dtype)
+    if kind == BITS:  # the device's kernel (the reference for dtypes the kernels do not take); t is binary
+        flat = t.reshape(1, -1)
+        packed = library.pack(flat, _backend.resolve("auto", [flat], "compact"))[0]
+        return Compacted(BITS, packed.reshape(-1), t.shape, nnz, t.dtype)
     if kind == BYTES:
         return Compacted(BYTES, t.to(torch.uint8).reshape(-1), t.shape, nnz, t.dtype)
     return t
@@ -87,8 +89,9 @@ def restore(p: Union[torch.Tensor, Compacted]) -> torch.Tensor:
         return p.payload.to(p.dtype).view(p.shape)
     if p.payload.is_cpu and p.dtype is torch.float32 and _ext.available():
         return cpu.unpack_into(p.payload.view(1, -1), torch.empty(p.shape, dtype=torch.float32))
-    from . import unpack_bits
-    return unpack_bits(p.payload.view(1, -1), p.numel, p.dtype).view(p.shape)
+    probe = torch.empty(0, dtype=torch.float32, device=p.payload.device)
+    backend = _backend.resolve("auto", [probe], "restore")
+    return library.unpack(p.payload.view(1, -1), p.numel, p.dtype, backend).view(p.shape)
 
 
 def narrow_indices(idx: torch.Tensor, bound: int) -> torch.Tensor:
