@@ -219,19 +219,20 @@ class pack_saved_spikes(torch.autograd.graph.saved_tensors_hooks):
         loss.backward()
 
     fastspike's own synapse and pooling layers already keep their saved inputs this way during CPU training;
-    the context extends it to every saved tensor, any layer and device (fastspike.ops._saved does the work:
-    one pass per tensor, which on a GPU also costs a device-to-host synchronisation). Tensors smaller than
-    ``min_numel`` and leaf tensors that require grad (parameters) are kept as they are.
+    the context extends it to every saved tensor, any layer and device (``fastspike.ops.bits.compact`` does the
+    work: one pass per tensor, which on a GPU also costs a device-to-host synchronisation, so this context cannot
+    be used inside CUDA-graph capture). Tensors smaller than ``min_numel`` and leaf tensors that require grad
+    (parameters) are kept as they are.
     """
 
     def __init__(self, min_numel: int = 4096):
         self.min_numel = int(min_numel)
-        from .ops import _saved
+        from .ops import bits
 
         def pack(t: torch.Tensor):
             if t.requires_grad and t.is_leaf:
                 return t
-            packed = _saved.compact(t.detach(), self.min_numel, sync_ok=True)
+            packed = bits.compact(t.detach(), self.min_numel, sync_ok=True)
             return t if isinstance(packed, torch.Tensor) else packed  # kept as it is: the tensor itself
 
-        super().__init__(pack, _saved.restore)
+        super().__init__(pack, bits.restore)

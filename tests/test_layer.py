@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from fastspike import base, functional, layer
-from helpers import assert_close, noncontiguous
+from helpers import DEVICE, assert_close, noncontiguous
 
 T, N = 3, 2
 TOL = 1e-5
@@ -48,9 +48,18 @@ WRAPPERS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _exact_gpu_math():
+    """cuBLAS / cuDNN's TF32 would differ from torch's float32 CPU results by 1e-4: compare in full float32."""
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
 def _pair(name):
     make_ours, make_ref, shape = WRAPPERS[name]
-    ours, ref = make_ours(), make_ref()
+    ours, ref = make_ours().to(DEVICE), make_ref().to(DEVICE)
     with torch.no_grad():  # non-trivial parameters and running statistics
         for p in ref.parameters():
             p.copy_(torch.randn_like(p))
@@ -72,7 +81,7 @@ def test_wrapper_matches_torch_per_step(name, step_mode):
     assert isinstance(ours, base.StepModule) and isinstance(ours, type(ref))
     ours.step_mode = step_mode
     full = (T, *shape) if step_mode == "m" else shape
-    x = noncontiguous(torch.randn(full)).requires_grad_()
+    x = noncontiguous(torch.randn(full, device=DEVICE)).requires_grad_()
     x_ref = x.detach().clone().requires_grad_()
     y = ours(x)
     y_ref = torch.stack([ref(x_ref[t]) for t in range(T)]) if step_mode == "m" else ref(x_ref)
@@ -89,7 +98,7 @@ def test_batchnorm_train_multistep_statistics_over_T_times_N(name):
     ours, ref, shape = _pair(name)
     ours.train(), ref.train()
     ours.step_mode = "m"
-    x = torch.randn(T, *shape, requires_grad=True)
+    x = torch.randn(T, *shape, requires_grad=True, device=DEVICE)
     x_ref = x.detach().clone().requires_grad_()
     y = ours(x)
     y_ref = ref(x_ref.flatten(0, 1)).unflatten(0, (T, N))
@@ -104,9 +113,9 @@ def test_batchnorm_train_multistep_statistics_over_T_times_N(name):
 
 
 def test_maxpool_return_indices_and_unpool_multistep():
-    pool = layer.MaxPool2d(2, return_indices=True, step_mode="m")
-    unpool = layer.MaxUnpool2d(2, step_mode="m")
-    x = torch.randn(T, N, 3, 4, 6)
+    pool = layer.MaxPool2d(2, return_indices=True, step_mode="m").to(DEVICE)
+    unpool = layer.MaxUnpool2d(2, step_mode="m").to(DEVICE)
+    x = torch.randn(T, N, 3, 4, 6, device=DEVICE)
     y, idx = pool(x)
     assert y.shape == idx.shape == (T, N, 3, 2, 3)
     for t in range(T):
@@ -118,15 +127,15 @@ def test_maxpool_return_indices_and_unpool_multistep():
 
 
 def test_ws_layers_standardise_weight():
-    conv = layer.WSConv2d(3, 4, 3, step_mode="m")
+    conv = layer.WSConv2d(3, 4, 3, step_mode="m").to(DEVICE)
     w = conv.get_weight()
-    assert_close("WSConv2d mean", torch.zeros(4), w.mean(dim=(1, 2, 3)), 1e-5)
-    assert_close("WSConv2d var*fan_in", torch.ones(4), w.var(dim=(1, 2, 3)) * 27, 1e-3)
-    x = torch.randn(T, N, 3, 5, 5)
+    assert_close("WSConv2d mean", torch.zeros(4, device=DEVICE), w.mean(dim=(1, 2, 3)), 1e-5)
+    assert_close("WSConv2d var*fan_in", torch.ones(4, device=DEVICE), w.var(dim=(1, 2, 3)) * 27, 1e-3)
+    x = torch.randn(T, N, 3, 5, 5, device=DEVICE)
     ref = torch.stack([nn.functional.conv2d(x[t], w, conv.bias) for t in range(T)])
     assert_close("WSConv2d out", ref, conv(x), TOL)
-    lin = layer.WSLinear(6, 3)
-    xl = torch.randn(N, 6)
+    lin = layer.WSLinear(6, 3).to(DEVICE)
+    xl = torch.randn(N, 6, device=DEVICE)
     assert_close("WSLinear out", nn.functional.linear(xl, lin.get_weight(), lin.bias), lin(xl), TOL)
 
 
@@ -144,20 +153,20 @@ def test_ws_layers_standardise_weight():
     (layer.BatchNorm3d, (3,), (N, 3, 4, 4, 4)),
 ])
 def test_wrong_ndim_names_module_and_shape(cls, args, one_step):
-    m = cls(*args, step_mode="m")
+    m = cls(*args, step_mode="m").to(DEVICE)
     with pytest.raises(ValueError, match=rf"{cls.__name__} \(step_mode='m'\) expects x with shape \[T, N, C.*step_mode='s'"):
-        m(torch.randn(one_step))
+        m(torch.randn(one_step, device=DEVICE))
     m.step_mode = "s"
     with pytest.raises(ValueError, match=rf"{cls.__name__} \(step_mode='s'\) expects x with shape \[N, C.*step_mode='m'"):
-        m(torch.randn(T, *one_step))
+        m(torch.randn(T, *one_step, device=DEVICE))
 
 
 def test_batchnorm1d_accepted_ranks():
-    bn = layer.BatchNorm1d(3, step_mode="m")
-    assert bn(torch.randn(T, N, 3)).shape == (T, N, 3)
-    assert bn(torch.randn(T, N, 3, 4)).shape == (T, N, 3, 4)
+    bn = layer.BatchNorm1d(3, step_mode="m").to(DEVICE)
+    assert bn(torch.randn(T, N, 3, device=DEVICE)).shape == (T, N, 3)
+    assert bn(torch.randn(T, N, 3, 4, device=DEVICE)).shape == (T, N, 3, 4)
     with pytest.raises(ValueError, match=r"\[T, N, C\] or \[T, N, C, L\]"):
-        bn(torch.randn(T, N, 3, 4, 5))
+        bn(torch.randn(T, N, 3, 4, 5, device=DEVICE))
 
 
 def test_unknown_step_mode_and_bad_input_type():
@@ -178,7 +187,7 @@ def test_unknown_step_mode_and_bad_input_type():
 @pytest.mark.parametrize("cls", [layer.Dropout, layer.Dropout2d])
 def test_dropout_mask_constant_over_time_single_step(cls):
     d = cls(p=0.5)
-    x = torch.rand(4, 8, 3, 3) + 0.5  # strictly positive: zeros are dropped elements
+    x = torch.rand(4, 8, 3, 3, device=DEVICE) + 0.5  # strictly positive: zeros are dropped elements
     outs = [d(x) for _ in range(4)]
     mask0 = outs[0] != 0
     assert 0 < mask0.float().mean() < 1
@@ -197,7 +206,7 @@ def test_dropout_mask_constant_over_time_single_step(cls):
 @pytest.mark.parametrize("cls", [layer.Dropout, layer.Dropout2d])
 def test_dropout_multistep_one_mask_for_all_steps(cls):
     d = cls(p=0.3, step_mode="m")
-    x_seq = (torch.rand(5, 4, 6, 2, 2) + 0.5).requires_grad_()
+    x_seq = (torch.rand(5, 4, 6, 2, 2, device=DEVICE) + 0.5).requires_grad_()
     y = d(x_seq)
     mask = d.mask
     assert mask.shape == x_seq.shape[1:]
@@ -209,14 +218,14 @@ def test_dropout_multistep_one_mask_for_all_steps(cls):
     y.sum().backward()
     assert_close("dropout grad", mask.expand_as(x_seq), x_seq.grad, 1e-6)
     with pytest.raises(ValueError, match="reset_net"):
-        d(torch.rand(5, 3, 6, 2, 2))
+        d(torch.rand(5, 3, 6, 2, 2, device=DEVICE))
     functional.reset_net(d)
-    assert d(torch.rand(5, 3, 6, 2, 2)).shape == (5, 3, 6, 2, 2)
+    assert d(torch.rand(5, 3, 6, 2, 2, device=DEVICE)).shape == (5, 3, 6, 2, 2)
 
 
 def test_dropout_eval_is_identity_and_bad_p():
     d = layer.Dropout(0.9, step_mode="m").eval()
-    x = torch.randn(3, 4, 5)
+    x = torch.randn(3, 4, 5, device=DEVICE)
     assert d(x) is x and d.mask is None
     d.step_mode = "s"
     x0 = x[0]
@@ -243,8 +252,8 @@ class Integrator(base.MemoryModule):
 
 
 def test_multistep_and_seq_to_ann_containers():
-    x = torch.randn(T, N, 5)
-    lin = nn.Linear(5, 3)
+    x = torch.randn(T, N, 5, device=DEVICE)
+    lin = nn.Linear(5, 3).to(DEVICE)
     ms = layer.MultiStepContainer(lin, Integrator())
     assert ms.step_mode == "m"
     ref = torch.cumsum(torch.stack([lin(x[t]) for t in range(T)]), 0)
@@ -252,45 +261,45 @@ def test_multistep_and_seq_to_ann_containers():
     s2a = layer.SeqToANNContainer(lin, nn.ReLU())
     assert_close("SeqToANNContainer", torch.relu(lin(x)), s2a(x), TOL)
     tl = layer.TLastSeqToANNContainer(nn.Flatten())
-    xt = torch.randn(N, 2, 3, T)
+    xt = torch.randn(N, 2, 3, T, device=DEVICE)
     assert_close("TLastSeqToANNContainer", xt.flatten(1, 2), tl(xt), 0)
     tm = layer.TLastMultiStepContainer(Integrator())
     assert_close("TLastMultiStepContainer", xt.cumsum(-1), tm(xt), TOL)
     with pytest.raises(ValueError, match="child 1 .*Linear.*step_mode='m'"):
         layer.SeqToANNContainer(nn.ReLU(), layer.Linear(2, 2, step_mode="m"))
     with pytest.raises(ValueError, match=r"\[T, N, \.\.\.\]"):
-        s2a(torch.randn(5))
+        s2a(torch.randn(5, device=DEVICE))
 
 
 def test_step_mode_container():
-    x = torch.randn(T, N, 4)
+    x = torch.randn(T, N, 4, device=DEVICE)
     c = layer.StepModeContainer(True, "s", Integrator())
     assert_close("StepModeContainer s", x[0], c(x[0]), 0)
     functional.reset_net(c)
     c.step_mode = "m"
     assert_close("StepModeContainer m stateful", x.cumsum(0), c(x), TOL)
-    c2 = layer.StepModeContainer(False, "m", nn.Linear(4, 2))
+    c2 = layer.StepModeContainer(False, "m", nn.Linear(4, 2)).to(DEVICE)
     assert_close("StepModeContainer m stateless", c2[0](x), c2(x), TOL)
 
 
 def test_recurrent_containers():
-    x = torch.randn(T, N, 3)
+    x = torch.randn(T, N, 3, device=DEVICE)
     ew = layer.ElementWiseRecurrentContainer(nn.Tanh(), lambda y, x: y + x, step_mode="m")
-    y, outs = torch.zeros(N, 3), []
+    y, outs = torch.zeros(N, 3, device=DEVICE), []
     for t in range(T):
         y = torch.tanh(y + x[t])
         outs.append(y)
     assert_close("ElementWiseRecurrentContainer", torch.stack(outs), ew(x), TOL)
     functional.reset_net(ew)
     assert ew.y is None
-    lr = layer.LinearRecurrentContainer(nn.Sequential(nn.Linear(3, 2), nn.Tanh()), 3, 2, step_mode="m")
-    y, outs = torch.zeros(N, 2), []
+    lr = layer.LinearRecurrentContainer(nn.Sequential(nn.Linear(3, 2), nn.Tanh()), 3, 2, step_mode="m").to(DEVICE)
+    y, outs = torch.zeros(N, 2, device=DEVICE), []
     for t in range(T):
         y = lr.sub_module(lr.rc(torch.cat((x[t], y), -1)))
         outs.append(y)
     assert_close("LinearRecurrentContainer", torch.stack(outs), lr(x), TOL)
     with pytest.raises(ValueError, match="reset_net"):
-        lr(torch.randn(T, N + 1, 3))
+        lr(torch.randn(T, N + 1, 3, device=DEVICE))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -327,13 +336,14 @@ SJ_CASES = [
 def test_matches_spikingjelly(name, args, kwargs, shape, step_mode):
     sj_layer = pytest.importorskip("spikingjelly.activation_based.layer")
     sj = getattr(sj_layer, name)(*args, **kwargs, step_mode=step_mode)
-    ours = getattr(layer, name)(*args, **kwargs, step_mode=step_mode)
+    ours = getattr(layer, name)(*args, **kwargs, step_mode=step_mode).to(DEVICE)
+    sj = sj.to(DEVICE)
     with torch.no_grad():
         for p in sj.parameters():
             p.copy_(torch.randn_like(p))
     assert list(ours.state_dict()) == list(sj.state_dict())
     ours.load_state_dict(sj.state_dict(), strict=True)
-    x = torch.randn((T, *shape) if step_mode == "m" else shape)
+    x = torch.randn((T, *shape) if step_mode == "m" else shape, device=DEVICE)
     y_sj, y = sj(x), ours(x)  # BatchNorm: train mode, so the running statistics update too
     assert_close(f"{name} vs SpikingJelly", y_sj, y, TOL)
     for (k, a), (_, b) in zip(sj.state_dict().items(), ours.state_dict().items()):
@@ -346,7 +356,7 @@ def test_matches_spikingjelly(name, args, kwargs, shape, step_mode):
 def test_dropout_matches_spikingjelly_same_seed(cls_name, step_mode):
     sj_layer = pytest.importorskip("spikingjelly.activation_based.layer")
     sj, ours = getattr(sj_layer, cls_name)(0.4, step_mode=step_mode), getattr(layer, cls_name)(0.4, step_mode=step_mode)
-    x = torch.rand(T, N, 6, 3, 3) + 0.1
+    x = torch.rand(T, N, 6, 3, 3, device=DEVICE) + 0.1
     steps = [x] if step_mode == "m" else list(x)
     torch.manual_seed(7)
     y_sj = [sj(s) for s in steps]
@@ -365,6 +375,6 @@ def test_container_state_dict_loads_from_spikingjelly():
                          layer.Flatten(step_mode="m"), layer.Linear(4 * 9, 3, step_mode="m"))
     assert list(ours.state_dict()) == list(sj.state_dict())
     ours.load_state_dict(sj.state_dict())
-    sj.eval(), ours.eval()
-    x = torch.randn(T, N, 2, 5, 5)
+    sj, ours = sj.to(DEVICE).eval(), ours.to(DEVICE).eval()
+    x = torch.randn(T, N, 2, 5, 5, device=DEVICE)
     assert_close("container vs SpikingJelly", sj(x), ours(x), TOL)

@@ -314,7 +314,7 @@ def test_sew_resnet18_event_driven_auto_training_matches_default(monkeypatch):
     for m in event.modules():
         if hasattr(m, "event_driven"):
             m.event_driven = "auto"
-    statuses = record_statuses(monkeypatch, S, "_cpp_conv2d_forward", 1)
+    statuses = record_statuses(monkeypatch, S.cpu, "conv2d_forward", 1)
     x = torch.rand(2, 3, 64, 64).unsqueeze(0).repeat(4, 1, 1, 1, 1)
     target = torch.tensor([3, 7])
     results = []
@@ -323,7 +323,7 @@ def test_sew_resnet18_event_driven_auto_training_matches_default(monkeypatch):
         F.cross_entropy(out, target).backward()
         results.append((out.detach(), n.conv1.weight.grad, n.layer1[0].conv2.weight.grad,
                         n.layer4[1].conv2.weight.grad))
-    assert S._DONE in statuses and S._NOT_BINARY in statuses  # both paths ran
+    assert S.cpu.EVENT in statuses and S.cpu.NOT_BINARY in statuses  # both paths ran
     assert_close("output", results[0][0], results[1][0], 1e-4)
     for name, a, b in zip(("conv1", "layer1.0.conv2", "layer4.1.conv2"), results[0][1:], results[1][1:]):
         assert_close(f"grad {name}", a, b, 1e-4)

@@ -21,7 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import base, functional
-from ..ops import _saved
+from ..ops.pool import max_pool
+from ..ops.synapse import synapse_conv2d, synapse_linear
 
 __all__ = [
     "Conv1d",
@@ -136,7 +137,7 @@ class Conv1d(_StepModeWrapper, nn.Conv1d):
 
 def _compact_training(layer, x: torch.Tensor) -> bool:
     """Whether the dense path should go through the synapse op so that its saved input is stored compactly
-    (bits for spikes, bytes for spike counts; ops/_saved.py): training on the CPU. The forward and every
+    (bits for spikes, bytes for spike counts; ops/synapse/formula.py): training on the CPU. The forward and every
     gradient are the same torch convolution / GEMM calls either way."""
     return x.is_cpu and torch.is_grad_enabled() and layer.weight.requires_grad and x.dtype == torch.float32
 
@@ -164,12 +165,12 @@ class Conv2d(_StepModeWrapper, nn.Conv2d):
     def _stateless_forward(self, x):
         if self.padding_mode != "zeros" or (self.event_driven is False and not _compact_training(self, x)):
             return super()._stateless_forward(x)
-        from ..ops.synapse import synapse_conv2d
         return synapse_conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
                               event_driven=self.event_driven)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + (f", event_driven={self.event_driven!r}" if self.event_driven is not False else "")
+        extra = f", event_driven={self.event_driven!r}" if self.event_driven is not False else ""
+        return super().extra_repr() + extra
 
 
 class Conv3d(_StepModeWrapper, nn.Conv3d):
@@ -235,11 +236,11 @@ class Linear(_StepModeWrapper, nn.Linear):
     def _stateless_forward(self, x):
         if self.event_driven is False and not _compact_training(self, x):
             return super()._stateless_forward(x)
-        from ..ops.synapse import synapse_linear
         return synapse_linear(x, self.weight, self.bias, event_driven=self.event_driven)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + (f", event_driven={self.event_driven!r}" if self.event_driven is not False else "")
+        extra = f", event_driven={self.event_driven!r}" if self.event_driven is not False else ""
+        return super().extra_repr() + extra
 
 
 # ------------------------------------------------------------------------------------------------
@@ -285,92 +286,17 @@ class GroupNorm(_StepModeWrapper, nn.GroupNorm):
 # ------------------------------------------------------------------------------------------------
 # pooling
 # ------------------------------------------------------------------------------------------------
-def _pool_out(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
-    """torch's pooling output length."""
-    out = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
-    if ceil_mode and (out - 1) * s >= size + p:
-        out -= 1
-    return out
-
-
-def _cpp_max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode):
-    """(output, int16/int32 plane-offset indices) from csrc/pool.cpp for contiguous CPU float32 [N, C, H, W]
-    or [C, H, W]; None where torch's own kernel should run (other tensors, arguments torch rejects)."""
-    from torch.nn.modules.utils import _pair
-    from .. import _ext
-
-    if not (x.is_cpu and x.dtype == torch.float32 and x.is_contiguous() and x.dim() in (3, 4) and _ext.available()):
-        return None
-    (kh, kw), (ph, pw), (dh, dw) = _pair(kernel_size), _pair(padding), _pair(dilation)
-    sh, sw = _pair(stride if stride is not None and stride != [] else kernel_size)
-    H, W = x.shape[-2:]
-    if min(kh, kw, sh, sw, dh, dw) < 1 or ph > kh // 2 or pw > kw // 2 or H * W >= 2 ** 31 - 1:
-        return None
-    OH, OW = _pool_out(H, kh, sh, ph, dh, ceil_mode), _pool_out(W, kw, sw, pw, dw, ceil_mode)
-    if OH < 1 or OW < 1:
-        return None
-    planes = x.numel() // (H * W) if H * W else 0
-    out = torch.empty(x.shape[:-2] + (OH, OW), dtype=torch.float32)
-    idx = torch.empty(out.shape, dtype=torch.int16 if H * W < 32767 else torch.int32)
-    if out.numel():
-        _ext.get().max_pool2d(x.data_ptr(), out.data_ptr(), idx.data_ptr(), idx.element_size(), planes, H, W, OH, OW,
-                              kh, kw, sh, sw, ph, pw, dh, dw, torch.get_num_threads())
-    return out, idx
-
-
-class _MaxPoolFn(torch.autograd.Function):
-    """torch's max pooling forward; for the backward it keeps only the argmax indices, in the narrowest integer
-    dtype that holds them (ops/_saved.py), instead of the input and int64 indices that torch keeps. The gradient
-    is the same scatter-add of the output gradient into the argmax positions, in the same order."""
-
-    @staticmethod
-    def forward(ctx, x, dims: int, kernel_size, stride, padding, dilation, ceil_mode):
-        plane = int(np.prod(x.shape[x.dim() - dims:]))
-        pooled = _cpp_max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode) if dims == 2 else None
-        if pooled is None:
-            pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[dims - 1]
-            out, idx = pool(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices=True)
-            # an empty window's index points past the plane: map it to the sentinel `plane`
-            idx = _saved.narrow_indices(idx.clamp_(max=plane), plane + 1)
-        else:
-            out, idx = pooled
-        ctx.save_for_backward(idx)
-        ctx.x_shape, ctx.plane = x.shape, plane
-        # windows left without an in-bounds element (only with dilation > 1) point at the sentinel `plane`
-        ctx.may_be_empty = any(v > 1 for v in ((dilation,) if isinstance(dilation, int) else tuple(dilation)))
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        (idx,) = ctx.saved_tensors
-        rows = int(np.prod(ctx.x_shape)) // ctx.plane if ctx.plane else 0
-        cols = ctx.plane + 1 if ctx.may_be_empty else ctx.plane  # the extra column collects empty windows
-        from .. import _ext
-
-        if (g.is_cpu and g.dtype == torch.float32 and idx.dtype in (torch.int16, torch.int32) and rows
-                and _ext.available()):
-            # zero and scatter row by row in C++ (csrc/pool.cpp), in scatter_add_'s order
-            gx = torch.empty((rows, cols), dtype=g.dtype)
-            g2, idx2 = g.contiguous(), idx.contiguous()
-            _ext.get().max_pool_backward(idx2.data_ptr(), idx2.element_size(), g2.data_ptr(), gx.data_ptr(), rows,
-                                         idx2.numel() // rows, cols, torch.get_num_threads())
-        else:
-            gx = torch.zeros((rows, cols), dtype=g.dtype, device=g.device)
-            gx.scatter_add_(1, _saved.widen_indices(idx).reshape(rows, -1), g.reshape(rows, -1))
-        if ctx.may_be_empty:
-            gx = gx[:, :ctx.plane]
-        return gx.reshape(ctx.x_shape), None, None, None, None, None, None
-
-
 class _MaxPoolMixin:
+    """In training, max pooling through ``ops.max_pool``: torch's result and gradient, but only narrow argmax
+    indices kept for the backward (ops/pool/). With ``return_indices`` or without a gradient: torch's layer."""
+
     _pool_dims = 2
 
     def _stateless_forward(self, x):
         if self.return_indices or not (torch.is_grad_enabled() and x.requires_grad):
             return super()._stateless_forward(x)
-        return _MaxPoolFn.apply(x, self._pool_dims, self.kernel_size, self.stride, self.padding, self.dilation,
-                                self.ceil_mode)
+        return max_pool(x, self._pool_dims, self.kernel_size, self.stride, self.padding, self.dilation,
+                        self.ceil_mode)
 
 
 class MaxPool1d(_MaxPoolMixin, _StepModeWrapper, nn.MaxPool1d):

@@ -1,13 +1,17 @@
-"""Tensor-in, tensor-out operations: one autograd.Function per op, with backend dispatch.
+"""Tensor-in, tensor-out operations, each under the op contract (ops/_contract.py, docs/design.md): a public
+function that validates and picks the backend, custom ops per backend with fake implementations and a registered
+autograd formula, launchers for the C++ (csrc/) and Triton (kernels/) kernels.
 
-Every op takes ``backend='auto' | 'torch' | 'triton' | 'cpp'``; ``fastspike.ops.reference`` lists the
-pure-PyTorch oracle of each.
+Every op takes ``backend='auto' | 'torch' | 'triton' | 'cpp'``; ``fastspike.ops.reference`` holds the
+pure-PyTorch oracle of each, under the op's own name.
 """
 from ._backend import BACKENDS, get_default_backend, set_default_backend
+from .bits import pack_bits, spike_stats, unpack_bits
 from .neuron import multistep_neuron
+from .pool import max_pool
 from .psn import psn
 from .scan import linear_scan
-from .synapse import pack_bits, synapse_conv2d, synapse_linear, unpack_bits
+from .synapse import synapse_conv2d, synapse_linear
 
 __all__ = ["BACKENDS", "get_default_backend", "set_default_backend", "multistep_neuron", "linear_scan", "psn",
-           "synapse_linear", "synapse_conv2d", "pack_bits", "unpack_bits"]
+           "synapse_linear", "synapse_conv2d", "pack_bits", "unpack_bits", "spike_stats", "max_pool"]

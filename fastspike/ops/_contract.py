@@ -32,7 +32,7 @@ import torch
 
 from . import _backend
 
-__all__ = ["Op", "tracing"]
+__all__ = ["Op", "tracing", "launcher"]
 
 _NAMESPACE = "fastspike"
 
@@ -41,6 +41,12 @@ def tracing(t: torch.Tensor) -> bool:
     """True when ``t`` must take the registered custom op: torch.compile/export is tracing, or ``t`` is not a
     plain tensor (FakeTensor, FunctionalTensor, another subclass)."""
     return torch.compiler.is_compiling() or type(t) is not torch.Tensor
+
+
+def launcher(t: torch.Tensor):
+    """What a Triton implementation wraps its kernels in: ``torch.library.wrap_triton`` while torch.compile traces
+    (Inductor then sees the kernel), nothing in eager calls (wrap_triton's own dispatch costs host time)."""
+    return torch.library.wrap_triton if tracing(t) else None
 
 
 def _no_none(fn: Callable) -> Callable:

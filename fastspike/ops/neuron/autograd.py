@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from .. import _kernels
-from .._contract import Op
+from .._contract import Op, launcher
 from . import cpu
 
 __all__ = ["OPS", "CONFIG"]
@@ -79,7 +79,7 @@ def _triton_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], v0_val
     k1 = k.detach().float().reshape(1) if k is not None else None
     spikes, h, v_seq, v_last = K.neuron_forward(x2, v02, k1, v0_value, mode, tau, decay_input, v_threshold,
                                                 v_reset, soft_reset, need_grad, store_v_seq,
-                                                launch=torch.library.wrap_triton)
+                                                launch=launcher(x))
     return spikes.view(x.shape), v_last.view(x.shape[1:]), v_seq.view(x.shape) if v_seq is not None else None, h
 
 
@@ -97,7 +97,7 @@ def _triton_backward(gs: Optional[Tensor], gv_seq: Optional[Tensor], gv_last: Op
     gx, gv0, gk = K.neuron_backward(flat(gs, (T, N)), flat(gv_seq, (T, N)), flat(gv_last, (N,)), h,
                                     flat(x, (T, N)), flat(v0, (N,)), k.detach().float().reshape(1) if k is not None
                                     else None, v0_value, mode, tau, decay_input, v_threshold, v_reset, soft_reset,
-                                    detach_reset, sg, sg_a, sg_b, need_gv0, launch=torch.library.wrap_triton)
+                                    detach_reset, sg, sg_a, sg_b, need_gv0, launch=launcher(h))
     return gx, gv0, gk
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from .. import _backend, _kernels
-from .._contract import Op
+from .._contract import Op, launcher
 from . import cpu
 
 __all__ = ["OPS"]
@@ -31,14 +31,14 @@ def _cpp_backward(gs: Tensor, x2: Tensor, w: Tensor, b: Tensor, band: int, sg: i
 def _triton_forward(x2: Tensor, w: Tensor, b: Tensor, band: int, sg: int, sg_a: float, sg_b: float) -> Tensor:
     K = _kernels.load("psn")
     return K.psn_forward(x2.contiguous(), w.float().contiguous(), b.float().contiguous(), band,
-                         interpret=_backend.triton_interpret(), launch=torch.library.wrap_triton)
+                         interpret=_backend.triton_interpret(), launch=launcher(x2))
 
 
 def _triton_backward(gs: Tensor, x2: Tensor, w: Tensor, b: Tensor, band: int, sg: int, sg_a: float,
                      sg_b: float) -> Tuple[Tensor, Tensor, Tensor]:
     K = _kernels.load("psn")
     return K.psn_backward(x2.contiguous(), gs.contiguous(), w.float().contiguous(), b.float().contiguous(), band, sg,
-                          sg_a, sg_b, interpret=_backend.triton_interpret(), launch=torch.library.wrap_triton)
+                          sg_a, sg_b, interpret=_backend.triton_interpret(), launch=launcher(gs))
 
 
 def _fake_forward(x2, w, b, band, sg, sg_a, sg_b, dtype=torch.float32):

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from .. import _backend, _kernels
-from .._contract import Op
+from .._contract import Op, launcher
 from . import cpu
 
 __all__ = ["OPS"]
@@ -45,7 +45,7 @@ def _triton_forward(b2: Tensor, a_k: Optional[Tensor], h0: Optional[Tensor], mod
                     need_h: bool) -> Tensor:
     K = _kernels.load("scan")
     return K.scan_forward(_contig(a_k, torch.float32), b2.contiguous(), _contig(h0), mode, a_scalar,
-                          interpret=_backend.triton_interpret(), launch=torch.library.wrap_triton)
+                          interpret=_backend.triton_interpret(), launch=launcher(b2))
 
 
 def _triton_backward(gout: Tensor, a_k: Optional[Tensor], h: Tensor, h0: Optional[Tensor], mode: int,
@@ -54,7 +54,7 @@ def _triton_backward(gout: Tensor, a_k: Optional[Tensor], h: Tensor, h0: Optiona
     g = gout.contiguous()
     gb, ga, gh0 = K.scan_backward(_contig(a_k, torch.float32), h if need_ga else g, _contig(h0), g, mode, a_scalar,
                                   need_ga, need_gh0, interpret=_backend.triton_interpret(),
-                                  launch=torch.library.wrap_triton)
+                                  launch=launcher(gout))
     return gb, ga if ga is not None else _empty(gb), gh0 if gh0 is not None else _empty(gb)
 
 
