@@ -3,7 +3,7 @@ the backward pass (``compact`` / ``restore``, saved.py).
 
 ``pack_bits(x)`` packs the last dimension, [*, n] -> uint8 [*, ceil(n / 8)] (bit j of byte b = element 8 b + j,
 rows padded with zero bits) and raises ValueError when x holds a value other than 0 and 1, so that
-``unpack_bits(pack_bits(x), n)`` is exact. Backends: 'cpp' (csrc/synapse.cpp, CPU), 'triton' (kernels/bits.py,
+``unpack_bits(pack_bits(x), n)`` is exact. Backends: 'cpp' (csrc/bits.cpp, CPU), 'triton' (kernels/bits.py,
 CUDA), 'torch' (``reference.pack_bits``). The check costs nothing on the CPU; on CUDA it is one device-to-host
 synchronisation, made only when allowed: not under torch.compile and not while a CUDA graph is being
 captured (there, and on the 'torch' backend under torch.compile, a value other than 0 and 1 packs as 1).

@@ -1,4 +1,4 @@
-"""C++ launchers of the bit primitives (csrc/synapse.cpp: spike_pack / spike_unpack / spike_stats; csrc/saved.cpp:
+"""C++ launchers of the bit primitives (csrc/bits.cpp: spike_pack / spike_unpack / spike_stats; csrc/saved.cpp:
 compact_saved). Inputs are made contiguous float32 here; outputs are fresh CPU tensors."""
 from __future__ import annotations
 

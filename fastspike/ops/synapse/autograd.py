@@ -12,7 +12,7 @@ NOT_BINARY) and the status (int32 [1] on x's device, formula's EVENT / NOT_BINAR
 
 Backends:
 
-* cpp: the C++ event kernels (csrc/synapse.cpp) for EVENT_MODE and AUTO (the kernel counts spikes while it
+* cpp: the C++ event kernels (csrc/linear.cpp, csrc/conv2d_forward.cpp) for EVENT_MODE and AUTO (the kernel counts spikes while it
   builds its lists and hands over to torch's GEMM / convolution past the calibrated crossover or at the first
   non-binary value); EVENT_MODE raises ValueError for a non-binary x. A weight that is not all finite takes
   torch's dense layer (the result F.* gives: 0 * inf = nan), checked once per weight version on the host.

@@ -1,4 +1,4 @@
-"""C++ launchers of the event-driven synapse kernels (csrc/synapse.cpp): Linear and Conv2d forwards (spike lists
+"""C++ launchers of the event-driven synapse kernels (csrc/linear.cpp, conv2d_forward.cpp, conv2d_grad_weight.cpp): Linear and Conv2d forwards (spike lists
 built while the input is checked, bits packed on the way) and their weight gradients from packed bits or
 bytes. Inputs are made contiguous float32 here; outputs are fresh CPU tensors.
 
@@ -20,8 +20,8 @@ from .. import _alloc, _backend
 __all__ = ["NOT_BINARY", "EVENT", "TOO_DENSE", "TILE", "tile_rows", "linear_forward", "linear_grad_weight",
            "conv2d_forward", "conv2d_grad_weight", "conv_out_hw"]
 
-NOT_BINARY, EVENT, TOO_DENSE = 0, 1, 2  # csrc/synapse.cpp's statuses
-TILE = 64  # outputs per weight tile of the C++ linear kernel (csrc/synapse.cpp kTile)
+NOT_BINARY, EVENT, TOO_DENSE = 0, 1, 2  # csrc/synapse.h's statuses
+TILE = 64  # outputs per weight tile of the C++ linear kernel (csrc/synapse.h kTile)
 
 
 def _f32(t: torch.Tensor) -> torch.Tensor:

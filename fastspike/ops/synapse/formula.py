@@ -26,8 +26,9 @@ from typing import NamedTuple, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from .._contract import launcher
+
 from .. import _kernels, bits, reference
-from .._contract import tracing
 from ..bits import cpu as bits_cpu
 from . import cpu, dense
 
