@@ -118,7 +118,8 @@ def main():
         print(f"{name:38s} {s * 1e3:9.1f} ms  {N / s / 1e6:8.1f} M events/s")
     d = dict(rows)
     if "tonic ToFrame" in d:
-        print(f"speed-up, decode+integrate: {d['tonic AEDAT2 reader + ToFrame'] / d['fastspike read_events + to_frames']:.2f}x;"
+        print("speed-up, decode+integrate: "
+              f"{d['tonic AEDAT2 reader + ToFrame'] / d['fastspike read_events + to_frames']:.2f}x;"
               f" integrate only: {d['tonic ToFrame'] / d['fastspike to_frames']:.2f}x")
 
 

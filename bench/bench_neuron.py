@@ -10,7 +10,8 @@ import pytest
 
 from benchcases import bench_case_params
 
-IMPLS = ["fastspike", "fastspike kernels (prealloc)", "fastspike kernels (launchers)", "SpikingJelly 2.0", "snnTorch", "Norse", "floor (memcpy)"]
+IMPLS = ["fastspike", "fastspike kernels (prealloc)", "fastspike kernels (launchers)", "SpikingJelly 2.0", "snnTorch",
+         "Norse", "floor (memcpy)"]
 
 
 @pytest.mark.parametrize("impl", IMPLS)

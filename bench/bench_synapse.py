@@ -1,4 +1,5 @@
-"""Event-driven synapses against dense torch (MKL/oneDNN on the CPU, cuBLAS/cuDNN on CUDA) at issue 4's shapes.
+"""Event-driven synapses against dense torch (MKL/oneDNN on the CPU, cuBLAS/cuDNN on CUDA) at the target shapes
+(docs/synapses.md).
 
     python bench/bench_synapse.py                  # CPU, 2 threads, stores the calibrated crossovers
     python bench/bench_synapse.py --no-save        # measure only
@@ -24,8 +25,8 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from fastspike.bench.cases.synapse import crossover_of, time_paths  # noqa: E402
-from fastspike.ops import synapse as S  # noqa: E402
+from fastspike.bench.cases.synapse import crossover_of, time_paths
+from fastspike.ops import synapse as S
 
 
 def _times(table):

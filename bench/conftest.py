@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchcases import BENCH_DEVICE, _ctx  # noqa: E402  (bench/ is on sys.path while pytest collects it)
+from benchcases import BENCH_DEVICE, _ctx
 
 
 def pytest_collect_file(file_path, parent):

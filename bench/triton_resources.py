@@ -29,7 +29,7 @@ arguments as fp32 / fp64: `kernels/_spec.py`). The test fails on a compile error
 (the ptxas that Triton {triton} bundles; the machine that ran it had no GPU). Regenerate with
 `python bench/triton_resources.py`.
 
-| kernel | variants | sm_80 registers (min-max) | sm_80 max spill (B) | sm_90 registers (min-max) | sm_90 max spill (B) |
+| kernel | variants | sm_80 registers | sm_80 max spill (B) | sm_90 registers | sm_90 max spill (B) |
 |---|---|---|---|---|---|
 """
 

@@ -6,6 +6,6 @@ Drop-in for SpikingJelly's ``activation_based`` API::
 """
 __version__ = "0.1.0"
 
-from . import base, ops, surrogate, neuron, functional, layer  # noqa: E402,F401
+from . import base, ops, surrogate, neuron, functional, layer
 
 __all__ = ["base", "ops", "surrogate", "neuron", "functional", "layer", "__version__"]

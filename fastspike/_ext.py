@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import functools
 
-_REBUILD = "Rebuild it from the repository root with `pip install -e .` (a C++17 compiler, CMake and OpenMP are needed)."
+_REBUILD = ("Rebuild it from the repository root with `pip install -e .` "
+            "(a C++17 compiler, CMake and OpenMP are needed).")
 
 
 @functools.lru_cache(maxsize=None)

@@ -62,7 +62,8 @@ class MemoryModule(nn.Module, StepModule):
     # -- memories ---------------------------------------------------------------------------------
     def register_memory(self, name: str, value) -> None:
         if hasattr(self, name) and name not in self._memories:
-            raise AttributeError(f"{name!r} is already an attribute of {type(self).__name__}; pick another memory name.")
+            raise AttributeError(f"{name!r} is already an attribute of {type(self).__name__}; "
+                                 "pick another memory name.")
         self._memories[name] = value
         self.set_reset_value(name, value)
 

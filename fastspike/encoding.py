@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import base, functional, neuron, surrogate
-from .surrogate.base import BadArgumentError
+from ._errors import ArgumentError
 
 __all__ = ["StatelessEncoder", "StatefulEncoder", "PeriodicEncoder", "LatencyEncoder", "PoissonEncoder",
            "WeightedPhaseEncoder", "PopSpikeEncoderDeterministic", "PopSpikeEncoderRandom", "PopEncoder"]
@@ -46,7 +46,7 @@ class StatefulEncoder(base.MemoryModule):
         super().__init__()
         self.step_mode = step_mode
         if isinstance(T, bool) or not isinstance(T, int) or T < 1:
-            raise BadArgumentError(f"{type(self).__name__}: T must be an int >= 1, but got {T!r}.")
+            raise ArgumentError(f"{type(self).__name__}: T must be an int >= 1, but got {T!r}.")
         self.T = T
         self.register_memory("spike", None)
         self.register_memory("t", 0)
@@ -124,7 +124,7 @@ class WeightedPhaseEncoder(StatefulEncoder):
     def single_step_encode(self, x: torch.Tensor) -> torch.Tensor:
         top = 1 - 2 ** (-self.T)
         if not bool(((x >= 0) & (x <= top)).all()):
-            raise BadArgumentError(f"WeightedPhaseEncoder: x must lie in [0, 1 - 2^-K] = [0, {top}] for K={self.T}.")
+            raise ArgumentError(f"WeightedPhaseEncoder: x must lie in [0, 1 - 2^-K] = [0, {top}] for K={self.T}.")
         rest = x.clone()
         spike = torch.zeros((self.T,) + tuple(x.shape), device=x.device)
         w = 0.5

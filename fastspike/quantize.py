@@ -135,7 +135,7 @@ class KBitQuantizeATGF:
         return StraightThroughATGF.apply(x, lambda t: torch.round(t * _levels(k)) / _levels(k))
 
 
-def round(x: torch.Tensor) -> torch.Tensor:  # noqa: A001 (SpikingJelly's public name)
+def round(x: torch.Tensor) -> torch.Tensor:
     """Round to the nearest integer (``torch.round``: halves go to the even integer); gradient 1."""
     _check_tensor("x", x)
     return RoundATGF.apply(x)

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import surrogate
-from .surrogate.base import BadArgumentError
+from ._errors import ArgumentError
 
 __all__ = ["directional_rnn_cell_forward", "bidirectional_rnn_cell_forward", "SpikingRNNCellBase", "SpikingRNNBase",
            "SpikingLSTMCell", "SpikingLSTM", "SpikingVanillaRNNCell", "SpikingVanillaRNN", "SpikingGRUCell",
@@ -62,7 +62,7 @@ def bidirectional_rnn_cell_forward(cell: nn.Module, cell_reverse: nn.Module, x: 
 
 def _check_same_mode(sg1, sg2) -> None:
     if sg2 is not None and sg1.spiking != sg2.spiking:
-        raise BadArgumentError("surrogate_function1 and surrogate_function2 must both be spiking or both not "
+        raise ArgumentError("surrogate_function1 and surrogate_function2 must both be spiking or both not "
                                f"(got spiking={sg1.spiking} and {sg2.spiking}).")
 
 
@@ -152,9 +152,10 @@ class SpikingRNNBase(nn.Module):
                              f"{tuple(s.shape)}.")
         masks = None
         if self.training and self.dropout_p > 0 and self.invariant_dropout_mask and self.num_layers > 1:
-            masks = F.dropout(x.new_ones(self.num_layers - 1, N, self.hidden_size * dirs), p=self.dropout_p, training=True)
+            masks = F.dropout(x.new_ones(self.num_layers - 1, N, self.hidden_size * dirs), p=self.dropout_p,
+                              training=True)
         out_states = torch.empty_like(s)
-        pick = (lambda t: t[0]) if n_states == 1 else (lambda t: t)  # noqa: E731
+        pick = (lambda t: t[0]) if n_states == 1 else (lambda t: t)
         y = x
         for i in range(self.num_layers):
             if self.bidirectional:

@@ -26,6 +26,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .functional.net_config import reset_net
+from .ops.reference import is_binary
+
 __all__ = ["E_AC_45NM_PJ", "E_MAC_45NM_PJ", "LayerOps", "SynOpsReport", "count_synops", "pack_saved_spikes"]
 
 E_AC_45NM_PJ = 0.9   # 32-bit FP add, 45 nm (Horowitz, ISSCC 2014)
@@ -61,20 +64,20 @@ class SynOpsReport:
 
     @property
     def total_ac(self) -> int:
-        return sum(l.ac for l in self.layers)
+        return sum(lay.ac for lay in self.layers)
 
     @property
     def total_mac(self) -> int:
-        return sum(l.mac for l in self.layers)
+        return sum(lay.mac for lay in self.layers)
 
     @property
     def total_dense_ops(self) -> int:
-        return sum(l.dense_ops for l in self.layers)
+        return sum(lay.dense_ops for lay in self.layers)
 
     @property
     def energy_pj(self) -> float:
         """Estimated energy of the whole call (all samples), in pJ."""
-        return sum(l.energy_pj(self.e_ac, self.e_mac) for l in self.layers)
+        return sum(lay.energy_pj(self.e_ac, self.e_mac) for lay in self.layers)
 
     @property
     def energy_per_sample_mj(self) -> float:
@@ -82,17 +85,17 @@ class SynOpsReport:
 
     def per_layer(self) -> Dict[str, dict]:
         return {
-            l.name: dict(type=l.layer_type, kind=l.kind, ac=l.ac, mac=l.mac, dense_ops=l.dense_ops,
-                         input_rate=l.input_rate, energy_pj=l.energy_pj(self.e_ac, self.e_mac))
-            for l in self.layers
+            lay.name: dict(type=lay.layer_type, kind=lay.kind, ac=lay.ac, mac=lay.mac, dense_ops=lay.dense_ops,
+                           input_rate=lay.input_rate, energy_pj=lay.energy_pj(self.e_ac, self.e_mac))
+            for lay in self.layers
         }
 
     def __str__(self) -> str:
-        w = max([len("layer")] + [len(l.name) for l in self.layers])
+        w = max([len("layer")] + [len(lay.name) for lay in self.layers])
         rows = [f"{'layer':<{w}}  {'type':<10} kind   {'AC':>14} {'MAC':>14} {'in rate':>8} {'energy (uJ)':>12}"]
-        for l in self.layers:
-            rows.append(f"{l.name:<{w}}  {l.layer_type:<10} {l.kind:<5}  {l.ac:>14,d} {l.mac:>14,d} "
-                        f"{l.input_rate:>8.4f} {l.energy_pj(self.e_ac, self.e_mac) * 1e-6:>12.4f}")
+        for lay in self.layers:
+            rows.append(f"{lay.name:<{w}}  {lay.layer_type:<10} {lay.kind:<5}  {lay.ac:>14,d} {lay.mac:>14,d} "
+                        f"{lay.input_rate:>8.4f} {lay.energy_pj(self.e_ac, self.e_mac) * 1e-6:>12.4f}")
         rows.append(f"total: AC {self.total_ac:,d}, MAC {self.total_mac:,d}, energy {self.energy_pj * 1e-6:.4f} uJ "
                     f"for {self.batch_size} sample(s) = {self.energy_per_sample_mj:.6f} mJ/sample "
                     f"(E_AC={self.e_ac} pJ, E_MAC={self.e_mac} pJ)")
@@ -110,14 +113,10 @@ def _conv_dims(m: nn.Module) -> Optional[int]:
     return None
 
 
-def _is_binary(x: torch.Tensor) -> bool:
-    return bool(((x == 0) | (x == 1)).all())
-
-
 def _count_layer(rec: LayerOps, m: nn.Module, x: torch.Tensor) -> None:
     x = x.detach().float()
     d = _conv_dims(m)
-    binary = _is_binary(x)
+    binary = is_binary(x)
     if d is None:  # Linear: last dim is in_features, any leading dims
         rows = x.numel() // m.in_features
         dense = rows * m.in_features * m.out_features
@@ -157,13 +156,6 @@ def _count_layer(rec: LayerOps, m: nn.Module, x: torch.Tensor) -> None:
     rec.kind = kind if rec.calls == 1 or rec.kind == kind else "mixed"
 
 
-def _reset_states(model: nn.Module) -> None:
-    for m in model.modules():
-        reset = getattr(m, "reset", None)
-        if callable(reset) and "_memories" in m.__dict__:
-            reset()
-
-
 def count_synops(model: nn.Module, x: torch.Tensor, e_ac: float = E_AC_45NM_PJ, e_mac: float = E_MAC_45NM_PJ,
                  batch_size: Optional[int] = None) -> SynOpsReport:
     """Count synaptic operations and estimate energy for one forward pass ``model(x)``.
@@ -194,15 +186,15 @@ def count_synops(model: nn.Module, x: torch.Tensor, e_ac: float = E_AC_45NM_PJ, 
     was_training = model.training
     try:
         model.eval()
-        _reset_states(model)
+        reset_net(model)
         with torch.no_grad():
             model(x)
     finally:
         for h in hooks:
             h.remove()
-        _reset_states(model)
+        reset_net(model)
         model.train(was_training)
-    report.layers = [l for l in report.layers if l.calls > 0]
+    report.layers = [lay for lay in report.layers if lay.calls > 0]
     return report
 
 

@@ -136,8 +136,8 @@ def _blocks(T: int, interpret: bool, backward: bool = False):
 
 def psn_forward(x, w, b, band: int, interpret: bool = False, launch=None, blocks=None):
     """Heaviside(band(w) @ x + b) as a new [T, N] tensor in x's dtype; x [T, N], w [T, T], b [T] contiguous.
-    ``launch(kernel)`` wraps the kernel (torch.library.wrap_triton); ``blocks`` = (BLOCK_T, BLOCK_N, num_warps) overrides
-    the choice (tests run the GPU's blocks under the interpreter)."""
+    ``launch(kernel)`` wraps the kernel (torch.library.wrap_triton); ``blocks`` = (BLOCK_T, BLOCK_N, num_warps)
+    overrides the choice (tests run the GPU's blocks under the interpreter)."""
     T, N = x.shape
     s = torch.empty((T, N), dtype=x.dtype, device=x.device)
     block_t, block_n, warps = blocks or _blocks(T, interpret)

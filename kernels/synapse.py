@@ -302,6 +302,7 @@ COMPILE_SPECS = [
     KernelSpec(conv2d_fwd_kernel, pointers={"p_idx": _I32, "p_cnt": _I32, "p_bad": _I32, "p_nf": _I32},
                ints=_CONV_INTS + ("G", "cing", "cout_g"),
                constexprs={"HAS_BIAS": (False, True), "BLOCK_C": (16, 32, 64, 128)}),
-    KernelSpec(conv2d_gw_kernel, pointers={"p_bits": "*u8"}, ints=("B", "Cin", "Cout") + _CONV_INTS + ("cing", "cout_g"),
+    KernelSpec(conv2d_gw_kernel, pointers={"p_bits": "*u8"}, ints=("B", "Cin", "Cout") + _CONV_INTS + ("cing",
+                                                                                                       "cout_g"),
                constexprs={"BLOCK_P": (64,), "BLOCK_C": (16, 32)}),
 ]

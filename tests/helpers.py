@@ -53,7 +53,8 @@ def rel_rms(ref: torch.Tensor, out: torch.Tensor) -> float:
 def assert_close(name: str, ref: torch.Tensor, out: torch.Tensor, tol: float) -> None:
     assert ref.shape == out.shape, f"{name}: shape {tuple(out.shape)} != reference {tuple(ref.shape)}"
     e = rel_rms(ref, out)
-    assert e <= tol, f"{name}: relative RMS error {e:.3g} > {tol:.1g} (max abs diff {(ref.double() - out.double()).abs().max().item():.3g})"
+    worst = (ref.double() - out.double()).abs().max().item()
+    assert e <= tol, f"{name}: relative RMS error {e:.3g} > {tol:.1g} (max abs diff {worst:.3g})"
 
 
 def noncontiguous(t: torch.Tensor) -> torch.Tensor:

@@ -41,7 +41,8 @@ def test_name_lists_exist():
 def test_every_name_matches_or_is_listed(reports):
     failures = [line for r in reports for line in r.failures()]
     assert not failures, (f"{len(failures)} SpikingJelly names are neither at their fastspike path with the same "
-                          "signature nor listed in docs/api_coverage.md (out of scope) or tests/sj_names/_pending.txt:\n"
+                          "signature nor listed in docs/api_coverage.md (out of scope) or "
+                          "tests/sj_names/_pending.txt:\n"
                           + "\n".join(failures))
 
 

@@ -259,7 +259,8 @@ def test_neuron_implementation():
     from fastspike import _ext
     assert cpu["implementation"] == ("cpp" if _ext.available() else "torch-reference")
     assert F.neuron_implementation("plif", torch.device("cuda"))["implementation"] == "triton"
-    assert F.neuron_implementation("qif", torch.device("cpu"), execution="compile")["implementation"] == "torch-reference"
+    assert F.neuron_implementation("qif", torch.device("cpu"),
+                                   execution="compile")["implementation"] == "torch-reference"
     with pytest.raises(ValueError, match="neuron_type"):
         F.neuron_implementation("hh", torch.device("cpu"))
     with pytest.raises(ValueError, match="execution"):

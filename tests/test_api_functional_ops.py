@@ -162,7 +162,8 @@ def test_stdp_steps_match_spikingjelly():
     ref = sjf.mstdpet_linear_step(pre[0], post[0], (tr[0][0], tr[1][0]), w, **kw)
     assert_close("mstdpet", ref[0], out[0], 1e-12)
     e, te = torch.rand(5, 7, dtype=d, device=DEVICE), torch.rand(5, 7, dtype=d, device=DEVICE)
-    for a, b in zip(F.mstdpet_reward_step(0.7, e, te, tau_trace=4.0), sjf.mstdpet_reward_step(0.7, e, te, tau_trace=4.0)):
+    for a, b in zip(F.mstdpet_reward_step(0.7, e, te, tau_trace=4.0), sjf.mstdpet_reward_step(0.7, e, te,
+                                                                                              tau_trace=4.0)):
         assert_close("reward", b, a, 1e-12)
 
     for nd, stride in ((2, (2, 1)), (1, (2,))):

@@ -130,8 +130,10 @@ def test_reward_learners_match_spikingjelly(which):
     sjf, sjl, sjlearn, sjn = _sj()
     torch.manual_seed(0)
     batch = 3 if which == "MSTDPLearner" else None
-    ours = nn.Sequential(nn.Linear(10, 5, bias=False), neuron.LIFNode(tau=2.0, v_threshold=0.4)).to(DEVICE, torch.float64)
-    theirs = nn.Sequential(nn.Linear(10, 5, bias=False), sjn.LIFNode(tau=2.0, v_threshold=0.4)).to(DEVICE, torch.float64)
+    ours = nn.Sequential(nn.Linear(10, 5, bias=False), neuron.LIFNode(tau=2.0, v_threshold=0.4)).to(DEVICE,
+                                                                                                    torch.float64)
+    theirs = nn.Sequential(nn.Linear(10, 5, bias=False), sjn.LIFNode(tau=2.0, v_threshold=0.4)).to(DEVICE,
+                                                                                                   torch.float64)
     theirs.load_state_dict(ours.state_dict())
     extra = (4.0,) if which == "MSTDPETLearner" else ()
     lo = getattr(learning, which)("s", ours[0], ours[1], 2.0, 3.0, *extra, f_pre=f_weight)

@@ -348,7 +348,8 @@ out['phase'] = torch.stack([wpe(x) for t in range(8)])
 def test_encoding():
     out = check(ENCODING, tol=0)
     assert out["poisson_rate_error"] < 0.05
-    assert out["periodic"][:, 0].tolist()[:5] == [0, 1, 0, 0, 0] and torch.equal(out["periodic"][:5], out["periodic"][5:10])
+    assert out["periodic"][:, 0].tolist()[:5] == [0, 1, 0, 0, 0] and torch.equal(out["periodic"][:5],
+                                                                                 out["periodic"][5:10])
     assert torch.equal(out["latency"].sum(0), torch.ones(6))
     # the weighted phase table: 192/256 -> 11000000, 1/256 -> 00000001, 128/256 -> 10000000, 255/256 -> 11111111
     assert out["phase"].t().tolist() == [[1, 1, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 1],

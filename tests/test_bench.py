@@ -148,7 +148,8 @@ def test_compare_outputs_flags_nan_and_missing():
 def test_measure_table_core():
     """Round-robin timing, mismatch, error and skipped rows, ratio and floor without a check."""
     x = torch.randn(1000)
-    good = lambda: {"y": x * 2}
+    def good():
+        return {"y": x * 2}
     impls = [
         Impl("fastspike", good, kind="fastspike"),
         Impl("same", lambda: {"y": x + x}),

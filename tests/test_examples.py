@@ -10,7 +10,7 @@ from fastspike import functional, layer, neuron
 
 pytest.importorskip("sklearn")
 
-from fastspike.examples import digits  # noqa: E402
+from fastspike.examples import digits
 
 # shortened run: 2 epochs of 8 steps, global batch 64 (chance level is 10%)
 SHORT = ["--epochs", "2", "--max-steps-per-epoch", "8", "--no-progress", "--threads", "1"]

@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from fastspike import neuron
 from fastspike.export import CubaLIFNode, load_loihi, loihi, to_loihi
-from fastspike.export._graph import reset_states
+from fastspike.functional import reset_net as reset_states
 
 
 def _run(model, xs):

@@ -13,7 +13,7 @@ nir = pytest.importorskip("nir")
 
 from fastspike import neuron  # noqa: E402
 from fastspike.export import CubaLIFNode, Scale, SumPool2d, from_nir, to_nir  # noqa: E402
-from fastspike.export._graph import reset_states  # noqa: E402
+from fastspike.functional import reset_net as reset_states  # noqa: E402
 from fastspike.export.nir import correct_norse_tau  # noqa: E402
 
 DT = 1e-3

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from fastspike import neuron
 from fastspike.export import SumPool2d, check_speck, fold_batchnorm, speck, to_speck
-from fastspike.export._graph import reset_states
+from fastspike.functional import reset_net as reset_states
 
 
 def _run(model, xs):

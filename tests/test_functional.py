@@ -153,7 +153,8 @@ def test_chunk_and_t_last_forwards():
     with pytest.raises(ValueError, match="split_size"):
         functional.chunk_multi_step_forward(0, x, ms)
     xt = x.permute(1, 2, 0)  # [N, C, T]
-    assert_close("t_last_multi_step_forward", xt.cumsum(-1), functional.t_last_multi_step_forward(xt, Integrator()), 1e-6)
+    assert_close("t_last_multi_step_forward", xt.cumsum(-1), functional.t_last_multi_step_forward(xt, Integrator()),
+                 1e-6)
     lin = nn.Linear(2, 5)
     y = functional.t_last_seq_to_ann_forward(xt.unsqueeze(1), lambda v: lin(v.squeeze(1)))  # [N, 1, C, T] -> [N, 5, T]
     assert_close("t_last_seq_to_ann_forward", lin(x).permute(1, 2, 0), y, 1e-6)
@@ -207,7 +208,9 @@ def test_tet_loss_is_mean_of_per_step_cross_entropy():
 
 def test_kernels_and_spike_similar_loss():
     x, y = torch.randn(4, 3), torch.randn(5, 3)
-    assert_close("gaussian", torch.exp(-torch.cdist(x, y).square() / 2), functional.kernel_dot_product(x, y, "gaussian", 1.0), 1e-5)
+    assert_close("gaussian", torch.exp(-torch.cdist(x, y).square() / 2), functional.kernel_dot_product(x, y,
+                                                                                                       "gaussian",
+                                                                                                       1.0), 1e-5)
     assert_close("polynomial", (x @ y.t()) ** 3, functional.kernel_dot_product(x, y, "polynomial", 3), 1e-6)
     with pytest.raises(ValueError, match="kernel"):
         functional.kernel_dot_product(x, y, "rbf")
@@ -239,7 +242,8 @@ def test_utilities_match_spikingjelly():
                      functional.spike_similar_loss(spikes, lab, kernel, loss_type, *args), 1e-6)
     xs = torch.randn(T, N, 2)
     lin = nn.Linear(2, 3)
-    assert_close("seq_to_ann vs SpikingJelly", sjf.seq_to_ann_forward(xs, lin), functional.seq_to_ann_forward(xs, lin), 0)
+    assert_close("seq_to_ann vs SpikingJelly", sjf.seq_to_ann_forward(xs, lin), functional.seq_to_ann_forward(xs, lin),
+                 0)
     assert_close("multi_step vs SpikingJelly", sjf.multi_step_forward(xs, [lin, nn.ReLU()]),
                  functional.multi_step_forward(xs, [lin, nn.ReLU()]), 0)
     xt = torch.randn(N, 2, T)  # time-last

@@ -154,10 +154,12 @@ def test_ws_layers_standardise_weight():
 ])
 def test_wrong_ndim_names_module_and_shape(cls, args, one_step):
     m = cls(*args, step_mode="m").to(DEVICE)
-    with pytest.raises(ValueError, match=rf"{cls.__name__} \(step_mode='m'\) expects x with shape \[T, N, C.*step_mode='s'"):
+    with pytest.raises(ValueError,
+                       match=rf"{cls.__name__} \(step_mode='m'\) expects x with shape \[T, N, C.*step_mode='s'"):
         m(torch.randn(one_step, device=DEVICE))
     m.step_mode = "s"
-    with pytest.raises(ValueError, match=rf"{cls.__name__} \(step_mode='s'\) expects x with shape \[N, C.*step_mode='m'"):
+    with pytest.raises(ValueError,
+                       match=rf"{cls.__name__} \(step_mode='s'\) expects x with shape \[N, C.*step_mode='m'"):
         m(torch.randn(T, *one_step, device=DEVICE))
 
 

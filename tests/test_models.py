@@ -90,15 +90,20 @@ def test_parameter_counts_and_state_dict_keys_match_spikingjelly(sj, monkeypatch
 # parity cases: id -> (SJ module, builder, kwargs, neuron, single-step input shape, T, train mode)
 PARITY = {
     "spiking_resnet18": ("spiking_resnet", "spiking_resnet18", {"num_classes": 10}, "IFNode", (1, 3, 32, 32), 2, True),
-    "sew_resnet18_ADD": ("sew_resnet", "sew_resnet18", {"cnf": "ADD", "num_classes": 10}, "LIFNode", (1, 3, 32, 32), 2, True),
-    "sew_resnet18_IAND": ("sew_resnet", "sew_resnet18", {"cnf": "IAND", "num_classes": 10}, "IFNode", (1, 3, 32, 32), 2, True),
-    "sew_resnet18_AND": ("sew_resnet", "sew_resnet18", {"cnf": "AND", "num_classes": 10}, "IFNode", (1, 3, 32, 32), 2, True),
-    "sew_resnet50_IAND": ("sew_resnet", "sew_resnet50", {"cnf": "IAND", "num_classes": 10}, "IFNode", (2, 3, 16, 16), 1, True),
+    "sew_resnet18_ADD": ("sew_resnet", "sew_resnet18", {"cnf": "ADD", "num_classes": 10}, "LIFNode", (1, 3, 32, 32), 2,
+                         True),
+    "sew_resnet18_IAND": ("sew_resnet", "sew_resnet18", {"cnf": "IAND", "num_classes": 10}, "IFNode", (1, 3, 32, 32),
+                          2, True),
+    "sew_resnet18_AND": ("sew_resnet", "sew_resnet18", {"cnf": "AND", "num_classes": 10}, "IFNode", (1, 3, 32, 32), 2,
+                         True),
+    "sew_resnet50_IAND": ("sew_resnet", "sew_resnet50", {"cnf": "IAND", "num_classes": 10}, "IFNode", (2, 3, 16, 16),
+                          1, True),
     "MNISTNet_plif": ("parametric_lif_net", "MNISTNet", {"channels": 8}, "ParametricLIFNode", (2, 1, 28, 28), 2, False),
     "NMNISTNet": ("parametric_lif_net", "NMNISTNet", {"channels": 8}, "ParametricLIFNode", (2, 2, 34, 34), 2, False),
     "CIFAR10Net": ("parametric_lif_net", "CIFAR10Net", {"channels": 8}, "ParametricLIFNode", (2, 3, 32, 32), 2, False),
     "CIFAR10DVSNet": ("parametric_lif_net", "CIFAR10DVSNet", {"channels": 4}, "LIFNode", (1, 2, 128, 128), 2, False),
-    "DVSGestureNet": ("parametric_lif_net", "DVSGestureNet", {"channels": 4}, "ParametricLIFNode", (1, 2, 128, 128), 2, False),
+    "DVSGestureNet": ("parametric_lif_net", "DVSGestureNet", {"channels": 4}, "ParametricLIFNode", (1, 2, 128, 128), 2,
+                      False),
 }
 
 

@@ -91,7 +91,6 @@ def test_firing_rate_monitor_and_summary():
 def test_count_synops_exact_counts():
     conv = layer.Conv2d(2, 3, 3, padding=1, stride=1, bias=False)
     lin = layer.Linear(12, 5)
-    net = nn.Sequential(conv, neuron.IFNode(), layer.Flatten(), nn.Identity())
     x = (torch.rand(2, 2, 4, 4) > 0.5).float()  # binary -> AC
     rep = utils.count_synops(nn.Sequential(conv), x)
     (rec,) = rep.layers
@@ -119,7 +118,7 @@ def test_count_synops_on_snn_multi_step():
     om = monitor.OutputMonitor(net, neuron.IFNode)
     rep = utils.count_synops(net, x, batch_size=2)
     spikes = om["1"][0]
-    assert [l.name for l in rep.layers] == ["0", "3"]
+    assert [lay.name for lay in rep.layers] == ["0", "3"]
     assert rep.layers[0].kind == "MAC" and rep.layers[1].kind == "AC"
     assert rep.layers[1].ac == int(spikes.count_nonzero()) * 3
     assert rep.layers[1].input_rate == pytest.approx(spikes.mean().item())

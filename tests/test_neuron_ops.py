@@ -158,7 +158,6 @@ class _Custom(sg.SurrogateFunctionBase):
 
 def test_custom_surrogate_falls_back_with_warning():
     x, v0, grads = _inputs(4, (2, 5))
-    from fastspike.ops import neuron as opn
     from fastspike.ops import _backend
     _backend._warned_unfused.discard("_Custom")
     with pytest.warns(RuntimeWarning, match="not fused"):

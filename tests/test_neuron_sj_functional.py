@@ -215,11 +215,16 @@ def test_dynamics_by_hand():
     s, v2 = dynamics.qif_step(x, v, 2.0, 1.0, 0.0, 0.8, 1.0, -0.1, hs)
     h = v + (x + v * (v - 0.8)) / 2.0  # [0.29, 1.12]
     assert s.tolist() == [0.0, 1.0] and torch.allclose(v2, torch.stack([h[0], torch.tensor(-0.1, device=DEVICE)]))
-    s, v2 = dynamics.ternary_if_step(torch.tensor([1.5, -1.5, 0.2], device=DEVICE), torch.zeros(3, device=DEVICE), 1.0, None, hs)
+    s, v2 = dynamics.ternary_if_step(torch.tensor([1.5, -1.5, 0.2], device=DEVICE), torch.zeros(3, device=DEVICE), 1.0,
+                                     None, hs)
     assert s.tolist() == [1.0, -1.0, 0.0] and torch.allclose(v2, torch.tensor([0.5, -0.5, 0.2], device=DEVICE))
-    s, v2 = dynamics.ilif_step(torch.tensor([2.6, -1.0], device=DEVICE), torch.zeros(2, device=DEVICE), 4.0 / 3.0, 1.0, 4.0, 0.0, 4.0)
+    s, v2 = dynamics.ilif_step(torch.tensor([2.6, -1.0], device=DEVICE), torch.zeros(2, device=DEVICE), 4.0 / 3.0, 1.0,
+                               4.0, 0.0, 4.0)
     assert s.tolist() == [3.0, 0.0] and torch.allclose(v2, torch.tensor([-0.4, -1.0], device=DEVICE))
-    out, q, acc, spike = dynamics.stbif_step(torch.tensor([0.2, -0.2], device=DEVICE), torch.full((2,), 0.5, device=DEVICE), torch.zeros(2, device=DEVICE),
+    out, q, acc, spike = dynamics.stbif_step(torch.tensor([0.2, -0.2], device=DEVICE), torch.full((2,), 0.5,
+                                                                                                  device=DEVICE),
+                                                                                                  torch.zeros(2,
+                                                                                                              device=DEVICE),
                                              torch.tensor(0.25), torch.tensor(3.0), torch.tensor(-3.0))
     assert spike.tolist() == [1.0, -1.0] and out.tolist() == [0.25, -0.25] and acc.tolist() == [1.0, -1.0]
     assert torch.allclose(q, torch.tensor([0.3, 0.7], device=DEVICE))

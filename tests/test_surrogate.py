@@ -101,7 +101,9 @@ def test_function_and_backward_match_spikingjelly(name):
     assert_close(f"{name} grad", g_ref, g, 1e-12)
     if has_backward:
         go = torch.rand(_x().shape, device=DEVICE, dtype=torch.float64)
-        out, out_ref = getattr(surrogate, f"{name}_backward")(go, _x(), *args), getattr(sjs, f"{name}_backward")(go, _x(), *args)
+        out, out_ref = getattr(surrogate, f"{name}_backward")(go, _x(), *args), getattr(sjs, f"{name}_backward")(go,
+                                                                                                                 _x(),
+                                                                                                                 *args)
         assert len(out) == len(out_ref) and all(o is None for o in out[1:])
         assert_close(f"{name}_backward", out_ref[0], out[0], 1e-12)
 

@@ -106,7 +106,8 @@ class Index:
     def dunder_all(self, mod: Module) -> Optional[List[str]]:
         names: Optional[List[str]] = None
         for node in mod.body:
-            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            if isinstance(node, ast.Assign) and any(isinstance(t,
+                                                               ast.Name) and t.id == "__all__" for t in node.targets):
                 names = list(ast.literal_eval(node.value))
             elif (isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name)
                   and node.target.id == "__all__" and names is not None):

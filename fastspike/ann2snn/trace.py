@@ -104,7 +104,7 @@ def trace_ann(ann: nn.Module) -> fx.GraphModule:
     tracer = ANNTracer()
     try:
         graph = tracer.trace(ann)
-    except Exception as exc:  # noqa: BLE001 - every tracing failure becomes one readable error
+    except Exception as exc:
         where = _user_frame_from_exception(exc)
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         text = (f"ann2snn could not trace {type(ann).__name__} with torch.fx ({type(exc).__name__}: {msg})")

@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train = forward+backward, infer = forward only (default: both)")
     p.add_argument("--json", metavar="FILE", help="write machine info, versions and every timing to FILE")
     p.add_argument("--plot", metavar="FILE.png", help="plot time versus T (and versus spike density) to FILE.png")
-    p.add_argument("--markdown", metavar="FILE.md", help="write a markdown summary: one table per family, one line per measured table")
+    p.add_argument("--markdown", metavar="FILE.md",
+                   help="write a markdown summary: one table per family, one line per measured table")
     p.add_argument("--quick", action="store_true", help="small sizes and fewer repeats (a smoke run)")
     p.add_argument("--repeat", type=int, default=None, help="timed samples per implementation (default 7, quick 3)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up calls per implementation (default 2)")
@@ -102,7 +103,8 @@ def list_text() -> str:
     lines = ["suites:"] + [f"  {k:18s} {v}" for k, v in SUITES.items()] + ["cases:"]
     for c in CASES.values():
         why = c.available()
-        lines.append(f"  {c.name:22s} [{', '.join(c.suites)}] {c.description}" + (f"  (unavailable: {why})" if why else ""))
+        suites = ", ".join(c.suites)
+        lines.append(f"  {c.name:22s} [{suites}] {c.description}" + (f"  (unavailable: {why})" if why else ""))
     lines.append("peers: " + ", ".join(f"{k} ({v.pip})" for k, v in PEERS.items()))
     return "\n".join(lines)
 

@@ -291,7 +291,6 @@ def copy_bandwidth(device: str, nbytes: int = 1 << 30, repeat: int = 10) -> floa
     dst = torch.empty_like(src)
     dst.copy_(src)
     times = [_timed(lambda: dst.copy_(src), 1, device) for _ in range(repeat)]
-    del src, dst
     return 2 * n * 4 / statistics.median(times) / 1e9
 
 

@@ -64,7 +64,8 @@ def format_table(t: Table, cuda: bool = False) -> str:
             notes.append(f"   {r.impl}: {r.note}")
     widths = [max(len(cols[i]), *(len(b[i]) for b in body if len(b) == len(cols) and i < len(b)))
               for i in range(len(cols))]
-    fmt = lambda cells: "  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cells))
+    def fmt(cells):
+        return "  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cells))
     lines.append("   " + fmt(cols))
     for b in body:
         if len(b) == len(cols):

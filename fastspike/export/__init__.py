@@ -7,7 +7,7 @@ from .nir import correct_norse_tau, from_nir, to_nir
 from .loihi import load_loihi, to_loihi
 from .speck import SpeckConfig, SpeckReport, check_speck, to_speck
 from ._transforms import fold_batchnorm, fold_bn_into, fold_bn_weights
-from . import loihi, speck  # noqa: F401  (fastspike.export.loihi.simulate, fastspike.export.speck.simulate)
+from . import loihi, speck
 
 __all__ = ["to_nir", "from_nir", "correct_norse_tau", "to_loihi", "load_loihi", "loihi", "check_speck", "to_speck",
            "SpeckReport", "SpeckConfig", "speck", "fold_batchnorm", "fold_bn_into",

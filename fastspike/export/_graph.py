@@ -24,7 +24,9 @@ import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["TracedNode", "TracedGraph", "trace", "is_neuron", "neuron_kind", "reset_states", "model_step_mode"]
+from ..functional.net_config import reset_net
+
+__all__ = ["TracedNode", "TracedGraph", "trace", "is_neuron", "neuron_kind", "model_step_mode"]
 
 _PASSTHROUGH_OPS = {
     "flatten", "reshape", "view", "contiguous", "clone", "unflatten", "squeeze", "unsqueeze", "detach",
@@ -89,14 +91,6 @@ def neuron_kind(m: nn.Module) -> Optional[str]:
         if isinstance(m, fsn.BaseNode):
             return "unknown-neuron"
     return None
-
-
-def reset_states(model: nn.Module) -> None:
-    from fastspike.base import MemoryModule
-
-    for m in model.modules():
-        if isinstance(m, MemoryModule):
-            m.reset()
 
 
 def model_step_mode(model: nn.Module) -> str:
@@ -230,7 +224,7 @@ def trace(model: nn.Module, sample_input: torch.Tensor, step_mode: Optional[str]
         raise ValueError(f"sample_input must have shape [{'T, ' if lead == 2 else ''}N, *features] for step_mode="
                          f"'{step_mode}', but got shape {tuple(sample_input.shape)}.")
     model = _state_free_copy(model).eval()
-    reset_states(model)
+    reset_net(model)
     tracer = _Tracer()
     names = {id(m): n for n, m in model.named_modules()}
     handles = []

@@ -154,7 +154,7 @@ def _diagnose_file(path: str) -> Optional[str]:
     try:
         with h5py.File(path, "r") as f:
             data = hdf2dict(f["node"])
-    except Exception:  # noqa: BLE001 - not even readable as HDF5: the caller's message applies
+    except Exception:
         return None
     nodes = data.get("nodes")
     if not isinstance(nodes, dict):
@@ -170,7 +170,7 @@ def _diagnose_file(path: str) -> Optional[str]:
             return str(e)
         try:
             nir.dict2NIRNode(dict(d))
-        except Exception as e:  # noqa: BLE001 - nir's own constructor checks (bare asserts) get a name
+        except Exception as e:
             return f"from_nir: node {key!r} ({kind}) is malformed: {type(e).__name__}: {e}"
     return None
 
@@ -186,7 +186,7 @@ def _read(path):
         # NIR's own type inference is skipped (it rejects graphs of older writers); the dry run in from_nir
         # checks the shapes between nodes instead
         return nir.read(path, type_check=False)
-    except Exception as e:  # noqa: BLE001 - every failure becomes one named ValueError
+    except Exception as e:
         msg = str(e)
         if "Unknown unit type" in msg:
             raise ValueError(f"from_nir: {path!r} contains a node of unsupported type ({msg}).") from e

@@ -15,14 +15,14 @@ One submodule per job, as in SpikingJelly; every name is importable from ``fasts
 SpikingJelly. This package imports nothing from ``fastspike.layer``: the layer containers build on it.
 """
 from . import forward, layer, learning, loss, misc, net_config, neuron, spike
-from .forward import *  # noqa: F401,F403
-from .layer import *  # noqa: F401,F403
-from .learning import *  # noqa: F401,F403
-from .loss import *  # noqa: F401,F403
-from .misc import *  # noqa: F401,F403
-from .net_config import *  # noqa: F401,F403
-from .neuron import *  # noqa: F401,F403
-from .spike import *  # noqa: F401,F403
+from .forward import *
+from .layer import *
+from .learning import *
+from .loss import *
+from .misc import *
+from .net_config import *
+from .neuron import *
+from .spike import *
 
 __all__ = (forward.__all__ + layer.__all__ + learning.__all__ + loss.__all__ + misc.__all__ + net_config.__all__
            + neuron.__all__ + spike.__all__)

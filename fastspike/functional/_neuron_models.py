@@ -34,7 +34,8 @@ def voltage_reset(v: torch.Tensor, spike: torch.Tensor, v_threshold: float, v_re
     return spike * v_reset + (1.0 - spike) * v
 
 
-def lif_charge(x: torch.Tensor, v: torch.Tensor, tau: float, decay_input: bool, v_reset: Optional[float]) -> torch.Tensor:
+def lif_charge(x: torch.Tensor, v: torch.Tensor, tau: float, decay_input: bool,
+               v_reset: Optional[float]) -> torch.Tensor:
     """LIF charge: ``v + (x - (v - v_reset)) / tau`` (decay_input) or ``v - (v - v_reset) / tau + x``;
     v_reset None counts as 0 in the leak."""
     rest = 0.0 if v_reset is None else v_reset

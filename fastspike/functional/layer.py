@@ -22,8 +22,8 @@ def neunorm_step(in_spikes: torch.Tensor, state: torch.Tensor, weight: torch.Ten
     :return: (output, state')
     """
     if not isinstance(in_spikes, torch.Tensor) or in_spikes.dim() < 2:
-        raise ValueError("neunorm_step: in_spikes must be a tensor [N, C, *], but got "
-                         f"{tuple(in_spikes.shape) if isinstance(in_spikes, torch.Tensor) else type(in_spikes).__name__}.")
+        got = tuple(in_spikes.shape) if isinstance(in_spikes, torch.Tensor) else type(in_spikes).__name__
+        raise ValueError(f"neunorm_step: in_spikes must be a tensor [N, C, *], but got {got}.")
     state_next = momentum * state + input_scale * in_spikes.sum(dim=1, keepdim=True)
     return in_spikes - weight * state_next, state_next
 

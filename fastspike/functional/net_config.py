@@ -73,7 +73,8 @@ def set_step_mode(net: nn.Module, step_mode: str) -> None:
     """
     _check_net("set_step_mode", net)
     if step_mode not in ("s", "m"):
-        raise ValueError(f"set_step_mode: step_mode must be 's' (single step) or 'm' (multi step), but got {step_mode!r}.")
+        raise ValueError("set_step_mode: step_mode must be 's' (single step) or 'm' (multi step), but got "
+                         f"{step_mode!r}.")
     stack = [net]
     while stack:
         m = stack.pop()

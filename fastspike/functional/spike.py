@@ -64,7 +64,8 @@ def bit_pack_spike_dense(spike: torch.Tensor) -> torch.Tensor:
     return pack_bits(spike > 0.5)
 
 
-def packed_spike_linear(packed: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+def packed_spike_linear(packed: torch.Tensor, weight: torch.Tensor,
+                        bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``F.linear`` of the spikes held in ``packed`` (uint8 [M, ceil(K / 8)], see :func:`bit_pack_spike_dense`)
     with ``weight`` [N, K]: [M, N] in weight's dtype, differentiable in weight and bias."""
     _tensor("packed_spike_linear", "packed", packed)
@@ -126,7 +127,8 @@ def if_linear(x: torch.Tensor, v: torch.Tensor, weight_t: torch.Tensor, bias: Op
 
 def lif_linear(x: torch.Tensor, v: torch.Tensor, weight_t: torch.Tensor, bias: Optional[torch.Tensor] = None, *,
                tau: float = 2.0, decay_input: bool = True, v_threshold: float = 1.0, v_reset: Optional[float] = 0.0,
-               detach_reset: bool = False, surrogate_function=None, threads: int = 256) -> Tuple[torch.Tensor, torch.Tensor]:
+               detach_reset: bool = False, surrogate_function=None, threads: int = 256) -> Tuple[torch.Tensor,
+                                                                                                 torch.Tensor]:
     """:func:`if_linear` with LIF neurons (``tau``, ``decay_input``)."""
     if threads not in (128, 256, 512):
         raise ValueError(f"lif_linear: threads must be 128, 256 or 512, but got {threads!r}.")

@@ -225,12 +225,12 @@ class CubaLIFNode(base.MemoryModule):
                 f"voltage_decay={float(self.voltage_decay):g}, step_mode={self.step_mode}")
 
 
-def TNX_to_NXT(x_seq: torch.Tensor) -> torch.Tensor:  # noqa: N802 (SpikingJelly's name)
+def TNX_to_NXT(x_seq: torch.Tensor) -> torch.Tensor:
     """[T, N, *] -> [N, *, T] (Lava's layout)."""
     return x_seq.permute(*range(1, x_seq.dim()), 0)
 
 
-def NXT_to_TNX(x_seq: torch.Tensor) -> torch.Tensor:  # noqa: N802 (SpikingJelly's name)
+def NXT_to_TNX(x_seq: torch.Tensor) -> torch.Tensor:
     """[N, *, T] -> [T, N, *]."""
     return x_seq.permute(x_seq.dim() - 1, *range(x_seq.dim() - 1))
 

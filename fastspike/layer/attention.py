@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from .. import base
-from ._errors import ArgumentError
+from .._errors import ArgumentError
 
 __all__ = [
     "TemporalWiseAttention",

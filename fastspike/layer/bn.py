@@ -42,7 +42,8 @@ def _merged_forward(x_seq: torch.Tensor, fn, step_ndims, cls_name: str) -> torch
     """Apply ``fn`` to ``x_seq`` [T, N, ...] viewed as [T*N, ...] and restore [T, N, ...]."""
     if x_seq.dim() - 1 not in step_ndims:
         want = " or ".join(f"{d + 1}-D" for d in step_ndims)
-        raise ValueError(f"{cls_name} expects a multi-step input [T, N, C, ...] ({want}), got shape {tuple(x_seq.shape)}")
+        raise ValueError(f"{cls_name} expects a multi-step input [T, N, C, ...] ({want}), got shape "
+                         f"{tuple(x_seq.shape)}")
     y = fn(x_seq.flatten(0, 1))
     return y.view(x_seq.shape[0], x_seq.shape[1], *y.shape[1:])
 
@@ -96,7 +97,8 @@ class _TEBN(_BatchNorm, base.MultiStepModule):
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         if x_seq.dim() >= 1 and x_seq.shape[0] != self.scale.numel():
-            raise ValueError(f"{type(self).__name__} was built for T={self.scale.numel()} but got {x_seq.shape[0]} steps")
+            raise ValueError(f"{type(self).__name__} was built for T={self.scale.numel()} but got {x_seq.shape[0]} "
+                             "steps")
         y = _merged_forward(x_seq, super().forward, self._ndims, type(self).__name__)
         return y * self.scale.view(-1, *([1] * (y.dim() - 1)))
 

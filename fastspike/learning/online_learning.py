@@ -73,7 +73,8 @@ def fptt_online_training(model: nn.Module, optimizer: torch.optim.Optimizer, x_s
 
 
 def ottt_online_training(model: nn.Module, optimizer: torch.optim.Optimizer, x_seq: torch.Tensor,
-                         target_seq: torch.Tensor, f_loss_t: Callable, online: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+                         target_seq: torch.Tensor, f_loss_t: Callable, online: bool) -> Tuple[torch.Tensor,
+                                                                                              torch.Tensor]:
     """One OTTT pass over a batch-first sequence ``x_seq`` [N, T, *] with targets ``target_seq`` [N, T, ...]:
     each step's loss is back-propagated at once and the state detached; ``online`` steps the optimizer every
     time step, otherwise once at the end. A model returning a tuple contributes its first element.

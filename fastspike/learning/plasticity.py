@@ -116,7 +116,8 @@ class STDPLearner(_Learner):
         if not isinstance(synapse, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             raise NotImplementedError(f"STDPLearner: synapse must be a Linear, Conv1d or Conv2d layer, but got "
                                       f"{type(synapse).__name__}.")
-        if isinstance(synapse, (nn.Conv1d, nn.Conv2d)) and (any(d != 1 for d in synapse.dilation) or synapse.groups != 1):
+        if isinstance(synapse, (nn.Conv1d,
+                                nn.Conv2d)) and (any(d != 1 for d in synapse.dilation) or synapse.groups != 1):
             raise NotImplementedError(f"STDPLearner: convolutions need dilation=1 and groups=1, but got "
                                       f"dilation={synapse.dilation}, groups={synapse.groups}.")
         super().__init__()
@@ -186,7 +187,8 @@ class _RewardLearner(_Learner):
         if step_mode != "s":
             raise ValueError(f"{self._name}: step_mode must be 's' (one step() per time step), but got {step_mode!r}.")
         if not isinstance(synapse, nn.Linear):
-            raise NotImplementedError(f"{self._name}: synapse must be a Linear layer, but got {type(synapse).__name__}.")
+            raise NotImplementedError(f"{self._name}: synapse must be a Linear layer, "
+                                      f"but got {type(synapse).__name__}.")
 
     def _one_pair(self):
         self._check_open()
@@ -227,7 +229,8 @@ class MSTDPLearner(_RewardLearner):
         self.register_memory("eligibility", None)
 
     @torch.no_grad()
-    def step(self, reward: Union[float, torch.Tensor], on_grad: bool = True, scale: float = 1.0) -> Optional[torch.Tensor]:
+    def step(self, reward: Union[float, torch.Tensor], on_grad: bool = True,
+             scale: float = 1.0) -> Optional[torch.Tensor]:
         pair = self._one_pair()
         if pair is None:
             return None
@@ -264,7 +267,8 @@ class MSTDPETLearner(_RewardLearner):
         self.register_memory("eligibility", None)
 
     @torch.no_grad()
-    def step(self, reward: Union[float, torch.Tensor], on_grad: bool = True, scale: float = 1.0) -> Optional[torch.Tensor]:
+    def step(self, reward: Union[float, torch.Tensor], on_grad: bool = True,
+             scale: float = 1.0) -> Optional[torch.Tensor]:
         pair = self._one_pair()
         if pair is None:
             return None

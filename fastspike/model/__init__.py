@@ -8,21 +8,21 @@ same package under its older fastspike name (its submodules are these module obj
 torch.hub cache (``checkpoint_dir()``) and otherwise raises FileNotFoundError naming the file and where to put it.
 """
 from ._common import checkpoint_dir
-from . import (masnn, maxformer, ms_resnet, parametric_lif_net, qkformer, sew_resnet, snas_net,  # noqa: F401
+from . import (masnn, maxformer, ms_resnet, parametric_lif_net, qkformer, sew_resnet, snas_net,
                spike_dhs, spike_driven_transformer, spiking_resnet, spiking_vgg, spiking_vggws_ottt, spikformer)
-from .masnn import *  # noqa: F401,F403
-from .maxformer import *  # noqa: F401,F403
-from .ms_resnet import *  # noqa: F401,F403
-from .parametric_lif_net import *  # noqa: F401,F403
-from .qkformer import *  # noqa: F401,F403
-from .sew_resnet import *  # noqa: F401,F403
-from .snas_net import *  # noqa: F401,F403
-from .spike_dhs import *  # noqa: F401,F403
-from .spike_driven_transformer import *  # noqa: F401,F403
-from .spiking_resnet import *  # noqa: F401,F403
-from .spiking_vgg import *  # noqa: F401,F403
-from .spiking_vggws_ottt import *  # noqa: F401,F403
-from .spikformer import *  # noqa: F401,F403
+from .masnn import *
+from .maxformer import *
+from .ms_resnet import *
+from .parametric_lif_net import *
+from .qkformer import *
+from .sew_resnet import *
+from .snas_net import *
+from .spike_dhs import *
+from .spike_driven_transformer import *
+from .spiking_resnet import *
+from .spiking_vgg import *
+from .spiking_vggws_ottt import *
+from .spikformer import *
 
 #: the submodules, by SpikingJelly's names (fastspike.models aliases each of them)
 SUBMODULES = ("masnn", "maxformer", "ms_resnet", "parametric_lif_net", "qkformer", "sew_resnet", "snas_net",

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from .. import functional
-from ..layer._errors import UnsupportedOptionError
+from .._errors import UnsupportedOptionError
 from ._common import load_pretrained, require_neuron
 from ._config import ModelBuilder, ModelConfig, NeuronConfig, resolve_neuron_config
 from .spiking_resnet import _basic_body, _bottleneck_body, _ResidualBranch, _ResNetTrunk, model_urls

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import layer
-from ..layer._errors import ArgumentError
+from .._errors import ArgumentError
 from ..neuron import LIFNode
 from ..surrogate import SurrogateFunctionBase, heaviside
 

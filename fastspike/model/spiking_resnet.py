@@ -164,9 +164,12 @@ class _ResNetTrunk(nn.Module):
         self.maxpool = layer.MaxPool2d(kernel_size=3, stride=2, padding=1)
         common = dict(block_args, spiking_neuron=spiking_neuron, **neuron_kwargs)
         self.layer1 = self._make_layer(block, 64, layers[0], **common)
-        self.layer2 = self._make_layer(block, 128, layers[1], stride=2, dilate=replace_stride_with_dilation[0], **common)
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=2, dilate=replace_stride_with_dilation[1], **common)
-        self.layer4 = self._make_layer(block, 512, layers[3], stride=2, dilate=replace_stride_with_dilation[2], **common)
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2, dilate=replace_stride_with_dilation[0],
+                                       **common)
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2, dilate=replace_stride_with_dilation[1],
+                                       **common)
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2, dilate=replace_stride_with_dilation[2],
+                                       **common)
         self.avgpool = layer.AdaptiveAvgPool2d((1, 1))
         self.fc = layer.Linear(512 * block.expansion, num_classes)
         _init_resnet(self, zero_init_residual, basic, bottleneck)

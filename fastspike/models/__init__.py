@@ -5,8 +5,8 @@
 import sys as _sys
 
 from .. import model as _model
-from ..model import *  # noqa: F401,F403
-from ..model import SUBMODULES, checkpoint_dir  # noqa: F401
+from ..model import *
+from ..model import SUBMODULES, checkpoint_dir
 
 for _name in SUBMODULES:
     _sys.modules[f"{__name__}.{_name}"] = getattr(_model, _name)

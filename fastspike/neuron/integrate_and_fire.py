@@ -66,7 +66,8 @@ class HalfThresholdIFNode(BaseNode):
 def _check_vector(name: str, value, positive: bool) -> torch.Tensor:
     t = torch.as_tensor(value).clone().detach()
     if t.dim() > 1:
-        raise ValueError(f"ActivationAwareIFNode: {name} must be a scalar or 1D tensor, but got shape {tuple(t.shape)}.")
+        raise ValueError(f"ActivationAwareIFNode: {name} must be a scalar or 1D tensor, "
+                         f"but got shape {tuple(t.shape)}.")
     f = t if t.is_floating_point() else t.to(torch.float)
     if not torch.isfinite(f).all() or (positive and not (f > 0).all()):
         raise ValueError(f"ActivationAwareIFNode: {name} must contain finite{' positive' if positive else ''} "

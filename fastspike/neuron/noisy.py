@@ -3,8 +3,8 @@
 
 ``powerlaw_psd_gaussian(exponent, size, fmin=0., random_state=None)``: Gaussian noise whose power spectral
 density falls as 1/f**exponent along the last axis (0: white, 1: pink, 2: brown), its time-varying part of unit
-variance (the constant component comes on top), generated in the frequency domain (Timmer & Koenig 1995) with numpy's random generator, so a fixed ``random_state`` gives
-fixed samples.
+variance (the constant component comes on top), generated in the frequency domain (Timmer & Koenig 1995) with
+numpy's random generator, so a fixed ``random_state`` gives fixed samples.
 
 The Noisy* nodes are multi-step only and restart from V = v_reset (C = 0) on every call, running ``T`` steps.
 With ``is_training``, each call adds sigma_v * noise to the input current and sigma_s * noise to the emitted
@@ -44,8 +44,9 @@ def _normal(random_state):
 
 def powerlaw_psd_gaussian(exponent: float, size: Union[int, Iterable[int]], fmin: float = 0.0,
                           random_state: Optional[Union[int, np.random.Generator, np.random.RandomState]] = None):
-    """Gaussian samples (time-varying part of unit variance) with power spectrum ~ 1/f**exponent along the last axis of ``size``
-    (a numpy array of that shape). ``fmin`` (0 <= fmin <= 0.5) flattens the spectrum below that frequency."""
+    """Gaussian samples (time-varying part of unit variance) with power spectrum ~ 1/f**exponent along the last
+    axis of ``size`` (a numpy array of that shape). ``fmin`` (0 <= fmin <= 0.5) flattens the spectrum below that
+    frequency."""
     if isinstance(size, numbers.Integral) and not isinstance(size, bool):
         shape = [int(size)]
     elif isinstance(size, Iterable):

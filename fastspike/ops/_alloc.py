@@ -8,12 +8,13 @@ writes them. ``FASTSPIKE_HUGEPAGES=0`` in the environment turns the advice off.
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 import torch
 
 from .. import _ext
 
-__all__ = ["empty_like", "empty", "HUGEPAGE_MIN_BYTES"]
+__all__ = ["empty_like", "empty", "f32", "HUGEPAGE_MIN_BYTES"]
 
 HUGEPAGE_MIN_BYTES = 4 << 20
 _ENABLED = os.environ.get("FASTSPIKE_HUGEPAGES", "1") not in ("0", "", "false", "False")
@@ -34,3 +35,13 @@ def empty_like(x: torch.Tensor) -> torch.Tensor:
 def empty(shape, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A contiguous CPU ``torch.empty``, huge-page advised when large."""
     return _advise(torch.empty(shape, dtype=dtype))
+
+
+def f32(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """``t`` as a contiguous float32 tensor (no copy when it is one already), the layout every C++ kernel reads;
+    None stays None."""
+    if t is None:
+        return None
+    if t.dtype is not torch.float32:
+        t = t.float()
+    return t if t.is_contiguous() else t.contiguous()

@@ -76,7 +76,8 @@ def resolve(backend: Optional[str], tensors: Iterable[torch.Tensor], op: str,
         if device.type != "cuda" and not (device.type == "cpu" and triton_interpret()):
             raise RuntimeError(
                 f"{op}: backend='triton' runs CUDA tensors, but the input is on {device}. Move it to a CUDA device, "
-                "use backend='cpp' or 'auto' on the CPU (or set TRITON_INTERPRET=1 to run Triton's interpreter, for tests).")
+                "use backend='cpp' or 'auto' on the CPU (or set TRITON_INTERPRET=1 to run Triton's interpreter, for "
+                "tests).")
         if dtype not in dtypes:
             raise TypeError(f"{op}: backend='triton' takes {[str(d) for d in dtypes]}, but the input is {dtype}.")
         return "triton"

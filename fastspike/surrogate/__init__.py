@@ -12,11 +12,12 @@ Every public name of SpikingJelly 2.0.0's ``activation_based.surrogate``, with i
   ``*_backward`` functions.
 """
 from . import base, builtins, extra, functions
-from .base import *  # noqa: F401,F403
-from .base import KERNEL_GRADS, BadArgumentError  # noqa: F401
-from .builtins import *  # noqa: F401,F403
-from .builtins import _BUILTINS  # noqa: F401  (the fused kernels' classes, in kernel-id order)
-from .extra import *  # noqa: F401,F403
-from .functions import *  # noqa: F401,F403
+from .base import *
+from .._errors import ArgumentError
+from .base import KERNEL_GRADS
+from .builtins import *
+from .builtins import _BUILTINS
+from .extra import *
+from .functions import *
 
 __all__ = base.__all__ + builtins.__all__ + extra.__all__ + functions.__all__

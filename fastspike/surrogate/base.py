@@ -18,13 +18,9 @@ from typing import Dict, Optional, Tuple
 import torch
 import torch.nn as nn
 
+
 __all__ = ["heaviside", "SurrogateFunctionBase", "check_manual_grad", "plot_surrogate_function"]
 
-
-class BadArgumentError(ValueError, AssertionError):
-    """A bad argument that SpikingJelly checks with ``assert`` (AssertionError). fastspike's errors are
-    ValueErrors with a message; this is both, so code written for either ``except`` clause catches it.
-    (Used by surrogate, encoding and learning.)"""
 
 _UNSET = object()
 #: kernel_id -> the grad function the fused kernels implement for it (filled by builtins.py)

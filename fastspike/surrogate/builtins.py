@@ -16,7 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .base import KERNEL_GRADS, BadArgumentError, SurrogateFunctionBase, heaviside
+from .._errors import ArgumentError
+from .base import KERNEL_GRADS, SurrogateFunctionBase, heaviside
 
 __all__ = ["Sigmoid", "ATan", "PiecewiseQuadratic", "PiecewiseExp", "SoftSign", "Erf", "SuperSpike",
            "PiecewiseLeakyReLU", "Rect", "S2NN", "QPseudoSpike", "LeakyKReLU", "LogTailedReLU", "NonzeroSignLogAbs",
@@ -102,7 +103,7 @@ class SoftSign(SurrogateFunctionBase):
 
     def __init__(self, alpha=2.0, spiking=True):
         if not alpha > 0:
-            raise BadArgumentError(f"SoftSign: alpha must be > 0, but got {alpha}.")
+            raise ArgumentError(f"SoftSign: alpha must be > 0, but got {alpha}.")
         super().__init__(spiking, alpha=alpha)
 
     @staticmethod
@@ -157,7 +158,7 @@ class PiecewiseLeakyReLU(SurrogateFunctionBase):
 
     def __init__(self, w=1.0, c=0.01, spiking=True):
         if not w > 0:
-            raise BadArgumentError(f"PiecewiseLeakyReLU: w must be > 0, but got {w}.")
+            raise ArgumentError(f"PiecewiseLeakyReLU: w must be > 0, but got {w}.")
         super().__init__(spiking, w=w, c=c)
 
     @staticmethod

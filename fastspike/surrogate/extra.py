@@ -11,7 +11,8 @@ import numbers
 import torch
 
 from .. import quantize
-from .base import BadArgumentError, SurrogateFunctionBase
+from .._errors import ArgumentError
+from .base import SurrogateFunctionBase
 from .functions import (deterministic_pass, fake_numerical_gradient_grad, poisson_pass,
                         squarewave_fourier_series_grad)
 
@@ -26,9 +27,9 @@ class SquarewaveFourierSeries(SurrogateFunctionBase):
 
     def __init__(self, n: int = 2, T_period: float = 8, spiking=True):
         if not isinstance(n, int) or isinstance(n, bool):
-            raise BadArgumentError(f"SquarewaveFourierSeries: n must be an int, but got {n!r}.")
+            raise ArgumentError(f"SquarewaveFourierSeries: n must be an int, but got {n!r}.")
         if not T_period > 0.0:
-            raise BadArgumentError(f"SquarewaveFourierSeries: T_period must be > 0, but got {T_period!r}.")
+            raise ArgumentError(f"SquarewaveFourierSeries: T_period must be > 0, but got {T_period!r}.")
         super().__init__(spiking, n=n, T_period=T_period)
 
     grad = staticmethod(squarewave_fourier_series_grad)

@@ -84,23 +84,23 @@ class ResNet(nn.Module):
         return self.linear(self.flatten(self.avg_pool(out)))
 
 
-def ResNet18():  # noqa: N802 (SpikingJelly's names)
+def ResNet18():
     return ResNet(BasicBlock, [2, 2, 2, 2])
 
 
-def ResNet34():  # noqa: N802
+def ResNet34():
     return ResNet(BasicBlock, [3, 4, 6, 3])
 
 
-def ResNet50():  # noqa: N802
+def ResNet50():
     return ResNet(Bottleneck, [3, 4, 6, 3])
 
 
-def ResNet101():  # noqa: N802
+def ResNet101():
     return ResNet(Bottleneck, [3, 4, 23, 3])
 
 
-def ResNet152():  # noqa: N802
+def ResNet152():
     return ResNet(Bottleneck, [3, 8, 36, 3])
 
 

@@ -116,7 +116,8 @@ def _setup(p, mode, ctx: Ctx) -> List[Impl]:
             continue
         ok, info = peer_status(peer)
         if not ok:
-            impls.append(Impl(label, None, status="skipped", reason=f"not installed ({info}); install: {PEERS[peer].pip}"))
+            impls.append(Impl(label, None, status="skipped",
+                              reason=f"not installed ({info}); install: {PEERS[peer].pip}"))
             continue
         try:
             sj, sj_reset = _build(sj=True)

@@ -67,13 +67,13 @@ def _points(kind: str):
                 sizes = [(16, 64, 4096), (64, 64, 4096)]
             return [dict(T=T, B=B, N=N, dtype="fp32") for T, B, N in sizes]
         if cuda:
-            # issue 2's GPU sizes for LIF; IF and PLIF at two T (fp32) to keep the GPU run within minutes
+            # LIF at the GPU target sizes; IF and PLIF at two T (fp32) to keep the GPU run within minutes
             if kind == "lif" or ctx.suite == "full":
                 return [dict(T=T, B=64, N=65536, dtype=dt) for dt in ("fp32", "bf16") for T in (4, 16, 64, 256)]
             return [dict(T=T, B=64, N=65536, dtype="fp32") for T in (16, 256)]
         pts = [dict(T=T, B=B, N=N, dtype="fp32") for T, B, N in [(64, 16, 4096), (64, 4, 256)]]
         if kind == "lif":
-            # the memory-bound size of issue 2; forward+backward only in the default suite (time budget)
+            # the memory-bound size of the targets; forward+backward only in the default suite (time budget)
             big = dict(T=256, B=32, N=8192, dtype="fp32")
             pts.append(big if ctx.suite == "full" else dict(big, modes=("train",)))
             if ctx.suite == "full":
@@ -190,7 +190,8 @@ def _kernel_impl(kind, x, gs, mode, device):
         fwd()
         if not train:
             return {"spikes": spikes.view_as(x)}
-        C.neuron_backward(g2.data_ptr(), 0, 0, x2.data_ptr(), v0.data_ptr(), 0.0, gx.data_ptr(), gv0.data_ptr(), gk.data_ptr() if kind == "plif" else 0,
+        C.neuron_backward(g2.data_ptr(), 0, 0, x2.data_ptr(), v0.data_ptr(), 0.0, gx.data_ptr(), gv0.data_ptr(),
+                          gk.data_ptr() if kind == "plif" else 0,
                           T, n, mode_id, decay, True, V_TH, 0.0, False, False, sid, a, b, th)
         out = {"spikes": spikes.view_as(x), "grad_x": gx.view_as(x)}
         if kind == "plif":
@@ -264,7 +265,8 @@ def _sj_cuda_impl(kind, device) -> str:
     try:
         mod = importlib.import_module(f"spikingjelly._ops.{ {'if': 'if_', 'lif': 'lif', 'plif': 'plif'}[kind] }")
         d = mod._selection.diagnostics(torch.device(device))
-        return f"{d['implementation']}" + (f" (unavailable: {', '.join(d['unavailable'])})" if d.get("unavailable") else "")
+        missing = d.get("unavailable")
+        return f"{d['implementation']}" + (f" (unavailable: {', '.join(missing)})" if missing else "")
     except Exception as e:  # private API: report, never fail the row
         return f"unknown ({type(e).__name__})"
 
@@ -402,8 +404,8 @@ def _setup(kind):
 
 
 def summarize(tables) -> List[str]:
-    """Per neuron table: each peer's time over fastspike's, the kernels over the memcpy floor (issue 2's
-    'within 2x of three copies'), and the module over the kernels (allocation + autograd overhead)."""
+    """Per neuron table: each peer's time over fastspike's, the kernels over the memcpy floor (target:
+    within 2x of three copies), and the module over the kernels (allocation + autograd overhead)."""
     lines = []
     for t in tables:
         if t.family != "neuron" or t.error:

@@ -94,7 +94,8 @@ def _setup(p, mode, ctx: Ctx) -> List[Impl]:
         ok, info = peer_status(peer)
         label = PEERS[peer].label
         if not ok:
-            impls.append(Impl(label, None, status="skipped", reason=f"not installed ({info}); install: {PEERS[peer].pip}"))
+            impls.append(Impl(label, None, status="skipped",
+                              reason=f"not installed ({info}); install: {PEERS[peer].pip}"))
             continue
         try:
             impls.append(_PEER_SETUP[peer](x, w, b, gs))
@@ -113,7 +114,8 @@ def _sj(x, w, b, gs):
     with torch.no_grad():
         fc.weight.copy_(w)
         fc.bias.copy_(b)
-    lif = neuron.LIFNode(tau=TAU, v_threshold=V_TH, v_reset=0.0, surrogate_function=surrogate.Sigmoid(alpha=SIGMOID_ALPHA),
+    lif = neuron.LIFNode(tau=TAU, v_threshold=V_TH, v_reset=0.0,
+                         surrogate_function=surrogate.Sigmoid(alpha=SIGMOID_ALPHA),
                          step_mode="m")
     net = torch.nn.Sequential(fc, lif).to(x.device)
 

@@ -106,7 +106,8 @@ def _setup_psn(kind):
                 impls.append(Impl(label, None, status="n/a", reason="no PSN in this framework"))
                 continue
             if not ok:
-                impls.append(Impl(label, None, status="skipped", reason=f"not installed ({info}); install: {PEERS[peer].pip}"))
+                impls.append(Impl(label, None, status="skipped",
+                                  reason=f"not installed ({info}); install: {PEERS[peer].pip}"))
                 continue
             try:
                 sj = _make_psn(kind, T, sj=True).to(ctx.device)
@@ -118,7 +119,8 @@ def _setup_psn(kind):
                                   note="same module, parameters loaded from fastspike's state_dict",
                                   bytes_moved=impls[0].bytes_moved))
             except Exception as err:
-                impls.append(Impl(label, None, status="error", reason=f"setup failed: {type(err).__name__}: {err}"[:200]))
+                impls.append(Impl(label, None, status="error",
+                                  reason=f"setup failed: {type(err).__name__}: {err}"[:200]))
         impls.append(_floor(x, 1 if mode == "infer" else 3,
                             "1 copy of X (X->S)" if mode == "infer" else "3 copies of X (fwd X->S; bwd dS,X->dX)"))
         return impls
@@ -153,8 +155,8 @@ def _setup_scan(p, mode, ctx: Ctx) -> List[Impl]:
              tol={"h": 1e-5, "grad_b": 1e-5}),
         _floor(x, 1 if mode == "infer" else 2, "copies of b: fwd b->h (+ bwd dh->db)"),
     ]
-    if mode == "train":  # issue 3 states its linear_scan target against three copies
-        impls.append(floor_impl(x, 3, "3 copies of b: issue 3's reference for the scan's forward+backward",
+    if mode == "train":  # the scan's target is stated against three copies
+        impls.append(floor_impl(x, 3, "3 copies of b: the reference floor of the scan's forward+backward",
                                 name="floor x3 (memcpy)"))
     return impls
 
@@ -168,8 +170,8 @@ def _avail_scan():
 
 
 def summarize(tables) -> List[str]:
-    """Per PSN-family table: each peer's time over fastspike's (issue 3's 1.5x targets) and, for linear_scan,
-    fastspike's time over the copy floors (issue 3: within 2x of three copies)."""
+    """Per PSN-family table: each peer's time over fastspike's (target: 1.5x) and, for linear_scan,
+    fastspike's time over the copy floors (target: within 2x of three copies)."""
     lines = []
     for t in tables:
         if t.family != "psn" or t.error:

@@ -104,7 +104,7 @@ def third_party(path, what: str):
         raise
     except MemoryError:
         raise
-    except BaseException as e:  # noqa: B036 - narrowed above; panics of Rust extensions land here
+    except BaseException as e:
         raise EventFileError(path, None, f"{what} failed: {type(e).__name__}: {e}") from e
 
 

@@ -7,19 +7,15 @@ from typing import Tuple
 import torch
 
 from ... import _ext
-from .. import _backend
+from .. import _alloc, _backend
 
 __all__ = ["pack", "unpack", "stats", "compact", "unpack_into"]
-
-
-def _f32(t: torch.Tensor) -> torch.Tensor:
-    return t.to(torch.float32).contiguous()
 
 
 def pack(x2: torch.Tensor) -> Tuple[torch.Tensor, bool]:
     """[rows, cols] -> (uint8 [rows, ceil(cols / 8)], every value 0 or 1). The bits hold x != 0 either way."""
     C = _ext.get()
-    x2 = _f32(x2)
+    x2 = _alloc.f32(x2)
     rows, cols = x2.shape
     bits = torch.empty((rows, (cols + 7) // 8), dtype=torch.uint8)
     ok = C.spike_pack(x2.data_ptr(), bits.data_ptr(), rows, cols, _backend.num_threads()) if bits.numel() else True
@@ -46,7 +42,7 @@ def unpack_into(bits: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 
 def stats(x: torch.Tensor) -> Tuple[int, bool]:
     """(number of nonzeros, every value 0 or 1) in one pass."""
-    x = _f32(x)
+    x = _alloc.f32(x)
     nnz, ok = _ext.get().spike_stats(x.data_ptr(), x.numel(), _backend.num_threads())
     return int(nnz), bool(ok)
 

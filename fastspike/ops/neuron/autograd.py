@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .. import _kernels
+from .. import _alloc, _kernels
 from .._contract import Op, launcher
 from . import cpu
 
@@ -25,14 +25,6 @@ CONFIG = ("v0_value", "mode", "tau", "decay_input", "v_threshold", "v_reset", "s
           "sg", "sg_a", "sg_b")
 
 _Fwd = Tuple[Tensor, Tensor, Tensor, Tensor]
-
-
-def _f32(t: Optional[Tensor]) -> Optional[Tensor]:
-    if t is None:
-        return None
-    if t.dtype is not torch.float32:
-        t = t.float()
-    return t if t.is_contiguous() else t.contiguous()
 
 
 # ------------------------------------------------------------------------------------------------- C++
@@ -49,7 +41,7 @@ def _cpp_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], v0_value:
                  decay_input: bool, v_threshold: float, v_reset: float, soft_reset: bool, detach_reset: bool,
                  sg: int, sg_a: float, sg_b: float, store_v_seq: bool, need_grad: bool) -> _Fwd:
     decay = _plif_decay(k) if mode == 2 else tau
-    spikes, v_seq, v_last = cpu.forward(_f32(x), _f32(v0), v0_value, decay, mode, decay_input, v_threshold,
+    spikes, v_seq, v_last = cpu.forward(_alloc.f32(x), _alloc.f32(v0), v0_value, decay, mode, decay_input, v_threshold,
                                         v_reset, soft_reset, store_v_seq)
     if x.dtype is not torch.float32:
         spikes, v_last = spikes.to(x.dtype), v_last.to(x.dtype)
@@ -58,13 +50,15 @@ def _cpp_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], v0_value:
 
 
 def _cpp_backward(gs: Optional[Tensor], gv_seq: Optional[Tensor], gv_last: Optional[Tensor], x: Optional[Tensor],
-                  h: Optional[Tensor], v0: Optional[Tensor], k: Optional[Tensor], v0_value: float, mode: int, tau: float,
-                  decay_input: bool, v_threshold: float, v_reset: float, soft_reset: bool, detach_reset: bool,
-                  sg: int, sg_a: float, sg_b: float, need_gv0: bool) -> Tuple[Tensor, Tensor, Tensor]:
+                  h: Optional[Tensor], v0: Optional[Tensor], k: Optional[Tensor], v0_value: float, mode: int,
+                  tau: float, decay_input: bool, v_threshold: float, v_reset: float, soft_reset: bool,
+                  detach_reset: bool, sg: int, sg_a: float, sg_b: float,
+                  need_gv0: bool) -> Tuple[Tensor, Tensor, Tensor]:
     assert x is not None, "the C++ backward recomputes H from x"
     decay = _plif_decay(k) if mode == 2 else tau
-    gx, gv0, gk = cpu.backward(_f32(gs), _f32(gv_seq), _f32(gv_last), _f32(x), _f32(v0), v0_value, decay, mode,
-                               decay_input, v_threshold, v_reset, soft_reset, detach_reset, sg, sg_a, sg_b, need_gv0)
+    f32 = _alloc.f32
+    gx, gv0, gk = cpu.backward(f32(gs), f32(gv_seq), f32(gv_last), f32(x), f32(v0), v0_value, decay, mode, decay_input,
+                               v_threshold, v_reset, soft_reset, detach_reset, sg, sg_a, sg_b, need_gv0)
     return gx, gv0, gk
 
 
@@ -84,7 +78,8 @@ def _triton_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], v0_val
 
 
 def _triton_backward(gs: Optional[Tensor], gv_seq: Optional[Tensor], gv_last: Optional[Tensor],
-                     x: Optional[Tensor], h: Optional[Tensor], v0: Optional[Tensor], k: Optional[Tensor], v0_value: float,
+                     x: Optional[Tensor], h: Optional[Tensor], v0: Optional[Tensor], k: Optional[Tensor],
+                     v0_value: float,
                      mode: int, tau: float, decay_input: bool, v_threshold: float, v_reset: float,
                      soft_reset: bool, detach_reset: bool, sg: int, sg_a: float, sg_b: float,
                      need_gv0: bool) -> Tuple[Tensor, Tensor, Tensor]:

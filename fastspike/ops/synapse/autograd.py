@@ -12,9 +12,9 @@ NOT_BINARY) and the status (int32 [1] on x's device, formula's EVENT / NOT_BINAR
 
 Backends:
 
-* cpp: the C++ event kernels (csrc/linear.cpp, csrc/conv2d_forward.cpp) for EVENT_MODE and AUTO (the kernel counts spikes while it
-  builds its lists and hands over to torch's GEMM / convolution past the calibrated crossover or at the first
-  non-binary value); EVENT_MODE raises ValueError for a non-binary x. A weight that is not all finite takes
+* cpp: the C++ event kernels (csrc/linear.cpp, csrc/conv2d_forward.cpp) for EVENT_MODE and AUTO (the kernel counts
+  spikes while it builds its lists and hands over to torch's GEMM / convolution past the calibrated crossover or at
+  the first non-binary value); EVENT_MODE raises ValueError for a non-binary x. A weight that is not all finite takes
   torch's dense layer (the result F.* gives: 0 * inf = nan), checked once per weight version on the host.
 * triton: EVENT_MODE only (on CUDA 'auto' and the dense path are torch's own layer, which needs no custom op):
   kernels/synapse.py, sync-free; the status is computed on the device and the public op reads it only when it
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ... import _ext
-from .. import _backend, _kernels, reference
+from .. import _alloc, _backend, _kernels, reference
 from .._contract import Op, launcher, tracing
 from ..bits import cpu as bits_cpu
 from . import cpu, dense, formula, weights
@@ -102,7 +102,7 @@ def _cpp_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], mode: int, tr
         if weights.finite(weight):
             limit = -1 if mode == EVENT_MODE else int(crossover("linear", "cpu", "train" if train else "infer")
                                                       * x.numel())
-            wt = cpu._f32(weight.detach()) if train else weights.linear_blocked(weight)
+            wt = _alloc.f32(weight.detach()) if train else weights.linear_blocked(weight)
             out, kbits, status = cpu.linear_forward(x, wt, bias, N, want_bits, limit, torch_layout=train)
             if status == NOT_BINARY and mode == EVENT_MODE:
                 raise ValueError(NOT_BINARY_MESSAGE.format("synapse_linear"))
@@ -122,7 +122,7 @@ def _cpp_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], mode: int, tr
         if weights.finite(weight):
             limit = -1 if mode == EVENT_MODE else int(crossover("conv2d", "cpu", "train" if train else "infer")
                                                       * x.numel())
-            wt = cpu._f32(weight.detach()) if train else weights.conv_transposed(weight, groups)
+            wt = _alloc.f32(weight.detach()) if train else weights.conv_transposed(weight, groups)
             out, status = cpu.conv2d_forward(x, wt, bias, weight.shape, stride, padding, dilation, groups, limit,
                                              torch_layout=train)
             if status == NOT_BINARY and mode == EVENT_MODE:

@@ -1,4 +1,5 @@
-"""C++ launchers of the event-driven synapse kernels (csrc/linear.cpp, conv2d_forward.cpp, conv2d_grad_weight.cpp): Linear and Conv2d forwards (spike lists
+"""C++ launchers of the event-driven synapse kernels (csrc/linear.cpp, conv2d_forward.cpp, conv2d_grad_weight.cpp):
+Linear and Conv2d forwards (spike lists
 built while the input is checked, bits packed on the way) and their weight gradients from packed bits or
 bytes. Inputs are made contiguous float32 here; outputs are fresh CPU tensors.
 
@@ -24,15 +25,11 @@ NOT_BINARY, EVENT, TOO_DENSE = 0, 1, 2  # csrc/synapse.h's statuses
 TILE = 64  # outputs per weight tile of the C++ linear kernel (csrc/synapse.h kTile)
 
 
-def _f32(t: torch.Tensor) -> torch.Tensor:
-    return t.to(torch.float32).contiguous()
-
-
 def tile_rows(a: torch.Tensor) -> torch.Tensor:
     """[R, C] -> float32 [ceil(C / 64)][R][64], zero padded: tile t holds columns 64 t .. 64 t + 63 of every row."""
     R, Cc = a.shape
     nt = (Cc + TILE - 1) // TILE
-    a = _f32(a)
+    a = _alloc.f32(a)
     if nt * TILE != Cc:
         a = F.pad(a, (0, nt * TILE - Cc))
     return a.reshape(R, nt, TILE).transpose(0, 1).contiguous()
@@ -62,9 +59,9 @@ def linear_forward(x2: torch.Tensor, wt: torch.Tensor, b: Optional[torch.Tensor]
     bits (if wanted) unless the input is not binary. ``wt``: the tile-blocked W^T (``tile_rows(W.t())``) or, with
     ``torch_layout``, W [N, K] itself (the kernel blocks it into scratch memory once it accepts the input)."""
     C = _ext.get()
-    x2 = _f32(x2)
+    x2 = _alloc.f32(x2)
     M, K = x2.shape
-    b32 = _f32(b.detach()) if b is not None else None
+    b32 = _alloc.f32(b.detach()) if b is not None else None
     out = _Output((M, N))
     bits = torch.empty((M, (K + 7) // 8), dtype=torch.uint8) if want_bits else None
     status = C.synapse_linear_forward(x2.data_ptr(), wt.data_ptr(), b32.data_ptr() if b32 is not None else 0,
@@ -89,11 +86,11 @@ def conv2d_forward(x: torch.Tensor, wt: torch.Tensor, b: Optional[torch.Tensor],
     """(out or None, status), as ``linear_forward``; ``wt`` is [Cin][KH][KW][Cout/G] or, with ``torch_layout``,
     the weight itself."""
     C = _ext.get()
-    x = _f32(x)
+    x = _alloc.f32(x)
     B, Cin, H, W = x.shape
     Cout, _, KH, KW = w_shape
     OH, OW = conv_out_hw(H, W, KH, KW, s, p, d)
-    b32 = _f32(b.detach()) if b is not None else None
+    b32 = _alloc.f32(b.detach()) if b is not None else None
     out = _Output((B, Cout, OH, OW))
     status = C.synapse_conv2d_forward(x.data_ptr(), wt.data_ptr(), b32.data_ptr() if b32 is not None else 0,
                                       out, B, Cin, H, W, Cout, OH, OW, KH, KW, s[0], s[1], p[0], p[1],
@@ -109,7 +106,7 @@ def conv2d_grad_weight(data: torch.Tensor, x_shape, g: torch.Tensor, w_shape, s,
     B, Cin, H, W = x_shape
     Cout, cing, KH, KW = w_shape
     _, _, OH, OW = g.shape
-    g32 = _f32(g)  # the kernel transposes it to NHWC in its scratch memory
+    g32 = _alloc.f32(g)  # the kernel transposes it to NHWC in its scratch memory
     gw = torch.empty((Cout, cing, KH, KW), dtype=torch.float32)
     data = data.contiguous()
     C.synapse_conv2d_grad_weight(data.data_ptr(), data.numel(), values, g32.data_ptr(), gw.data_ptr(), B, Cin,
