@@ -6,9 +6,10 @@
 #
 # LOG_DIR defaults to $OUT when set (the device runner's output folder), else bench/results/.
 # Knobs (environment): PYTHON (default python), GPU_CHECK_SKIP_BUILD=1, GPU_CHECK_SKIP_TESTS=1,
-# GPU_CHECK_TEST_ARGS (default "tests -x -q"), GPU_CHECK_TEST_TIMEOUT (s, default 300),
+# GPU_CHECK_TEST_ARGS (default "tests -q -rfE": the whole suite, every failure listed; "-n 8" is added when
+# pytest-xdist imports), GPU_CHECK_TEST_TIMEOUT (s, default 300),
 # GPU_CHECK_BENCH_ARGS (extra args for python -m fastspike.bench, e.g. "--quick" or "--case neuron.lif"),
-# GPU_CHECK_BENCH_TIMEOUT (s, default 420), GPU_CHECK_ON=1 to also run --suite open-neuromorphic,
+# GPU_CHECK_BENCH_TIMEOUT (s, default 240), GPU_CHECK_ON=1 to also run --suite open-neuromorphic,
 # GPU_CHECK_DEVICE (default cuda; 'cpu' only to dry-run this script on a machine without a GPU).
 # Exit status: 0 when the build, the tests and the benchmark all succeeded, else 1 (see summary.txt).
 set -u
@@ -71,20 +72,23 @@ if [ "${GPU_CHECK_SKIP_BUILD:-0}" != "1" ]; then
 fi
 "$PY" -c "import fastspike, fastspike._ext as e; print('fastspike imported; C++ extension available:', e.available())" 2>&1 | tee -a "$SUMMARY"
 
-# 2. tests on the GPU
+# 2. the whole test suite on the GPU (tests put their tensors on CUDA when it is there: tests/helpers.py DEVICE)
 if [ "${GPU_CHECK_SKIP_TESTS:-0}" != "1" ]; then
+  TEST_ARGS="${GPU_CHECK_TEST_ARGS:-tests -q -rfE}"
+  if [ -z "${GPU_CHECK_TEST_ARGS:-}" ] && "$PY" -c "import xdist" 2>/dev/null; then TEST_ARGS="$TEST_ARGS -n 8"; fi
   # shellcheck disable=SC2086
-  timeout "${GPU_CHECK_TEST_TIMEOUT:-300}" "$PY" -m pytest ${GPU_CHECK_TEST_ARGS:-tests -x -q} -p no:cacheprovider \
+  timeout "${GPU_CHECK_TEST_TIMEOUT:-300}" "$PY" -m pytest $TEST_ARGS -p no:cacheprovider \
       > "$LOG_DIR/gpu_check_${STAMP}_tests.log" 2>&1
   rc=$?
-  say "tests (${GPU_CHECK_TEST_ARGS:-tests -x -q}): exit $rc; $(tail -n 1 "$LOG_DIR/gpu_check_${STAMP}_tests.log")"
+  say "tests ($TEST_ARGS): exit $rc (124 = timed out); $(tail -n 1 "$LOG_DIR/gpu_check_${STAMP}_tests.log")"
+  grep -E '^(FAILED|ERROR) ' "$LOG_DIR/gpu_check_${STAMP}_tests.log" | head -n 60 >> "$SUMMARY"
   [ $rc -eq 0 ] || status=1
 fi
 
 # 3. GPU benchmark (default suite on CUDA: neurons at T in {4,16,64,256}, B=64, N=65536, fp32 and bf16,
 #    with the device-to-device copy bandwidth and each kernel's fraction of it)
 # shellcheck disable=SC2086
-timeout "${GPU_CHECK_BENCH_TIMEOUT:-420}" "$PY" -m fastspike.bench --device "$DEV" --no-progress \
+timeout "${GPU_CHECK_BENCH_TIMEOUT:-240}" "$PY" -m fastspike.bench --device "$DEV" --no-progress \
     --json "$LOG_DIR/bench_${DEV}_${STAMP}.json" --markdown "$LOG_DIR/bench_${DEV}_${STAMP}.md" \
     --plot "$LOG_DIR/bench_${DEV}_${STAMP}.png" ${GPU_CHECK_BENCH_ARGS:-} \
     > "$LOG_DIR/gpu_check_${STAMP}_bench.log" 2>&1
@@ -94,7 +98,7 @@ grep -E '^summary:' "$LOG_DIR/gpu_check_${STAMP}_bench.log" | head -n 40 >> "$SU
 [ $rc -eq 0 ] || status=1
 
 if [ "${GPU_CHECK_ON:-0}" = "1" ]; then
-  timeout "${GPU_CHECK_BENCH_TIMEOUT:-420}" "$PY" -m fastspike.bench --device "$DEV" --suite open-neuromorphic \
+  timeout "${GPU_CHECK_BENCH_TIMEOUT:-240}" "$PY" -m fastspike.bench --device "$DEV" --suite open-neuromorphic \
       --no-progress --json "$LOG_DIR/bench_${DEV}_on_${STAMP}.json" > "$LOG_DIR/gpu_check_${STAMP}_bench_on.log" 2>&1
   rc=$?
   say "bench --suite open-neuromorphic: exit $rc"
@@ -102,4 +106,6 @@ if [ "${GPU_CHECK_ON:-0}" = "1" ]; then
 fi
 
 say "done: status $status"
+echo "===== summary ($SUMMARY) ====="
+cat "$SUMMARY"   # last, so that the end of the output is the whole summary
 exit $status

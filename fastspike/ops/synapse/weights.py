@@ -66,8 +66,11 @@ def cached(w: torch.Tensor, tag: str, build: Callable[[torch.Tensor], object], k
 
 
 def finite(w: torch.Tensor) -> bool:
-    """Every weight is finite (a host answer: for CPU weights; on CUDA it would synchronise)."""
-    return cached(w, "finite", lambda w: bool(torch.isfinite(w.detach()).all()))
+    """Every weight is finite (a host answer: for CPU weights; on CUDA it would synchronise). Checked in chunks of
+    1M elements, so that no weight-sized mask is allocated (a large weight must not run out of memory here)."""
+    def build(w):
+        return all(bool(torch.isfinite(c).all()) for c in w.detach().reshape(-1).split(1 << 20))
+    return cached(w, "finite", build)
 
 
 def linear_blocked(w: torch.Tensor) -> torch.Tensor:
