@@ -261,3 +261,36 @@ def test_plif_parameter_replaced_by_conversion_is_used():
     s = p(x.clone().requires_grad_())
     s.sum().backward()
     assert p.w.grad is not None
+
+
+def test_channels_last_network_keeps_its_layout():
+    """Conv -> BN -> LIF -> Conv -> IF -> max pool, multi-step, channels_last weights and input: every activation
+    stays channels_last (no NCHW round trip at the neurons) and the numbers equal the NCHW network's."""
+    from torch import nn
+
+    from fastspike import functional, layer
+
+    torch.manual_seed(0)
+    T, N = 3, 2
+
+    def build():
+        torch.manual_seed(1)
+        net = nn.Sequential(layer.Conv2d(3, 8, 3, padding=1), layer.BatchNorm2d(8), neuron.LIFNode(),
+                            layer.Conv2d(8, 8, 3, padding=1), neuron.IFNode(), layer.MaxPool2d(2))
+        functional.set_step_mode(net, "m")
+        return net
+
+    x = torch.randn(T * N, 3, 12, 12) * 2
+    net_cl, net = build().to(memory_format=torch.channels_last), build()
+    x_cl = x.to(memory_format=torch.channels_last).view(T, N, 3, 12, 12).requires_grad_()
+    x_nchw = x.view(T, N, 3, 12, 12).clone().requires_grad_()
+    y_cl, y = net_cl(x_cl), net(x_nchw)
+    def nhwc(t):
+        return t.flatten(0, 1).is_contiguous(memory_format=torch.channels_last)
+
+    assert nhwc(y_cl) and nhwc(net_cl[2].v.unsqueeze(0)) and not x_cl.is_contiguous()
+    assert torch.equal(y_cl, y)
+    g = torch.randn_like(y)
+    (gx_cl,), (gx,) = torch.autograd.grad(y_cl, [x_cl], g), torch.autograd.grad(y, [x_nchw], g)
+    assert nhwc(gx_cl)
+    assert torch.allclose(gx_cl, gx, rtol=1e-4, atol=1e-5)

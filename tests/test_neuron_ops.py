@@ -272,3 +272,37 @@ def test_large_outputs_are_hugepage_advised_and_correct():
         out.append((s, xr.grad))
     assert torch.equal(out[0][0], out[1][0])
     assert_close("grad_x", out[1][1], out[0][1], 1e-5)
+
+
+@pytest.mark.parametrize("backend", ["torch", *KERNEL_BACKENDS])
+@pytest.mark.parametrize("v0_kind", ["tensor", "number"])
+def test_channels_last_in_channels_last_out(backend, v0_kind):
+    """[T, N, C, H, W] activations stored channels_last (T x N x H x W x C, what a channels_last convolution gives)
+    run in memory order: outputs and input gradients keep that layout (no NCHW copy) and equal the contiguous run."""
+    from helpers import device_of
+
+    dev = device_of(backend)
+    T, N, C, H, W = 3, 2, 5, 4, 7
+    base = torch.randn(T * N, C, H, W, device=dev) * 1.5
+    x = base.to(memory_format=torch.channels_last).view(T, N, C, H, W).requires_grad_()
+    assert not x.is_contiguous()
+    v0 = (torch.rand(N, C, H, W, device=dev).to(memory_format=torch.channels_last).requires_grad_()
+          if v0_kind == "tensor" else 0.25)
+    kw = dict(mode="plif", w=torch.tensor(0.3, device=dev), surrogate_function=sg.ATan(), store_v_seq=True,
+              backend=backend)
+    s, v, vs = multistep_neuron(x, v0, **kw)
+    assert s.stride() == x.stride() and vs.stride() == x.stride() and v.stride() == x.stride()[1:]
+    xc = x.detach().contiguous().requires_grad_()
+    v0c = v0.detach().contiguous().requires_grad_() if v0_kind == "tensor" else v0
+    sc, vc, vsc = multistep_neuron(xc, v0c, **kw)
+    assert torch.equal(s, sc)
+    assert_close("v_last", vc, v, TOL[torch.float32])
+    assert_close("v_seq", vsc, vs, TOL[torch.float32])
+    gs, gv = torch.randn_like(sc), torch.randn_like(vc)
+    leaves = [x, v0] if v0_kind == "tensor" else [x]
+    leaves_c = [xc, v0c] if v0_kind == "tensor" else [xc]
+    grads = torch.autograd.grad([s, v], leaves, [gs, gv])
+    grads_c = torch.autograd.grad([sc, vc], leaves_c, [gs, gv])
+    assert grads[0].stride() == x.stride()
+    for g, gc in zip(grads, grads_c):
+        assert_close("grad", gc, g, TOL[torch.float32])

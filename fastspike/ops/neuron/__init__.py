@@ -39,6 +39,17 @@ class NeuronConfig(NamedTuple):
     sg_b: float
 
 
+def memory_order(x: torch.Tensor) -> Optional[Tuple[int, ...]]:
+    """The permutation of x's dimensions that lists them in memory order with T kept first, when ``x.permute(perm)``
+    is contiguous and x is not (channels_last activations: [T, N, C, H, W] stored as T x N x H x W x C); else None.
+    The kernels are elementwise over neurons, so they run on that contiguous view, and the outputs are permuted
+    back: a channels_last input gives channels_last outputs and gradients with no layout copy."""
+    if x.ndim < 3 or x.is_contiguous():
+        return None
+    perm = (0, *sorted(range(1, x.ndim), key=lambda d: (-x.stride(d), d)))
+    return perm if x.permute(perm).is_contiguous() else None
+
+
 def _finite(name: str, value, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
@@ -120,17 +131,29 @@ def multistep_neuron(
     # under torch.compile the validation is traced once per graph; the cache is for eager calls
     config = _config.__wrapped__ if torch.compiler.is_compiling() else _config
     cfg = config(mode, tau, decay_input, v_threshold, v_reset, detach_reset, spec or (0, (0.0, 0.0)))
+    perm = memory_order(x_seq)
+    if perm is not None:  # run on the contiguous view in memory order; permute the results back (views, no copy)
+        x_seq = x_seq.permute(perm)
+        if v0 is not None:
+            v0 = v0.permute([d - 1 for d in perm[1:]])
     if name == "torch" or x_seq.numel() == 0:
         if v0 is None:
             v0 = torch.full(x_seq.shape[1:], v0_value, dtype=x_seq.dtype, device=x_seq.device)
-        return reference.multistep_neuron(x_seq, v0, mode, tau, w, decay_input, v_threshold, v_reset,
-                                          surrogate_function, detach_reset, store_v_seq)
-    if not x_seq.is_contiguous():
-        x_seq = x_seq.contiguous()
-    if v0 is not None and not v0.is_contiguous():
-        v0 = v0.contiguous()
-    k = torch.sigmoid(w.reshape(())) if cfg.mode == 2 else None
-    need_grad = torch.is_grad_enabled() and (x_seq.requires_grad or (v0 is not None and v0.requires_grad)
-                                             or (k is not None and k.requires_grad))
-    spikes, v_last, v_seq, _ = OPS[name](x_seq, v0, k, v0_value, *cfg, store_v_seq, need_grad)
-    return spikes, v_last, (v_seq if store_v_seq else None)
+        spikes, v_last, v_seq = reference.multistep_neuron(x_seq, v0, mode, tau, w, decay_input, v_threshold,
+                                                           v_reset, surrogate_function, detach_reset, store_v_seq)
+    else:
+        if not x_seq.is_contiguous():
+            x_seq = x_seq.contiguous()
+        if v0 is not None and not v0.is_contiguous():
+            v0 = v0.contiguous()
+        k = torch.sigmoid(w.reshape(())) if cfg.mode == 2 else None
+        need_grad = torch.is_grad_enabled() and (x_seq.requires_grad or (v0 is not None and v0.requires_grad)
+                                                 or (k is not None and k.requires_grad))
+        spikes, v_last, v_seq, _ = OPS[name](x_seq, v0, k, v0_value, *cfg, store_v_seq, need_grad)
+        v_seq = v_seq if store_v_seq else None
+    if perm is not None:
+        inverse = [perm.index(d) for d in range(len(perm))]
+        spikes = spikes.permute(inverse)
+        v_last = v_last.permute([d - 1 for d in inverse[1:]])
+        v_seq = v_seq.permute(inverse) if v_seq is not None else None
+    return spikes, v_last, v_seq
