@@ -19,11 +19,12 @@ import torch
 from .. import _backend, _validate, reference
 from .._contract import tracing
 from . import cpu
+from .known import known_binary, mark_binary
 from .library import NOT_BINARY, pack, unpack
 from .saved import BITS, BYTES, MIN_NUMEL, Compacted, compact, index_dtype, narrow_indices, restore, widen_indices
 
 __all__ = ["pack_bits", "unpack_bits", "spike_stats", "compact", "restore", "Compacted", "narrow_indices",
-           "widen_indices", "index_dtype", "BITS", "BYTES", "MIN_NUMEL"]
+           "widen_indices", "index_dtype", "BITS", "BYTES", "MIN_NUMEL", "mark_binary", "known_binary"]
 
 
 def may_sync(t: torch.Tensor) -> bool:

@@ -18,6 +18,7 @@ from typing import NamedTuple, Optional, Tuple, Union
 import torch
 
 from .. import _backend, reference
+from ..bits.known import mark_binary
 from .autograd import OPS
 
 __all__ = ["multistep_neuron", "NeuronConfig"]
@@ -151,6 +152,8 @@ def multistep_neuron(
                                                  or (k is not None and k.requires_grad))
         spikes, v_last, v_seq, _ = OPS[name](x_seq, v0, k, v0_value, *cfg, store_v_seq, need_grad)
         v_seq = v_seq if store_v_seq else None
+    if spec is not None:  # a fused surrogate: the forward is Heaviside, the spikes are binary
+        mark_binary(spikes)
     if perm is not None:
         inverse = [perm.index(d) for d in range(len(perm))]
         spikes = spikes.permute(inverse)

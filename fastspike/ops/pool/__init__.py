@@ -17,6 +17,7 @@ from typing import Optional
 import torch
 
 from .. import _backend, _validate, reference
+from ..bits.known import known_binary, mark_binary
 from .autograd import OPS
 
 __all__ = ["max_pool"]
@@ -46,5 +47,9 @@ def max_pool(x: torch.Tensor, dims: int, kernel_size, stride=None, padding=0, di
     if be == "triton":
         be = "torch"  # CUDA: torch's kernels
     if x.numel() == 0 or not (torch.is_grad_enabled() and x.requires_grad):
-        return reference.max_pool(x, dims, k, s, p, d, ceil_mode)
-    return OPS[be](x, dims, list(k), list(s), list(p), list(d), bool(ceil_mode))[0]
+        out = reference.max_pool(x, dims, k, s, p, d, ceil_mode)
+    else:
+        out = OPS[be](x, dims, list(k), list(s), list(p), list(d), bool(ceil_mode))[0]
+    if known_binary(x):  # the maximum of spikes is a spike (padding never wins: it is -inf)
+        mark_binary(out)
+    return out

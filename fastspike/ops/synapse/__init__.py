@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from .. import _backend, _validate
 from .._contract import tracing
-from ..bits import may_sync, pack_bits, spike_stats, unpack_bits
+from ..bits import known_binary, may_sync, pack_bits, spike_stats, unpack_bits
 from .autograd import CONV2D, LINEAR, NOT_BINARY_MESSAGE
 from .crossover_store import DEFAULT_CROSSOVER, calibration_path, crossover, machine_key, save_crossover
 from .formula import AUTO, DENSE, EVENT_MODE, NOT_BINARY
@@ -46,19 +46,21 @@ def _mode(op: str, event_driven) -> int:
     return EVENT_MODE if event_driven is True else (DENSE if event_driven is False else AUTO)
 
 
-def _run(op: str, ops: dict, be: str, x: torch.Tensor, weight: torch.Tensor, bias, mode: int, *conf):
-    """Call the custom op of backend ``be``; returns the output. Triton's binarity flag is read when allowed."""
+def _run(op: str, ops: dict, be: str, x: torch.Tensor, weight: torch.Tensor, bias, mode: int, *conf,
+         known: bool = False):
+    """Call the custom op of backend ``be``; returns the output. Triton's binarity flag is read when allowed.
+    ``known``: x is spikes a fastspike neuron produced (Triton's DENSE path then keeps their bits)."""
     train = torch.is_grad_enabled() and weight.requires_grad
     # bits come out of the forward in EVENT_MODE; in eager 'auto' too (the C++ Linear packs them while it builds its
     # spike lists), but not under torch.compile, where 'auto' keeps x as it is (autograd.py)
-    want_bits = train and mode != DENSE and (mode == EVENT_MODE or not tracing(x))
+    want_bits = train and (known or (mode != DENSE and (mode == EVENT_MODE or not tracing(x))))
     grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or
                                         (bias is not None and bias.requires_grad))
     if grad or tracing(x):
         out, _, status = ops[be](x, weight, bias, mode, train, want_bits, *conf)
     else:  # inference in eager mode: the forward kernel alone (autograd's Function costs ~5 us a call)
         out, _, status = ops[be].forward_kernel(x, weight, bias, mode, train, want_bits, *conf)
-    if be == "triton" and may_sync(x) and int(status[0]) == NOT_BINARY:
+    if be == "triton" and mode == EVENT_MODE and may_sync(x) and int(status[0]) == NOT_BINARY:
         raise ValueError(NOT_BINARY_MESSAGE.format(op))
     return out
 
@@ -87,9 +89,11 @@ def synapse_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
         return F.linear(x.to(weight.dtype), weight, bias)
     if be == "triton" and mode != EVENT_MODE:
         mode = DENSE  # on CUDA 'auto' takes torch's GEMM: deciding would synchronise with the host
-    if mode == DENSE and (be == "triton" or not (torch.is_grad_enabled() and weight.requires_grad)):
+    train = torch.is_grad_enabled() and weight.requires_grad
+    known = be == "triton" and mode == DENSE and train and known_binary(x)  # spikes: keep their bits, no sync
+    if mode == DENSE and not known and (be == "triton" or not train):
         return F.linear(x if x.dtype == weight.dtype else x.to(weight.dtype), weight, bias)
-    return _run(op, LINEAR, be, x2, weight, bias, mode).reshape(*lead, N)
+    return _run(op, LINEAR, be, x2, weight, bias, mode, known=known).reshape(*lead, N)
 
 
 def _conv_args(op: str, x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, event_driven):
@@ -142,9 +146,10 @@ def synapse_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
     if be == "triton" and mode != EVENT_MODE:
         mode = DENSE  # as in synapse_linear
     train = torch.is_grad_enabled() and weight.requires_grad
+    known = be == "triton" and mode == DENSE and train and known_binary(x)  # as in synapse_linear
     if isinstance(p, str) or x.numel() == 0 or weight.numel() == 0 or (
-            mode == DENSE and (be == "triton" or not train)):
+            mode == DENSE and not known and (be == "triton" or not train)):
         out = F.conv2d(x.to(weight.dtype), weight, bias, s, p, d, groups)
     else:
-        out = _run(op, CONV2D, be, x, weight, bias, mode, list(s), list(p), list(d), groups)
+        out = _run(op, CONV2D, be, x, weight, bias, mode, list(s), list(p), list(d), groups, known=known)
     return out.squeeze(0) if unbatched else out

@@ -39,7 +39,7 @@ from .._contract import Op, launcher, tracing
 from ..bits import cpu as bits_cpu
 from . import cpu, dense, formula, weights
 from .crossover_store import crossover
-from .formula import DENSE, EVENT, EVENT_MODE, NOT_BINARY, SPIKES, UNCLASSIFIED, UNKNOWN, SavedInput
+from .formula import DENSE, EVENT, EVENT_MODE, KNOWN_BINARY, NOT_BINARY, SPIKES, UNCLASSIFIED, UNKNOWN, SavedInput
 
 __all__ = ["LINEAR", "CONV2D", "NOT_BINARY_MESSAGE"]
 
@@ -135,8 +135,18 @@ def _cpp_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], mode: int, tr
     return out.to(weight.dtype), kbits, _status(status)
 
 
+def _known_binary_dense(x: Tensor, out: Tensor, want_bits: bool, rows: Tensor) -> _Fwd:
+    """CUDA's dense path for spikes a fastspike neuron produced (ops.bits.known): torch's layer for the output,
+    and the input's bits for the weight gradient, packed without a check (no host synchronisation)."""
+    kbits = _kernels.load("bits").pack_bits(rows.contiguous(), launch=launcher(x))[0] if want_bits else _no_bits(x)
+    return out, kbits, torch.full((1,), KNOWN_BINARY, dtype=torch.int32, device=x.device)
+
+
 def _triton_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], mode: int, train: bool,
                    want_bits: bool) -> _Fwd:
+    if mode == DENSE:
+        out = F.linear(x if x.dtype == weight.dtype else x.to(weight.dtype), weight, bias)
+        return _known_binary_dense(x, out, want_bits, x)
     K = _kernels.load("synapse")
     launch = launcher(x)
     x = x.contiguous()
@@ -150,6 +160,9 @@ def _triton_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], mode: int,
 
 def _triton_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], mode: int, train: bool, want_bits: bool,
                    stride: List[int], padding: List[int], dilation: List[int], groups: int) -> _Fwd:
+    if mode == DENSE:
+        out = F.conv2d(x.to(weight.dtype), weight, bias, stride, padding, dilation, groups)
+        return _known_binary_dense(x, out, want_bits, x.reshape(1, -1))
     K = _kernels.load("synapse")
     launch = launcher(x)
     wt = weights.cached(weight, f"conv_triton_g{groups}", lambda w: K.conv2d_weight_t(w, groups), keep=not train)
@@ -252,7 +265,10 @@ def _setup(op: str, backend: str):
         payload, saved = None, SavedInput(formula.RAW)
         traced = tracing(x)
         # what the forward learnt: read now in eager mode (a host tensor), in the backward kernel when traced
-        ctx.known = formula.EVENT if backend == "triton" else (UNKNOWN if traced else int(status[0]))
+        if backend == "triton":  # the Triton forward ran the event kernel, or (DENSE) was given known spikes
+            ctx.known = KNOWN_BINARY if mode == DENSE else EVENT
+        else:
+            ctx.known = UNKNOWN if traced else int(status[0])
         keep_status = traced and backend != "triton"
         if train:
             if kbits.numel() and (traced or formula.binary(op, ctx.known)):

@@ -32,8 +32,8 @@ from .. import _kernels, bits, reference
 from ..bits import cpu as bits_cpu
 from . import cpu, dense
 
-__all__ = ["DENSE", "EVENT_MODE", "AUTO", "EVENT", "NOT_BINARY", "TOO_DENSE", "UNKNOWN", "RAW", "SPIKES",
-           "UNCLASSIFIED", "SavedInput", "Route", "weight_grad_route", "keep_input", "linear_grad_weight",
+__all__ = ["DENSE", "EVENT_MODE", "AUTO", "EVENT", "NOT_BINARY", "TOO_DENSE", "UNKNOWN", "KNOWN_BINARY", "RAW",
+           "SPIKES", "UNCLASSIFIED", "SavedInput", "Route", "weight_grad_route", "keep_input", "linear_grad_weight",
            "conv2d_grad_weight", "EVENT_GRAD_MAX_DENSITY", "launcher", "binary"]
 
 # event_driven, as the custom ops take it
@@ -41,6 +41,7 @@ DENSE, EVENT_MODE, AUTO = 0, 1, 2
 # what the forward learnt about x (the C++ kernels' statuses, and UNKNOWN)
 NOT_BINARY, EVENT, TOO_DENSE = cpu.NOT_BINARY, cpu.EVENT, cpu.TOO_DENSE
 UNKNOWN = 3
+KNOWN_BINARY = 4  # x is (a view of) spikes recorded by ops.bits.known: binary without a look at the data
 # how x is kept (BITS and BYTES are ops.bits.compact's kinds)
 RAW, SPIKES, UNCLASSIFIED = 0, 3, 4
 assert (bits.BITS, bits.BYTES) == (1, 2)
@@ -82,8 +83,8 @@ def weight_grad_route(op: str, saved: SavedInput, status: int, backend: str, dty
 
 def binary(op: str, status: int) -> bool:
     """Whether a forward status says x is binary (the C++ Linear kernel has seen every value when it stops at the
-    crossover; the Conv2d kernel has not)."""
-    return status == EVENT or (status == TOO_DENSE and op == "linear")
+    crossover; the Conv2d kernel has not; KNOWN_BINARY: the producer said so)."""
+    return status in (EVENT, KNOWN_BINARY) or (status == TOO_DENSE and op == "linear")
 
 
 def _pack_rows(x2: Tensor, backend: str) -> Tensor:
