@@ -34,31 +34,31 @@ def _band_range(t0, T, BAND, BANDED: tl.constexpr, BLOCK_T: tl.constexpr):
 
 
 @triton.jit
-def _w_tile(w_ptr, t, j, T, BAND, BANDED: tl.constexpr):
+def _w_tile(p_w, t, j, T, BAND, BANDED: tl.constexpr):
     m_w = (t[:, None] < T) & (j[None, :] < T)
     if BANDED:
         m_w = m_w & (j[None, :] <= t[:, None]) & (j[None, :] > t[:, None] - BAND)
-    return tl.load(w_ptr + t[:, None] * T + j[None, :], mask=m_w, other=0.0).to(tl.float32)
+    return tl.load(p_w + t[:, None] * T + j[None, :], mask=m_w, other=0.0).to(tl.float32)
 
 
 @triton.jit
-def _h_tile(x_ptr, w_ptr, b_ptr, t0, o_r, o_n, m_n, T, N, BAND, BANDED: tl.constexpr, BLOCK_T: tl.constexpr,
+def _h_tile(p_x, p_w, p_b, t0, o_r, o_n, m_n, T, N, BAND, BANDED: tl.constexpr, BLOCK_T: tl.constexpr,
             BLOCK_N: tl.constexpr):
     t = t0 + o_r
     b_h = tl.zeros([BLOCK_T, BLOCK_N], dtype=tl.float32)
     k_lo, k_hi = _band_range(t0, T, BAND, BANDED, BLOCK_T)
     for k0 in range(k_lo, k_hi, BLOCK_T):
         j = k0 + o_r
-        b_w = _w_tile(w_ptr, t, j, T, BAND, BANDED)
-        b_x = tl.load(x_ptr + j[:, None] * N + o_n[None, :], mask=(j[:, None] < T) & m_n[None, :],
+        b_w = _w_tile(p_w, t, j, T, BAND, BANDED)
+        b_x = tl.load(p_x + j[:, None] * N + o_n[None, :], mask=(j[:, None] < T) & m_n[None, :],
                       other=0.0).to(tl.float32)
         b_h += tl.dot(b_w, b_x, input_precision="ieee")
-    b_b = tl.load(b_ptr + t, mask=t < T, other=0.0).to(tl.float32)
+    b_b = tl.load(p_b + t, mask=t < T, other=0.0).to(tl.float32)
     return b_h + b_b[:, None]
 
 
 @triton.jit(do_not_specialize=["T"])
-def psn_fwd_kernel(x_ptr, w_ptr, b_ptr, s_ptr, T, N, BAND, BANDED: tl.constexpr, BLOCK_T: tl.constexpr,
+def psn_fwd_kernel(p_x, p_w, p_b, p_s, T, N, BAND, BANDED: tl.constexpr, BLOCK_T: tl.constexpr,
                    BLOCK_N: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     o_n = pid * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
@@ -66,21 +66,21 @@ def psn_fwd_kernel(x_ptr, w_ptr, b_ptr, s_ptr, T, N, BAND, BANDED: tl.constexpr,
     o_r = tl.arange(0, BLOCK_T).to(tl.int64)
     for t0 in range(0, T, BLOCK_T):
         t = t0 + o_r
-        b_h = _h_tile(x_ptr, w_ptr, b_ptr, t0, o_r, o_n, m_n, T, N, BAND, BANDED, BLOCK_T, BLOCK_N)
+        b_h = _h_tile(p_x, p_w, p_b, t0, o_r, o_n, m_n, T, N, BAND, BANDED, BLOCK_T, BLOCK_N)
         b_s = tl.where(b_h >= 0.0, 1.0, 0.0)
-        tl.store(s_ptr + t[:, None] * N + o_n[None, :], b_s.to(s_ptr.dtype.element_ty),
+        tl.store(p_s + t[:, None] * N + o_n[None, :], b_s.to(p_s.dtype.element_ty),
                  mask=(t[:, None] < T) & m_n[None, :])
 
 
 @triton.jit(do_not_specialize=["T"])
-def psn_bwd_kernel(x_ptr, gs_ptr, w_ptr, b_ptr, gx_ptr, gw_ptr, gb_ptr, T, N, BAND, n_blocks, n_progs, sg_a, sg_b,
+def psn_bwd_kernel(p_x, p_gs, p_w, p_b, p_gx, p_gw, p_gb, T, N, BAND, n_blocks, n_progs, sg_a, sg_b,
                    SG: tl.constexpr, BANDED: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr):
     sg_a = tl.cast(sg_a, tl.float32)
     sg_b = tl.cast(sg_b, tl.float32)
     pid = tl.program_id(0).to(tl.int64)
     o_r = tl.arange(0, BLOCK_T).to(tl.int64)
-    p_gw = gw_ptr + pid * T * T  # this program's [T, T] partial of dW (zero-initialised by the launcher)
-    p_gb = gb_ptr + pid * T
+    p_gw_prog = p_gw + pid * T * T  # this program's [T, T] partial of dW (zero-initialised by the launcher)
+    p_gb_prog = p_gb + pid * T
     for cb in range(pid, n_blocks, n_progs):
         o_n = cb * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
         m_n = o_n < N
@@ -88,39 +88,39 @@ def psn_bwd_kernel(x_ptr, gs_ptr, w_ptr, b_ptr, gx_ptr, gw_ptr, gb_ptr, T, N, BA
             t = t0 + o_r
             m_t = t < T
             m_tn = m_t[:, None] & m_n[None, :]
-            b_h = _h_tile(x_ptr, w_ptr, b_ptr, t0, o_r, o_n, m_n, T, N, BAND, BANDED, BLOCK_T, BLOCK_N)
-            b_gs = tl.load(gs_ptr + t[:, None] * N + o_n[None, :], mask=m_tn, other=0.0).to(tl.float32)
+            b_h = _h_tile(p_x, p_w, p_b, t0, o_r, o_n, m_n, T, N, BAND, BANDED, BLOCK_T, BLOCK_N)
+            b_gs = tl.load(p_gs + t[:, None] * N + o_n[None, :], mask=m_tn, other=0.0).to(tl.float32)
             b_gh = tl.where(m_tn, b_gs * surrogate_grad(b_h, sg_a, sg_b, SG), 0.0)
             tl.debug_barrier()  # the previous column block's store of these dB partials
-            b_gb = tl.load(p_gb + t, mask=m_t, other=0.0)
-            tl.store(p_gb + t, b_gb + tl.sum(b_gh, 1), mask=m_t)
+            b_gb = tl.load(p_gb_prog + t, mask=m_t, other=0.0)
+            tl.store(p_gb_prog + t, b_gb + tl.sum(b_gh, 1), mask=m_t)
             k_lo, k_hi = _band_range(t0, T, BAND, BANDED, BLOCK_T)
             for k0 in range(k_lo, k_hi, BLOCK_T):
                 j = k0 + o_r
                 m_j = j < T
                 m_jn = m_j[:, None] & m_n[None, :]
-                b_x = tl.load(x_ptr + j[:, None] * N + o_n[None, :], mask=m_jn, other=0.0).to(tl.float32)
-                b_w = _w_tile(w_ptr, t, j, T, BAND, BANDED)
+                b_x = tl.load(p_x + j[:, None] * N + o_n[None, :], mask=m_jn, other=0.0).to(tl.float32)
+                b_w = _w_tile(p_w, t, j, T, BAND, BANDED)
                 # dW tile += dH X^T (outside the band the tile is masked away)
                 m_w = m_t[:, None] & m_j[None, :]
                 if BANDED:
                     m_w = m_w & (j[None, :] <= t[:, None]) & (j[None, :] > t[:, None] - BAND)
                 o_w = t[:, None] * T + j[None, :]
                 tl.debug_barrier()  # earlier stores of this dW tile and of these dX rows
-                b_gw = tl.load(p_gw + o_w, mask=m_w, other=0.0)
+                b_gw = tl.load(p_gw_prog + o_w, mask=m_w, other=0.0)
                 b_gw += tl.dot(b_gh, tl.trans(b_x), input_precision="ieee")
-                tl.store(p_gw + o_w, b_gw, mask=m_w)
+                tl.store(p_gw_prog + o_w, b_gw, mask=m_w)
                 # dX tile += W^T dH; the first t-tile that reaches this j-tile stores instead of adding
                 b_gx = tl.dot(tl.trans(b_w), b_gh, input_precision="ieee")
                 if BANDED:
                     first = t0 == k0
                 else:
                     first = t0 == 0
-                p_gx = gx_ptr + j[:, None] * N + o_n[None, :]
+                p_gx_tile = p_gx + j[:, None] * N + o_n[None, :]
                 if first:
-                    tl.store(p_gx, b_gx, mask=m_jn)
+                    tl.store(p_gx_tile, b_gx, mask=m_jn)
                 else:
-                    tl.store(p_gx, tl.load(p_gx, mask=m_jn, other=0.0) + b_gx, mask=m_jn)
+                    tl.store(p_gx_tile, tl.load(p_gx_tile, mask=m_jn, other=0.0) + b_gx, mask=m_jn)
 
 
 def _blocks(T: int, interpret: bool, backward: bool = False):
@@ -168,9 +168,9 @@ def psn_backward(x, gs, w, b, band: int, sg_id: int, sg_a: float, sg_b: float, i
 
 # every specialisation the launchers above can produce (kernels/_spec.py; compiled for sm_80/sm_90 in CI)
 COMPILE_SPECS = [
-    KernelSpec(psn_fwd_kernel, data=("x_ptr", "s_ptr"), ints=("T", "N", "BAND"),
+    KernelSpec(psn_fwd_kernel, data=("p_x", "p_s"), ints=("T", "N", "BAND"),
                constexprs={"BANDED": (False, True), "BLOCK_T,BLOCK_N,@num_warps": ((16, 64, 4), (32, 64, 4))}),
-    KernelSpec(psn_bwd_kernel, data=("x_ptr", "gs_ptr"), ints=("T", "N", "BAND", "n_blocks", "n_progs"),
+    KernelSpec(psn_bwd_kernel, data=("p_x", "p_gs"), ints=("T", "N", "BAND", "n_blocks", "n_progs"),
                floats=("sg_a", "sg_b"),
                constexprs={"SG": tuple(range(14)), "BANDED": (False, True),
                            "BLOCK_T,BLOCK_N,@num_warps": ((16, 64, 4), (32, 32, 8))}),

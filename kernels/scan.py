@@ -6,7 +6,7 @@ the state at the end of a chunk is folded into the first row of the next one, so
 compiled kernel per (BLOCK_T, BLOCK_M, A_MODE) choice. The backward is the same scan run over reversed
 time on the upstream gradient, with a[t + 1] as decay.
 
-A_MODE: 0 scalar decay (a_scalar), 1 one decay per step (a_ptr[T]), 2 full decay (a_ptr[T, M]). T is never
+A_MODE: 0 scalar decay (a_scalar), 1 one decay per step (p_a[T]), 2 full decay (p_a[T, M]). T is never
 specialised; a_scalar is cast to fp32 on entry (torch.compile passes Python floats as fp64).
 """
 import torch
@@ -23,21 +23,21 @@ def _affine_combine(a_l, b_l, a_r, b_r):
 
 
 @triton.jit
-def _load_decay(a_ptr, a_scalar, t, o_tm, m_t, m_tm, A_MODE: tl.constexpr, BLOCK_T: tl.constexpr,
+def _load_decay(p_a, a_scalar, t, o_tm, m_t, m_tm, A_MODE: tl.constexpr, BLOCK_T: tl.constexpr,
                 BLOCK_M: tl.constexpr):
     # decay at rows t (int64 [BLOCK_T]); rows outside [0, T) get 1 so they pass the state through
     if A_MODE == 0:
         b_a = tl.where(m_t[:, None], a_scalar, 1.0) + tl.zeros([BLOCK_T, BLOCK_M], dtype=tl.float32)
     elif A_MODE == 1:
-        b_a1 = tl.load(a_ptr + t, mask=m_t, other=1.0).to(tl.float32)
+        b_a1 = tl.load(p_a + t, mask=m_t, other=1.0).to(tl.float32)
         b_a = b_a1[:, None] + tl.zeros([BLOCK_T, BLOCK_M], dtype=tl.float32)
     else:
-        b_a = tl.load(a_ptr + o_tm, mask=m_tm, other=1.0).to(tl.float32)
+        b_a = tl.load(p_a + o_tm, mask=m_tm, other=1.0).to(tl.float32)
     return b_a
 
 
 @triton.jit(do_not_specialize=["T"])
-def scan_fwd_kernel(a_ptr, b_ptr, h0_ptr, h_ptr, T, M, a_scalar,
+def scan_fwd_kernel(p_a, p_b, p_h0, p_h, T, M, a_scalar,
                     A_MODE: tl.constexpr, HAS_H0: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_M: tl.constexpr):
     a_scalar = tl.cast(a_scalar, tl.float32)
     pid = tl.program_id(0).to(tl.int64)
@@ -45,7 +45,7 @@ def scan_fwd_kernel(a_ptr, b_ptr, h0_ptr, h_ptr, T, M, a_scalar,
     m_m = o_m < M
     o_r = tl.arange(0, BLOCK_T)
     if HAS_H0:
-        b_carry = tl.load(h0_ptr + o_m, mask=m_m, other=0.0).to(tl.float32)
+        b_carry = tl.load(p_h0 + o_m, mask=m_m, other=0.0).to(tl.float32)
     else:
         b_carry = tl.zeros([BLOCK_M], dtype=tl.float32)
     for t0 in range(0, T, BLOCK_T):
@@ -53,18 +53,18 @@ def scan_fwd_kernel(a_ptr, b_ptr, h0_ptr, h_ptr, T, M, a_scalar,
         m_t = t < T
         m_tm = m_t[:, None] & m_m[None, :]
         o_tm = t[:, None] * M + o_m[None, :]
-        b_a = _load_decay(a_ptr, a_scalar, t, o_tm, m_t, m_tm, A_MODE, BLOCK_T, BLOCK_M)
-        b_b = tl.load(b_ptr + o_tm, mask=m_tm, other=0.0).to(tl.float32)
+        b_a = _load_decay(p_a, a_scalar, t, o_tm, m_t, m_tm, A_MODE, BLOCK_T, BLOCK_M)
+        b_b = tl.load(p_b + o_tm, mask=m_tm, other=0.0).to(tl.float32)
         # fold the state entering this chunk into its first row
         b_b = tl.where(o_r[:, None] == 0, b_b + b_a * b_carry[None, :], b_b)
         _, b_h = tl.associative_scan((b_a, b_b), 0, _affine_combine)
-        tl.store(h_ptr + o_tm, b_h.to(h_ptr.dtype.element_ty), mask=m_tm)
+        tl.store(p_h + o_tm, b_h.to(p_h.dtype.element_ty), mask=m_tm)
         # padded rows carry the state unchanged, so the last row is the state after this chunk
         b_carry = tl.sum(tl.where(o_r[:, None] == BLOCK_T - 1, b_h, 0.0), 0)
 
 
 @triton.jit(do_not_specialize=["T"])
-def scan_bwd_kernel(a_ptr, h_ptr, h0_ptr, gout_ptr, gb_ptr, ga_ptr, gap_ptr, gh0_ptr, T, M, a_scalar,
+def scan_bwd_kernel(p_a, p_h, p_h0, p_gout, p_gb, p_ga, p_gap, p_gh0, T, M, a_scalar,
                     A_MODE: tl.constexpr, HAS_H0: tl.constexpr, NEED_GA: tl.constexpr, NEED_GH0: tl.constexpr,
                     BLOCK_T: tl.constexpr, BLOCK_M: tl.constexpr):
     a_scalar = tl.cast(a_scalar, tl.float32)
@@ -74,7 +74,7 @@ def scan_bwd_kernel(a_ptr, h_ptr, h0_ptr, gout_ptr, gb_ptr, ga_ptr, gap_ptr, gh0
     o_r = tl.arange(0, BLOCK_T)
     b_carry = tl.zeros([BLOCK_M], dtype=tl.float32)
     if HAS_H0:
-        b_h0 = tl.load(h0_ptr + o_m, mask=m_m, other=0.0).to(tl.float32)
+        b_h0 = tl.load(p_h0 + o_m, mask=m_m, other=0.0).to(tl.float32)
     else:
         b_h0 = tl.zeros([BLOCK_M], dtype=tl.float32)
     for s0 in range(0, T, BLOCK_T):
@@ -86,32 +86,32 @@ def scan_bwd_kernel(a_ptr, h_ptr, h0_ptr, gout_ptr, gb_ptr, ga_ptr, gap_ptr, gh0
         # decay that carries g[t + 1] into g[t] is a[t + 1]; at t = T - 1 the carry is 0 anyway
         tn = t + 1
         m_tn = m_t & (tn < T)
-        b_a = _load_decay(a_ptr, a_scalar, tn, o_tm + M, m_tn, m_tn[:, None] & m_m[None, :], A_MODE, BLOCK_T,
+        b_a = _load_decay(p_a, a_scalar, tn, o_tm + M, m_tn, m_tn[:, None] & m_m[None, :], A_MODE, BLOCK_T,
                           BLOCK_M)
         b_a = tl.where(m_t[:, None], b_a, 1.0)
-        b_go = tl.load(gout_ptr + o_tm, mask=m_tm, other=0.0).to(tl.float32)
+        b_go = tl.load(p_gout + o_tm, mask=m_tm, other=0.0).to(tl.float32)
         b_go = tl.where(o_r[:, None] == 0, b_go + b_a * b_carry[None, :], b_go)
         _, b_g = tl.associative_scan((b_a, b_go), 0, _affine_combine)
-        tl.store(gb_ptr + o_tm, b_g, mask=m_tm)
+        tl.store(p_gb + o_tm, b_g, mask=m_tm)
         if NEED_GA:
             m_prev = m_tm & (t[:, None] > 0)
-            b_hp = tl.load(h_ptr + o_tm - M, mask=m_prev, other=0.0).to(tl.float32)
+            b_hp = tl.load(p_h + o_tm - M, mask=m_prev, other=0.0).to(tl.float32)
             b_hp = tl.where((t[:, None] == 0) & m_m[None, :], b_h0[None, :], b_hp)
             b_ga = tl.where(m_tm, b_g * b_hp, 0.0)
             if A_MODE == 2:
-                tl.store(ga_ptr + o_tm, b_ga, mask=m_tm)
+                tl.store(p_ga + o_tm, b_ga, mask=m_tm)
             else:
-                tl.store(gap_ptr + pid * T + t, tl.sum(b_ga, 1), mask=m_t)
+                tl.store(p_gap + pid * T + t, tl.sum(b_ga, 1), mask=m_t)
         b_carry = tl.sum(tl.where(o_r[:, None] == BLOCK_T - 1, b_g, 0.0), 0)
     if NEED_GH0:
         # b_carry is g[0]; grad_h0 = a[0] * g[0]
         if A_MODE == 0:
             b_a0 = a_scalar + tl.zeros([BLOCK_M], dtype=tl.float32)
         elif A_MODE == 1:
-            b_a0 = tl.load(a_ptr).to(tl.float32) + tl.zeros([BLOCK_M], dtype=tl.float32)
+            b_a0 = tl.load(p_a).to(tl.float32) + tl.zeros([BLOCK_M], dtype=tl.float32)
         else:
-            b_a0 = tl.load(a_ptr + o_m, mask=m_m, other=0.0).to(tl.float32)
-        tl.store(gh0_ptr + o_m, b_a0 * b_carry, mask=m_m)
+            b_a0 = tl.load(p_a + o_m, mask=m_m, other=0.0).to(tl.float32)
+        tl.store(p_gh0 + o_m, b_a0 * b_carry, mask=m_m)
 
 
 def _blocks(T: int, M: int, interpret: bool):
@@ -130,7 +130,7 @@ def _blocks(T: int, M: int, interpret: bool):
 
 
 @triton.jit(do_not_specialize=["T"])
-def scan_fwd_sequential_kernel(a_ptr, b_ptr, h0_ptr, h_ptr, T, M, a_scalar, A_MODE: tl.constexpr,
+def scan_fwd_sequential_kernel(p_a, p_b, p_h0, p_h, T, M, a_scalar, A_MODE: tl.constexpr,
                                HAS_H0: tl.constexpr, BLOCK_M: tl.constexpr):
     a_scalar = tl.cast(a_scalar, tl.float32)
     # the plain time loop, one lane per column: the baseline the associative scan is measured against
@@ -138,7 +138,7 @@ def scan_fwd_sequential_kernel(a_ptr, b_ptr, h0_ptr, h_ptr, T, M, a_scalar, A_MO
     o_m = pid * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
     m_m = o_m < M
     if HAS_H0:
-        b_h = tl.load(h0_ptr + o_m, mask=m_m, other=0.0).to(tl.float32)
+        b_h = tl.load(p_h0 + o_m, mask=m_m, other=0.0).to(tl.float32)
     else:
         b_h = tl.zeros([BLOCK_M], dtype=tl.float32)
     o = o_m  # int64 offsets of row t, advanced by M each step
@@ -146,11 +146,11 @@ def scan_fwd_sequential_kernel(a_ptr, b_ptr, h0_ptr, h_ptr, T, M, a_scalar, A_MO
         if A_MODE == 0:
             b_a = a_scalar
         elif A_MODE == 1:
-            b_a = tl.load(a_ptr + t).to(tl.float32)
+            b_a = tl.load(p_a + t).to(tl.float32)
         else:
-            b_a = tl.load(a_ptr + o, mask=m_m, other=0.0).to(tl.float32)
-        b_h = b_a * b_h + tl.load(b_ptr + o, mask=m_m, other=0.0).to(tl.float32)
-        tl.store(h_ptr + o, b_h.to(h_ptr.dtype.element_ty), mask=m_m)
+            b_a = tl.load(p_a + o, mask=m_m, other=0.0).to(tl.float32)
+        b_h = b_a * b_h + tl.load(p_b + o, mask=m_m, other=0.0).to(tl.float32)
+        tl.store(p_h + o, b_h.to(p_h.dtype.element_ty), mask=m_m)
         o += M
 
 
@@ -205,11 +205,11 @@ _SCAN_BLOCKS = {"BLOCK_T,BLOCK_M,@num_warps": tuple((t, m, 8 if t * m >= 4096 el
                                                    ((16, 16), (32, 16), (64, 16), (128, 16), (256, 16), (16, 64),
                                                     (32, 64), (64, 64)))}
 COMPILE_SPECS = [
-    KernelSpec(scan_fwd_kernel, data=("b_ptr", "h0_ptr"), pointers={"h_ptr": "*fp32"}, ints=("T", "M"),
+    KernelSpec(scan_fwd_kernel, data=("p_b", "p_h0"), pointers={"p_h": "*fp32"}, ints=("T", "M"),
                floats=("a_scalar",), constexprs=dict(A_MODE=(0, 1, 2), HAS_H0=(False, True), **_SCAN_BLOCKS)),
-    KernelSpec(scan_bwd_kernel, data=("h0_ptr",), ints=("T", "M"), floats=("a_scalar",),
+    KernelSpec(scan_bwd_kernel, data=("p_h0",), ints=("T", "M"), floats=("a_scalar",),
                constexprs=dict(A_MODE=(0, 1, 2), HAS_H0=(False, True), NEED_GA=(False, True),
                                NEED_GH0=(False, True), **_SCAN_BLOCKS)),
-    KernelSpec(scan_fwd_sequential_kernel, data=("b_ptr", "h0_ptr", "h_ptr"), ints=("T", "M"), floats=("a_scalar",),
+    KernelSpec(scan_fwd_sequential_kernel, data=("p_b", "p_h0", "p_h"), ints=("T", "M"), floats=("a_scalar",),
                constexprs=dict(A_MODE=(0, 1, 2), HAS_H0=(False, True), BLOCK_M=(128,))),
 ]
