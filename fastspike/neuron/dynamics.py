@@ -27,14 +27,15 @@ __all__ = [
 ]
 
 
-def reset_voltage(h: torch.Tensor, spike: torch.Tensor, v_threshold, v_reset: Optional[float],
+def reset_voltage(v: torch.Tensor, spike: torch.Tensor, v_threshold, v_reset: Optional[float],
                   detach_reset: bool) -> torch.Tensor:
-    """V after the spike: S v_reset + (1 - S) H (hard) or H - S v_threshold (soft)."""
+    """V after the spike, from the charged potential ``v`` (H): S v_reset + (1 - S) H (hard) or H - S v_threshold
+    (soft). SpikingJelly's ``functional.voltage_reset``."""
     if detach_reset:
         spike = spike.detach()
     if v_reset is None:
-        return h - spike * v_threshold
-    return spike * v_reset + (1.0 - spike) * h
+        return v - spike * v_threshold
+    return spike * v_reset + (1.0 - spike) * v
 
 
 def lif_charge(x: torch.Tensor, v: torch.Tensor, tau: float, decay_input: bool,
@@ -89,10 +90,10 @@ def qif_step(x, v, tau, a0, v_rest, v_c, v_threshold, v_reset, surrogate_functio
     return spike, reset_voltage(h, spike, v_threshold, v_reset, detach_reset)
 
 
-def eif_step(x, v, tau, delta_T, theta_rh, v_rest, v_threshold, v_reset, surrogate_function: Surrogate,
+def eif_step(x, v, tau, delta_t, theta_rh, v_rest, v_threshold, v_reset, surrogate_function: Surrogate,
              detach_reset=False):
-    """Exponential integrate-and-fire: H = V + (X + v_rest - V + delta_T exp((V - theta_rh) / delta_T)) / tau."""
-    h = v + (x + v_rest - v + delta_T * torch.exp((v - theta_rh) / delta_T)) / tau
+    """Exponential integrate-and-fire: H = V + (X + v_rest - V + delta_t exp((V - theta_rh) / delta_t)) / tau."""
+    h = v + (x + v_rest - v + delta_t * torch.exp((v - theta_rh) / delta_t)) / tau
     spike = surrogate_function(h - v_threshold)
     return spike, reset_voltage(h, spike, v_threshold, v_reset, detach_reset)
 
@@ -152,13 +153,13 @@ def klif_step(x, v, k, tau, decay_input, scale_reset, v_threshold, v_reset, surr
     return spike, reset_voltage(h, spike, v_threshold, v_reset, detach_reset)
 
 
-def cuba_lif_step(x, c, v, c_decay, v_decay, v_threshold, v_reset, surrogate_function: Surrogate,
+def cuba_lif_step(x, current, v, current_decay, voltage_decay, v_threshold, v_reset, surrogate_function: Surrogate,
                   detach_reset=False):
-    """Current-based LIF: c' = c_decay c + X; H = v_decay V + c'. Returns (spike, c', v')."""
-    c_next = c * c_decay + x
-    h = v * v_decay + c_next
+    """Current-based LIF: I' = current_decay I + X; H = voltage_decay V + I'. Returns (spike, I', v')."""
+    current_next = current * current_decay + x
+    h = v * voltage_decay + current_next
     spike = surrogate_function(h - v_threshold)
-    return spike, c_next, reset_voltage(h, spike, v_threshold, v_reset, detach_reset)
+    return spike, current_next, reset_voltage(h, spike, v_threshold, v_reset, detach_reset)
 
 
 def clif_step(x, v, m, tau, v_threshold, spike_function: Surrogate):
