@@ -41,3 +41,21 @@ def test_eager_calls_skip_the_dispatcher(monkeypatch):
     monkeypatch.setattr(op, "custom_forward", lambda *a: hits.append(1) or real(*a))
     neuron.IFNode(step_mode="m").to(DEVICE)(torch.rand(3, 4, device=DEVICE))
     assert hits == []
+
+
+def test_inference_calls_the_forward_launcher_alone(monkeypatch):
+    """With grad mode off nothing is recorded, so the op skips autograd's Function and calls its forward launcher;
+    with grad mode on the Function runs. Outputs are the same either way."""
+    op = ops_neuron.OPS["triton" if DEVICE.type == "cuda" else "cpp"]
+    applied = []
+    real_apply = op.function.apply
+    monkeypatch.setattr(op.function, "apply", lambda *a: applied.append(1) or real_apply(*a))
+    node = neuron.LIFNode(step_mode="m").to(DEVICE)
+    x = torch.rand(5, 3, 7, device=DEVICE) * 2
+    with torch.no_grad():
+        s_infer = node(x)
+    functional.reset_net(node)
+    assert applied == [] and not s_infer.requires_grad
+    s_train = node(x.requires_grad_())
+    assert applied == [1] and s_train.requires_grad
+    assert torch.equal(s_infer, s_train.detach())

@@ -18,9 +18,10 @@ From these, ``Op`` registers ``fastspike::<name>`` and ``fastspike::<name>_backw
 ``torch.library.triton_op`` for Triton launchers, so Inductor sees the kernels inside, and
 ``torch.library.custom_op`` otherwise) with ``register_autograd``, and builds an equivalent
 ``torch.autograd.Function``. ``Op.__call__`` takes the Function in eager mode on plain tensors (no dispatcher
-round trip: about 15 us less per call, which is most of a small layer's host time) and the custom op whenever
-torch.compile / export is tracing or the inputs are tensor subclasses (fake or functional tensors). Both paths
-run the same launchers and the same formula; tests/test_compile.py checks that they agree.
+round trip: about 15 us less per call, which is most of a small layer's host time), the forward launcher alone
+when grad mode is off (inference records nothing: the Function's own cost is saved too), and the custom op
+whenever torch.compile / export is tracing or the inputs are tensor subclasses (fake or functional tensors). All
+paths run the same launchers and the same formula; tests/test_compile.py checks that they agree.
 """
 from __future__ import annotations
 
@@ -113,6 +114,8 @@ class Op:
     def __call__(self, *inputs):
         if tracing(inputs[0]):
             return self.custom_forward(*inputs)
+        if not torch.is_grad_enabled():  # inference: nothing to record, so not even autograd's Function (~10 us)
+            return self.forward_kernel(*inputs)
         return self.function.apply(*inputs)
 
     def __repr__(self) -> str:
