@@ -287,7 +287,7 @@ class SpikeDrivenSelfAttention(nn.Module):
         super().__init__()
         _check_heads(dim, num_heads)
         from .bn import BatchNorm2d
-        from .wrappers import Conv2d
+        from .stateless_wrapper import Conv2d
 
         self.dim = dim
         self.num_heads = num_heads

@@ -27,7 +27,7 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .. import base
-from .wrappers import _LAYOUT, _StepModeWrapper
+from .stateless_wrapper import _LAYOUT, _StepModeWrapper
 
 __all__ = [
     "BatchNorm1d",

@@ -1,4 +1,5 @@
-"""Stateless torch layers with a ``step_mode`` (SpikingJelly 2.0.0 names, arguments, defaults, state_dict keys).
+"""Stateless torch layers with a ``step_mode`` (SpikingJelly 2.0.0's ``layer.stateless_wrapper``: the same module
+path, names, arguments, defaults and state_dict keys; its BatchNorm1d/2d/3d are in ``layer.bn``, as there).
 
 Each class subclasses the torch layer and :class:`fastspike.base.StepModule`:
 
