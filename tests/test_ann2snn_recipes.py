@@ -208,6 +208,10 @@ def test_converter_dispatches_to_the_recipe_api_and_keeps_the_fastspike_converte
     params = list(inspect.signature(ann2snn.Converter).parameters.values())
     assert [(p.name, p.default) for p in params] == [("recipe", inspect.Parameter.empty), ("device", None)]
     assert ann2snn.converter.Converter is ann2snn.Converter
+    clone = copy.deepcopy(ann2snn.Converter(recipe, device="cpu"))
+    assert type(clone) is ann2snn.Converter and clone.device == "cpu"
+    with pytest.raises(TypeError):
+        ann2snn.Converter()  # SpikingJelly's Converter needs its recipe
 
 
 def test_recipe_lifecycle_order_and_module_converter():

@@ -246,7 +246,8 @@ class _ReLUConverterCalls:
     so code written for fastspike's converter under the name ``Converter`` keeps working."""
 
     def __new__(cls, *args, **kwargs):
-        if not _is_recipe_call(args, kwargs):
+        # no arguments at all: copy/pickle re-creating an instance (Converter() itself then needs its recipe)
+        if (args or kwargs) and not _is_recipe_call(args, kwargs):
             return ReLUConverter(*args, **kwargs)
         return super().__new__(cls)
 
