@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fastspike import ann2snn, neuron
-from fastspike.ann2snn import ConversionError, Converter, QCFS, simulate
+from fastspike.ann2snn import ConversionError, ReLUConverter, QCFS, simulate
 
 sklearn_datasets = pytest.importorskip("sklearn.datasets")
 
@@ -90,7 +90,7 @@ def qcfs_cnn(digits):
 def test_digits_relu_conversion_within_1_point_at_T64(digits, relu_cnn, mode):
     xtr, _, xte, yte = digits
     ann, ann_acc = relu_cnn
-    snn = Converter(_loader(xtr), mode=mode)(ann)
+    snn = ReLUConverter(_loader(xtr), mode=mode)(ann)
     snn_acc = _accuracy(simulate(snn, xte, 64), yte)
     assert abs(snn_acc - ann_acc) <= 1.0, f"mode={mode}: ANN {ann_acc:.2f}% vs SNN(T=64) {snn_acc:.2f}%"
     kinds = [type(m) for m in snn.modules()]
@@ -102,7 +102,7 @@ def test_digits_relu_conversion_within_1_point_at_T64(digits, relu_cnn, mode):
 def test_digits_qcfs_conversion(digits, qcfs_cnn):
     _, _, xte, yte = digits
     ann, ann_acc = qcfs_cnn
-    snn = Converter(mode="qcfs")(ann)  # no dataloader: thresholds come from the trained QCFS layers
+    snn = ReLUConverter(mode="qcfs")(ann)  # no dataloader: thresholds come from the trained QCFS layers
     means = simulate(snn, xte, 64, return_all=True)
     acc8, acc64 = _accuracy(means[7], yte), _accuracy(means[63], yte)
     assert abs(acc8 - ann_acc) <= 2.0, f"QCFS ANN {ann_acc:.2f}% vs SNN(T=8) {acc8:.2f}%"
@@ -115,17 +115,17 @@ def test_digits_qcfs_conversion(digits, qcfs_cnn):
 def test_user_stats_replace_the_dataloader(digits, relu_cnn):
     xtr, _, xte, _ = digits
     ann, _ = relu_cnn
-    conv = Converter(_loader(xtr), mode="max")
+    conv = ReLUConverter(_loader(xtr), mode="max")
     stats = conv.collect_stats(ann)
     assert list(stats) == conv.sites(ann) == ["2", "5", "10"]
     ref = simulate(conv(ann), xte[:50], 16)
     assert conv.thresholds == pytest.approx(stats)
-    out = simulate(Converter(stats=stats)(ann), xte[:50], 16)
+    out = simulate(ReLUConverter(stats=stats)(ann), xte[:50], 16)
     assert torch.equal(ref, out)
     # fx node names work as keys too; a missing site without a dataloader is an error naming it
     by_node = {"_2": stats["2"], "_5": stats["5"]}
     with pytest.raises(ConversionError, match="'10'"):
-        Converter(stats=by_node)(ann)
+        ReLUConverter(stats=by_node)(ann)
 
 
 def test_ann_is_left_untouched(relu_cnn, digits):
@@ -133,7 +133,7 @@ def test_ann_is_left_untouched(relu_cnn, digits):
     x = digits[2][:20]
     before = ann(x).detach().clone()
     state = {k: v.clone() for k, v in ann.state_dict().items()}
-    Converter(stats={"2": 1.0, "5": 1.0, "10": 1.0})(ann)
+    ReLUConverter(stats={"2": 1.0, "5": 1.0, "10": 1.0})(ann)
     assert torch.equal(ann(x), before)
     assert all(torch.equal(state[k], v) for k, v in ann.state_dict().items())
     assert not ann.training
@@ -143,7 +143,7 @@ def test_ann_is_left_untouched(relu_cnn, digits):
 # activations: firing rate x lambda approximates the ANN, error shrinking with T
 # ------------------------------------------------------------------------------------------------
 def _rate_errors(ann, x, Ts=(8, 32, 128), **kw):
-    snn = Converter([x], **kw)(ann)
+    snn = ReLUConverter([x], **kw)(ann)
     ref = ann(x).detach()
     means = simulate(snn, x, max(Ts), return_all=True)
     return [((means[T - 1] - ref).norm() / ref.norm()).item() for T in Ts]
@@ -170,7 +170,7 @@ def test_functional_relu_rates():
     torch.manual_seed(1)
     ann = FunctionalRelu().eval()
     x = torch.rand(64, 12) * 2
-    conv = Converter([x])
+    conv = ReLUConverter([x])
     assert conv.sites(ann) == ["relu", "relu_1", "relu_2", "relu_3", "act"]
     errs = _rate_errors(ann, x, v_init=0.5)
     assert errs[-1] < 0.03 and errs[-1] < errs[0] / 3, errs
@@ -192,16 +192,16 @@ def test_clipped_relus_rates():
     torch.manual_seed(8)
     ann = Net().eval()
     x = torch.rand(64, 12) * 2
-    conv = Converter([x], v_init=0.5)
+    conv = ReLUConverter([x], v_init=0.5)
     errs = _rate_errors(ann, x, v_init=0.5)
     assert errs[-1] < 0.03 and errs[-1] < errs[0] / 3, errs
     conv(ann)
     assert conv.thresholds["act1"] == 6.0 and conv.thresholds["act2"] <= 0.3
-    conv = Converter(stats={"act1": 9.0, "relu6": 2.0, "hardtanh": 1.0, "act2": 0.2})
+    conv = ReLUConverter(stats={"act1": 9.0, "relu6": 2.0, "hardtanh": 1.0, "act2": 0.2})
     conv(ann)
     assert conv.thresholds == {"act1": 6.0, "relu6": 2.0, "hardtanh": 0.5, "act2": 0.2}
     with pytest.raises(ConversionError, match=r"Hardtanh\) at graph node"):
-        Converter(stats={})(nn.Sequential(nn.Hardtanh()))  # clips at -1: not a ReLU
+        ReLUConverter(stats={})(nn.Sequential(nn.Hardtanh()))  # clips at -1: not a ReLU
 
 
 class ResBlock(nn.Module):
@@ -254,7 +254,7 @@ def test_residual_block_with_batchnorm_rates():
     torch.manual_seed(2)
     ann = _randomize_bn(ResNetTiny()).eval()
     x = torch.rand(16, 2, 8, 8)
-    conv = Converter([x])
+    conv = ReLUConverter([x])
     assert conv.sites(ann) == ["stem.2", "block_relu", "block_relu_1", "down_relu", "down_relu_1"]
     snn = conv(ann)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in snn.modules())  # incl. the downsample's
@@ -313,13 +313,13 @@ def test_statistics_modes():
     # through the converter: max over batches, percentiles averaged over batches
     net = nn.Sequential(nn.Identity(), nn.ReLU())
     batches = [torch.full((4, 3), 2.0), torch.full((4, 3), 6.0)]
-    assert Converter(batches, mode="max").collect_stats(net) == {"1": 6.0}
-    assert Converter(batches, mode="Max").collect_stats(net) == {"1": 6.0}
-    assert Converter(batches, mode="99%").collect_stats(net) == {"1": 4.0}
-    assert Converter(batches, mode=0.5).collect_stats(net) == {"1": 3.0}
-    assert Converter(batches, mode="max", momentum=0.1).collect_stats(net) == {"1": pytest.approx(2.4)}
+    assert ReLUConverter(batches, mode="max").collect_stats(net) == {"1": 6.0}
+    assert ReLUConverter(batches, mode="Max").collect_stats(net) == {"1": 6.0}
+    assert ReLUConverter(batches, mode="99%").collect_stats(net) == {"1": 4.0}
+    assert ReLUConverter(batches, mode=0.5).collect_stats(net) == {"1": 3.0}
+    assert ReLUConverter(batches, mode="max", momentum=0.1).collect_stats(net) == {"1": pytest.approx(2.4)}
     with pytest.raises(ValueError, match="momentum"):
-        Converter(momentum=0.0)
+        ReLUConverter(momentum=0.0)
 
 
 def test_batchnorm_folding_is_exact():
@@ -397,7 +397,7 @@ def test_qcfs_conversion_is_exact_for_constant_input_at_T_equal_L():
     L = 4
     ann = nn.Sequential(nn.Linear(10, 40), QCFS(L=L, threshold=1.3)).eval()
     x = torch.randn(50, 10)
-    snn = Converter(mode="qcfs")(ann)
+    snn = ReLUConverter(mode="qcfs")(ann)
     node = snn.get_submodule("1")[0]
     assert isinstance(node, neuron.IFNode) and node.v_reset is None and node.v_threshold == pytest.approx(1.3)
     assert node.v == pytest.approx(0.65)  # initial membrane potential: half the threshold
@@ -423,7 +423,7 @@ class Gate(nn.Module):
 def test_unsupported_ops_are_named_with_their_place():
     ann = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), Gate())
     with pytest.raises(ConversionError) as info:
-        Converter(stats={"1": 1.0})(ann)
+        ReLUConverter(stats={"1": 1.0})(ann)
     msg = str(info.value)
     assert "3 operation(s)" in msg
     assert "module '2.act' (torch.nn.modules.activation.Sigmoid) at graph node '_2_act'" in msg
@@ -445,7 +445,7 @@ def test_data_dependent_control_flow_gets_a_readable_error():
             return x
 
     with pytest.raises(ConversionError) as info:
-        Converter(stats={})(Branchy())
+        ReLUConverter(stats={})(Branchy())
     msg = str(info.value)
     assert "could not trace Branchy" in msg and "control flow" in msg
     assert "test_ann2snn.py" in msg and "if x.sum() > 0" in msg
@@ -454,17 +454,17 @@ def test_data_dependent_control_flow_gets_a_readable_error():
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="mode"):
-        Converter(mode="mean")
+        ReLUConverter(mode="mean")
     with pytest.raises(ValueError, match="mode"):
-        Converter(mode=1.5)
+        ReLUConverter(mode=1.5)
     with pytest.raises(ValueError, match="stats"):
-        Converter(stats={"relu": -1.0})
+        ReLUConverter(stats={"relu": -1.0})
     with pytest.raises(TypeError, match="nn.Module"):
-        Converter(stats={})(lambda x: x)
+        ReLUConverter(stats={})(lambda x: x)
     with pytest.raises(ConversionError, match="return_indices"):
-        Converter(stats={})(nn.Sequential(nn.MaxPool2d(2, return_indices=True)))
+        ReLUConverter(stats={})(nn.Sequential(nn.MaxPool2d(2, return_indices=True)))
     with pytest.raises(ConversionError, match="no dataloader"):
-        Converter()(nn.Sequential(nn.Linear(2, 2), nn.ReLU()))
+        ReLUConverter()(nn.Sequential(nn.Linear(2, 2), nn.ReLU()))
     with pytest.raises(ValueError, match="T"):
         simulate(nn.Identity(), torch.zeros(1), 0)
 
@@ -474,7 +474,7 @@ def test_converted_snn_runs_on_every_backend():
     ann = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 16, 4), nn.ReLU(),
                         nn.Linear(4, 2)).eval()
     x = torch.rand(5, 1, 6, 6)
-    snn = Converter([x], v_init=0.5)(ann)
+    snn = ReLUConverter([x], v_init=0.5)(ann)
     outs = {}
     for backend in ("torch", "cpp", "triton"):
         # triton runs CUDA tensors, or CPU tensors under TRITON_INTERPRET=1 (set by conftest without a GPU)
@@ -497,8 +497,8 @@ def test_fold_scale_gives_bare_neurons_and_exports():
                         nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 2))
     ann = _randomize_bn(ann).eval()
     x = torch.rand(8, 1, 6, 6)
-    scaled = Converter([x], v_init=0.5)(ann)
-    bare = Converter([x], v_init=0.5, fold_scale=True)(ann)
+    scaled = ReLUConverter([x], v_init=0.5)(ann)
+    bare = ReLUConverter([x], v_init=0.5, fold_scale=True)(ann)
     assert not any(isinstance(m, ann2snn.VoltageScaler) for m in bare.modules())
     assert sum(isinstance(m, neuron.IFNode) for m in bare.modules()) == 2
     torch.testing.assert_close(simulate(bare, x, 32), simulate(scaled, x, 32), rtol=1e-4, atol=1e-5)
@@ -516,8 +516,8 @@ def test_fold_scale_gives_bare_neurons_and_exports():
     # and flatten)
     res_ann = _randomize_bn(ResNetTiny()).eval()
     xr = torch.rand(4, 2, 8, 8)
-    res = Converter([xr], fold_scale=True)(res_ann)
+    res = ReLUConverter([xr], fold_scale=True)(res_ann)
     scalers = [name for name, m in res.named_modules() if isinstance(m, ann2snn.VoltageScaler)]
     assert scalers == ["stem.2.1"]
-    torch.testing.assert_close(simulate(res, xr, 16), simulate(Converter([xr])(res_ann), xr, 16),
+    torch.testing.assert_close(simulate(res, xr, 16), simulate(ReLUConverter([xr])(res_ann), xr, 16),
                                rtol=1e-4, atol=1e-5)

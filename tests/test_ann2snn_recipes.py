@@ -3,6 +3,7 @@ LocalThresholdBalancingRecipe, the step-mode adapter, estimate_delay_start and d
 installed, conversions are compared with its own, spike for spike (tests marked peers)."""
 import copy
 import http.server
+import inspect
 import threading
 
 import pytest
@@ -156,17 +157,17 @@ def test_estimate_delay_start_matches_spikingjelly_on_rate_coding():
 def test_public_names_of_spikingjelly_ann2snn_that_fastspike_implements():
     sj = pytest.importorskip("spikingjelly.activation_based.ann2snn")
     left_out = {"Qwen2SNNCalibration", "Qwen2SNNConfig", "Qwen2SNNModel", "Qwen2SNNRecipe", "calibrate_qwen2_snn",
-                "SpikeZIPTFQANNRecipe", "STATransformerRecipe", "TransformerTDEquivalentRecipe",
-                "SignedQCFSSequenceEncoder"}  # listed in docs/ann2snn.md with the reason
+                "SpikeZIPTFQANNRecipe", "STATransformerRecipe", "TransformerTDEquivalentRecipe"}
+    # (listed in docs/ann2snn.md with the reason)
     assert set(sj.__all__) - set(ann2snn.__all__) == left_out
     import inspect
 
     for name in set(sj.__all__) - left_out:
         ours, theirs = getattr(ann2snn, name), getattr(sj, name)
-        if inspect.isclass(theirs) and name not in ("Converter",):
+        if inspect.isclass(theirs):
             theirs = theirs.__init__
             ours = ours.__init__
-        if callable(theirs) and name != "Converter":
+        if callable(theirs):
             p_ours = list(inspect.signature(ours).parameters.items())
             p_theirs = list(inspect.signature(theirs).parameters.items())
             assert [(k, v.default) for k, v in p_ours] == [(k, v.default) for k, v in p_theirs], name
@@ -198,9 +199,19 @@ def test_converter_dispatches_to_the_recipe_api_and_keeps_the_fastspike_converte
     recipe = ann2snn.RateCodingRecipe(dataloader=_data((12,)))
     for conv in (ann2snn.Converter(recipe), ann2snn.Converter(recipe=recipe, device="cpu")):
         assert isinstance(conv, ann2snn.FXConverter) and conv.recipe is recipe
-    legacy = ann2snn.Converter(dataloader=_data((12,)), mode="max")
-    assert isinstance(legacy, ann2snn.Converter)
+        assert isinstance(conv, ann2snn.Converter) and conv.device in (None, "cpu")
+    for legacy in (ann2snn.Converter(stats={"1": 1.0}), ann2snn.Converter(_data((12,))),
+                   ann2snn.Converter(dataloader=_data((12,)), mode="max")):
+        assert isinstance(legacy, ann2snn.ReLUConverter) and not isinstance(legacy, ann2snn.FXConverter)
     assert isinstance(legacy(_mlp()), torch.fx.GraphModule)
+    # SpikingJelly's signature: Converter(recipe, device=None)
+    params = list(inspect.signature(ann2snn.Converter).parameters.values())
+    assert [(p.name, p.default) for p in params] == [("recipe", inspect.Parameter.empty), ("device", None)]
+    assert ann2snn.converter.Converter is ann2snn.Converter
+    clone = copy.deepcopy(ann2snn.Converter(recipe, device="cpu"))
+    assert type(clone) is ann2snn.Converter and clone.device == "cpu"
+    with pytest.raises(TypeError):
+        ann2snn.Converter()  # SpikingJelly's Converter needs its recipe
 
 
 def test_recipe_lifecycle_order_and_module_converter():

@@ -9,7 +9,8 @@ torchvision, Megatron or a GPU are listed as well) and writes one file per publi
 ``kind`` is ``class``, ``function``, ``autograd`` (a ``torch.autograd.Function``: the signature is that of
 ``forward`` without ``ctx``, i.e. of ``.apply``), ``value`` or ``module``; ``signature`` is Python parameter
 syntax without annotations, e.g. ``(x_seq, v, tau=2.0, *, neuron_storage=None)`` (a class's is its
-``__init__`` without ``self``, found through its SpikingJelly base classes), or ``?`` where none applies or
+``__init__`` without ``self``, found through its SpikingJelly base classes; a dataclass's is that of the
+``__init__`` its fields generate), or ``?`` where none applies or
 it cannot be resolved statically (a class whose constructor is inherited from torch).
 
 Rules for which names a module makes public:
@@ -262,6 +263,64 @@ def signature_text(fn: ast.FunctionDef, drop_first: bool) -> str:
     return "(" + ", ".join(items) + ")"
 
 
+def _dataclass_decorator(cls: ast.ClassDef) -> Optional[Dict[str, bool]]:
+    """``{'kw_only': ...}`` when ``cls`` is decorated with ``@dataclass`` / ``@dataclass(...)``, else None."""
+    for dec in cls.decorator_list:
+        call = dec if isinstance(dec, ast.Call) else None
+        target = call.func if call is not None else dec
+        if ast.unparse(target) in ("dataclass", "dataclasses.dataclass"):
+            kw_only = any(k.arg == "kw_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                          for k in (call.keywords if call is not None else []))
+            return {"kw_only": kw_only}
+    return None
+
+
+def dataclass_fields(index: "Index", cls: ast.ClassDef, mod: "Module", depth: int = 0):
+    """The ``__init__`` fields of a dataclass without its own ``__init__``: [(name, default source or None,
+    keyword-only)], base dataclasses' fields first (as ``dataclasses`` orders them); None when ``cls`` is not a
+    dataclass or a base class cannot be resolved within SpikingJelly."""
+    flags = _dataclass_decorator(cls)
+    if flags is None or depth > 20:
+        return None
+    fields: Dict[str, Tuple[Optional[str], bool]] = {}
+    for base in cls.bases:
+        if ast.unparse(base) == "object":
+            continue
+        kind, node, where = index.lookup_expr(mod.name, base, depth + 1)
+        inherited = dataclass_fields(index, node, where, depth + 1) if kind == "class" else None
+        if inherited is None:
+            return None
+        for name, default, kw in inherited:
+            fields[name] = (default, kw)
+    for stmt in cls.body:
+        if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
+            continue
+        if "ClassVar" in ast.unparse(stmt.annotation):
+            continue
+        default = None if stmt.value is None else ast.unparse(stmt.value)
+        if stmt.value is not None and isinstance(stmt.value, ast.Call) and ast.unparse(stmt.value.func) in (
+                "field", "dataclasses.field"):
+            kws = {k.arg: k.value for k in stmt.value.keywords}
+            if "init" in kws and isinstance(kws["init"], ast.Constant) and kws["init"].value is False:
+                continue
+            factory = kws.get("default_factory")
+            if isinstance(factory, ast.Lambda):  # default_factory=lambda: X -> X
+                default = ast.unparse(factory.body)
+            elif factory is not None:
+                default = f"{ast.unparse(factory)}()"
+            else:
+                default = ast.unparse(kws["default"]) if "default" in kws else None
+        fields[stmt.target.id] = (default, flags["kw_only"])
+    return [(name, default, kw) for name, (default, kw) in fields.items()]
+
+
+def dataclass_signature(fields) -> str:
+    """``(a, b=1, *, c=None)`` from [(name, default source or None, keyword-only)]."""
+    pos = [f if d is None else f"{f}={d}" for f, d, kw in fields if not kw]
+    kwonly = [f if d is None else f"{f}={d}" for f, d, kw in fields if kw]
+    return "(" + ", ".join(pos + (["*"] + kwonly if kwonly else [])) + ")"
+
+
 def describe(index: Index, modname: str, name: str) -> Tuple[str, str]:
     kind, node, where = index.lookup(modname, name)
     if kind == "function":
@@ -276,6 +335,9 @@ def describe(index: Index, modname: str, name: str) -> Tuple[str, str]:
         init = index.class_init(node, where)
         if isinstance(init, ast.FunctionDef):
             return "class", signature_text(init, drop_first=True)
+        fields = dataclass_fields(index, node, where)
+        if fields is not None:
+            return "class", dataclass_signature(fields)
         return "class", "()" if init == "object" else "?"
     if kind == "module":
         return "module", "?"

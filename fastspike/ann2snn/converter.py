@@ -1,7 +1,8 @@
-"""ANN-to-SNN conversion by torch.fx graph rewriting: the :class:`Converter` and :func:`simulate`.
+"""ANN-to-SNN conversion by torch.fx graph rewriting: fastspike's :class:`ReLUConverter`, :func:`simulate`, and
+SpikingJelly 2.0's :class:`Converter` (its recipe executor, an :class:`FXConverter`).
 
 The steps live in ``trace.py`` (1), ``support.py`` (2), ``passes.py`` (3, 5, 6); this file calibrates (4) and
-orchestrates. Pipeline of :class:`Converter` (``snn = Converter(...)(ann)``):
+orchestrates. Pipeline of :class:`ReLUConverter` (``snn = ReLUConverter(...)(ann)``):
 
 1. copy the ANN, put it in eval mode and trace it with torch.fx (failures, e.g. data-dependent control flow,
    become a :class:`ConversionError` that names the offending source line);
@@ -43,7 +44,8 @@ from .recipes.base import FXConversionRecipe, ModuleConversionRecipe
 from .support import check_supported
 from .trace import ConversionError, trace_ann
 
-__all__ = ["Converter", "FXConverter", "ModuleConverter", "ConversionError", "simulate", "fuse_batchnorm"]
+__all__ = ["Converter", "ReLUConverter", "FXConverter", "ModuleConverter", "ConversionError", "simulate",
+           "fuse_batchnorm"]
 
 
 def _parse_mode(mode) -> Union[str, float]:
@@ -79,12 +81,11 @@ def _first_tensor(batch):
                           f"but a batch was a {type(batch).__name__}.")
 
 
-class Converter:
+class ReLUConverter:
     """Convert a ReLU (or QCFS) ANN into a rate-coded SNN of soft-reset IF neurons.
 
-    ``Converter(recipe)`` / ``Converter(recipe=..., device=...)`` (a recipe object, or a string name) is
-    SpikingJelly 2.0's ``Converter`` and returns an :class:`~fastspike.ann2snn.FXConverter`; use its
-    ``.convert(ann)``. The parameters below are fastspike's own converter (``Converter(...)(ann)``).
+    fastspike's own converter: ``ReLUConverter(dataloader, mode, ...)(ann)``. (``Converter`` is SpikingJelly 2.0's
+    recipe executor; calls in this class's form, ``Converter(dataloader=..., mode=...)``, still build one of these.)
 
     :param dataloader: calibration data (batches of inputs or (input, target) pairs), used for ReLU sites whose
         statistic is not in ``stats``. Not needed in 'qcfs' mode when every activation is a QCFS, nor when
@@ -109,13 +110,6 @@ class Converter:
     :param momentum: ``None`` (default) combines the per-batch statistics as described under ``mode``; a float
         m in (0, 1] uses SpikingJelly's running estimate ``s <- (1 - m) s + m s_batch`` instead.
     """
-
-    def __new__(cls, *args, **kwargs):
-        # SpikingJelly 2.0's Converter is its FXConverter: Converter(recipe, device=None) builds one
-        first = kwargs.get("recipe", args[0] if args else None)
-        if "recipe" in kwargs or isinstance(first, (str, FXConversionRecipe, ModuleConversionRecipe)):
-            return FXConverter(*args, **kwargs)
-        return super().__new__(cls)
 
     def __init__(self, dataloader: Optional[Iterable] = None, mode="max", stats: Optional[Dict[str, float]] = None,
                  device=None, v_init: Optional[float] = None, fuse_flag: bool = True,
@@ -146,7 +140,7 @@ class Converter:
     # -- statistics -------------------------------------------------------------------------------
     def _prepare(self, ann: nn.Module):
         if not isinstance(ann, nn.Module):
-            raise TypeError(f"Converter expects an nn.Module, but got {type(ann).__name__}.")
+            raise TypeError(f"ReLUConverter expects an nn.Module, but got {type(ann).__name__}.")
         gm = trace_ann(copy.deepcopy(ann).eval())
         check_supported(gm)
         remove_dropout(gm)
@@ -160,8 +154,8 @@ class Converter:
             names = ", ".join(repr(s.key) for s in needed)
             raise ConversionError(
                 f"ann2snn needs an activation statistic for ReLU site(s) {names} but got no dataloader: pass "
-                f"Converter(dataloader=...) or Converter(stats={{name: value}}) covering them "
-                f"(Converter().sites(ann) lists every site).")
+                f"ReLUConverter(dataloader=...) or ReLUConverter(stats={{name: value}}) covering them "
+                f"(ReLUConverter().sites(ann) lists every site).")
         mode = "max" if self.mode == "qcfs" else self.mode
         observers = {}
         for s in needed:
@@ -239,6 +233,36 @@ class Converter:
         gm.recompile()
         gm.delete_all_unused_submodules()
         return gm
+
+
+def _is_recipe_call(args, kwargs) -> bool:
+    """SpikingJelly's ``Converter(recipe, device=None)``: a recipe (object or name) first, or ``recipe=``."""
+    first = kwargs.get("recipe", args[0] if args else None)
+    return "recipe" in kwargs or isinstance(first, (str, FXConversionRecipe, ModuleConversionRecipe))
+
+
+class _ReLUConverterCalls:
+    """Routes calls in :class:`ReLUConverter`'s form (no recipe: a dataloader first, or only its keywords) to it,
+    so code written for fastspike's converter under the name ``Converter`` keeps working."""
+
+    def __new__(cls, *args, **kwargs):
+        # no arguments at all: copy/pickle re-creating an instance (Converter() itself then needs its recipe)
+        if (args or kwargs) and not _is_recipe_call(args, kwargs):
+            return ReLUConverter(*args, **kwargs)
+        return super().__new__(cls)
+
+
+class Converter(_ReLUConverterCalls, FXConverter):
+    """SpikingJelly 2.0's ``Converter``: the FX recipe executor (SpikingJelly's ``Converter`` is its
+    ``FXConverter``). ``Converter(recipe, device=None).convert(ann)`` runs an FX recipe such as
+    ``RateCodingRecipe(dataloader=...)`` on a copy of ``ann``.
+
+    A call without a recipe (``Converter(dataloader=loader, mode="max")``, ``Converter(loader)``,
+    ``Converter(stats=...)``) builds fastspike's :class:`ReLUConverter` instead.
+    """
+
+    def __init__(self, recipe: Union[str, FXConversionRecipe], device: Optional[Union[torch.device, str]] = None):
+        super().__init__(recipe, device)
 
 
 def _scaled_if(threshold: float, v_init_fraction: float) -> nn.Sequential:

@@ -44,8 +44,8 @@ def _copy(ann: nn.Module, who: str) -> nn.Module:
 
 
 class FXConverter:
-    """Executor of FX-graph recipes (SpikingJelly's ``FXConverter``; ``fastspike.ann2snn.Converter(recipe)``
-    builds one too).
+    """Executor of FX-graph recipes (SpikingJelly's ``FXConverter``; ``fastspike.ann2snn.Converter``, SpikingJelly's
+    other name for it, is a subclass).
 
     :param recipe: an :class:`~fastspike.ann2snn.FXConversionRecipe` (such as ``RateCodingRecipe(...)``).
         SpikingJelly's string names are refused with the reason.

@@ -5,9 +5,12 @@
 with a trainable threshold ``lambda`` (one scalar per layer), ``L`` quantization levels and shift ``phi``
 (1/2 minimises the expected conversion error). The floor has a straight-through gradient, so ``lambda``
 and the preceding weights train with ordinary backpropagation. Use it in place of ``nn.ReLU`` while
-training the ANN; :class:`fastspike.ann2snn.Converter` then turns each QCFS into an IF neuron with
+training the ANN; :class:`fastspike.ann2snn.ReLUConverter` then turns each QCFS into an IF neuron with
 soft reset, threshold ``lambda`` and initial membrane potential ``phi * lambda`` (``lambda / 2``), whose
 spike count over T = L steps equals h(x) / lambda * L for a constant input.
+
+:class:`SignedQCFSSequenceEncoder` (SpikingJelly 2.0's, in ``signed_qcfs.py``) encodes signed activations with
+per-channel QCFS scales as positive and negative spike trains.
 """
 from __future__ import annotations
 
@@ -16,7 +19,9 @@ import torch.nn as nn
 
 from fastspike import quantize
 
-__all__ = ["QCFS"]
+from .signed_qcfs import SignedQCFSSequenceEncoder
+
+__all__ = ["QCFS", "SignedQCFSSequenceEncoder"]
 
 
 class QCFS(nn.Module):

@@ -3,7 +3,7 @@
 Each submodule defines ``__all__``; add a module here with one ``from .x import *`` line.
 """
 from .container import *
-from .wrappers import *
+from .stateless_wrapper import *
 from .dropout import *
 from .bn import *
 from .misc import *

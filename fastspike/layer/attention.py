@@ -286,7 +286,8 @@ class SpikeDrivenSelfAttention(nn.Module):
                  **kwargs: Any) -> None:
         super().__init__()
         _check_heads(dim, num_heads)
-        from .wrappers import BatchNorm2d, Conv2d
+        from .bn import BatchNorm2d
+        from .stateless_wrapper import Conv2d
 
         self.dim = dim
         self.num_heads = num_heads

@@ -12,7 +12,11 @@
   subtracts ``w * S`` from the input spikes, where the state ``S`` (a memory named ``x``) follows
   ``S[t] = k S[t-1] + (1 - k) / C**2 * sum_c X[t, c]``. Both step modes.
 
-The plain step-mode wrappers ``BatchNorm1d/2d/3d`` live in ``fastspike.layer.wrappers``.
+- ``BatchNorm1d/2d/3d(num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
+  step_mode='s')``: torch's BatchNorm with a step mode. 's': one step goes straight to torch's layer; 'm': the
+  sequence [T, N, C, ...] is folded to [T*N, C, ...], so the statistics are taken over time and batch together.
+  ``super_forward(x)`` is torch's forward (SpikingJelly's name). Parameters, buffers and state_dict keys are
+  torch's.
 """
 from __future__ import annotations
 
@@ -23,8 +27,12 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .. import base
+from .stateless_wrapper import _LAYOUT, _StepModeWrapper
 
 __all__ = [
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNorm3d",
     "ThresholdDependentBatchNorm1d",
     "ThresholdDependentBatchNorm2d",
     "ThresholdDependentBatchNorm3d",
@@ -36,6 +44,44 @@ __all__ = [
     "BatchNormThroughTime3d",
     "NeuNorm",
 ]
+
+
+class _StepModeBatchNorm(_StepModeWrapper):
+    """Step-mode dispatch of the plain BatchNorms (rank checks with clear errors; 'm' folds T into the batch)."""
+
+    def super_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """torch's BatchNorm forward on ``x`` as it is (SpikingJelly's ``super_forward``)."""
+        return self._stateless_forward(x)
+
+
+class BatchNorm1d(_StepModeBatchNorm, nn.BatchNorm1d):
+    """In 'm' mode the statistics are taken over T*N (and L), as SpikingJelly does; likewise for 2d/3d."""
+
+    _ndim_s, _ndim_m = (2, 3), (3, 4)
+    _layout_s, _layout_m = "N, C] or [N, C, L", "T, N, C] or [T, N, C, L"
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, step_mode: str = "s"):
+        nn.BatchNorm1d.__init__(self, num_features, eps, momentum, affine, track_running_stats)
+        self.step_mode = step_mode
+
+
+class BatchNorm2d(_StepModeBatchNorm, nn.BatchNorm2d):
+    _ndim_s, _layout_s = (4,), _LAYOUT[2]
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, step_mode: str = "s"):
+        nn.BatchNorm2d.__init__(self, num_features, eps, momentum, affine, track_running_stats)
+        self.step_mode = step_mode
+
+
+class BatchNorm3d(_StepModeBatchNorm, nn.BatchNorm3d):
+    _ndim_s, _layout_s = (5,), _LAYOUT[3]
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, step_mode: str = "s"):
+        nn.BatchNorm3d.__init__(self, num_features, eps, momentum, affine, track_running_stats)
+        self.step_mode = step_mode
 
 
 def _merged_forward(x_seq: torch.Tensor, fn, step_ndims, cls_name: str) -> torch.Tensor:

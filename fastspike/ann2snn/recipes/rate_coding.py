@@ -14,7 +14,7 @@ Steps (numbers match SpikingJelly's):
    channel-wise), then the graph is made step-mode aware (``step_mode_adapters``).
 
 Only ``nn.ReLU`` modules are converted (functional relus are left as they are, as in SpikingJelly); the
-fastspike :class:`~fastspike.ann2snn.Converter` covers those, clipped ReLUs and QCFS.
+fastspike :class:`~fastspike.ann2snn.ReLUConverter` covers those, clipped ReLUs and QCFS.
 """
 from __future__ import annotations
 

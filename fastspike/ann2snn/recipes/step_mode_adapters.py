@@ -84,7 +84,7 @@ def _elidable(gm: fx.GraphModule, node: fx.Node, folds: set) -> bool:
     return node in folds and len(node.users) == 1 and not gm.get_submodule(node.target).records
 
 
-def adapt_step_mode_graph(fx_model: fx.GraphModule, *, context: str = "converted SNN",
+def adapt_step_mode_graph(fx_model: fx.GraphModule, *, context: str,
                           wrap_module_types: Tuple[Type[nn.Module], ...] = (),
                           safe_module_types: Tuple[Type[nn.Module], ...] = (),
                           safe_call_functions: Tuple[Callable[..., Any], ...] = ()) -> fx.GraphModule:

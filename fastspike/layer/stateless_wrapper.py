@@ -1,4 +1,5 @@
-"""Stateless torch layers with a ``step_mode`` (SpikingJelly 2.0.0 names, arguments, defaults, state_dict keys).
+"""Stateless torch layers with a ``step_mode`` (SpikingJelly 2.0.0's ``layer.stateless_wrapper``: the same module
+path, names, arguments, defaults and state_dict keys; its BatchNorm1d/2d/3d are in ``layer.bn``, as there).
 
 Each class subclasses the torch layer and :class:`fastspike.base.StepModule`:
 
@@ -32,9 +33,6 @@ __all__ = [
     "ConvTranspose2d",
     "ConvTranspose3d",
     "Linear",
-    "BatchNorm1d",
-    "BatchNorm2d",
-    "BatchNorm3d",
     "GroupNorm",
     "MaxPool1d",
     "MaxPool2d",
@@ -244,38 +242,8 @@ class Linear(_StepModeWrapper, nn.Linear):
 
 
 # ------------------------------------------------------------------------------------------------
-# normalisation
+# normalisation (BatchNorm1d/2d/3d live in layer/bn.py, as in SpikingJelly)
 # ------------------------------------------------------------------------------------------------
-class BatchNorm1d(_StepModeWrapper, nn.BatchNorm1d):
-    """In 'm' mode the statistics are taken over T*N (and L), as SpikingJelly does; likewise for 2d/3d."""
-
-    _ndim_s, _ndim_m = (2, 3), (3, 4)
-    _layout_s, _layout_m = "N, C] or [N, C, L", "T, N, C] or [T, N, C, L"
-
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
-                 track_running_stats: bool = True, step_mode: str = "s"):
-        nn.BatchNorm1d.__init__(self, num_features, eps, momentum, affine, track_running_stats)
-        self.step_mode = step_mode
-
-
-class BatchNorm2d(_StepModeWrapper, nn.BatchNorm2d):
-    _ndim_s, _layout_s = (4,), _LAYOUT[2]
-
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
-                 track_running_stats: bool = True, step_mode: str = "s"):
-        nn.BatchNorm2d.__init__(self, num_features, eps, momentum, affine, track_running_stats)
-        self.step_mode = step_mode
-
-
-class BatchNorm3d(_StepModeWrapper, nn.BatchNorm3d):
-    _ndim_s, _layout_s = (5,), _LAYOUT[3]
-
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
-                 track_running_stats: bool = True, step_mode: str = "s"):
-        nn.BatchNorm3d.__init__(self, num_features, eps, momentum, affine, track_running_stats)
-        self.step_mode = step_mode
-
-
 class GroupNorm(_StepModeWrapper, nn.GroupNorm):
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
                  step_mode: str = "s"):
