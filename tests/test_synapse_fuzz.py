@@ -27,13 +27,13 @@ def _campaign(n: int, seed: int, backends: str) -> dict:
 
 
 def test_random_configurations_match_torch_on_cpp_and_torch():
-    outcomes = _campaign(200, 0, "cpp,torch")
+    outcomes = _campaign(600, 0, "cpp,torch")
     assert not any(k.startswith("FINDING") for k in outcomes), outcomes
-    assert outcomes.get("equal to torch", 0) > 100  # the campaign mostly compares, not refuses
+    assert outcomes.get("equal to torch", 0) > 300  # the campaign mostly compares, not refuses
 
 
 @pytest.mark.skipif(not triton_runs_here(), reason="needs CUDA or TRITON_INTERPRET=1")
 def test_random_configurations_match_torch_on_triton():
-    outcomes = _campaign(25, 1, "triton")
+    outcomes = _campaign(100, 1, "triton")
     assert not any(k.startswith("FINDING") for k in outcomes), outcomes
-    assert outcomes.get("equal to torch", 0) > 8
+    assert outcomes.get("equal to torch", 0) > 30
