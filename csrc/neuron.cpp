@@ -242,7 +242,7 @@ void backward_impl(const NeuronParams& p, RecomputeFn recompute, float a, float 
   c.x_term = p.decay_input ? 1.0f : 0.0f;
   c.q1 = p.mode == 3 ? p.p1 / p.decay : 1.0f / p.decay;
   c.q2 = p.mode == 3 ? p.p2 + p.p3 : p.p2;
-  c.q3 = 1.0f / p.p1;
+  c.q3 = p.mode == 4 ? 1.0f / p.p1 : 0.0f;
   const float v_reset_arg = p.soft_reset ? 0.0f : p.v_reset;
   const int threads = clamp_threads(nthreads, nblocks, T * N, kMinBackwardPerThread);
   ThreadErrors errors;  // a thread's buffer could not be allocated: raised after the region

@@ -119,6 +119,24 @@ def test_single_step_and_erf(backend, mode, T):
         assert_close(what, r, o, 1e-5)
 
 
+@pytest.mark.parametrize("mode", ["qif", "eif"])
+def test_cpp_two_threads_match_one_and_the_reference(mode):
+    """Enough work for the C++ forward and backward to split the neurons between two OpenMP threads."""
+    x, v0, grads = _inputs(8, (40000,), seed=7)
+    kw = dict(mode=mode, v_reset=-0.1, surrogate_function=sg.Sigmoid(), **PARAMS[mode])
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _run("cpp", x, v0, grads, **kw)
+        torch.set_num_threads(2)
+        two = _run("cpp", x, v0, grads, **kw)
+    finally:
+        torch.set_num_threads(n)
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)
+    _check("cpp vs reference", _run("torch", x, v0, grads, **kw), two, 1e-5)
+
+
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("mode", ["qif", "eif"])
