@@ -1,4 +1,4 @@
-// Fused multi-step IF / LIF / ParametricLIF neurons on the CPU: forward and backward through time.
+// Fused multi-step IF / LIF / ParametricLIF / QIF / EIF neurons on the CPU: forward and backward through time.
 //
 // Layout: every tensor is [T, N] row-major (time outer, neurons inner), float32, contiguous.
 // Parallelism: OpenMP over blocks of kBlock neurons; each block keeps its membrane state in a small
@@ -7,9 +7,12 @@
 // Charge (mode): 0 IF       H = V + X
 //                1 LIF      H = V + (X - (V - Vr)) / tau      (decay_input)   or V - (V - Vr) / tau + X
 //                2 PLIF     H = V + (X - (V - Vr)) * k        (decay_input)   or V - (V - Vr) * k + X,  k = sigmoid(w)
+//                3 QIF      H = V + (X + a0 (V - v_rest)(V - v_c)) / tau                  p1, p2, p3 = a0, v_rest, v_c
+//                4 EIF      H = V + (X + v_rest - V + dT exp((V - theta_rh) / dT)) / tau  p1-p3 = dT, theta_rh, v_rest
 // Fire:  S = H >= thr.   Reset: hard V = S ? Vr : H,   soft V = H - thr * S.
 // The expressions are written exactly as the reference (fastspike/ops/reference.py) evaluates them,
-// and the build disables FMA contraction, so forward results match the reference bit for bit.
+// and the build disables FMA contraction, so forward results match the reference bit for bit (EIF: to the
+// rounding of exp, computed by the vectorisable vexp of surrogate.h).
 //
 // Saved for the backward: X (which already exists), not H. The backward recomputes H for one block of
 // neurons at a time into a per-thread buffer of T x kBlock floats (cache resident), then runs the
@@ -35,9 +38,15 @@ constexpr std::int64_t kBlock = 256;
 constexpr std::int64_t kMinForwardPerThread = std::int64_t(1) << 17;
 constexpr std::int64_t kMinBackwardPerThread = std::int64_t(1) << 15;
 
+constexpr int kNumModes = 5;
+
+// exp for the EIF charge: vexp, and +inf past float's range as torch.exp (vexp clamps its input).
+inline float charge_exp(float x) { return x > 88.72283f ? __builtin_inff() : vexp(x); }
+
 struct NeuronParams {
-  int mode;     // 0 IF, 1 LIF, 2 PLIF
-  float decay;  // tau for LIF, k = sigmoid(w) for PLIF, unused for IF
+  int mode;     // 0 IF, 1 LIF, 2 PLIF, 3 QIF, 4 EIF
+  float decay;  // tau for LIF / QIF / EIF, k = sigmoid(w) for PLIF, unused for IF
+  float p1, p2, p3;  // QIF: a0, v_rest, v_c; EIF: delta_T, theta_rh, v_rest
   bool decay_input;
   float v_th;
   float v_reset;  // charge uses 0 when soft
@@ -49,7 +58,8 @@ struct NeuronParams {
 // so the loop has no branches left and vectorises; only the requested outputs are written.
 template <int MODE, bool DECAY_INPUT, bool SOFT, bool STORE_S, bool STORE_H, bool STORE_VSEQ>
 inline void step_row(const float* __restrict xt, float* __restrict v, float* __restrict st, float* __restrict ht,
-                     float* __restrict vt, std::int64_t len, float decay, float v_th, float v_reset) {
+                     float* __restrict vt, std::int64_t len, float decay, float v_th, float v_reset, float p1,
+                     float p2, float p3) {
   const float vr_charge = SOFT ? 0.0f : v_reset;
 #pragma omp simd
   for (std::int64_t i = 0; i < len; ++i) {
@@ -59,7 +69,10 @@ inline void step_row(const float* __restrict xt, float* __restrict v, float* __r
     if constexpr (MODE == 0) hv = vv + xv;
     else if constexpr (MODE == 1)
       hv = DECAY_INPUT ? vv + (xv - (vv - vr_charge)) / decay : vv - (vv - vr_charge) / decay + xv;
-    else hv = DECAY_INPUT ? vv + (xv - (vv - vr_charge)) * decay : vv - (vv - vr_charge) * decay + xv;
+    else if constexpr (MODE == 2)
+      hv = DECAY_INPUT ? vv + (xv - (vv - vr_charge)) * decay : vv - (vv - vr_charge) * decay + xv;
+    else if constexpr (MODE == 3) hv = vv + (xv + p1 * (vv - p2) * (vv - p3)) / decay;
+    else hv = vv + (xv + p3 - vv + p1 * charge_exp((vv - p2) / p1)) / decay;
     const float sv = hv >= v_th ? 1.0f : 0.0f;
     const float vn = SOFT ? hv - v_th * sv : sv * v_reset + (1.0f - sv) * hv;
     v[i] = vn;
@@ -71,7 +84,8 @@ inline void step_row(const float* __restrict xt, float* __restrict v, float* __r
 
 template <int MODE, bool DECAY_INPUT, bool SOFT, bool STORE_H, bool STORE_VSEQ>
 void forward_impl(const float* x, const float* v0, float v0_value, float* s, float* h, float* vseq, float* vlast,
-                  std::int64_t T, std::int64_t N, float decay, float v_th, float v_reset, int nthreads) {
+                  std::int64_t T, std::int64_t N, float decay, float v_th, float v_reset, float p1, float p2,
+                  float p3, int nthreads) {
   const std::int64_t nblocks = (N + kBlock - 1) / kBlock;
   const int threads = clamp_threads(nthreads, nblocks, T * N, kMinForwardPerThread);
 #pragma omp parallel for schedule(static) num_threads(threads)
@@ -83,7 +97,8 @@ void forward_impl(const float* x, const float* v0, float v0_value, float* s, flo
     for (std::int64_t t = 0; t < T; ++t) {
       const std::int64_t o = t * N + n0;
       step_row<MODE, DECAY_INPUT, SOFT, true, STORE_H, STORE_VSEQ>(
-          x + o, v, s + o, STORE_H ? h + o : nullptr, STORE_VSEQ ? vseq + o : nullptr, len, decay, v_th, v_reset);
+          x + o, v, s + o, STORE_H ? h + o : nullptr, STORE_VSEQ ? vseq + o : nullptr, len, decay, v_th, v_reset, p1,
+          p2, p3);
     }
     for (std::int64_t i = 0; i < len; ++i) vlast[n0 + i] = v[i];
   }
@@ -92,16 +107,16 @@ void forward_impl(const float* x, const float* v0, float v0_value, float* s, flo
 // H of one block for every step, into hbuf[t * kBlock + i] (the backward's recomputation).
 template <int MODE, bool DECAY_INPUT, bool SOFT>
 void recompute_block(const float* x, const float* v0, float* hbuf, std::int64_t T, std::int64_t N, std::int64_t len,
-                     float decay, float v_th, float v_reset) {
+                     float decay, float v_th, float v_reset, float p1, float p2, float p3) {
   float v[kBlock];
   for (std::int64_t i = 0; i < len; ++i) v[i] = v0[i];
   for (std::int64_t t = 0; t < T; ++t)
     step_row<MODE, DECAY_INPUT, SOFT, false, true, false>(x + t * N, v, nullptr, hbuf + t * kBlock, nullptr, len, decay,
-                                                          v_th, v_reset);
+                                                          v_th, v_reset, p1, p2, p3);
 }
 
 using RecomputeFn = void (*)(const float*, const float*, float*, std::int64_t, std::int64_t, std::int64_t, float, float,
-                             float);
+                             float, float, float, float);
 
 template <typename F>
 void dispatch_bool(bool flag, F&& f) {
@@ -113,13 +128,15 @@ template <typename F>
 void dispatch_mode(int mode, F&& f) {
   if (mode == 0) f(std::integral_constant<int, 0>{});
   else if (mode == 1) f(std::integral_constant<int, 1>{});
-  else f(std::integral_constant<int, 2>{});
+  else if (mode == 2) f(std::integral_constant<int, 2>{});
+  else if (mode == 3) f(std::integral_constant<int, 3>{});
+  else f(std::integral_constant<int, 4>{});
 }
 
 RecomputeFn select_recompute(int mode, bool decay_input, bool soft) {
   RecomputeFn fn = nullptr;
   dispatch_mode(mode, [&](auto m) {
-    dispatch_bool(decay_input || m.value == 0, [&](auto di) {
+    dispatch_bool(decay_input || m.value == 0 || m.value >= 3, [&](auto di) {
       dispatch_bool(
           soft, [&](auto so) { fn = &recompute_block<decltype(m)::value, decltype(di)::value, decltype(so)::value>; });
     });
@@ -129,8 +146,9 @@ RecomputeFn select_recompute(int mode, bool decay_input, bool soft) {
 
 void forward(std::uintptr_t x_, std::uintptr_t v0_, float v0_value, std::uintptr_t s_, std::uintptr_t h_,
              std::uintptr_t vseq_, std::uintptr_t vlast_, std::int64_t T, std::int64_t N, int mode, float decay,
-             bool decay_input, float v_th, float v_reset, bool soft_reset, int nthreads) {
-  check(mode >= 0 && mode <= 2, "mode must be 0 (IF), 1 (LIF) or 2 (PLIF)");
+             bool decay_input, float v_th, float v_reset, bool soft_reset, int nthreads, float p1, float p2,
+             float p3) {
+  check(mode >= 0 && mode < kNumModes, "mode must be 0 (IF), 1 (LIF), 2 (PLIF), 3 (QIF) or 4 (EIF)");
   const float* x = ptr<const float>(x_);
   const float* v0 = v0_ ? ptr<const float>(v0_) : nullptr;
   float* s = ptr<float>(s_);
@@ -138,12 +156,13 @@ void forward(std::uintptr_t x_, std::uintptr_t v0_, float v0_value, std::uintptr
   float* vseq = vseq_ ? ptr<float>(vseq_) : nullptr;
   float* vlast = ptr<float>(vlast_);
   dispatch_mode(mode, [&](auto m) {
-    dispatch_bool(decay_input || m.value == 0, [&](auto di) {
+    dispatch_bool(decay_input || m.value == 0 || m.value >= 3, [&](auto di) {
       dispatch_bool(soft_reset, [&](auto soft) {
         dispatch_bool(h != nullptr, [&](auto sh) {
           dispatch_bool(vseq != nullptr, [&](auto sv) {
             forward_impl<decltype(m)::value, decltype(di)::value, decltype(soft)::value, decltype(sh)::value,
-                         decltype(sv)::value>(x, v0, v0_value, s, h, vseq, vlast, T, N, decay, v_th, v_reset, nthreads);
+                         decltype(sv)::value>(x, v0, v0_value, s, h, vseq, vlast, T, N, decay, v_th, v_reset, p1, p2,
+                                              p3, nthreads);
           });
         });
       });
@@ -158,12 +177,17 @@ struct BackwardConsts {
   float detach;  // 0 with detach_reset: drops the surrogate term of dV/dH
   float dh_dx, dh_dv;
   float x_term;  // 1 with decay_input (dH/dk contains X), else 0
+  float q1, q2, q3;  // QIF: dH/dV = 1 + q1 (2 V - q2); EIF: 1 + (exp((V - q2) q3) - 1) q1
 };
+
+// How dH/dV[t-1] is known: a constant (IF, LIF), or from V[t-1] (PLIF needs it for dH/dk; QIF, EIF for dH/dV).
+enum Kind { kConstant = 0, kPlif = 1, kQif = 2, kEif = 3 };
+constexpr int kind_of(int mode) { return mode < 2 ? kConstant : mode - 1; }
 
 // One reverse time step over one block of neurons. A plain function with restrict pointers (not a
 // lambda): captured state hides the access pattern from gcc's vectoriser. FIRST marks t == 0, where
 // V[t-1] is V0 rather than reset(H[t-1]).
-template <int SG, bool PLIF, bool SOFT, bool HAS_GVSEQ, bool FIRST>
+template <int SG, int KIND, bool SOFT, bool HAS_GVSEQ, bool FIRST>
 inline void backward_step(const BackwardConsts c, std::int64_t len, const float* __restrict ht,
                           const float* __restrict gst, const float* __restrict gvt, const float* __restrict hp,
                           const float* __restrict xt, const float* __restrict v0b, float* __restrict gxt,
@@ -178,8 +202,9 @@ inline void backward_step(const BackwardConsts c, std::int64_t len, const float*
     if constexpr (HAS_GVSEQ) gv += gvt[i];
     const float gh = gst[i] * sg + gv * dv_dh;
     gxt[i] = gh * c.dh_dx;
-    carry[i] = gh * c.dh_dv;
-    if constexpr (PLIF) {
+    if constexpr (KIND == kConstant) {
+      carry[i] = gh * c.dh_dv;
+    } else {
       float vprev;
       if constexpr (FIRST) {
         vprev = v0b[i];
@@ -188,12 +213,19 @@ inline void backward_step(const BackwardConsts c, std::int64_t len, const float*
         const float spv = hpv >= c.v_th ? 1.0f : 0.0f;
         vprev = SOFT ? hpv - c.v_th * spv : spv * c.vr + (1.0f - spv) * hpv;
       }
-      gk_acc[i] += gh * (c.x_term * xt[i] - (vprev - c.vr));  // dL/dH * dH/dk
+      if constexpr (KIND == kPlif) {
+        carry[i] = gh * c.dh_dv;
+        gk_acc[i] += gh * (c.x_term * xt[i] - (vprev - c.vr));  // dL/dH * dH/dk
+      } else if constexpr (KIND == kQif) {
+        carry[i] = gh * madd(c.q1, 2.0f * vprev - c.q2, 1.0f);
+      } else {
+        carry[i] = gh * madd(vexp((vprev - c.q2) * c.q3) - 1.0f, c.q1, 1.0f);
+      }
     }
   }
 }
 
-template <int SG, bool PLIF, bool SOFT, bool HAS_GVSEQ>
+template <int SG, int KIND, bool SOFT, bool HAS_GVSEQ>
 void backward_impl(const NeuronParams& p, RecomputeFn recompute, float a, float bpar, const float* gs,
                    const float* gvseq, const float* gvlast, const float* x, const float* v0, float v0_value, float* gx,
                    float* gv0, double* gk_partial, std::int64_t T, std::int64_t N, int nthreads) {
@@ -206,7 +238,11 @@ void backward_impl(const NeuronParams& p, RecomputeFn recompute, float a, float 
   c.detach = p.detach_reset ? 0.0f : 1.0f;
   c.dh_dv = p.mode == 0 ? 1.0f : (p.mode == 1 ? 1.0f - 1.0f / p.decay : 1.0f - p.decay);
   c.dh_dx = p.decay_input ? (p.mode == 1 ? 1.0f / p.decay : (p.mode == 2 ? p.decay : 1.0f)) : 1.0f;
+  if (p.mode >= 3) c.dh_dx = 1.0f / p.decay;
   c.x_term = p.decay_input ? 1.0f : 0.0f;
+  c.q1 = p.mode == 3 ? p.p1 / p.decay : 1.0f / p.decay;
+  c.q2 = p.mode == 3 ? p.p2 + p.p3 : p.p2;
+  c.q3 = p.mode == 4 ? 1.0f / p.p1 : 0.0f;
   const float v_reset_arg = p.soft_reset ? 0.0f : p.v_reset;
   const int threads = clamp_threads(nthreads, nblocks, T * N, kMinBackwardPerThread);
   ThreadErrors errors;  // a thread's buffer could not be allocated: raised after the region
@@ -227,23 +263,23 @@ void backward_impl(const NeuronParams& p, RecomputeFn recompute, float a, float 
         carry[i] = gvlast ? gvlast[n0 + i] : 0.0f;
         gk_acc[i] = 0.0f;
       }
-      recompute(x + n0, v0blk, hbuf.data(), T, N, len, p.decay, p.v_th, v_reset_arg);
+      recompute(x + n0, v0blk, hbuf.data(), T, N, len, p.decay, p.v_th, v_reset_arg, p.p1, p.p2, p.p3);
       for (std::int64_t t = T - 1; t >= 0; --t) {
         const std::int64_t o = t * N + n0;
         const float* ht = hbuf.data() + t * kBlock;
         const float* gvt = HAS_GVSEQ ? gvseq + o : nullptr;
-        const float* xt = PLIF ? x + o : nullptr;
+        const float* xt = KIND == kPlif ? x + o : nullptr;
         if (t > 0) {
-          backward_step<SG, PLIF, SOFT, HAS_GVSEQ, false>(c, len, ht, gs + o, gvt, ht - kBlock, xt, v0blk, gx + o,
+          backward_step<SG, KIND, SOFT, HAS_GVSEQ, false>(c, len, ht, gs + o, gvt, ht - kBlock, xt, v0blk, gx + o,
                                                           carry, gk_acc);
         } else {
-          backward_step<SG, PLIF, SOFT, HAS_GVSEQ, true>(c, len, ht, gs + o, gvt, nullptr, xt, v0blk, gx + o, carry,
+          backward_step<SG, KIND, SOFT, HAS_GVSEQ, true>(c, len, ht, gs + o, gvt, nullptr, xt, v0blk, gx + o, carry,
                                                          gk_acc);
         }
       }
       if (gv0)
         for (std::int64_t i = 0; i < len; ++i) gv0[n0 + i] = carry[i];
-      if (PLIF && gk_partial) {
+      if (KIND == kPlif && gk_partial) {
         double acc = 0.0;
         for (std::int64_t i = 0; i < len; ++i) acc += gk_acc[i];
         gk_partial[b] = acc;
@@ -256,17 +292,19 @@ void backward_impl(const NeuronParams& p, RecomputeFn recompute, float a, float 
 void backward(std::uintptr_t gs_, std::uintptr_t gvseq_, std::uintptr_t gvlast_, std::uintptr_t x_, std::uintptr_t v0_,
               float v0_value, std::uintptr_t gx_, std::uintptr_t gv0_, std::uintptr_t gk_partial_, std::int64_t T,
               std::int64_t N, int mode, float decay, bool decay_input, float v_th, float v_reset, bool soft_reset,
-              bool detach_reset, int sg, float a, float b, int nthreads) {
-  check(mode >= 0 && mode <= 2, "mode must be 0 (IF), 1 (LIF) or 2 (PLIF)");
+              bool detach_reset, int sg, float a, float b, int nthreads, float p1, float p2, float p3) {
+  check(mode >= 0 && mode < kNumModes, "mode must be 0 (IF), 1 (LIF), 2 (PLIF), 3 (QIF) or 4 (EIF)");
   check(x_ != 0, "neuron_backward needs x (it recomputes H from x and v0)");
   check(mode != 2 || gk_partial_, "PLIF backward needs a gk_partial buffer");
   const RecomputeFn recompute = select_recompute(mode, decay_input, soft_reset);
-  const NeuronParams p{mode, decay, decay_input, v_th, soft_reset ? 0.0f : v_reset, soft_reset, detach_reset};
+  const NeuronParams p{mode, decay, p1, p2, p3, decay_input, v_th, soft_reset ? 0.0f : v_reset, soft_reset,
+                       detach_reset};
   dispatch_surrogate(sg, [&](auto id) {
-    dispatch_bool(mode == 2, [&](auto plif) {
+    dispatch_mode(mode, [&](auto m) {
       dispatch_bool(soft_reset, [&](auto soft) {
         dispatch_bool(gvseq_ != 0, [&](auto has_gvseq) {
-          backward_impl<decltype(id)::value, decltype(plif)::value, decltype(soft)::value, decltype(has_gvseq)::value>(
+          backward_impl<decltype(id)::value, kind_of(decltype(m)::value), decltype(soft)::value,
+                        decltype(has_gvseq)::value>(
               p, recompute, a, b, ptr<const float>(gs_), gvseq_ ? ptr<const float>(gvseq_) : nullptr,
               gvlast_ ? ptr<const float>(gvlast_) : nullptr, ptr<const float>(x_),
               v0_ ? ptr<const float>(v0_) : nullptr, v0_value, ptr<float>(gx_), gv0_ ? ptr<float>(gv0_) : nullptr,
@@ -283,14 +321,16 @@ void register_neuron(pybind11::module_& m) {
   m.def("neuron_forward", &forward, py::call_guard<py::gil_scoped_release>(), py::arg("x"), py::arg("v0"),
         py::arg("v0_value"), py::arg("spike"), py::arg("h"), py::arg("v_seq"), py::arg("v_last"), py::arg("T"),
         py::arg("N"), py::arg("mode"), py::arg("decay"), py::arg("decay_input"), py::arg("v_threshold"),
-        py::arg("v_reset"), py::arg("soft_reset"), py::arg("nthreads"),
+        py::arg("v_reset"), py::arg("soft_reset"), py::arg("nthreads"), py::arg("p1") = 0.0f, py::arg("p2") = 0.0f,
+        py::arg("p3") = 0.0f,
         "Fused multi-step neuron forward on [T, N] float32 buffers (addresses); h and v_seq may be 0; v0 = 0 "
-        "starts every neuron at v0_value.");
+        "starts every neuron at v0_value; p1-p3: QIF's (a0, v_rest, v_c) or EIF's (delta_T, theta_rh, v_rest).");
   m.def("neuron_backward", &backward, py::call_guard<py::gil_scoped_release>(), py::arg("grad_spike"),
         py::arg("grad_v_seq"), py::arg("grad_v_last"), py::arg("x"), py::arg("v0"), py::arg("v0_value"),
         py::arg("grad_x"), py::arg("grad_v0"), py::arg("grad_k_partial"), py::arg("T"), py::arg("N"), py::arg("mode"),
         py::arg("decay"), py::arg("decay_input"), py::arg("v_threshold"), py::arg("v_reset"), py::arg("soft_reset"),
         py::arg("detach_reset"), py::arg("surrogate"), py::arg("alpha"), py::arg("beta"), py::arg("nthreads"),
+        py::arg("p1") = 0.0f, py::arg("p2") = 0.0f, py::arg("p3") = 0.0f,
         "Reverse-time backward of neuron_forward (recomputes H from x and v0 per block; v0 = 0 means the "
         "constant v0_value); grad_v0 may be 0 (not wanted); grad_k_partial gets one float64 per block of "
         "NEURON_BLOCK neurons.");

@@ -1,4 +1,4 @@
-"""Fused multi-step IF / LIF / ParametricLIF kernels (Triton) and their launchers.
+"""Fused multi-step IF / LIF / ParametricLIF / QIF / EIF kernels (Triton) and their launchers.
 
 One program owns BLOCK neurons and runs the whole time loop, keeping V in registers. Forward reads X
 and writes S (and H for the backward, in X's dtype, V_seq only when asked); backward runs the reverse-time loop
@@ -6,8 +6,9 @@ with the surrogate gradient computed inline and writes dL/dX, dL/dV0 and, for Pa
 partial sum of dL/dk per program (summed afterwards: deterministic, no float atomics).
 
 MODE: 0 IF, 1 LIF (divides by tau, as the reference), 2 ParametricLIF (multiplies by k = sigmoid(w),
-read from a 1-element tensor so no host sync is needed). HAS_V0: V0 is a tensor; otherwise every neuron starts
-at the scalar ``v0_value`` (no [N] buffer is made for it).
+read from a 1-element tensor so no host sync is needed), 3 QIF (p1, p2, p3 = a0, v_rest, v_c), 4 EIF (p1, p2, p3 =
+delta_T, theta_rh, v_rest). QIF's and EIF's dH/dV depends on V[t-1]: the backward recomputes it from H[t-1] (or
+V0). HAS_V0: V0 is a tensor; otherwise every neuron starts at the scalar ``v0_value`` (no [N] buffer is made for it).
 
 Compiled-code rules (checked for sm_80/sm_90 by tests/test_triton_compile.py): T is never specialised (Triton
 turns an int argument equal to 1 into a constant, and single-step mode is T = 1), offsets are int64 from the
@@ -27,9 +28,13 @@ BLOCK = 1024
 
 
 @triton.jit
-def _charge(b_v, b_x, decay, v_reset_decay, MODE: tl.constexpr, DECAY_INPUT: tl.constexpr):
+def _charge(b_v, b_x, decay, v_reset_decay, p1, p2, p3, MODE: tl.constexpr, DECAY_INPUT: tl.constexpr):
     if MODE == 0:
         b_h = b_v + b_x
+    elif MODE == 3:
+        b_h = b_v + (b_x + p1 * (b_v - p2) * (b_v - p3)) / decay
+    elif MODE == 4:
+        b_h = b_v + (b_x + p3 - b_v + p1 * tl.exp((b_v - p2) / p1)) / decay
     elif MODE == 1:
         if DECAY_INPUT:
             b_h = b_v + (b_x - (b_v - v_reset_decay)) / decay
@@ -74,7 +79,7 @@ def _saved_h(b_h, b_s, th_up, th_down, NUDGE: tl.constexpr):
 @triton.jit(do_not_specialize=["T"])
 def neuron_fwd_kernel(
     p_x, p_v0, p_s, p_h, p_vseq, p_vlast, p_k,
-    T, N, tau, v_th, v_reset, v0_value, th_up, th_down,
+    T, N, tau, v_th, v_reset, v0_value, th_up, th_down, p1, p2, p3,
     MODE: tl.constexpr, DECAY_INPUT: tl.constexpr, SOFT_RESET: tl.constexpr, HAS_V0: tl.constexpr,
     STORE_H: tl.constexpr, STORE_V_SEQ: tl.constexpr, NUDGE: tl.constexpr, BLOCK: tl.constexpr,
 ):
@@ -84,6 +89,9 @@ def neuron_fwd_kernel(
     v_th = tl.cast(v_th, tl.float32)
     v_reset = tl.cast(v_reset, tl.float32)
     v0_value = tl.cast(v0_value, tl.float32)
+    p1 = tl.cast(p1, tl.float32)
+    p2 = tl.cast(p2, tl.float32)
+    p3 = tl.cast(p3, tl.float32)
     pid = tl.program_id(0).to(tl.int64)
     o_n = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
     m_n = o_n < N
@@ -96,7 +104,7 @@ def neuron_fwd_kernel(
     o_t = o_n  # int64 running offset: t * N never evaluated in 32 bits
     for t in range(0, T):
         b_x = tl.load(p_x + o_t, mask=m_n, other=0.0).to(tl.float32)
-        b_h = _charge(b_v, b_x, decay, v_reset_decay, MODE, DECAY_INPUT)
+        b_h = _charge(b_v, b_x, decay, v_reset_decay, p1, p2, p3, MODE, DECAY_INPUT)
         b_s = (b_h >= v_th).to(tl.float32)
         b_v = _reset(b_h, b_s, v_th, v_reset, SOFT_RESET)
         tl.store(p_s + o_t, b_s.to(p_s.dtype.element_ty), mask=m_n)
@@ -111,7 +119,7 @@ def neuron_fwd_kernel(
 @triton.jit(do_not_specialize=["T"])
 def neuron_bwd_kernel(
     p_gs, p_gvseq, p_gvlast, p_h, p_x, p_v0, p_gx, p_gv0, p_gk, p_k,
-    T, N, tau, v_th, v_reset, v0_value, sg_a, sg_b,
+    T, N, tau, v_th, v_reset, v0_value, sg_a, sg_b, p1, p2, p3,
     MODE: tl.constexpr, DECAY_INPUT: tl.constexpr, SOFT_RESET: tl.constexpr, DETACH_RESET: tl.constexpr,
     HAS_V0: tl.constexpr, NEED_GV0: tl.constexpr, HAS_GS: tl.constexpr, HAS_GVSEQ: tl.constexpr,
     HAS_GVLAST: tl.constexpr, SG: tl.constexpr, BLOCK: tl.constexpr,
@@ -122,6 +130,9 @@ def neuron_bwd_kernel(
     v0_value = tl.cast(v0_value, tl.float32)
     sg_a = tl.cast(sg_a, tl.float32)
     sg_b = tl.cast(sg_b, tl.float32)
+    p1 = tl.cast(p1, tl.float32)
+    p2 = tl.cast(p2, tl.float32)
+    p3 = tl.cast(p3, tl.float32)
     pid = tl.program_id(0).to(tl.int64)
     o_n = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
     m_n = o_n < N
@@ -132,6 +143,9 @@ def neuron_bwd_kernel(
     elif MODE == 1:
         k = 1.0 / tau
         dh_dv = 1.0 - 1.0 / tau
+    elif MODE >= 3:  # dH/dV from V[t-1], below
+        k = 1.0 / tau
+        dh_dv = 1.0
     else:
         k = 1.0
         dh_dv = 1.0
@@ -162,7 +176,9 @@ def neuron_bwd_kernel(
         b_gh = b_gv * b_dvdh
         if HAS_GS:
             b_gh += tl.load(p_gs + o_t, mask=m_n, other=0.0).to(tl.float32) * b_sg
-        if DECAY_INPUT:
+        if MODE >= 3:
+            b_gx = b_gh / tau
+        elif DECAY_INPUT:
             if MODE == 1:
                 b_gx = b_gh / tau
             else:
@@ -170,13 +186,19 @@ def neuron_bwd_kernel(
         else:
             b_gx = b_gh
         tl.store(p_gx + o_t, b_gx.to(p_gx.dtype.element_ty), mask=m_n)
-        b_carry = b_gh * dh_dv
-        if MODE == 2:
+        if MODE >= 2:  # V[t-1]: reset(H[t-1]), or V0 at t = 0
             if t > 0:
                 b_hp = tl.load(p_h + o_t - N, mask=m_n, other=0.0).to(tl.float32)
                 b_vp = _reset(b_hp, (b_hp >= v_th).to(tl.float32), v_th, v_reset, SOFT_RESET)
             else:
                 b_vp = _initial_v(p_v0, v0_value, o_n, m_n, HAS_V0, BLOCK)
+        if MODE == 3:
+            b_carry = b_gh * (1.0 + p1 * (2.0 * b_vp - p2 - p3) / tau)
+        elif MODE == 4:
+            b_carry = b_gh * (1.0 + (tl.exp((b_vp - p2) / p1) - 1.0) / tau)
+        else:
+            b_carry = b_gh * dh_dv
+        if MODE == 2:
             if DECAY_INPUT:
                 b_factor = tl.load(p_x + o_t, mask=m_n, other=0.0).to(tl.float32) - (b_vp - vr)
             else:
@@ -212,9 +234,10 @@ def threshold_neighbours(v_th: float, dtype: torch.dtype):
 
 def neuron_forward(x, v0, k, v0_value: float, mode: int, tau: float, decay_input: bool, v_th: float,
                    v_reset: float, soft_reset: bool, store_h: bool, store_v_seq: bool, block: int = BLOCK,
-                   launch=None):
+                   launch=None, params=(0.0, 0.0, 0.0)):
     """x [T, N] contiguous (fp32/fp16/bf16), v0 [N] or None (every neuron starts at ``v0_value``), k a
-    1-element decay tensor (ParametricLIF) or None. Returns (spikes, h or None, v_seq or None, v_last); h is in
+    1-element decay tensor (ParametricLIF) or None; ``params``: QIF's (a0, v_rest, v_c) or EIF's (delta_T,
+    theta_rh, v_rest). Returns (spikes, h or None, v_seq or None, v_last); h is in
     x's dtype (16-bit H keeps the forward's spikes exactly: ``_saved_h``). ``launch(kernel)`` wraps the kernel
     (torch.library.wrap_triton under torch.compile)."""
     T, N = x.shape
@@ -228,7 +251,7 @@ def neuron_forward(x, v0, k, v0_value: float, mode: int, tau: float, decay_input
     kernel[_grid(N, block)](
         x, v0 if v0 is not None else x, spikes, h if store_h else x, v_seq if store_v_seq else x, v_last,
         k if k is not None else x,
-        T, N, float(tau), float(v_th), float(v_reset), float(v0_value), th_up, th_down,
+        T, N, float(tau), float(v_th), float(v_reset), float(v0_value), th_up, th_down, *map(float, params),
         MODE=mode, DECAY_INPUT=decay_input, SOFT_RESET=soft_reset, HAS_V0=v0 is not None,
         STORE_H=store_h, STORE_V_SEQ=store_v_seq, NUDGE=nudge, BLOCK=block,
     )
@@ -237,7 +260,7 @@ def neuron_forward(x, v0, k, v0_value: float, mode: int, tau: float, decay_input
 
 def neuron_backward(gs, gv_seq, gv_last, h, x, v0, k, v0_value: float, mode: int, tau: float, decay_input: bool,
                     v_th: float, v_reset: float, soft_reset: bool, detach_reset: bool, sg: int, sg_a: float,
-                    sg_b: float, need_gv0: bool, block: int = BLOCK, launch=None):
+                    sg_b: float, need_gv0: bool, block: int = BLOCK, launch=None, params=(0.0, 0.0, 0.0)):
     """Reverse-time backward; every tensor [T, N] / [N] contiguous; gs, gv_seq, gv_last may be None (zero),
     x is needed for ParametricLIF only. Returns (grad_x in h's dtype, grad_v0 in v0's dtype or None, grad_k [1]
     fp32 or None); the arithmetic is fp32, only the stores are in the tensors' dtype (no cast pass after)."""
@@ -252,7 +275,7 @@ def neuron_backward(gs, gv_seq, gv_last, h, x, v0, k, v0_value: float, mode: int
         h, x if x is not None else h, v0 if v0 is not None else h, gx, gv0 if need_gv0 else h,
         gk if gk is not None else h, k if k is not None else h,
         T, N, float(tau), float(v_th), float(v_reset), float(v0_value), float(sg_a), float(sg_b),
-        MODE=mode, DECAY_INPUT=decay_input, SOFT_RESET=soft_reset, DETACH_RESET=detach_reset,
+        *map(float, params), MODE=mode, DECAY_INPUT=decay_input, SOFT_RESET=soft_reset, DETACH_RESET=detach_reset,
         HAS_V0=v0 is not None, NEED_GV0=need_gv0, HAS_GS=gs is not None, HAS_GVSEQ=gv_seq is not None,
         HAS_GVLAST=gv_last is not None, SG=sg, BLOCK=block,
     )
@@ -261,15 +284,16 @@ def neuron_backward(gs, gv_seq, gv_last, h, x, v0, k, v0_value: float, mode: int
 
 # every specialisation the launchers above can produce (kernels/_spec.py; compiled for sm_80/sm_90 in CI)
 _FLAGS = (False, True)
+MODES = (0, 1, 2, 3, 4)  # IF, LIF, PLIF, QIF, EIF (ops/neuron/__init__.py's _MODES)
 COMPILE_SPECS = [
     KernelSpec(neuron_fwd_kernel, data=("p_x", "p_v0", "p_s", "p_h", "p_vseq", "p_vlast"), ints=("T", "N"),
-               floats=("tau", "v_th", "v_reset", "v0_value", "th_up", "th_down"),
-               constexprs=dict(MODE=(0, 1, 2), DECAY_INPUT=_FLAGS, SOFT_RESET=_FLAGS, HAS_V0=_FLAGS, STORE_H=_FLAGS,
+               floats=("tau", "v_th", "v_reset", "v0_value", "th_up", "th_down", "p1", "p2", "p3"),
+               constexprs=dict(MODE=MODES, DECAY_INPUT=_FLAGS, SOFT_RESET=_FLAGS, HAS_V0=_FLAGS, STORE_H=_FLAGS,
                                STORE_V_SEQ=_FLAGS, NUDGE=_FLAGS, BLOCK=(BLOCK,))),
     KernelSpec(neuron_bwd_kernel, data=("p_gs", "p_gvseq", "p_gvlast", "p_h", "p_x", "p_v0", "p_gx", "p_gv0"),
                ints=("T", "N"),
-               floats=("tau", "v_th", "v_reset", "v0_value", "sg_a", "sg_b"),
-               constexprs=dict(MODE=(0, 1, 2), DECAY_INPUT=_FLAGS, SOFT_RESET=_FLAGS, DETACH_RESET=_FLAGS,
+               floats=("tau", "v_th", "v_reset", "v0_value", "sg_a", "sg_b", "p1", "p2", "p3"),
+               constexprs=dict(MODE=MODES, DECAY_INPUT=_FLAGS, SOFT_RESET=_FLAGS, DETACH_RESET=_FLAGS,
                                HAS_V0=_FLAGS, NEED_GV0=_FLAGS, HAS_GS=_FLAGS, HAS_GVSEQ=_FLAGS, HAS_GVLAST=_FLAGS,
                                SG=tuple(range(14)), BLOCK=(BLOCK,))),
 ]

@@ -134,6 +134,20 @@ def test_peer_configuration_agrees(tmp_path, monkeypatch, peer, case):
         assert peer_rows[0]["agreement"]["spikes"] <= 1e-3
 
 
+@pytest.mark.parametrize("case", ["neuron.qif", "neuron.eif"])
+def test_nonlinear_neurons_agree_with_spikingjelly_and_name_missing_peers(tmp_path, monkeypatch, case):
+    pytest.importorskip("spikingjelly")
+    _tiny_points(monkeypatch)
+    rc, data = _run_json(tmp_path, FAST + ["--case", case, "--no-memory"])
+    assert rc == 0
+    for t, rows in _rows(data):
+        by_impl = {r["impl"]: r for r in rows}
+        sj = by_impl["SpikingJelly 2.0"]
+        assert sj["status"] == "ok" and sj["agreement"]["spikes"] == 0.0, sj
+        assert by_impl["snnTorch"]["status"] == "n/a" and "no equivalent" in by_impl["snnTorch"]["reason"]
+        assert next(r for r in rows if r["kind"] == "kernel")["status"] == "ok"
+
+
 def test_compare_outputs_flags_nan_and_missing():
     a = {"spikes": torch.tensor([0.0, 1.0, 1.0]), "grad_x": torch.tensor([1.0, 2.0, 3.0])}
     assert compare_outputs(a, {k: v.clone() for k, v in a.items()}, {})[0] is None

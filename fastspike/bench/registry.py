@@ -15,10 +15,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 __all__ = ["Case", "Ctx", "register", "CASES", "PEERS", "Peer", "peer_status", "SUITES"]
 
 SUITES = {
-    "default": "neurons (IF/LIF/PLIF), PSN and linear_scan, event-driven synapses, SEW ResNet step; sized for 2 CPU "
-               "cores (< 5 min)",
+    "default": "neurons (IF/LIF/PLIF/QIF/EIF), PSN and linear_scan, event-driven synapses, SEW ResNet step; sized "
+               "for 2 CPU cores (< 5 min)",
     "full": "everything in 'default' plus larger sizes and a sweep over T",
-    "neuron": "IF/LIF/PLIF only",
+    "neuron": "IF/LIF/PLIF/QIF/EIF only",
     "psn": "PSN family and linear_scan",
     "synapse": "event-driven Linear/Conv2d across spike densities",
     "models": "one training step of a small SEW ResNet",

@@ -1,4 +1,4 @@
-"""Multi-step IF / LIF / ParametricLIF op: validation, backend choice, and the call into the op contract.
+"""Multi-step IF / LIF / ParametricLIF / QIF / EIF op: validation, backend choice, and the call into the op contract.
 
 ``multistep_neuron`` takes X [T, *] and V0 [*] (or a number: every neuron starts there) and returns
 (spikes [T, *], V after the last step, V after every step or None). The kernels and the autograd formula are
@@ -23,7 +23,8 @@ from .autograd import OPS
 
 __all__ = ["multistep_neuron", "NeuronConfig"]
 
-_MODES = {"if": 0, "lif": 1, "plif": 2}
+_MODES = {"if": 0, "lif": 1, "plif": 2, "qif": 3, "eif": 4}
+_TAU_MODES = ("lif", "qif", "eif")
 
 
 class NeuronConfig(NamedTuple):
@@ -38,6 +39,9 @@ class NeuronConfig(NamedTuple):
     sg: int
     sg_a: float
     sg_b: float
+    p1: float  # QIF: a0; EIF: delta_T; else 0
+    p2: float  # QIF: v_rest; EIF: theta_rh; else 0
+    p3: float  # QIF: v_c; EIF: v_rest; else 0
 
 
 def memory_order(x: torch.Tensor) -> Optional[Tuple[int, ...]]:
@@ -58,20 +62,36 @@ def _finite(name: str, value, allow_none: bool = False) -> None:
         raise ValueError(f"{name} must be a finite number{' or None' if allow_none else ''}, but got {value!r}.")
 
 
+def _nonlinear_params(mode: str, params) -> Tuple[float, float, float]:
+    """(p1, p2, p3) of the kernels: QIF's (a0, v_rest, v_c), EIF's (delta_T, theta_rh, v_rest), else zeros."""
+    if mode not in ("qif", "eif"):
+        return 0.0, 0.0, 0.0
+    a0, v_c, delta_T, theta_rh, v_rest = params
+    names = ("a0", "v_rest", "v_c") if mode == "qif" else ("delta_T", "theta_rh", "v_rest")
+    values = (a0, v_rest, v_c) if mode == "qif" else (delta_T, theta_rh, v_rest)
+    for name, value in zip(names, values):
+        _finite(name, value)
+    if not values[0] > 0:
+        raise ValueError(f"{names[0]} must be > 0 for mode={mode!r}, but got {values[0]!r}.")
+    return tuple(float(v) for v in values)
+
+
 @functools.lru_cache(maxsize=512)
-def _config(mode: str, tau, decay_input, v_threshold, v_reset, detach_reset, spec) -> NeuronConfig:
-    """Validate one configuration and freeze it (cached: a network repeats the same few every call)."""
+def _config(mode: str, tau, decay_input, v_threshold, v_reset, detach_reset, spec, params=None) -> NeuronConfig:
+    """Validate one configuration and freeze it (cached: a network repeats the same few every call). ``params``:
+    (a0, v_c, delta_T, theta_rh, v_rest) for 'qif' / 'eif'."""
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {tuple(_MODES)}, but got {mode!r}.")
-    if mode == "lif" and not (isinstance(tau, (int, float)) and not isinstance(tau, bool) and math.isfinite(tau)
-                              and tau > 1.0):
+    if mode in _TAU_MODES and not (isinstance(tau, (int, float)) and not isinstance(tau, bool)
+                                   and math.isfinite(tau) and tau > 1.0):
         raise ValueError(f"tau must be a finite number > 1, but got {tau!r}.")
     _finite("v_threshold", v_threshold)
     _finite("v_reset", v_reset, allow_none=True)
+    p1, p2, p3 = _nonlinear_params(mode, params)
     sg, (sg_a, sg_b) = spec
-    return NeuronConfig(_MODES[mode], float(tau) if mode == "lif" else 1.0, bool(decay_input), float(v_threshold),
-                        0.0 if v_reset is None else float(v_reset), v_reset is None, bool(detach_reset), int(sg),
-                        float(sg_a), float(sg_b))
+    return NeuronConfig(_MODES[mode], float(tau) if mode in _TAU_MODES else 1.0, bool(decay_input),
+                        float(v_threshold), 0.0 if v_reset is None else float(v_reset), v_reset is None,
+                        bool(detach_reset), int(sg), float(sg_a), float(sg_b), p1, p2, p3)
 
 
 def multistep_neuron(
@@ -88,8 +108,15 @@ def multistep_neuron(
     detach_reset: bool = False,
     store_v_seq: bool = False,
     backend: Optional[str] = None,
+    a0: float = 1.0,
+    v_c: float = 0.8,
+    delta_T: float = 1.0,
+    theta_rh: float = 0.8,
+    v_rest: float = 0.0,
 ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-    """Run an IF ('if'), LIF ('lif') or ParametricLIF ('plif', decay sigmoid(w)) neuron over T steps.
+    """Run an IF ('if'), LIF ('lif'), ParametricLIF ('plif', decay sigmoid(w)), quadratic IF ('qif':
+    H = V + (X + a0 (V - v_rest)(V - v_c)) / tau) or exponential IF ('eif': H = V + (X + v_rest - V
+    + delta_T exp((V - theta_rh) / delta_T)) / tau) neuron over T steps (QIF/EIF ignore decay_input).
 
     v_init: the membrane potential before the first step, a tensor of shape x_seq.shape[1:] or a number
     (the same start for every neuron; it gets no gradient). Returns (spike_seq [T, *], v_last [*],
@@ -131,7 +158,8 @@ def multistep_neuron(
         name = _backend.unfused_surrogate("multistep_neuron", surrogate_function, backend, name)
     # under torch.compile the validation is traced once per graph; the cache is for eager calls
     config = _config.__wrapped__ if torch.compiler.is_compiling() else _config
-    cfg = config(mode, tau, decay_input, v_threshold, v_reset, detach_reset, spec or (0, (0.0, 0.0)))
+    nonlinear = (a0, v_c, delta_T, theta_rh, v_rest) if mode in ("qif", "eif") else None
+    cfg = config(mode, tau, decay_input, v_threshold, v_reset, detach_reset, spec or (0, (0.0, 0.0)), nonlinear)
     perm = memory_order(x_seq)
     if perm is not None:  # run on the contiguous view in memory order; permute the results back (views, no copy)
         x_seq = x_seq.permute(perm)
@@ -141,7 +169,9 @@ def multistep_neuron(
         if v0 is None:
             v0 = torch.full(x_seq.shape[1:], v0_value, dtype=x_seq.dtype, device=x_seq.device)
         spikes, v_last, v_seq = reference.multistep_neuron(x_seq, v0, mode, tau, w, decay_input, v_threshold,
-                                                           v_reset, surrogate_function, detach_reset, store_v_seq)
+                                                           v_reset, surrogate_function, detach_reset, store_v_seq,
+                                                           a0=a0, v_c=v_c, delta_T=delta_T, theta_rh=theta_rh,
+                                                           v_rest=v_rest)
     else:
         if not x_seq.is_contiguous():
             x_seq = x_seq.contiguous()

@@ -22,7 +22,7 @@ __all__ = ["OPS", "CONFIG"]
 
 # the scalar configuration, in the order the custom ops take it after (x, v0, k)
 CONFIG = ("v0_value", "mode", "tau", "decay_input", "v_threshold", "v_reset", "soft_reset", "detach_reset",
-          "sg", "sg_a", "sg_b")
+          "sg", "sg_a", "sg_b", "p1", "p2", "p3")
 
 _Fwd = Tuple[Tensor, Tensor, Tensor, Tensor]
 
@@ -39,10 +39,11 @@ def _plif_decay(k: Tensor) -> float:
 
 def _cpp_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], v0_value: float, mode: int, tau: float,
                  decay_input: bool, v_threshold: float, v_reset: float, soft_reset: bool, detach_reset: bool,
-                 sg: int, sg_a: float, sg_b: float, store_v_seq: bool, need_grad: bool) -> _Fwd:
+                 sg: int, sg_a: float, sg_b: float, p1: float, p2: float, p3: float, store_v_seq: bool,
+                 need_grad: bool) -> _Fwd:
     decay = _plif_decay(k) if mode == 2 else tau
     spikes, v_seq, v_last = cpu.forward(_alloc.f32(x), _alloc.f32(v0), v0_value, decay, mode, decay_input, v_threshold,
-                                        v_reset, soft_reset, store_v_seq)
+                                        v_reset, soft_reset, store_v_seq, (p1, p2, p3))
     if x.dtype is not torch.float32:
         spikes, v_last = spikes.to(x.dtype), v_last.to(x.dtype)
         v_seq = v_seq.to(x.dtype) if v_seq is not None else None
@@ -52,20 +53,21 @@ def _cpp_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], v0_value:
 def _cpp_backward(gs: Optional[Tensor], gv_seq: Optional[Tensor], gv_last: Optional[Tensor], x: Optional[Tensor],
                   h: Optional[Tensor], v0: Optional[Tensor], k: Optional[Tensor], v0_value: float, mode: int,
                   tau: float, decay_input: bool, v_threshold: float, v_reset: float, soft_reset: bool,
-                  detach_reset: bool, sg: int, sg_a: float, sg_b: float,
+                  detach_reset: bool, sg: int, sg_a: float, sg_b: float, p1: float, p2: float, p3: float,
                   need_gv0: bool) -> Tuple[Tensor, Tensor, Tensor]:
     assert x is not None, "the C++ backward recomputes H from x"
     decay = _plif_decay(k) if mode == 2 else tau
     f32 = _alloc.f32
     gx, gv0, gk = cpu.backward(f32(gs), f32(gv_seq), f32(gv_last), f32(x), f32(v0), v0_value, decay, mode, decay_input,
-                               v_threshold, v_reset, soft_reset, detach_reset, sg, sg_a, sg_b, need_gv0)
+                               v_threshold, v_reset, soft_reset, detach_reset, sg, sg_a, sg_b, need_gv0, (p1, p2, p3))
     return gx, gv0, gk
 
 
 # ---------------------------------------------------------------------------------------------- Triton
 def _triton_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], v0_value: float, mode: int, tau: float,
                     decay_input: bool, v_threshold: float, v_reset: float, soft_reset: bool, detach_reset: bool,
-                    sg: int, sg_a: float, sg_b: float, store_v_seq: bool, need_grad: bool) -> _Fwd:
+                    sg: int, sg_a: float, sg_b: float, p1: float, p2: float, p3: float, store_v_seq: bool,
+                    need_grad: bool) -> _Fwd:
     K = _kernels.load("neuron")
     T = x.shape[0]
     x2 = x.reshape(T, -1).contiguous()
@@ -73,7 +75,7 @@ def _triton_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], v0_val
     k1 = k.detach().float().reshape(1) if k is not None else None
     spikes, h, v_seq, v_last = K.neuron_forward(x2, v02, k1, v0_value, mode, tau, decay_input, v_threshold,
                                                 v_reset, soft_reset, need_grad, store_v_seq,
-                                                launch=launcher(x))
+                                                params=(p1, p2, p3), launch=launcher(x))
     return spikes.view(x.shape), v_last.view(x.shape[1:]), v_seq.view(x.shape) if v_seq is not None else None, h
 
 
@@ -81,8 +83,8 @@ def _triton_backward(gs: Optional[Tensor], gv_seq: Optional[Tensor], gv_last: Op
                      x: Optional[Tensor], h: Optional[Tensor], v0: Optional[Tensor], k: Optional[Tensor],
                      v0_value: float,
                      mode: int, tau: float, decay_input: bool, v_threshold: float, v_reset: float,
-                     soft_reset: bool, detach_reset: bool, sg: int, sg_a: float, sg_b: float,
-                     need_gv0: bool) -> Tuple[Tensor, Tensor, Tensor]:
+                     soft_reset: bool, detach_reset: bool, sg: int, sg_a: float, sg_b: float, p1: float,
+                     p2: float, p3: float, need_gv0: bool) -> Tuple[Tensor, Tensor, Tensor]:
     K = _kernels.load("neuron")
 
     def flat(t, shape):
@@ -92,13 +94,14 @@ def _triton_backward(gs: Optional[Tensor], gv_seq: Optional[Tensor], gv_last: Op
     gx, gv0, gk = K.neuron_backward(flat(gs, (T, N)), flat(gv_seq, (T, N)), flat(gv_last, (N,)), h,
                                     flat(x, (T, N)), flat(v0, (N,)), k.detach().float().reshape(1) if k is not None
                                     else None, v0_value, mode, tau, decay_input, v_threshold, v_reset, soft_reset,
-                                    detach_reset, sg, sg_a, sg_b, need_gv0, launch=launcher(h))
+                                    detach_reset, sg, sg_a, sg_b, need_gv0, params=(p1, p2, p3),
+                                    launch=launcher(h))
     return gx, gv0, gk
 
 
 # --------------------------------------------------------------------------------------- shared parts
 def _fake_forward(x, v0, k, v0_value, mode, tau, decay_input, v_threshold, v_reset, soft_reset, detach_reset, sg,
-                  sg_a, sg_b, store_v_seq, need_grad, keeps_h: bool = False):
+                  sg_a, sg_b, p1, p2, p3, store_v_seq, need_grad, keeps_h: bool = False):
     T = x.shape[0]
     n = x[0].numel() if T else 0
     h = x.new_empty((T, n)) if (keeps_h and need_grad) else None
@@ -125,7 +128,8 @@ def _make_setup(keeps_h: bool):
         ctx.x_dtype, ctx.x_shape = x.dtype, x.shape
         ctx.v0_dtype = v0.dtype if v0 is not None else None
         mode = ctx.config[1]
-        # Triton keeps H (and x for ParametricLIF's dH/dk); C++ keeps x and recomputes H
+        # Triton keeps H (and x for ParametricLIF's dH/dk; QIF / EIF recompute V[t-1] from H); C++ keeps x and
+        # recomputes H
         keep_x = (not keeps_h) or mode == 2
         ctx.save_for_backward(x if keep_x else None, output[3], v0, k)
     return setup_context

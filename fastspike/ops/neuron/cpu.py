@@ -1,4 +1,4 @@
-"""C++ launchers of the multi-step IF / LIF / ParametricLIF kernels (csrc/neuron.cpp).
+"""C++ launchers of the multi-step IF / LIF / ParametricLIF / QIF / EIF kernels (csrc/neuron.cpp).
 
 Tensors are contiguous float32 in x's layout [T, *]; a constant V0 stays a number (no buffer). The forward
 stores no H: the C++ backward recomputes it from X block by block.
@@ -14,8 +14,9 @@ from .. import _alloc, _backend
 
 
 def forward(x, v0, v0_value: float, decay: float, mode: int, decay_input: bool, v_th: float, v_reset: float,
-            soft_reset: bool, store_v_seq: bool):
-    """Returns (spikes, v_seq or None, v_last); ``decay`` is tau (LIF) or k = sigmoid(w) (ParametricLIF)."""
+            soft_reset: bool, store_v_seq: bool, params=(0.0, 0.0, 0.0)):
+    """Returns (spikes, v_seq or None, v_last); ``decay`` is tau (LIF, QIF, EIF) or k = sigmoid(w) (ParametricLIF);
+    ``params``: QIF's (a0, v_rest, v_c) or EIF's (delta_T, theta_rh, v_rest)."""
     C = _ext.get()
     T = x.shape[0]
     N = math.prod(x.shape[1:])
@@ -24,13 +25,13 @@ def forward(x, v0, v0_value: float, decay: float, mode: int, decay_input: bool, 
     v_last = torch.empty(x.shape[1:])
     C.neuron_forward(x.data_ptr(), 0 if v0 is None else v0.data_ptr(), v0_value, spikes.data_ptr(), 0,
                      v_seq.data_ptr() if store_v_seq else 0, v_last.data_ptr(), T, N, mode, decay, decay_input,
-                     v_th, v_reset, soft_reset, _backend.num_threads())
+                     v_th, v_reset, soft_reset, _backend.num_threads(), *params)
     return spikes, v_seq, v_last
 
 
 def backward(gs, gv_seq, gv_last, x, v0, v0_value: float, decay: float, mode: int, decay_input: bool, v_th: float,
              v_reset: float, soft_reset: bool, detach_reset: bool, sg: int, sg_a: float, sg_b: float,
-             need_gv0: bool):
+             need_gv0: bool, params=(0.0, 0.0, 0.0)):
     """Every tensor contiguous float32 in x's layout (gs, gv_seq, gv_last may be None); returns (grad_x,
     grad_v0 or None, grad_k as a 1-element float32 tensor or None)."""
     C = _ext.get()
@@ -47,5 +48,5 @@ def backward(gs, gv_seq, gv_last, x, v0, v0_value: float, decay: float, mode: in
                       0 if v0 is None else v0.data_ptr(), v0_value, gx.data_ptr(),
                       gv0.data_ptr() if need_gv0 else 0, gk.data_ptr() if plif else 0, T, N, mode, decay,
                       decay_input, v_th, v_reset, soft_reset, detach_reset, sg, sg_a, sg_b,
-                      _backend.num_threads())
+                      _backend.num_threads(), *params)
     return gx, gv0, (gk.sum().float().reshape(1) if plif else None)

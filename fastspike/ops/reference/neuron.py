@@ -1,4 +1,4 @@
-"""Reference of ``multistep_neuron``: IF / LIF / ParametricLIF as a plain loop over time."""
+"""Reference of ``multistep_neuron``: IF / LIF / ParametricLIF / QIF / EIF as a plain loop over time."""
 from __future__ import annotations
 
 from typing import Optional, Tuple
@@ -43,11 +43,18 @@ def multistep_neuron(
     surrogate_function=None,
     detach_reset: bool = False,
     store_v_seq: bool = False,
+    a0: float = 1.0,
+    v_c: float = 0.8,
+    delta_T: float = 1.0,
+    theta_rh: float = 0.8,
+    v_rest: float = 0.0,
 ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-    """IF / LIF / ParametricLIF over T steps (DESIGN.md's equations), returning (spikes, v_last, v_seq).
+    """IF / LIF / ParametricLIF / QIF / EIF over T steps (DESIGN.md's equations), returning (spikes, v_last, v_seq).
 
-    mode: 'if' (H = V + X), 'lif' (decay 1/tau) or 'plif' (decay sigmoid(w)). v_seq holds V after
-    reset at every step when store_v_seq, else None.
+    mode: 'if' (H = V + X), 'lif' (decay 1/tau), 'plif' (decay sigmoid(w)), 'qif'
+    (H = V + (X + a0 (V - v_rest)(V - v_c)) / tau) or 'eif' (H = V + (X + v_rest - V + delta_T exp((V - theta_rh)
+    / delta_T)) / tau), in SpikingJelly 2.0.0's order of operations. v_seq holds V after reset at every step when
+    store_v_seq, else None.
     """
     if surrogate_function is None:
         surrogate_function = _sigmoid_spike
@@ -65,8 +72,12 @@ def multistep_neuron(
             h = v + (x - (v - vr)) / tau if decay_input else v - (v - vr) / tau + x
         elif mode == "plif":
             h = v + (x - (v - vr)) * k if decay_input else v - (v - vr) * k + x
+        elif mode == "qif":
+            h = v + (x + a0 * (v - v_rest) * (v - v_c)) / tau
+        elif mode == "eif":
+            h = v + (x + v_rest - v + delta_T * torch.exp((v - theta_rh) / delta_T)) / tau
         else:
-            raise ValueError(f"mode must be 'if', 'lif' or 'plif', but got {mode!r}.")
+            raise ValueError(f"mode must be 'if', 'lif', 'plif', 'qif' or 'eif', but got {mode!r}.")
         s = surrogate_function(h - v_threshold)
         s_reset = s.detach() if detach_reset else s
         if v_reset is None:
