@@ -142,6 +142,30 @@ def test_qif_eif_izhikevich_multi_step_match_spikingjelly(store):
             assert_close("grad", b, a, 1e-4)
 
 
+def test_qif_eif_multi_step_run_the_fused_op_for_numbers(monkeypatch):
+    """Number parameters inside the kernels' domain take ops.multistep_neuron's 'qif' / 'eif' modes; a tensor
+    parameter or tau <= 1 keeps the step loop. Both give the same numbers."""
+    from fastspike.functional import neuron as fn
+
+    modes = []
+    real = fn.multistep_neuron
+    monkeypatch.setattr(fn, "multistep_neuron", lambda *a, **k: modes.append(k["mode"]) or real(*a, **k))
+    x, v = _inputs(T, N, C), _inputs(N, C, scale=0.3, seed=3)
+    fused_q = F.qif_multi_step(x, v, 2.5, 1.0, -0.1, 0.05, 0.7, 0.9, False, surrogate.ATan(), True)
+    fused_e = F.eif_multi_step(x, v, 2.5, 1.2, None, 0.0, 0.8, 0.7, True, surrogate.ATan(), True)
+    assert modes == ["qif", "eif"]
+    loop_q = F.qif_multi_step(x, v, 2.5, 1.0, -0.1, torch.tensor(0.05, device=DEVICE), 0.7, 0.9, False,
+                              surrogate.ATan(), True)
+    loop_e = F.eif_multi_step(x, v, 1.0, 1.2, None, 0.0, 0.8, 0.7, True, surrogate.ATan(), True)
+    assert modes == ["qif", "eif"]  # the loop ran for these
+    assert torch.equal(fused_q[0], loop_q[0])
+    assert_close("qif v_seq", loop_q[2], fused_q[2], 1e-5)
+    for a, b in zip(_grads(fused_q, (x, v)), _grads(loop_q, (x, v))):
+        assert_close("qif grad", b, a, 1e-4)
+    # tau = 1 is outside the op's domain (it raises there): the loop computes it, as SpikingJelly does
+    assert loop_e[0].shape == fused_e[0].shape and bool(torch.isfinite(loop_e[2]).all())
+
+
 @pytest.mark.peers
 def test_ilif_activation_aware_stbif_match_spikingjelly():
     sjf, sjs = _sjf(), _sjs()

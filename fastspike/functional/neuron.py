@@ -4,7 +4,8 @@
   CPU, Triton on the GPU, the PyTorch reference for float64 or a surrogate the kernels do not fuse):
   ``if_multi_step``, ``lif_multi_step``, ``plif_multi_step`` are the op over T steps and ``if_step``,
   ``lif_step``, ``plif_step`` its T = 1 case.
-* The other neuron models (QIF, EIF, Izhikevich, I-LIF, activation-aware IF, ST-BIF) have no fused kernel:
+* QIF and EIF run on the same op (modes 'qif' and 'eif') when their parameters are numbers.
+* The other neuron models (Izhikevich, I-LIF, activation-aware IF, ST-BIF) have no fused kernel:
   their multi-step functions loop the one-step functions of ``_neuron_models.py`` (re-exported here with
   every other one-step model) over time.
 
@@ -139,6 +140,11 @@ def plif_step(x, v, w, decay_input, v_threshold, v_reset, surrogate_function,
     return _one_step(plif_multi_step, x, v, w, decay_input, v_threshold, v_reset, surrogate_function, detach_reset)
 
 
+def _numbers(*values) -> bool:
+    """Whether every parameter is a plain number (or None): the fused op takes those; tensors keep the loop."""
+    return all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values)
+
+
 def _loop(step, x_seq, v, store_v_seq):
     """Apply ``step(x, v) -> (spike, v')`` over the T steps; (spike_seq, v_last, v_seq or None)."""
     spikes, vs = [], []
@@ -156,6 +162,10 @@ def qif_multi_step(x_seq: torch.Tensor, v: torch.Tensor, tau: float = 2.0, v_thr
     """Quadratic IF neurons over x_seq [T, *] (see :func:`qif_step`)."""
     _check_seq("qif_multi_step", x_seq, v)
     sg = Sigmoid() if surrogate_function is None else surrogate_function
+    if _numbers(tau, v_threshold, v_reset, v_rest, v_c, a0) and tau > 1 and a0 > 0:  # the op's domain
+        return multistep_neuron(x_seq, v, mode="qif", tau=tau, v_threshold=v_threshold, v_reset=v_reset,
+                                surrogate_function=sg, detach_reset=detach_reset, store_v_seq=store_v_seq, a0=a0,
+                                v_c=v_c, v_rest=v_rest)
     return _loop(lambda x, u: qif_step(x, u, tau, a0, v_rest, v_c, v_threshold, v_reset, sg, detach_reset),
                  x_seq, v, store_v_seq)
 
@@ -166,6 +176,10 @@ def eif_multi_step(x_seq: torch.Tensor, v: torch.Tensor, tau: float = 2.0, v_thr
     """Exponential IF neurons over x_seq [T, *] (see :func:`eif_step`)."""
     _check_seq("eif_multi_step", x_seq, v)
     sg = Sigmoid() if surrogate_function is None else surrogate_function
+    if _numbers(tau, v_threshold, v_reset, v_rest, theta_rh, delta_t) and tau > 1 and delta_t > 0:
+        return multistep_neuron(x_seq, v, mode="eif", tau=tau, v_threshold=v_threshold, v_reset=v_reset,
+                                surrogate_function=sg, detach_reset=detach_reset, store_v_seq=store_v_seq,
+                                delta_T=delta_t, theta_rh=theta_rh, v_rest=v_rest)
     return _loop(lambda x, u: eif_step(x, u, tau, delta_t, theta_rh, v_rest, v_threshold, v_reset, sg, detach_reset),
                  x_seq, v, store_v_seq)
 
