@@ -9,9 +9,9 @@ import torch
 from fastspike.datasets import (make_events, pad_sequence_collate, padded_sequence_mask, split_indices,
                                 to_frames)
 from fastspike.datasets import transforms as T
-from fastspike import _ext
+from fastspike.ops.events import cpu as events_cpu
 
-BACKENDS = ["numpy"] + (["cpp"] if _ext.available() and hasattr(_ext.get(), "events_integrate") else [])
+BACKENDS = ["numpy"] + (["cpp"] if events_cpu.available() else [])
 
 
 def _events(n, W=7, H=5, t_max=1000, seed=0, gaps=False):
@@ -219,9 +219,7 @@ def test_spatial_and_temporal_transforms():
 
 @pytest.mark.skipif("cpp" not in BACKENDS, reason="C++ extension without events_integrate")
 def test_cpp_thread_team_matches_numpy(monkeypatch):
-    from fastspike.datasets import frames as FR
-
-    monkeypatch.setattr(FR, "_PARALLEL_MIN_EVENTS", 0)  # force the OpenMP team on small inputs
+    monkeypatch.setattr(events_cpu, "PARALLEL_MIN_EVENTS", 0)  # force the OpenMP team on small inputs
     old = torch.get_num_threads()
     torch.set_num_threads(3)
     try:

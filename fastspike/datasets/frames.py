@@ -151,51 +151,40 @@ def _segments_sorted(t, frames_number, split_by, duration):
     return np.concatenate([[0], b]), np.concatenate([b, [N]]), T
 
 
-_PARALLEL_MIN_EVENTS = 1 << 21
-
-
 def _to_frames_cpp(events, sensor_size, frames_number, split_by, duration):
-    """C++ path (csrc/events.cpp) for EVENT_DTYPE arrays on 2-D sensors; None when it cannot apply
+    """C++ path (ops.events.cpu, csrc/events.cpp) for EVENT_DTYPE arrays on 2-D sensors; None when it cannot apply
     (unsorted times for a time-based split: the numpy path then handles them)."""
-    from .. import _ext
-    from .formats import EVENT_DTYPE
+    from ..ops.events import cpu as events_cpu
 
     W, H = int(sensor_size[0]), int(sensor_size[1])
     P = int(sensor_size[2]) if len(sensor_size) == 3 else 2
     if P not in (1, 2):
         raise ValueError(f"the polarity count in sensor_size must be 1 or 2, got {P}")
     ev = events
-    t = ev["t"]
-    j_l, j_r, T = _segments_sorted(t, frames_number, split_by, duration)
+    j_l, j_r, T = _segments_sorted(ev["t"], frames_number, split_by, duration)
     if np.any(j_l > j_r) or np.any(j_l[1:] != j_r[:-1]):  # searchsorted on unsorted times
         return None
     out = np.zeros((T, P, H, W), np.float32)
-    f = EVENT_DTYPE.fields
-    stride = ev.strides[0] if ev.ndim == 1 and ev.shape[0] > 0 else EVENT_DTYPE.itemsize
-    # waking a thread team costs more than binning a typical recording (worse on a busy machine)
-    nthreads = torch.get_num_threads() if ev.shape[0] >= _PARALLEL_MIN_EVENTS else 1
-    bad, unsorted = _ext.get().events_integrate(
-        ev.ctypes.data, ev.shape[0], stride, f["t"][1], f["x"][1], f["y"][1], f["p"][1],
-        j_l.ctypes.data, j_r.ctypes.data, T, P, H, W, out.ctypes.data,
-        split_by == "time" or duration is not None, nthreads)
+    time_split = split_by == "time" or duration is not None
+    bad, unsorted = events_cpu.integrate(ev, j_l, j_r, out, time_split)
     if bad >= 0:
         e = ev[bad]
         name, v, size = ("x", int(e["x"]), W) if not 0 <= e["x"] < W else ("y", int(e["y"]), H)
         raise ValueError(f"event {bad} has {name}={v}, outside [0, {size}) of sensor_size")
-    if unsorted and (split_by == "time" or duration is not None):
+    if unsorted and time_split:
         return None
     return out
 
 
 def _backend_ok(events, sensor_size, backend):
-    from .. import _ext
+    from ..ops.events import cpu as events_cpu
     from .formats import EVENT_DTYPE
 
     if backend == "numpy":
         return False
     ok = (isinstance(events, np.ndarray) and events.dtype == EVENT_DTYPE and events.ndim == 1
           and len(sensor_size) in (2, 3) and (events.shape[0] == 0 or events.strides[0] > 0)
-          and _ext.available() and hasattr(_ext.get(), "events_integrate"))
+          and events_cpu.available())
     if backend == "cpp" and not ok:
         raise ValueError("backend='cpp' needs the C++ extension, an EVENT_DTYPE array and a 2-D sensor_size")
     return ok

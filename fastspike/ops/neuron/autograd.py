@@ -140,7 +140,11 @@ def _backward(ctx, grads, kernel):
     x, h, v0, k = ctx.saved_tensors
     need_gv0 = v0 is not None and ctx.needs_input_grad[1]
     gx, gv0, gk = kernel(gs, gv_seq, gv_last, x, h, v0, k, *ctx.config, need_gv0)
-    gx = gx.reshape(ctx.x_shape).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
+    if ctx.needs_input_grad[0]:  # C++ returns x's shape and dtype already (reshape/to cost host time per call)
+        gx = gx if gx.shape == ctx.x_shape else gx.reshape(ctx.x_shape)
+        gx = gx if gx.dtype == ctx.x_dtype else gx.to(ctx.x_dtype)
+    else:
+        gx = None
     gv0 = gv0.reshape(v0.shape).to(ctx.v0_dtype) if need_gv0 else None
     gk = gk.reshape(()).to(k.dtype) if (k is not None and ctx.needs_input_grad[2]) else None
     return (gx, gv0, gk) + (None,) * (len(CONFIG) + 2)
