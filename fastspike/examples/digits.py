@@ -3,6 +3,7 @@
     python -m fastspike.examples.digits                 # one process
     python -m fastspike.examples.digits --nproc 2       # DistributedDataParallel, 2 processes (gloo on CPU,
                                                         # NCCL when every rank has a GPU)
+    python -m fastspike.examples.digits --compile       # the same training through torch.compile
 
 Network (multi-step, T time steps, direct encoding: the image is the input current at every step):
 conv3x3(1->16)-BN-LIF-maxpool, conv3x3(16->32)-BN-LIF-maxpool, flatten, linear(128->10); the class scores
@@ -103,6 +104,8 @@ def train(args, rank: int = 0, world: int = 1, device: str = "cpu") -> float:
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device != "cpu" else None)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
+    if args.compile:  # Inductor: fastspike's neurons and pooling are custom ops inside the compiled graph
+        net = torch.compile(net)
     steps_per_epoch = -(-len(y_tr) // (args.batch_size * world))
     if args.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, args.max_steps_per_epoch)
@@ -116,6 +119,7 @@ def train(args, rank: int = 0, world: int = 1, device: str = "cpu") -> float:
                file=sys.stdout, dynamic_ncols=True) if tqdm else None
     g = torch.Generator().manual_seed(args.seed)  # same permutation on every rank
     t0 = time.time()
+    step_times = []
     for epoch in range(args.epochs):
         perm = torch.randperm(len(y_tr), generator=g)
         for step in range(steps_per_epoch):
@@ -123,6 +127,7 @@ def train(args, rank: int = 0, world: int = 1, device: str = "cpu") -> float:
             idx = chunk[rank::world].to(device)  # this rank's share of the global batch
             if len(idx) == 0:
                 continue
+            ts = time.perf_counter()
             out = net(x_tr[idx])
             loss = F.cross_entropy(out, y_tr[idx])
             opt.zero_grad(set_to_none=True)
@@ -130,6 +135,7 @@ def train(args, rank: int = 0, world: int = 1, device: str = "cpu") -> float:
             opt.step()
             sched.step()
             functional.reset_net(model)
+            step_times.append(time.perf_counter() - ts)
             if bar is not None:
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
                 bar.update(1)
@@ -143,6 +149,9 @@ def train(args, rank: int = 0, world: int = 1, device: str = "cpu") -> float:
                    os.path.join(args.dump_params, f"rank{rank}.pt"))
         with open(os.path.join(args.dump_params, f"acc{rank}.txt"), "w") as f:
             f.write(str(acc))
+    if rank == 0 and len(step_times) > 2:  # the median step after the first two (compilation happens there)
+        print(f"median training step: {1e3 * float(np.median(step_times[2:])):.2f} ms"
+              f"{' (torch.compile)' if args.compile else ''}", flush=True)
     if rank == 0:
         print(f"test accuracy: {100 * acc:.2f}% ({int(round(acc * len(y_te)))}/{len(y_te)} digits, T={args.T}, "
               f"{args.epochs} epochs, {world} process(es), {time.time() - t0:.1f} s)", flush=True)
@@ -186,6 +195,7 @@ def parse_args(argv: Optional[list] = None):
     p.add_argument("--max-steps-per-epoch", type=int, default=0, help="shorten epochs (tests)")
     p.add_argument("--dump-params", default="", help="directory to save each rank's final state_dict (tests)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--compile", action="store_true", help="train through torch.compile (Inductor)")
     return p.parse_args(argv)
 
 
