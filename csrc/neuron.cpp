@@ -44,8 +44,8 @@ constexpr int kNumModes = 5;
 inline float charge_exp(float x) { return x > 88.72283f ? __builtin_inff() : vexp(x); }
 
 struct NeuronParams {
-  int mode;     // 0 IF, 1 LIF, 2 PLIF, 3 QIF, 4 EIF
-  float decay;  // tau for LIF / QIF / EIF, k = sigmoid(w) for PLIF, unused for IF
+  int mode;          // 0 IF, 1 LIF, 2 PLIF, 3 QIF, 4 EIF
+  float decay;       // tau for LIF / QIF / EIF, k = sigmoid(w) for PLIF, unused for IF
   float p1, p2, p3;  // QIF: a0, v_rest, v_c; EIF: delta_T, theta_rh, v_rest
   bool decay_input;
   float v_th;
@@ -58,8 +58,8 @@ struct NeuronParams {
 // so the loop has no branches left and vectorises; only the requested outputs are written.
 template <int MODE, bool DECAY_INPUT, bool SOFT, bool STORE_S, bool STORE_H, bool STORE_VSEQ>
 inline void step_row(const float* __restrict xt, float* __restrict v, float* __restrict st, float* __restrict ht,
-                     float* __restrict vt, std::int64_t len, float decay, float v_th, float v_reset, float p1,
-                     float p2, float p3) {
+                     float* __restrict vt, std::int64_t len, float decay, float v_th, float v_reset, float p1, float p2,
+                     float p3) {
   const float vr_charge = SOFT ? 0.0f : v_reset;
 #pragma omp simd
   for (std::int64_t i = 0; i < len; ++i) {
@@ -84,8 +84,8 @@ inline void step_row(const float* __restrict xt, float* __restrict v, float* __r
 
 template <int MODE, bool DECAY_INPUT, bool SOFT, bool STORE_H, bool STORE_VSEQ>
 void forward_impl(const float* x, const float* v0, float v0_value, float* s, float* h, float* vseq, float* vlast,
-                  std::int64_t T, std::int64_t N, float decay, float v_th, float v_reset, float p1, float p2,
-                  float p3, int nthreads) {
+                  std::int64_t T, std::int64_t N, float decay, float v_th, float v_reset, float p1, float p2, float p3,
+                  int nthreads) {
   const std::int64_t nblocks = (N + kBlock - 1) / kBlock;
   const int threads = clamp_threads(nthreads, nblocks, T * N, kMinForwardPerThread);
 #pragma omp parallel for schedule(static) num_threads(threads)
@@ -96,9 +96,9 @@ void forward_impl(const float* x, const float* v0, float v0_value, float* s, flo
     for (std::int64_t i = 0; i < len; ++i) v[i] = v0 ? v0[n0 + i] : v0_value;
     for (std::int64_t t = 0; t < T; ++t) {
       const std::int64_t o = t * N + n0;
-      step_row<MODE, DECAY_INPUT, SOFT, true, STORE_H, STORE_VSEQ>(
-          x + o, v, s + o, STORE_H ? h + o : nullptr, STORE_VSEQ ? vseq + o : nullptr, len, decay, v_th, v_reset, p1,
-          p2, p3);
+      step_row<MODE, DECAY_INPUT, SOFT, true, STORE_H, STORE_VSEQ>(x + o, v, s + o, STORE_H ? h + o : nullptr,
+                                                                   STORE_VSEQ ? vseq + o : nullptr, len, decay, v_th,
+                                                                   v_reset, p1, p2, p3);
     }
     for (std::int64_t i = 0; i < len; ++i) vlast[n0 + i] = v[i];
   }
@@ -146,8 +146,7 @@ RecomputeFn select_recompute(int mode, bool decay_input, bool soft) {
 
 void forward(std::uintptr_t x_, std::uintptr_t v0_, float v0_value, std::uintptr_t s_, std::uintptr_t h_,
              std::uintptr_t vseq_, std::uintptr_t vlast_, std::int64_t T, std::int64_t N, int mode, float decay,
-             bool decay_input, float v_th, float v_reset, bool soft_reset, int nthreads, float p1, float p2,
-             float p3) {
+             bool decay_input, float v_th, float v_reset, bool soft_reset, int nthreads, float p1, float p2, float p3) {
   check(mode >= 0 && mode < kNumModes, "mode must be 0 (IF), 1 (LIF), 2 (PLIF), 3 (QIF) or 4 (EIF)");
   const float* x = ptr<const float>(x_);
   const float* v0 = v0_ ? ptr<const float>(v0_) : nullptr;
@@ -176,7 +175,7 @@ struct BackwardConsts {
   float v_th, vr;
   float detach;  // 0 with detach_reset: drops the surrogate term of dV/dH
   float dh_dx, dh_dv;
-  float x_term;  // 1 with decay_input (dH/dk contains X), else 0
+  float x_term;      // 1 with decay_input (dH/dk contains X), else 0
   float q1, q2, q3;  // QIF: dH/dV = 1 + q1 (2 V - q2); EIF: 1 + (exp((V - q2) q3) - 1) q1
 };
 
@@ -297,8 +296,8 @@ void backward(std::uintptr_t gs_, std::uintptr_t gvseq_, std::uintptr_t gvlast_,
   check(x_ != 0, "neuron_backward needs x (it recomputes H from x and v0)");
   check(mode != 2 || gk_partial_, "PLIF backward needs a gk_partial buffer");
   const RecomputeFn recompute = select_recompute(mode, decay_input, soft_reset);
-  const NeuronParams p{mode, decay, p1, p2, p3, decay_input, v_th, soft_reset ? 0.0f : v_reset, soft_reset,
-                       detach_reset};
+  const NeuronParams p{mode,       decay,       p1, p2, p3, decay_input, v_th, soft_reset ? 0.0f : v_reset,
+                       soft_reset, detach_reset};
   dispatch_surrogate(sg, [&](auto id) {
     dispatch_mode(mode, [&](auto m) {
       dispatch_bool(soft_reset, [&](auto soft) {
