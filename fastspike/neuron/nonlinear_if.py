@@ -39,7 +39,8 @@ class _FusedNonlinearNode(BaseNode):
     ``_python_step`` is the per-step Python function used otherwise."""
 
     def _python_step(self, x, v):
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define _python_step(x, v) -> (spike, v'), the "
+                                  "per-step dynamics used when the fused op does not apply.")
 
     def _nonlinear_kwargs(self) -> Optional[dict]:
         """multistep_neuron's keyword arguments, or None for the Python path (cached until an attribute of this
