@@ -9,7 +9,9 @@
 //                2 PLIF     H = V + (X - (V - Vr)) * k        (decay_input)   or V - (V - Vr) * k + X,  k = sigmoid(w)
 //                3 QIF      H = V + (X + a0 (V - v_rest)(V - v_c)) / tau                  p1, p2, p3 = a0, v_rest, v_c
 //                4 EIF      H = V + (X + v_rest - V + dT exp((V - theta_rh) / dT)) / tau  p1-p3 = dT, theta_rh, v_rest
-// Fire:  S = H >= thr.   Reset: hard V = S ? Vr : H,   soft V = H - thr * S.
+//                5 leaky    H = p1 V + X                                  (ILIF: p1 = 1 - 1/tau)
+// Fire (csrc/neuron_fire.h): 0 spike S = H >= thr, reset on H; 1-2 KLIF; 3 ILIF count; 4 LIAF analog output.
+// Reset: hard V = S ? Vr : H,   soft V = H - thr * S.
 // The expressions are written exactly as the reference (fastspike/ops/reference.py) evaluates them,
 // and the build disables FMA contraction, so forward results match the reference bit for bit (EIF: to the
 // rounding of exp, computed by the vectorisable vexp of surrogate.h).
@@ -26,6 +28,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "neuron_fire.h"
 #include "registry.h"
 #include "surrogate.h"
 
@@ -38,13 +41,19 @@ constexpr std::int64_t kBlock = 256;
 constexpr std::int64_t kMinForwardPerThread = std::int64_t(1) << 17;
 constexpr std::int64_t kMinBackwardPerThread = std::int64_t(1) << 15;
 
-constexpr int kNumModes = 5;
+constexpr int kNumModes = 6;
 
 // exp for the EIF charge: vexp, and +inf past float's range as torch.exp (vexp clamps its input).
 inline float charge_exp(float x) { return x > 88.72283f ? __builtin_inff() : vexp(x); }
 
+// The scalars of one step (forward and recomputation).
+struct StepParams {
+  float decay, v_th, v_reset, p1, p2, p3;
+  float k, q1;  // fire: KLIF's k; ILIF's max count / LIAF's output offset
+};
+
 struct NeuronParams {
-  int mode;          // 0 IF, 1 LIF, 2 PLIF, 3 QIF, 4 EIF
+  int mode;          // 0 IF, 1 LIF, 2 PLIF, 3 QIF, 4 EIF, 5 leaky
   float decay;       // tau for LIF / QIF / EIF, k = sigmoid(w) for PLIF, unused for IF
   float p1, p2, p3;  // QIF: a0, v_rest, v_c; EIF: delta_T, theta_rh, v_rest
   bool decay_input;
@@ -52,15 +61,18 @@ struct NeuronParams {
   float v_reset;  // charge uses 0 when soft
   bool soft_reset;
   bool detach_reset;
+  float f2, f3;  // ILIF's gradient window
 };
 
 // One time step of charge, fire and reset over a block of neurons. The flags are template parameters
-// so the loop has no branches left and vectorises; only the requested outputs are written.
-template <int MODE, bool DECAY_INPUT, bool SOFT, bool STORE_S, bool STORE_H, bool STORE_VSEQ>
+// so the loop has no branches left and vectorises; only the requested outputs are written. ht gets what the
+// backward reads: H, or F = relu(k H) for KLIF.
+template <int MODE, int FIRE, int ACT, bool DECAY_INPUT, bool SOFT, bool STORE_S, bool STORE_H, bool STORE_VSEQ>
 inline void step_row(const float* __restrict xt, float* __restrict v, float* __restrict st, float* __restrict ht,
-                     float* __restrict vt, std::int64_t len, float decay, float v_th, float v_reset, float p1, float p2,
-                     float p3) {
+                     float* __restrict vt, std::int64_t len, const StepParams p) {
+  const float decay = p.decay, v_th = p.v_th, v_reset = p.v_reset, p1 = p.p1, p2 = p.p2, p3 = p.p3, k = p.k;
   const float vr_charge = SOFT ? 0.0f : v_reset;
+  const float thr_reset = FIRE == kKlifScaled ? v_th / k : v_th;
 #pragma omp simd
   for (std::int64_t i = 0; i < len; ++i) {
     const float vv = v[i];
@@ -72,20 +84,35 @@ inline void step_row(const float* __restrict xt, float* __restrict v, float* __r
     else if constexpr (MODE == 2)
       hv = DECAY_INPUT ? vv + (xv - (vv - vr_charge)) * decay : vv - (vv - vr_charge) * decay + xv;
     else if constexpr (MODE == 3) hv = vv + (xv + p1 * (vv - p2) * (vv - p3)) / decay;
-    else hv = vv + (xv + p3 - vv + p1 * charge_exp((vv - p2) / p1)) / decay;
-    const float sv = hv >= v_th ? 1.0f : 0.0f;
-    const float vn = SOFT ? hv - v_th * sv : sv * v_reset + (1.0f - sv) * hv;
+    else if constexpr (MODE == 4) hv = vv + (xv + p3 - vv + p1 * charge_exp((vv - p2) / p1)) / decay;
+    else hv = p1 * vv + xv;
+    float qv = hv;  // the stored value
+    float out, vn;
+    if constexpr (FIRE == kCount) {
+      out = spike_count(hv, v_th, p.q1);
+      vn = hv - out * v_th;
+    } else {
+      float rv = hv;  // the value that is compared and reset
+      if constexpr (is_klif<FIRE>()) {
+        const float u = k * hv;
+        qv = u > 0.0f ? u : 0.0f;
+        rv = FIRE == kKlifScaled ? qv / k : qv;
+      }
+      const float sv = qv >= v_th ? 1.0f : 0.0f;
+      vn = SOFT ? rv - thr_reset * sv : sv * v_reset + (1.0f - sv) * rv;
+      if constexpr (FIRE == kAnalog) out = act_value<ACT>(hv - p.q1);
+      else out = sv;
+    }
     v[i] = vn;
-    if constexpr (STORE_S) st[i] = sv;
-    if constexpr (STORE_H) ht[i] = hv;
+    if constexpr (STORE_S) st[i] = out;
+    if constexpr (STORE_H) ht[i] = qv;
     if constexpr (STORE_VSEQ) vt[i] = vn;
   }
 }
 
-template <int MODE, bool DECAY_INPUT, bool SOFT, bool STORE_H, bool STORE_VSEQ>
+template <int MODE, int FIRE, int ACT, bool DECAY_INPUT, bool SOFT, bool STORE_H, bool STORE_VSEQ>
 void forward_impl(const float* x, const float* v0, float v0_value, float* s, float* h, float* vseq, float* vlast,
-                  std::int64_t T, std::int64_t N, float decay, float v_th, float v_reset, float p1, float p2, float p3,
-                  int nthreads) {
+                  std::int64_t T, std::int64_t N, const StepParams p, int nthreads) {
   const std::int64_t nblocks = (N + kBlock - 1) / kBlock;
   const int threads = clamp_threads(nthreads, nblocks, T * N, kMinForwardPerThread);
 #pragma omp parallel for schedule(static) num_threads(threads)
@@ -96,27 +123,26 @@ void forward_impl(const float* x, const float* v0, float v0_value, float* s, flo
     for (std::int64_t i = 0; i < len; ++i) v[i] = v0 ? v0[n0 + i] : v0_value;
     for (std::int64_t t = 0; t < T; ++t) {
       const std::int64_t o = t * N + n0;
-      step_row<MODE, DECAY_INPUT, SOFT, true, STORE_H, STORE_VSEQ>(x + o, v, s + o, STORE_H ? h + o : nullptr,
-                                                                   STORE_VSEQ ? vseq + o : nullptr, len, decay, v_th,
-                                                                   v_reset, p1, p2, p3);
+      step_row<MODE, FIRE, ACT, DECAY_INPUT, SOFT, true, STORE_H, STORE_VSEQ>(
+          x + o, v, s + o, STORE_H ? h + o : nullptr, STORE_VSEQ ? vseq + o : nullptr, len, p);
     }
     for (std::int64_t i = 0; i < len; ++i) vlast[n0 + i] = v[i];
   }
 }
 
-// H of one block for every step, into hbuf[t * kBlock + i] (the backward's recomputation).
-template <int MODE, bool DECAY_INPUT, bool SOFT>
+// H (KLIF: F) of one block for every step, into hbuf[t * kBlock + i] (the backward's recomputation).
+template <int MODE, int FIRE, bool DECAY_INPUT, bool SOFT>
 void recompute_block(const float* x, const float* v0, float* hbuf, std::int64_t T, std::int64_t N, std::int64_t len,
-                     float decay, float v_th, float v_reset, float p1, float p2, float p3) {
+                     const StepParams p) {
   float v[kBlock];
   for (std::int64_t i = 0; i < len; ++i) v[i] = v0[i];
   for (std::int64_t t = 0; t < T; ++t)
-    step_row<MODE, DECAY_INPUT, SOFT, false, true, false>(x + t * N, v, nullptr, hbuf + t * kBlock, nullptr, len, decay,
-                                                          v_th, v_reset, p1, p2, p3);
+    step_row<MODE, FIRE, 0, DECAY_INPUT, SOFT, false, true, false>(x + t * N, v, nullptr, hbuf + t * kBlock, nullptr,
+                                                                   len, p);
 }
 
-using RecomputeFn = void (*)(const float*, const float*, float*, std::int64_t, std::int64_t, std::int64_t, float, float,
-                             float, float, float, float);
+using RecomputeFn = void (*)(const float*, const float*, float*, std::int64_t, std::int64_t, std::int64_t,
+                             const StepParams);
 
 template <typename F>
 void dispatch_bool(bool flag, F&& f) {
@@ -124,21 +150,42 @@ void dispatch_bool(bool flag, F&& f) {
   else f(std::false_type{});
 }
 
+template <int V>
+using IntC = std::integral_constant<int, V>;
+
+// f(MODE, FIRE, ACT) for the combinations the op allows: every charge with the spike fire; KLIF and the analog
+// output on the LIF charge; the count on the leaky charge (checked by the Python side and by check_variant).
 template <typename F>
-void dispatch_mode(int mode, F&& f) {
-  if (mode == 0) f(std::integral_constant<int, 0>{});
-  else if (mode == 1) f(std::integral_constant<int, 1>{});
-  else if (mode == 2) f(std::integral_constant<int, 2>{});
-  else if (mode == 3) f(std::integral_constant<int, 3>{});
-  else f(std::integral_constant<int, 4>{});
+void dispatch_variant(int mode, int fire, int act, F&& f) {
+  if (fire == kSpike) {
+    if (mode == 0) f(IntC<0>{}, IntC<kSpike>{}, IntC<0>{});
+    else if (mode == 1) f(IntC<1>{}, IntC<kSpike>{}, IntC<0>{});
+    else if (mode == 2) f(IntC<2>{}, IntC<kSpike>{}, IntC<0>{});
+    else if (mode == 3) f(IntC<3>{}, IntC<kSpike>{}, IntC<0>{});
+    else f(IntC<4>{}, IntC<kSpike>{}, IntC<0>{});
+  } else if (fire == kKlif) f(IntC<1>{}, IntC<kKlif>{}, IntC<0>{});
+  else if (fire == kKlifScaled) f(IntC<1>{}, IntC<kKlifScaled>{}, IntC<0>{});
+  else if (fire == kCount) f(IntC<5>{}, IntC<kCount>{}, IntC<0>{});
+  else if (act == 0) f(IntC<1>{}, IntC<kAnalog>{}, IntC<0>{});
+  else if (act == 1) f(IntC<1>{}, IntC<kAnalog>{}, IntC<1>{});
+  else f(IntC<1>{}, IntC<kAnalog>{}, IntC<2>{});
 }
 
-RecomputeFn select_recompute(int mode, bool decay_input, bool soft) {
+void check_variant(int mode, int fire, int act) {
+  check(mode >= 0 && mode < kNumModes, "mode must be 0 (IF), 1 (LIF), 2 (PLIF), 3 (QIF), 4 (EIF) or 5 (leaky)");
+  check(fire >= 0 && fire < kNumFires, "fire must be 0 (spike), 1-2 (KLIF), 3 (count) or 4 (analog)");
+  check(fire == kSpike ? mode != 5 : (fire == kCount ? mode == 5 : mode == 1),
+        "fire and mode do not combine: spike takes modes 0-4, KLIF and analog the LIF charge (1), count mode 5");
+  check(act >= 0 && act < kNumActs, "act must be 0 (identity), 1 (relu) or 2 (sigmoid)");
+}
+
+RecomputeFn select_recompute(int mode, int fire, bool decay_input, bool soft) {
   RecomputeFn fn = nullptr;
-  dispatch_mode(mode, [&](auto m) {
+  dispatch_variant(mode, fire, 0, [&](auto m, auto fi, auto) {
     dispatch_bool(decay_input || m.value == 0 || m.value >= 3, [&](auto di) {
-      dispatch_bool(
-          soft, [&](auto so) { fn = &recompute_block<decltype(m)::value, decltype(di)::value, decltype(so)::value>; });
+      dispatch_bool(soft, [&](auto so) {
+        fn = &recompute_block<decltype(m)::value, decltype(fi)::value, decltype(di)::value, decltype(so)::value>;
+      });
     });
   });
   return fn;
@@ -146,22 +193,25 @@ RecomputeFn select_recompute(int mode, bool decay_input, bool soft) {
 
 void forward(std::uintptr_t x_, std::uintptr_t v0_, float v0_value, std::uintptr_t s_, std::uintptr_t h_,
              std::uintptr_t vseq_, std::uintptr_t vlast_, std::int64_t T, std::int64_t N, int mode, float decay,
-             bool decay_input, float v_th, float v_reset, bool soft_reset, int nthreads, float p1, float p2, float p3) {
-  check(mode >= 0 && mode < kNumModes, "mode must be 0 (IF), 1 (LIF), 2 (PLIF), 3 (QIF) or 4 (EIF)");
+             bool decay_input, float v_th, float v_reset, bool soft_reset, int nthreads, float p1, float p2, float p3,
+             int fire, int act, float k, float q1) {
+  check_variant(mode, fire, act);
+  check(fire != kCount || soft_reset, "the count fire resets softly");
   const float* x = ptr<const float>(x_);
   const float* v0 = v0_ ? ptr<const float>(v0_) : nullptr;
   float* s = ptr<float>(s_);
   float* h = h_ ? ptr<float>(h_) : nullptr;
   float* vseq = vseq_ ? ptr<float>(vseq_) : nullptr;
   float* vlast = ptr<float>(vlast_);
-  dispatch_mode(mode, [&](auto m) {
+  const StepParams p{decay, v_th, v_reset, p1, p2, p3, k, q1};
+  dispatch_variant(mode, fire, act, [&](auto m, auto fi, auto ac) {
     dispatch_bool(decay_input || m.value == 0 || m.value >= 3, [&](auto di) {
       dispatch_bool(soft_reset, [&](auto soft) {
         dispatch_bool(h != nullptr, [&](auto sh) {
           dispatch_bool(vseq != nullptr, [&](auto sv) {
-            forward_impl<decltype(m)::value, decltype(di)::value, decltype(soft)::value, decltype(sh)::value,
-                         decltype(sv)::value>(x, v0, v0_value, s, h, vseq, vlast, T, N, decay, v_th, v_reset, p1, p2,
-                                              p3, nthreads);
+            forward_impl<decltype(m)::value, decltype(fi)::value, decltype(ac)::value, decltype(di)::value,
+                         decltype(soft)::value, decltype(sh)::value, decltype(sv)::value>(x, v0, v0_value, s, h, vseq,
+                                                                                         vlast, T, N, p, nthreads);
           });
         });
       });
@@ -177,29 +227,60 @@ struct BackwardConsts {
   float dh_dx, dh_dv;
   float x_term;      // 1 with decay_input (dH/dk contains X), else 0
   float q1, q2, q3;  // QIF: dH/dV = 1 + q1 (2 V - q2); EIF: 1 + (exp((V - q2) q3) - 1) q1
+  float k;           // KLIF's k
+  float f1, f2, f3;  // fire: ILIF's (unused, grad_min, grad_max); LIAF's output offset in f1
 };
 
-// How dH/dV[t-1] is known: a constant (IF, LIF), or from V[t-1] (PLIF needs it for dH/dk; QIF, EIF for dH/dV).
+// How dH/dV[t-1] is known: a constant (IF, LIF, leaky), or from V[t-1] (PLIF needs it for dH/dk; QIF, EIF for
+// dH/dV).
 enum Kind { kConstant = 0, kPlif = 1, kQif = 2, kEif = 3 };
-constexpr int kind_of(int mode) { return mode < 2 ? kConstant : mode - 1; }
+constexpr int kind_of(int mode) { return (mode < 2 || mode > 4) ? kConstant : mode - 1; }
+
+// dL/dH of one element from dL/d(output) (go) and dL/dV (gv) for each fire variant; KLIF adds dL/dk to gk.
+template <int SG, int FIRE, int ACT, bool SOFT>
+inline float grad_h(const BackwardConsts& c, float qv, float go, float gv, float& gk) {
+  if constexpr (FIRE == kCount) {
+    const float sc = qv / c.v_th;
+    const float win = (sc >= c.f2 && sc <= c.f3) ? 1.0f : 0.0f;
+    return go * win / c.v_th + gv * (1.0f - c.detach * win);
+  } else {
+    const float sv = qv >= c.v_th ? 1.0f : 0.0f;
+    const float sg = surrogate_grad<SG>(qv - c.v_th, c.a, c.b);
+    if constexpr (is_klif<FIRE>()) {  // qv = F = relu(k H)
+      const bool scaled = FIRE == kKlifScaled;
+      const float rv = scaled ? qv / c.k : qv;
+      const float thr = scaled ? c.v_th / c.k : c.v_th;
+      const float dv_dr = SOFT ? 1.0f : 1.0f - sv;
+      const float dv_ds = SOFT ? -thr : c.vr - rv;
+      const float gf = go * sg + gv * (c.detach * dv_ds * sg + dv_dr * (scaled ? 1.0f / c.k : 1.0f));
+      const bool pos = qv > 0.0f;
+      float dk = pos ? gf * (qv / c.k) : 0.0f;  // dF/dk = H = F / k where F > 0
+      if (scaled) dk -= gv * (SOFT ? rv - sv * thr : dv_dr * rv) / c.k;  // V's own 1/k
+      gk += dk;
+      return pos ? gf * c.k : 0.0f;
+    } else {
+      const float dv_dh = SOFT ? 1.0f - c.detach * c.v_th * sg : (1.0f - sv) + c.detach * (c.vr - qv) * sg;
+      const float gout = FIRE == kAnalog ? act_grad<ACT>(qv - c.f1) : sg;
+      return go * gout + gv * dv_dh;
+    }
+  }
+}
 
 // One reverse time step over one block of neurons. A plain function with restrict pointers (not a
 // lambda): captured state hides the access pattern from gcc's vectoriser. FIRST marks t == 0, where
 // V[t-1] is V0 rather than reset(H[t-1]).
-template <int SG, int KIND, bool SOFT, bool HAS_GVSEQ, bool FIRST>
+template <int SG, int KIND, int FIRE, int ACT, bool SOFT, bool HAS_GVSEQ, bool FIRST>
 inline void backward_step(const BackwardConsts c, std::int64_t len, const float* __restrict ht,
                           const float* __restrict gst, const float* __restrict gvt, const float* __restrict hp,
                           const float* __restrict xt, const float* __restrict v0b, float* __restrict gxt,
                           float* __restrict carry, float* __restrict gk_acc) {
 #pragma omp simd
   for (std::int64_t i = 0; i < len; ++i) {
-    const float hv = ht[i];
-    const float sv = hv >= c.v_th ? 1.0f : 0.0f;
-    const float sg = surrogate_grad<SG>(hv - c.v_th, c.a, c.b);
-    const float dv_dh = SOFT ? 1.0f - c.detach * c.v_th * sg : (1.0f - sv) + c.detach * (c.vr - hv) * sg;
     float gv = carry[i];
     if constexpr (HAS_GVSEQ) gv += gvt[i];
-    const float gh = gst[i] * sg + gv * dv_dh;
+    float gk = gk_acc[i];
+    const float gh = grad_h<SG, FIRE, ACT, SOFT>(c, ht[i], gst[i], gv, gk);
+    if constexpr (is_klif<FIRE>()) gk_acc[i] = gk;
     gxt[i] = gh * c.dh_dx;
     if constexpr (KIND == kConstant) {
       carry[i] = gh * c.dh_dv;
@@ -224,10 +305,11 @@ inline void backward_step(const BackwardConsts c, std::int64_t len, const float*
   }
 }
 
-template <int SG, int KIND, bool SOFT, bool HAS_GVSEQ>
-void backward_impl(const NeuronParams& p, RecomputeFn recompute, float a, float bpar, const float* gs,
-                   const float* gvseq, const float* gvlast, const float* x, const float* v0, float v0_value, float* gx,
-                   float* gv0, double* gk_partial, std::int64_t T, std::int64_t N, int nthreads) {
+template <int SG, int KIND, int FIRE, int ACT, bool SOFT, bool HAS_GVSEQ>
+void backward_impl(const NeuronParams& p, const StepParams& sp, RecomputeFn recompute, float a, float bpar,
+                   const float* gs, const float* gvseq, const float* gvlast, const float* x, const float* v0,
+                   float v0_value, float* gx, float* gv0, double* gk_partial, std::int64_t T, std::int64_t N,
+                   int nthreads) {
   const std::int64_t nblocks = (N + kBlock - 1) / kBlock;
   BackwardConsts c;
   c.a = a;
@@ -237,12 +319,18 @@ void backward_impl(const NeuronParams& p, RecomputeFn recompute, float a, float 
   c.detach = p.detach_reset ? 0.0f : 1.0f;
   c.dh_dv = p.mode == 0 ? 1.0f : (p.mode == 1 ? 1.0f - 1.0f / p.decay : 1.0f - p.decay);
   c.dh_dx = p.decay_input ? (p.mode == 1 ? 1.0f / p.decay : (p.mode == 2 ? p.decay : 1.0f)) : 1.0f;
-  if (p.mode >= 3) c.dh_dx = 1.0f / p.decay;
+  if (p.mode == 3 || p.mode == 4) c.dh_dx = 1.0f / p.decay;
+  if (p.mode == 5) c.dh_dv = p.p1, c.dh_dx = 1.0f;
   c.x_term = p.decay_input ? 1.0f : 0.0f;
   c.q1 = p.mode == 3 ? p.p1 / p.decay : 1.0f / p.decay;
   c.q2 = p.mode == 3 ? p.p2 + p.p3 : p.p2;
   c.q3 = p.mode == 4 ? 1.0f / p.p1 : 0.0f;
-  const float v_reset_arg = p.soft_reset ? 0.0f : p.v_reset;
+  c.k = sp.k;
+  c.f1 = sp.q1;
+  c.f2 = p.f2;
+  c.f3 = p.f3;
+  StepParams rp = sp;
+  rp.v_reset = p.soft_reset ? 0.0f : p.v_reset;
   const int threads = clamp_threads(nthreads, nblocks, T * N, kMinBackwardPerThread);
   ThreadErrors errors;  // a thread's buffer could not be allocated: raised after the region
 #pragma omp parallel num_threads(threads)
@@ -262,23 +350,23 @@ void backward_impl(const NeuronParams& p, RecomputeFn recompute, float a, float 
         carry[i] = gvlast ? gvlast[n0 + i] : 0.0f;
         gk_acc[i] = 0.0f;
       }
-      recompute(x + n0, v0blk, hbuf.data(), T, N, len, p.decay, p.v_th, v_reset_arg, p.p1, p.p2, p.p3);
+      recompute(x + n0, v0blk, hbuf.data(), T, N, len, rp);
       for (std::int64_t t = T - 1; t >= 0; --t) {
         const std::int64_t o = t * N + n0;
         const float* ht = hbuf.data() + t * kBlock;
         const float* gvt = HAS_GVSEQ ? gvseq + o : nullptr;
         const float* xt = KIND == kPlif ? x + o : nullptr;
         if (t > 0) {
-          backward_step<SG, KIND, SOFT, HAS_GVSEQ, false>(c, len, ht, gs + o, gvt, ht - kBlock, xt, v0blk, gx + o,
-                                                          carry, gk_acc);
+          backward_step<SG, KIND, FIRE, ACT, SOFT, HAS_GVSEQ, false>(c, len, ht, gs + o, gvt, ht - kBlock, xt, v0blk,
+                                                                     gx + o, carry, gk_acc);
         } else {
-          backward_step<SG, KIND, SOFT, HAS_GVSEQ, true>(c, len, ht, gs + o, gvt, nullptr, xt, v0blk, gx + o, carry,
-                                                         gk_acc);
+          backward_step<SG, KIND, FIRE, ACT, SOFT, HAS_GVSEQ, true>(c, len, ht, gs + o, gvt, nullptr, xt, v0blk,
+                                                                    gx + o, carry, gk_acc);
         }
       }
       if (gv0)
         for (std::int64_t i = 0; i < len; ++i) gv0[n0 + i] = carry[i];
-      if (KIND == kPlif && gk_partial) {
+      if ((KIND == kPlif || is_klif<FIRE>()) && gk_partial) {
         double acc = 0.0;
         for (std::int64_t i = 0; i < len; ++i) acc += gk_acc[i];
         gk_partial[b] = acc;
@@ -291,20 +379,25 @@ void backward_impl(const NeuronParams& p, RecomputeFn recompute, float a, float 
 void backward(std::uintptr_t gs_, std::uintptr_t gvseq_, std::uintptr_t gvlast_, std::uintptr_t x_, std::uintptr_t v0_,
               float v0_value, std::uintptr_t gx_, std::uintptr_t gv0_, std::uintptr_t gk_partial_, std::int64_t T,
               std::int64_t N, int mode, float decay, bool decay_input, float v_th, float v_reset, bool soft_reset,
-              bool detach_reset, int sg, float a, float b, int nthreads, float p1, float p2, float p3) {
-  check(mode >= 0 && mode < kNumModes, "mode must be 0 (IF), 1 (LIF), 2 (PLIF), 3 (QIF) or 4 (EIF)");
+              bool detach_reset, int sg, float a, float b, int nthreads, float p1, float p2, float p3, int fire,
+              int act, float k, float q1, float q2, float q3) {
+  check_variant(mode, fire, act);
   check(x_ != 0, "neuron_backward needs x (it recomputes H from x and v0)");
-  check(mode != 2 || gk_partial_, "PLIF backward needs a gk_partial buffer");
-  const RecomputeFn recompute = select_recompute(mode, decay_input, soft_reset);
-  const NeuronParams p{mode,       decay,       p1, p2, p3, decay_input, v_th, soft_reset ? 0.0f : v_reset,
-                       soft_reset, detach_reset};
+  check((mode != 2 && fire != kKlif && fire != kKlifScaled) || gk_partial_,
+        "PLIF / KLIF backward needs a gk_partial buffer");
+  const RecomputeFn recompute = select_recompute(mode, fire, decay_input, soft_reset);
+  const NeuronParams p{mode,         decay, p1, p2, p3, decay_input, v_th, soft_reset ? 0.0f : v_reset, soft_reset,
+                       detach_reset, q2,    q3};
+  const StepParams sp{decay, v_th, v_reset, p1, p2, p3, k, q1};
+  if (fire == kCount) sg = 0;  // the count has its own gradient window: one instantiation
   dispatch_surrogate(sg, [&](auto id) {
-    dispatch_mode(mode, [&](auto m) {
+    dispatch_variant(mode, fire, act, [&](auto m, auto fi, auto ac) {
       dispatch_bool(soft_reset, [&](auto soft) {
         dispatch_bool(gvseq_ != 0, [&](auto has_gvseq) {
-          backward_impl<decltype(id)::value, kind_of(decltype(m)::value), decltype(soft)::value,
-                        decltype(has_gvseq)::value>(
-              p, recompute, a, b, ptr<const float>(gs_), gvseq_ ? ptr<const float>(gvseq_) : nullptr,
+          constexpr int SG = decltype(fi)::value == kCount ? 0 : decltype(id)::value;
+          backward_impl<SG, kind_of(decltype(m)::value), decltype(fi)::value, decltype(ac)::value,
+                        decltype(soft)::value, decltype(has_gvseq)::value>(
+              p, sp, recompute, a, b, ptr<const float>(gs_), gvseq_ ? ptr<const float>(gvseq_) : nullptr,
               gvlast_ ? ptr<const float>(gvlast_) : nullptr, ptr<const float>(x_),
               v0_ ? ptr<const float>(v0_) : nullptr, v0_value, ptr<float>(gx_), gv0_ ? ptr<float>(gv0_) : nullptr,
               gk_partial_ ? ptr<double>(gk_partial_) : nullptr, T, N, nthreads);
@@ -321,15 +414,17 @@ void register_neuron(pybind11::module_& m) {
         py::arg("v0_value"), py::arg("spike"), py::arg("h"), py::arg("v_seq"), py::arg("v_last"), py::arg("T"),
         py::arg("N"), py::arg("mode"), py::arg("decay"), py::arg("decay_input"), py::arg("v_threshold"),
         py::arg("v_reset"), py::arg("soft_reset"), py::arg("nthreads"), py::arg("p1") = 0.0f, py::arg("p2") = 0.0f,
-        py::arg("p3") = 0.0f,
+        py::arg("p3") = 0.0f, py::arg("fire") = 0, py::arg("act") = 0, py::arg("k") = 1.0f, py::arg("q1") = 0.0f,
         "Fused multi-step neuron forward on [T, N] float32 buffers (addresses); h and v_seq may be 0; v0 = 0 "
-        "starts every neuron at v0_value; p1-p3: QIF's (a0, v_rest, v_c) or EIF's (delta_T, theta_rh, v_rest).");
+        "starts every neuron at v0_value; p1-p3: QIF's (a0, v_rest, v_c), EIF's (delta_T, theta_rh, v_rest) or leaky's decay in p1; fire / act / k / q1: "
+        "csrc/neuron_fire.h.");
   m.def("neuron_backward", &backward, py::call_guard<py::gil_scoped_release>(), py::arg("grad_spike"),
         py::arg("grad_v_seq"), py::arg("grad_v_last"), py::arg("x"), py::arg("v0"), py::arg("v0_value"),
         py::arg("grad_x"), py::arg("grad_v0"), py::arg("grad_k_partial"), py::arg("T"), py::arg("N"), py::arg("mode"),
         py::arg("decay"), py::arg("decay_input"), py::arg("v_threshold"), py::arg("v_reset"), py::arg("soft_reset"),
         py::arg("detach_reset"), py::arg("surrogate"), py::arg("alpha"), py::arg("beta"), py::arg("nthreads"),
-        py::arg("p1") = 0.0f, py::arg("p2") = 0.0f, py::arg("p3") = 0.0f,
+        py::arg("p1") = 0.0f, py::arg("p2") = 0.0f, py::arg("p3") = 0.0f, py::arg("fire") = 0, py::arg("act") = 0,
+        py::arg("k") = 1.0f, py::arg("q1") = 0.0f, py::arg("q2") = 0.0f, py::arg("q3") = 0.0f,
         "Reverse-time backward of neuron_forward (recomputes H from x and v0 per block; v0 = 0 means the "
         "constant v0_value); grad_v0 may be 0 (not wanted); grad_k_partial gets one float64 per block of "
         "NEURON_BLOCK neurons.");

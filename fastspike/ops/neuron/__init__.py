@@ -1,4 +1,4 @@
-"""Multi-step IF / LIF / ParametricLIF / QIF / EIF op: validation, backend choice, and the call into the op contract.
+"""Multi-step IF / LIF / ParametricLIF / QIF / EIF / KLIF / ILIF / LIAF op: validation, backend choice, and the call into the op contract.
 
 ``multistep_neuron`` takes X [T, *] and V0 [*] (or a number: every neuron starts there) and returns
 (spikes [T, *], V after the last step, V after every step or None). The kernels and the autograd formula are
@@ -23,8 +23,13 @@ from .autograd import OPS
 
 __all__ = ["multistep_neuron", "NeuronConfig"]
 
-_MODES = {"if": 0, "lif": 1, "plif": 2, "qif": 3, "eif": 4}
-_TAU_MODES = ("lif", "qif", "eif")
+_MODES = {"if": 0, "lif": 1, "plif": 2, "qif": 3, "eif": 4, "leaky": 5}
+_TAU_MODES = ("lif", "qif", "eif", "leaky")
+# fire variants (csrc/neuron_fire.h): the charge each one takes, and the analog output's activations
+_FIRES = {"spike": 0, "klif": 1, "count": 3, "analog": 4}
+_FIRE_MODES = {"spike": ("if", "lif", "plif", "qif", "eif"), "klif": ("lif",), "count": ("leaky",),
+               "analog": ("lif",)}
+ACTS = {"identity": 0, "relu": 1, "sigmoid": 2}
 
 
 class NeuronConfig(NamedTuple):
@@ -42,6 +47,11 @@ class NeuronConfig(NamedTuple):
     p1: float  # QIF: a0; EIF: delta_T; else 0
     p2: float  # QIF: v_rest; EIF: theta_rh; else 0
     p3: float  # QIF: v_c; EIF: v_rest; else 0
+    fire: int  # 0 spike, 1 KLIF, 2 KLIF with scale_reset, 3 count (ILIF), 4 analog (LIAF)
+    act: int  # analog: 0 identity, 1 relu, 2 sigmoid; else 0
+    q1: float  # count: max_spike_count; analog: the offset subtracted before act (v_threshold or 0); else 0
+    q2: float  # count: grad_window[0]; else 0
+    q3: float  # count: grad_window[1]; else 0
 
 
 def memory_order(x: torch.Tensor) -> Optional[Tuple[int, ...]]:
@@ -76,10 +86,38 @@ def _nonlinear_params(mode: str, params) -> Tuple[float, float, float]:
     return tuple(float(v) for v in values)
 
 
+def _fire_params(fire: str, mode: str, v_threshold, v_reset, fire_args) -> Tuple[int, int, float, float, float]:
+    """(fire id, act id, q1, q2, q3) of the kernels; ``fire_args``: (scale_reset, max_spike_count, grad_window, act,
+    threshold_related)."""
+    if fire not in _FIRES:
+        raise ValueError(f"fire must be one of {tuple(_FIRES)}, but got {fire!r}.")
+    if mode not in _FIRE_MODES[fire]:
+        raise ValueError(f"fire={fire!r} takes mode {' or '.join(map(repr, _FIRE_MODES[fire]))}, but got {mode!r}.")
+    scale_reset, count, window, act, threshold_related = fire_args
+    if fire == "klif":
+        return (2 if scale_reset else 1), 0, 0.0, 0.0, 0.0
+    if fire == "count":
+        if v_reset is not None:
+            raise ValueError(f"fire='count' resets softly: v_reset must be None, but got {v_reset!r}.")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"max_spike_count must be an integer >= 1, but got {count!r}.")
+        if not (isinstance(window, tuple) and len(window) == 2):
+            raise ValueError(f"grad_window must be a pair (grad_min, grad_max), but got {window!r}.")
+        _finite("grad_window[0]", window[0])
+        _finite("grad_window[1]", window[1])
+        return 3, 0, float(count), float(window[0]), float(window[1])
+    if fire == "analog":
+        if act not in ACTS:
+            raise ValueError(f"act must be one of {tuple(ACTS)} for fire='analog', but got {act!r}.")
+        return 4, ACTS[act], (float(v_threshold) if threshold_related else 0.0), 0.0, 0.0
+    return 0, 0, 0.0, 0.0, 0.0
+
+
 @functools.lru_cache(maxsize=512)
-def _config(mode: str, tau, decay_input, v_threshold, v_reset, detach_reset, spec, params=None) -> NeuronConfig:
+def _config(mode: str, tau, decay_input, v_threshold, v_reset, detach_reset, spec, params=None, fire="spike",
+            fire_args=(False, 4, (0.0, 4.0), "relu", True)) -> NeuronConfig:
     """Validate one configuration and freeze it (cached: a network repeats the same few every call). ``params``:
-    (a0, v_c, delta_T, theta_rh, v_rest) for 'qif' / 'eif'."""
+    (a0, v_c, delta_T, theta_rh, v_rest) for 'qif' / 'eif'; ``fire_args``: see ``_fire_params``."""
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {tuple(_MODES)}, but got {mode!r}.")
     if mode in _TAU_MODES and not (isinstance(tau, (int, float)) and not isinstance(tau, bool)
@@ -88,10 +126,13 @@ def _config(mode: str, tau, decay_input, v_threshold, v_reset, detach_reset, spe
     _finite("v_threshold", v_threshold)
     _finite("v_reset", v_reset, allow_none=True)
     p1, p2, p3 = _nonlinear_params(mode, params)
+    if mode == "leaky":
+        p1 = 1.0 - 1.0 / tau  # H = p1 V + X
+    fire_ids = _fire_params(fire, mode, v_threshold, v_reset, fire_args)
     sg, (sg_a, sg_b) = spec
     return NeuronConfig(_MODES[mode], float(tau) if mode in _TAU_MODES else 1.0, bool(decay_input),
                         float(v_threshold), 0.0 if v_reset is None else float(v_reset), v_reset is None,
-                        bool(detach_reset), int(sg), float(sg_a), float(sg_b), p1, p2, p3)
+                        bool(detach_reset), int(sg), float(sg_a), float(sg_b), p1, p2, p3, *fire_ids)
 
 
 def multistep_neuron(
@@ -113,10 +154,25 @@ def multistep_neuron(
     delta_T: float = 1.0,
     theta_rh: float = 0.8,
     v_rest: float = 0.0,
+    fire: str = "spike",
+    k: Optional[torch.Tensor] = None,
+    scale_reset: bool = False,
+    max_spike_count: int = 4,
+    grad_window: Optional[Tuple[float, float]] = None,
+    act: str = "relu",
+    threshold_related: bool = True,
 ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """Run an IF ('if'), LIF ('lif'), ParametricLIF ('plif', decay sigmoid(w)), quadratic IF ('qif':
     H = V + (X + a0 (V - v_rest)(V - v_c)) / tau) or exponential IF ('eif': H = V + (X + v_rest - V
-    + delta_T exp((V - theta_rh) / delta_T)) / tau) neuron over T steps (QIF/EIF ignore decay_input).
+    + delta_T exp((V - theta_rh) / delta_T)) / tau) neuron over T steps (QIF/EIF ignore decay_input); 'leaky' is
+    H = (1 - 1/tau) V + X (ILIF's charge).
+
+    fire: 'spike' (Heaviside of H - v_threshold with the surrogate's gradient); 'klif' (KLIF, mode 'lif': F = relu(k H)
+    fires and is reset, ``k`` a 1-element tensor that gets its gradient; ``scale_reset`` resets F / k by
+    v_threshold / k); 'count' (ILIF, mode 'leaky', v_reset=None: S = round(clamp(H / v_threshold, 0,
+    max_spike_count)), gradient 1 / v_threshold where H / v_threshold lies in ``grad_window``, default [0,
+    max_spike_count]; the surrogate is not used); 'analog' (LIAF, mode 'lif': the first output is act(H - v_threshold)
+    with ``threshold_related``, else act(H), act 'identity', 'relu' or 'sigmoid'; the spike only resets).
 
     v_init: the membrane potential before the first step, a tensor of shape x_seq.shape[1:] or a number
     (the same start for every neuron; it gets no gradient). Returns (spike_seq [T, *], v_last [*],
@@ -147,9 +203,13 @@ def multistep_neuron(
     if mode == "plif":
         if not isinstance(w, torch.Tensor) or w.numel() != 1:
             raise ValueError("w must be a 1-element tensor (1/tau = sigmoid(w)) for mode='plif'.")
+    if fire == "klif" and (not isinstance(k, torch.Tensor) or k.numel() != 1):
+        raise ValueError(f"k must be a 1-element tensor (KLIF's scale) for fire='klif', but got {k!r}.")
+    if grad_window is None:
+        grad_window = (0.0, float(max_spike_count)) if isinstance(max_spike_count, int) else (0.0, 0.0)
 
-    if surrogate_function is None:
-        spec = (0, (4.0, 0.0))  # Sigmoid(alpha=4), SpikingJelly's default
+    if surrogate_function is None or fire == "count":
+        spec = (0, (4.0, 0.0))  # Sigmoid(alpha=4), SpikingJelly's default (the count ignores it)
     else:
         kernel_spec = getattr(surrogate_function, "kernel_spec", None)
         spec = kernel_spec() if kernel_spec is not None else None
@@ -159,7 +219,9 @@ def multistep_neuron(
     # under torch.compile the validation is traced once per graph; the cache is for eager calls
     config = _config.__wrapped__ if torch.compiler.is_compiling() else _config
     nonlinear = (a0, v_c, delta_T, theta_rh, v_rest) if mode in ("qif", "eif") else None
-    cfg = config(mode, tau, decay_input, v_threshold, v_reset, detach_reset, spec or (0, (0.0, 0.0)), nonlinear)
+    fire_args = (bool(scale_reset), max_spike_count, tuple(grad_window), act, bool(threshold_related))
+    cfg = config(mode, tau, decay_input, v_threshold, v_reset, detach_reset, spec or (0, (0.0, 0.0)), nonlinear, fire,
+                 fire_args)
     perm = memory_order(x_seq)
     if perm is not None:  # run on the contiguous view in memory order; permute the results back (views, no copy)
         x_seq = x_seq.permute(perm)
@@ -171,18 +233,22 @@ def multistep_neuron(
         spikes, v_last, v_seq = reference.multistep_neuron(x_seq, v0, mode, tau, w, decay_input, v_threshold,
                                                            v_reset, surrogate_function, detach_reset, store_v_seq,
                                                            a0=a0, v_c=v_c, delta_T=delta_T, theta_rh=theta_rh,
-                                                           v_rest=v_rest)
+                                                           v_rest=v_rest, fire=fire, k=k, scale_reset=scale_reset,
+                                                           max_spike_count=max_spike_count,
+                                                           grad_window=tuple(grad_window), act=act,
+                                                           threshold_related=threshold_related)
     else:
         if not x_seq.is_contiguous():
             x_seq = x_seq.contiguous()
         if v0 is not None and not v0.is_contiguous():
             v0 = v0.contiguous()
-        k = torch.sigmoid(w.reshape(())) if cfg.mode == 2 else None
+        # the op's k: ParametricLIF's decay sigmoid(w) or KLIF's scale, a 0-d tensor
+        kt = torch.sigmoid(w.reshape(())) if cfg.mode == 2 else (k.reshape(()) if cfg.fire in (1, 2) else None)
         need_grad = torch.is_grad_enabled() and (x_seq.requires_grad or (v0 is not None and v0.requires_grad)
-                                                 or (k is not None and k.requires_grad))
-        spikes, v_last, v_seq, _ = OPS[name](x_seq, v0, k, v0_value, *cfg, store_v_seq, need_grad)
+                                                 or (kt is not None and kt.requires_grad))
+        spikes, v_last, v_seq, _ = OPS[name](x_seq, v0, kt, v0_value, *cfg, store_v_seq, need_grad)
         v_seq = v_seq if store_v_seq else None
-    if spec is not None:  # a fused surrogate: the forward is Heaviside, the spikes are binary
+    if spec is not None and fire in ("spike", "klif"):  # a fused surrogate: the forward is Heaviside, binary spikes
         mark_binary(spikes)
     if perm is not None:
         inverse = [perm.index(d) for d in range(len(perm))]

@@ -22,7 +22,7 @@ __all__ = ["OPS", "CONFIG"]
 
 # the scalar configuration, in the order the custom ops take it after (x, v0, k)
 CONFIG = ("v0_value", "mode", "tau", "decay_input", "v_threshold", "v_reset", "soft_reset", "detach_reset",
-          "sg", "sg_a", "sg_b", "p1", "p2", "p3")
+          "sg", "sg_a", "sg_b", "p1", "p2", "p3", "fire", "act", "q1", "q2", "q3")
 
 _Fwd = Tuple[Tensor, Tensor, Tensor, Tensor]
 
@@ -37,13 +37,24 @@ def _plif_decay(k: Tensor) -> float:
     return decay
 
 
+def _klif_k(k: Optional[Tensor], fire: int) -> float:
+    """KLIF's scale k as a number for the C++ kernels (1.0 for the other fire variants), checked finite."""
+    if fire not in (1, 2):
+        return 1.0
+    value = float(k)
+    if not math.isfinite(value):
+        raise ValueError(f"KLIF's k must be finite, but got {value}.")
+    return value
+
+
 def _cpp_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], v0_value: float, mode: int, tau: float,
                  decay_input: bool, v_threshold: float, v_reset: float, soft_reset: bool, detach_reset: bool,
-                 sg: int, sg_a: float, sg_b: float, p1: float, p2: float, p3: float, store_v_seq: bool,
+                 sg: int, sg_a: float, sg_b: float, p1: float, p2: float, p3: float, fire: int, act: int, q1: float, q2: float, q3: float,
+                 store_v_seq: bool,
                  need_grad: bool) -> _Fwd:
     decay = _plif_decay(k) if mode == 2 else tau
     spikes, v_seq, v_last = cpu.forward(_alloc.f32(x), _alloc.f32(v0), v0_value, decay, mode, decay_input, v_threshold,
-                                        v_reset, soft_reset, store_v_seq, (p1, p2, p3))
+                                        v_reset, soft_reset, store_v_seq, (p1, p2, p3), (fire, act, _klif_k(k, fire), q1))
     if x.dtype is not torch.float32:
         spikes, v_last = spikes.to(x.dtype), v_last.to(x.dtype)
         v_seq = v_seq.to(x.dtype) if v_seq is not None else None
@@ -54,19 +65,21 @@ def _cpp_backward(gs: Optional[Tensor], gv_seq: Optional[Tensor], gv_last: Optio
                   h: Optional[Tensor], v0: Optional[Tensor], k: Optional[Tensor], v0_value: float, mode: int,
                   tau: float, decay_input: bool, v_threshold: float, v_reset: float, soft_reset: bool,
                   detach_reset: bool, sg: int, sg_a: float, sg_b: float, p1: float, p2: float, p3: float,
-                  need_gv0: bool) -> Tuple[Tensor, Tensor, Tensor]:
+                  fire: int, act: int, q1: float, q2: float, q3: float, need_gv0: bool) -> Tuple[Tensor, Tensor, Tensor]:
     assert x is not None, "the C++ backward recomputes H from x"
     decay = _plif_decay(k) if mode == 2 else tau
     f32 = _alloc.f32
     gx, gv0, gk = cpu.backward(f32(gs), f32(gv_seq), f32(gv_last), f32(x), f32(v0), v0_value, decay, mode, decay_input,
-                               v_threshold, v_reset, soft_reset, detach_reset, sg, sg_a, sg_b, need_gv0, (p1, p2, p3))
+                               v_threshold, v_reset, soft_reset, detach_reset, sg, sg_a, sg_b, need_gv0, (p1, p2, p3),
+                               (fire, act, _klif_k(k, fire), q1, q2, q3))
     return gx, gv0, gk
 
 
 # ---------------------------------------------------------------------------------------------- Triton
 def _triton_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], v0_value: float, mode: int, tau: float,
                     decay_input: bool, v_threshold: float, v_reset: float, soft_reset: bool, detach_reset: bool,
-                    sg: int, sg_a: float, sg_b: float, p1: float, p2: float, p3: float, store_v_seq: bool,
+                    sg: int, sg_a: float, sg_b: float, p1: float, p2: float, p3: float, fire: int, act: int, q1: float, q2: float, q3: float,
+                 store_v_seq: bool,
                     need_grad: bool) -> _Fwd:
     K = _kernels.load("neuron")
     T = x.shape[0]
@@ -75,7 +88,8 @@ def _triton_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], v0_val
     k1 = k.detach().float().reshape(1) if k is not None else None
     spikes, h, v_seq, v_last = K.neuron_forward(x2, v02, k1, v0_value, mode, tau, decay_input, v_threshold,
                                                 v_reset, soft_reset, need_grad, store_v_seq,
-                                                params=(p1, p2, p3), launch=launcher(x))
+                                                params=(p1, p2, p3), fire=(fire, act, q1, q2, q3),
+                                                launch=launcher(x))
     return spikes.view(x.shape), v_last.view(x.shape[1:]), v_seq.view(x.shape) if v_seq is not None else None, h
 
 
@@ -84,7 +98,8 @@ def _triton_backward(gs: Optional[Tensor], gv_seq: Optional[Tensor], gv_last: Op
                      v0_value: float,
                      mode: int, tau: float, decay_input: bool, v_threshold: float, v_reset: float,
                      soft_reset: bool, detach_reset: bool, sg: int, sg_a: float, sg_b: float, p1: float,
-                     p2: float, p3: float, need_gv0: bool) -> Tuple[Tensor, Tensor, Tensor]:
+                     p2: float, p3: float, fire: int, act: int, q1: float, q2: float, q3: float,
+                     need_gv0: bool) -> Tuple[Tensor, Tensor, Tensor]:
     K = _kernels.load("neuron")
 
     def flat(t, shape):
@@ -95,16 +110,17 @@ def _triton_backward(gs: Optional[Tensor], gv_seq: Optional[Tensor], gv_last: Op
                                     flat(x, (T, N)), flat(v0, (N,)), k.detach().float().reshape(1) if k is not None
                                     else None, v0_value, mode, tau, decay_input, v_threshold, v_reset, soft_reset,
                                     detach_reset, sg, sg_a, sg_b, need_gv0, params=(p1, p2, p3),
-                                    launch=launcher(h))
+                                    fire=(fire, act, q1, q2, q3), launch=launcher(h))
     return gx, gv0, gk
 
 
 # --------------------------------------------------------------------------------------- shared parts
 def _fake_forward(x, v0, k, v0_value, mode, tau, decay_input, v_threshold, v_reset, soft_reset, detach_reset, sg,
-                  sg_a, sg_b, p1, p2, p3, store_v_seq, need_grad, keeps_h: bool = False):
+                  sg_a, sg_b, p1, p2, p3, fire, act, q1, q2, q3, store_v_seq, need_grad, keeps_h: bool = False):
     T = x.shape[0]
     n = x[0].numel() if T else 0
-    h = x.new_empty((T, n)) if (keeps_h and need_grad) else None
+    # Triton's H is fp32 for the count fire (its gradient window needs H unrounded), else x's dtype
+    h = x.new_empty((T, n), dtype=torch.float32 if fire == 3 else x.dtype) if (keeps_h and need_grad) else None
     return (torch.empty_like(x), x.new_empty(x.shape[1:]), torch.empty_like(x) if store_v_seq else None, h)
 
 
@@ -116,7 +132,8 @@ def _fake_backward(gs, gv_seq, gv_last, x, h, v0, k, v0_value, mode, *rest):
     gx = ref.new_empty(ref.shape if no_h else h.shape, dtype=torch.float32 if no_h else h.dtype)
     gv0_dtype = torch.float32 if no_h else (v0.dtype if v0 is not None else h.dtype)
     gv0 = ref.new_empty(gx.shape[1:] if no_h else (h.shape[1],), dtype=gv0_dtype) if need_gv0 else None
-    gk = ref.new_empty((1,), dtype=torch.float32) if mode == 2 else None
+    fire = rest[CONFIG.index("fire") - 2]
+    gk = ref.new_empty((1,), dtype=torch.float32) if (mode == 2 or fire in (1, 2)) else None
     return gx, gv0, gk
 
 

@@ -14,9 +14,10 @@ from .. import _alloc, _backend
 
 
 def forward(x, v0, v0_value: float, decay: float, mode: int, decay_input: bool, v_th: float, v_reset: float,
-            soft_reset: bool, store_v_seq: bool, params=(0.0, 0.0, 0.0)):
+            soft_reset: bool, store_v_seq: bool, params=(0.0, 0.0, 0.0), fire=(0, 0, 1.0, 0.0)):
     """Returns (spikes, v_seq or None, v_last); ``decay`` is tau (LIF, QIF, EIF) or k = sigmoid(w) (ParametricLIF);
-    ``params``: QIF's (a0, v_rest, v_c) or EIF's (delta_T, theta_rh, v_rest)."""
+    ``params``: QIF's (a0, v_rest, v_c), EIF's (delta_T, theta_rh, v_rest) or the leaky charge's decay;
+    ``fire``: (fire, act, KLIF's k, q1) of csrc/neuron_fire.h."""
     C = _ext.get()
     T = x.shape[0]
     N = math.prod(x.shape[1:])
@@ -25,19 +26,20 @@ def forward(x, v0, v0_value: float, decay: float, mode: int, decay_input: bool, 
     v_last = torch.empty(x.shape[1:])
     C.neuron_forward(x.data_ptr(), 0 if v0 is None else v0.data_ptr(), v0_value, spikes.data_ptr(), 0,
                      v_seq.data_ptr() if store_v_seq else 0, v_last.data_ptr(), T, N, mode, decay, decay_input,
-                     v_th, v_reset, soft_reset, _backend.num_threads(), *params)
+                     v_th, v_reset, soft_reset, _backend.num_threads(), *params, *fire)
     return spikes, v_seq, v_last
 
 
 def backward(gs, gv_seq, gv_last, x, v0, v0_value: float, decay: float, mode: int, decay_input: bool, v_th: float,
              v_reset: float, soft_reset: bool, detach_reset: bool, sg: int, sg_a: float, sg_b: float,
-             need_gv0: bool, params=(0.0, 0.0, 0.0)):
-    """Every tensor contiguous float32 in x's layout (gs, gv_seq, gv_last may be None); returns (grad_x,
-    grad_v0 or None, grad_k as a 1-element float32 tensor or None)."""
+             need_gv0: bool, params=(0.0, 0.0, 0.0), fire=(0, 0, 1.0, 0.0, 0.0, 0.0)):
+    """Every tensor contiguous float32 in x's layout (gs, gv_seq, gv_last may be None); ``fire``: (fire, act, k,
+    q1, q2, q3). Returns (grad_x, grad_v0 or None, grad_k as a 1-element float32 tensor or None): dL/dk of
+    ParametricLIF's decay or of KLIF's scale."""
     C = _ext.get()
     T = x.shape[0]
     N = math.prod(x.shape[1:])
-    plif = mode == 2
+    plif = mode == 2 or fire[0] in (1, 2)  # a per-block dL/dk partial
     if gs is None:
         gs = torch.zeros(x.shape)
     gx = _alloc.empty_like(x)
@@ -48,5 +50,5 @@ def backward(gs, gv_seq, gv_last, x, v0, v0_value: float, decay: float, mode: in
                       0 if v0 is None else v0.data_ptr(), v0_value, gx.data_ptr(),
                       gv0.data_ptr() if need_gv0 else 0, gk.data_ptr() if plif else 0, T, N, mode, decay,
                       decay_input, v_th, v_reset, soft_reset, detach_reset, sg, sg_a, sg_b,
-                      _backend.num_threads(), *params)
+                      _backend.num_threads(), *params, *fire)
     return gx, gv0, (gk.sum().float().reshape(1) if plif else None)

@@ -1,4 +1,5 @@
-"""Reference of ``multistep_neuron``: IF / LIF / ParametricLIF / QIF / EIF as a plain loop over time."""
+"""Reference of ``multistep_neuron``: IF / LIF / ParametricLIF / QIF / EIF / leaky charges with the spike, KLIF,
+count (ILIF) or analog (LIAF) fire, as a plain loop over time."""
 from __future__ import annotations
 
 from typing import Optional, Tuple
@@ -27,6 +28,17 @@ class _SigmoidSpike(torch.autograd.Function):
 _sigmoid_spike = _SigmoidSpike.apply
 
 
+_ACTS = {"identity": lambda z: z, "relu": torch.relu, "sigmoid": torch.sigmoid}
+
+
+def _count(h: torch.Tensor, v_threshold: float, max_spike_count: float, grad_window) -> torch.Tensor:
+    """ILIF's spike count round(clamp(H / thr, 0, max)), straight-through gradient 1 on grad_window."""
+    scaled = h / v_threshold
+    hard = scaled.clamp(0.0, max_spike_count).round()
+    window = ((scaled >= grad_window[0]) & (scaled <= grad_window[1])).to(h.dtype)
+    return hard + window * (scaled - scaled.detach())
+
+
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
@@ -48,13 +60,25 @@ def multistep_neuron(
     delta_T: float = 1.0,
     theta_rh: float = 0.8,
     v_rest: float = 0.0,
+    fire: str = "spike",
+    k: Optional[torch.Tensor] = None,
+    scale_reset: bool = False,
+    max_spike_count: int = 4,
+    grad_window: Tuple[float, float] = (0.0, 4.0),
+    act: str = "relu",
+    threshold_related: bool = True,
 ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """IF / LIF / ParametricLIF / QIF / EIF over T steps (DESIGN.md's equations), returning (spikes, v_last, v_seq).
 
     mode: 'if' (H = V + X), 'lif' (decay 1/tau), 'plif' (decay sigmoid(w)), 'qif'
     (H = V + (X + a0 (V - v_rest)(V - v_c)) / tau) or 'eif' (H = V + (X + v_rest - V + delta_T exp((V - theta_rh)
-    / delta_T)) / tau), in SpikingJelly 2.0.0's order of operations. v_seq holds V after reset at every step when
-    store_v_seq, else None.
+    / delta_T)) / tau) or 'leaky' (H = (1 - 1/tau) V + X), in SpikingJelly 2.0.0's order of operations. v_seq holds
+    V after reset at every step when store_v_seq, else None.
+
+    fire: 'spike' (S = surrogate(H - v_threshold), reset on H), 'klif' (F = relu(k H), S = surrogate(F - v_threshold),
+    reset on F, or with scale_reset on F / k by v_threshold / k), 'count' (ILIF: S = round(clamp(H / v_threshold, 0,
+    max_spike_count)), straight-through gradient on grad_window, soft reset by S v_threshold) or 'analog' (LIAF:
+    output act(H - v_threshold) when threshold_related else act(H); the spike only resets).
     """
     if surrogate_function is None:
         surrogate_function = _sigmoid_spike
@@ -62,6 +86,9 @@ def multistep_neuron(
     out_dt = x_seq.dtype
     v = v_init.to(cdt)
     vr = 0.0 if v_reset is None else v_reset
+    if fire == "klif" and k is None:
+        raise ValueError("fire='klif' needs k, KLIF's scale (a 1-element tensor).")
+    kk = k.to(cdt).reshape(()) if fire == "klif" else None
     k = torch.sigmoid(w.to(cdt)) if mode == "plif" else None
     spikes, vs = [], []
     for x in x_seq:
@@ -76,15 +103,29 @@ def multistep_neuron(
             h = v + (x + a0 * (v - v_rest) * (v - v_c)) / tau
         elif mode == "eif":
             h = v + (x + v_rest - v + delta_T * torch.exp((v - theta_rh) / delta_T)) / tau
+        elif mode == "leaky":
+            h = (1.0 - 1.0 / tau) * v + x
         else:
-            raise ValueError(f"mode must be 'if', 'lif', 'plif', 'qif' or 'eif', but got {mode!r}.")
-        s = surrogate_function(h - v_threshold)
+            raise ValueError(f"mode must be 'if', 'lif', 'plif', 'qif', 'eif' or 'leaky', but got {mode!r}.")
+        thr = v_threshold
+        if fire == "count":
+            s = _count(h, v_threshold, float(max_spike_count), grad_window)
+        elif fire == "klif":
+            h = torch.relu(kk * h)
+            s = surrogate_function(h - v_threshold)
+            if scale_reset:
+                h, thr = h / kk, v_threshold / kk
+        else:
+            s = surrogate_function(h - v_threshold)
+        out = s
+        if fire == "analog":
+            out = _ACTS[act](h - v_threshold if threshold_related else h)
         s_reset = s.detach() if detach_reset else s
         if v_reset is None:
-            v = h - s_reset * v_threshold
+            v = h - s_reset * thr
         else:
             v = s_reset * v_reset + (1.0 - s_reset) * h
-        spikes.append(s)
+        spikes.append(out)
         if store_v_seq:
             vs.append(v)
     if not spikes:  # T = 0: no step, V stays V0
