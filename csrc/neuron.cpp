@@ -211,7 +211,7 @@ void forward(std::uintptr_t x_, std::uintptr_t v0_, float v0_value, std::uintptr
           dispatch_bool(vseq != nullptr, [&](auto sv) {
             forward_impl<decltype(m)::value, decltype(fi)::value, decltype(ac)::value, decltype(di)::value,
                          decltype(soft)::value, decltype(sh)::value, decltype(sv)::value>(x, v0, v0_value, s, h, vseq,
-                                                                                         vlast, T, N, p, nthreads);
+                                                                                          vlast, T, N, p, nthreads);
           });
         });
       });
@@ -254,7 +254,7 @@ inline float grad_h(const BackwardConsts& c, float qv, float go, float gv, float
       const float dv_ds = SOFT ? -thr : c.vr - rv;
       const float gf = go * sg + gv * (c.detach * dv_ds * sg + dv_dr * (scaled ? 1.0f / c.k : 1.0f));
       const bool pos = qv > 0.0f;
-      float dk = pos ? gf * (qv / c.k) : 0.0f;  // dF/dk = H = F / k where F > 0
+      float dk = pos ? gf * (qv / c.k) : 0.0f;                           // dF/dk = H = F / k where F > 0
       if (scaled) dk -= gv * (SOFT ? rv - sv * thr : dv_dr * rv) / c.k;  // V's own 1/k
       gk += dk;
       return pos ? gf * c.k : 0.0f;
@@ -360,8 +360,8 @@ void backward_impl(const NeuronParams& p, const StepParams& sp, RecomputeFn reco
           backward_step<SG, KIND, FIRE, ACT, SOFT, HAS_GVSEQ, false>(c, len, ht, gs + o, gvt, ht - kBlock, xt, v0blk,
                                                                      gx + o, carry, gk_acc);
         } else {
-          backward_step<SG, KIND, FIRE, ACT, SOFT, HAS_GVSEQ, true>(c, len, ht, gs + o, gvt, nullptr, xt, v0blk,
-                                                                    gx + o, carry, gk_acc);
+          backward_step<SG, KIND, FIRE, ACT, SOFT, HAS_GVSEQ, true>(c, len, ht, gs + o, gvt, nullptr, xt, v0blk, gx + o,
+                                                                    carry, gk_acc);
         }
       }
       if (gv0)
@@ -386,8 +386,8 @@ void backward(std::uintptr_t gs_, std::uintptr_t gvseq_, std::uintptr_t gvlast_,
   check((mode != 2 && fire != kKlif && fire != kKlifScaled) || gk_partial_,
         "PLIF / KLIF backward needs a gk_partial buffer");
   const RecomputeFn recompute = select_recompute(mode, fire, decay_input, soft_reset);
-  const NeuronParams p{mode,         decay, p1, p2, p3, decay_input, v_th, soft_reset ? 0.0f : v_reset, soft_reset,
-                       detach_reset, q2,    q3};
+  const NeuronParams p{mode,       decay,        p1, p2, p3, decay_input, v_th, soft_reset ? 0.0f : v_reset,
+                       soft_reset, detach_reset, q2, q3};
   const StepParams sp{decay, v_th, v_reset, p1, p2, p3, k, q1};
   if (fire == kCount) sg = 0;  // the count has its own gradient window: one instantiation
   dispatch_surrogate(sg, [&](auto id) {
@@ -416,7 +416,8 @@ void register_neuron(pybind11::module_& m) {
         py::arg("v_reset"), py::arg("soft_reset"), py::arg("nthreads"), py::arg("p1") = 0.0f, py::arg("p2") = 0.0f,
         py::arg("p3") = 0.0f, py::arg("fire") = 0, py::arg("act") = 0, py::arg("k") = 1.0f, py::arg("q1") = 0.0f,
         "Fused multi-step neuron forward on [T, N] float32 buffers (addresses); h and v_seq may be 0; v0 = 0 "
-        "starts every neuron at v0_value; p1-p3: QIF's (a0, v_rest, v_c), EIF's (delta_T, theta_rh, v_rest) or leaky's decay in p1; fire / act / k / q1: "
+        "starts every neuron at v0_value; p1-p3: QIF's (a0, v_rest, v_c), EIF's (delta_T, theta_rh, v_rest) or leaky's "
+        "decay in p1; fire / act / k / q1: "
         "csrc/neuron_fire.h.");
   m.def("neuron_backward", &backward, py::call_guard<py::gil_scoped_release>(), py::arg("grad_spike"),
         py::arg("grad_v_seq"), py::arg("grad_v_last"), py::arg("x"), py::arg("v0"), py::arg("v0_value"),
