@@ -1,4 +1,5 @@
-"""Multi-step IF / LIF / ParametricLIF / QIF / EIF / KLIF / ILIF / LIAF op: validation, backend choice, and the call into the op contract.
+"""Multi-step IF / LIF / ParametricLIF / QIF / EIF / KLIF / ILIF / LIAF op: validation, backend choice, and the
+call into the op contract.
 
 ``multistep_neuron`` takes X [T, *] and V0 [*] (or a number: every neuron starts there) and returns
 (spikes [T, *], V after the last step, V after every step or None). The kernels and the autograd formula are

@@ -49,12 +49,12 @@ def _klif_k(k: Optional[Tensor], fire: int) -> float:
 
 def _cpp_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], v0_value: float, mode: int, tau: float,
                  decay_input: bool, v_threshold: float, v_reset: float, soft_reset: bool, detach_reset: bool,
-                 sg: int, sg_a: float, sg_b: float, p1: float, p2: float, p3: float, fire: int, act: int, q1: float, q2: float, q3: float,
-                 store_v_seq: bool,
-                 need_grad: bool) -> _Fwd:
+                 sg: int, sg_a: float, sg_b: float, p1: float, p2: float, p3: float, fire: int, act: int,
+                 q1: float, q2: float, q3: float, store_v_seq: bool, need_grad: bool) -> _Fwd:
     decay = _plif_decay(k) if mode == 2 else tau
     spikes, v_seq, v_last = cpu.forward(_alloc.f32(x), _alloc.f32(v0), v0_value, decay, mode, decay_input, v_threshold,
-                                        v_reset, soft_reset, store_v_seq, (p1, p2, p3), (fire, act, _klif_k(k, fire), q1))
+                                        v_reset, soft_reset, store_v_seq, (p1, p2, p3),
+                                        (fire, act, _klif_k(k, fire), q1))
     if x.dtype is not torch.float32:
         spikes, v_last = spikes.to(x.dtype), v_last.to(x.dtype)
         v_seq = v_seq.to(x.dtype) if v_seq is not None else None
@@ -65,7 +65,8 @@ def _cpp_backward(gs: Optional[Tensor], gv_seq: Optional[Tensor], gv_last: Optio
                   h: Optional[Tensor], v0: Optional[Tensor], k: Optional[Tensor], v0_value: float, mode: int,
                   tau: float, decay_input: bool, v_threshold: float, v_reset: float, soft_reset: bool,
                   detach_reset: bool, sg: int, sg_a: float, sg_b: float, p1: float, p2: float, p3: float,
-                  fire: int, act: int, q1: float, q2: float, q3: float, need_gv0: bool) -> Tuple[Tensor, Tensor, Tensor]:
+                  fire: int, act: int, q1: float, q2: float, q3: float,
+                  need_gv0: bool) -> Tuple[Tensor, Tensor, Tensor]:
     assert x is not None, "the C++ backward recomputes H from x"
     decay = _plif_decay(k) if mode == 2 else tau
     f32 = _alloc.f32
@@ -78,9 +79,8 @@ def _cpp_backward(gs: Optional[Tensor], gv_seq: Optional[Tensor], gv_last: Optio
 # ---------------------------------------------------------------------------------------------- Triton
 def _triton_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], v0_value: float, mode: int, tau: float,
                     decay_input: bool, v_threshold: float, v_reset: float, soft_reset: bool, detach_reset: bool,
-                    sg: int, sg_a: float, sg_b: float, p1: float, p2: float, p3: float, fire: int, act: int, q1: float, q2: float, q3: float,
-                 store_v_seq: bool,
-                    need_grad: bool) -> _Fwd:
+                    sg: int, sg_a: float, sg_b: float, p1: float, p2: float, p3: float, fire: int, act: int,
+                    q1: float, q2: float, q3: float, store_v_seq: bool, need_grad: bool) -> _Fwd:
     K = _kernels.load("neuron")
     T = x.shape[0]
     x2 = x.reshape(T, -1).contiguous()
