@@ -3,7 +3,9 @@
 Per step (fastspike.neuron.dynamics.ilif_step): H = (1 - 1/tau) V + X, S = round(clamp(H / v_threshold, 0,
 max_spike_count)) with a straight-through gradient where grad_min <= H / v_threshold <= grad_max, and a
 soft reset V = H - S v_threshold. The spike function is a ``MultiLevelSpikeCount`` surrogate; any object with
-``max_spike_count``, ``grad_min``, ``grad_max`` and ``spiking=True`` is accepted (SpikingJelly's included).
+``max_spike_count``, ``grad_min``, ``grad_max`` and ``spiking=True`` is accepted (SpikingJelly's included). Both
+step modes run the fused op (ops.multistep_neuron, mode='leaky', fire='count'), as SpikingJelly's multi-step path
+computes H.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from .. import surrogate
+from ._fused import FusedStepNode
 from .dynamics import ilif_step, multi_level_spike
 from .node import LIFNode
 
@@ -46,8 +49,10 @@ def _is_spiking_multi_level(fn) -> bool:
             and all(hasattr(fn, k) for k in ("max_spike_count", "grad_min", "grad_max")))
 
 
-class ILIFNode(LIFNode):
+class ILIFNode(FusedStepNode, LIFNode):
     """Integer LIF: soft reset, decay_input=False, multi-level spikes from ``surrogate_function``."""
+
+    _fuses_surrogate = False  # the count has its own straight-through gradient
 
     def __init__(self, tau: float = 4.0 / 3.0, v_threshold: float = 1.0,
                  surrogate_function=MultiLevelSpikeCount(4), detach_reset: bool = False,
@@ -59,10 +64,22 @@ class ILIFNode(LIFNode):
                          surrogate_function=surrogate_function, detach_reset=detach_reset, step_mode=step_mode,
                          store_v_seq=store_v_seq)
 
-    def single_step_functional_forward(self, inputs, states, **kwargs):
+    def _python_step(self, x, v):
         fn = self.surrogate_function
         if not _is_spiking_multi_level(fn):
             raise ValueError(f"ILIFNode: surrogate_function must be a spiking MultiLevelSpikeCount, but got {fn!r}.")
-        spike, v = ilif_step(inputs[0], states[0], self.tau, self.v_threshold, float(fn.max_spike_count),
-                             float(fn.grad_min), float(fn.grad_max), self.detach_reset)
-        return (spike,), (v, *states[1:])
+        return ilif_step(x, v, self.tau, self.v_threshold, float(fn.max_spike_count), float(fn.grad_min),
+                         float(fn.grad_max), self.detach_reset)
+
+    def _op_kwargs(self):
+        return dict(mode="leaky", fire="count", tau=self.tau, v_threshold=self.v_threshold, v_reset=None,
+                    detach_reset=self.detach_reset, backend=self.backend)
+
+    def _op_per_call(self) -> dict:
+        fn = self.surrogate_function
+        if not _is_spiking_multi_level(fn):
+            raise ValueError(f"ILIFNode: surrogate_function must be a spiking MultiLevelSpikeCount, but got {fn!r}.")
+        return dict(max_spike_count=int(fn.max_spike_count), grad_window=(float(fn.grad_min), float(fn.grad_max)))
+
+
+ILIFNode._fused_class = ILIFNode

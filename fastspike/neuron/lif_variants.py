@@ -5,11 +5,14 @@ fastspike.neuron.dynamics:
   conductance and reset modes, learnable tau / threshold / linear decay / sub-reset / per-step conductance,
   all through a sigmoid. Multi-step only, T fixed; parameters scalar or per channel (``inplane``) of a
   [T, N, C, H, W] input. States (v, u), u holding the last v.
-* ``KLIFNode``: LIF with a learnable scale k, H = relu(k H) (parameter ``k``).
+* ``KLIFNode``: LIF with a learnable scale k, H = relu(k H) (parameter ``k``). Fused (ops.multistep_neuron,
+  fire='klif') in both step modes with a fused surrogate.
 * ``ComplementaryLIFNode`` (CLIF): LIF with a complementary state m that raises the reset after recent spikes;
   states (v, m); in eval mode a spiking surrogate fires with the plain Heaviside.
 * ``CUBALIFNode``: current-based LIF, C = c_decay C + X, H = v_decay V + C; states (v, c).
-* ``LIAFNode``: LIF whose output is act(H - v_threshold) (threshold_related) or act(H), not the spike.
+* ``LIAFNode``: LIF whose output is act(H - v_threshold) (threshold_related) or act(H), not the spike. Fused
+  (fire='analog') in both step modes when act is relu, sigmoid or identity (torch functions or nn modules) and the
+  surrogate is fused; any other act runs the Python step.
 """
 from __future__ import annotations
 
@@ -19,10 +22,12 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .. import surrogate
 from ..base import MemoryModule
 from . import _checks
+from ._fused import FusedStepNode
 from .dynamics import clif_step, cuba_lif_step, gated_lif_step, klif_step, liaf_step
 from .node import BaseNode, LIFNode, state_tensor
 
@@ -98,7 +103,7 @@ class GatedLIFNode(MemoryModule):
         return (torch.stack(spikes),), (v, v)
 
 
-class KLIFNode(BaseNode):
+class KLIFNode(FusedStepNode):
     """LIF with a learnable scale k (initially 1): H = relu(k * LIF charge)."""
 
     def __init__(self, scale_reset: bool = False, tau: float = 2.0, decay_input: bool = True,
@@ -112,10 +117,19 @@ class KLIFNode(BaseNode):
         self.decay_input = decay_input
         self.k = nn.Parameter(torch.as_tensor(1.0))
 
-    def single_step_functional_forward(self, inputs, states, **kwargs):
-        spike, v = klif_step(inputs[0], states[0], self.k, self.tau, self.decay_input, self.scale_reset,
-                             self.v_threshold, self.v_reset, self.surrogate_function, self.detach_reset)
-        return (spike,), (v, *states[1:])
+    def _python_step(self, x, v):
+        return klif_step(x, v, self.k, self.tau, self.decay_input, self.scale_reset, self.v_threshold, self.v_reset,
+                         self.surrogate_function, self.detach_reset)
+
+    def _op_kwargs(self) -> dict:
+        return dict(mode="lif", fire="klif", tau=self.tau, decay_input=bool(self.decay_input),
+                    scale_reset=bool(self.scale_reset), **_common(self))
+
+    def _op_per_call(self) -> dict:
+        return {"k": self.k}
+
+
+KLIFNode._fused_class = KLIFNode
 
 
 class ComplementaryLIFNode(BaseNode):
@@ -201,7 +215,18 @@ class CUBALIFNode(BaseNode):
         return (spike,), (v, c)
 
 
-class LIAFNode(LIFNode):
+def _act_name(act) -> Optional[str]:
+    """The fused op's name for LIAF's activation, or None (the Python step runs it)."""
+    if act is torch.relu or act is F.relu or (type(act) is nn.ReLU and not act.inplace):
+        return "relu"
+    if act is torch.sigmoid or act is F.sigmoid or type(act) is nn.Sigmoid:
+        return "sigmoid"
+    if type(act) is nn.Identity:
+        return "identity"
+    return None
+
+
+class LIAFNode(FusedStepNode, LIFNode):
     """Leaky integrate-and-analog-fire: LIFNode's arguments after ``act`` (the output activation) and
     ``threshold_related`` (apply act to H - v_threshold instead of H)."""
 
@@ -210,7 +235,21 @@ class LIAFNode(LIFNode):
         self.act = act
         self.threshold_related = threshold_related
 
-    def single_step_functional_forward(self, inputs, states, **kwargs):
-        out, v = liaf_step(inputs[0], states[0], self.tau, self.decay_input, self.v_threshold, self.v_reset,
-                           self.act, self.threshold_related, self.surrogate_function, self.detach_reset)
-        return (out,), (v, *states[1:])
+    def _python_step(self, x, v):
+        return liaf_step(x, v, self.tau, self.decay_input, self.v_threshold, self.v_reset, self.act,
+                         self.threshold_related, self.surrogate_function, self.detach_reset)
+
+    def _op_kwargs(self) -> Optional[dict]:
+        act = _act_name(self.act)
+        if act is None:
+            return None
+        return dict(mode="lif", fire="analog", act=act, threshold_related=bool(self.threshold_related), tau=self.tau,
+                    decay_input=self.decay_input, **_common(self))
+
+
+LIAFNode._fused_class = LIAFNode
+
+
+def _common(node: BaseNode) -> dict:
+    return dict(v_threshold=node.v_threshold, v_reset=node.v_reset, surrogate_function=node.surrogate_function,
+                detach_reset=node.detach_reset, backend=node.backend)

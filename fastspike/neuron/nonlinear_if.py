@@ -11,18 +11,15 @@ surrogate, or a subclass that redefines the functional forwards, runs the per-st
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 from .. import surrogate
-from ..ops.neuron import multistep_neuron
 from . import _checks
+from ._fused import FusedStepNode
 from .dynamics import eif_step, qif_step
 from .node import BaseNode
 
 __all__ = ["QIFNode", "EIFNode"]
-
-_NOT_NUMBERS = ("mode", "v_reset", "surrogate_function", "detach_reset", "backend")
 
 
 def _check_reset(cls: str, v_threshold, v_rest, v_reset) -> None:
@@ -34,61 +31,12 @@ def _check_reset(cls: str, v_threshold, v_rest, v_reset) -> None:
             raise ValueError(f"{cls}: v_rest must be >= v_reset, but got v_rest={v_rest}, v_reset={v_reset}.")
 
 
-class _FusedNonlinearNode(BaseNode):
-    """The fused path shared by QIFNode and EIFNode: ``_op_kwargs`` names the op's mode and parameters,
-    ``_python_step`` is the per-step Python function used otherwise."""
-
-    def _python_step(self, x, v):
-        raise NotImplementedError(f"{type(self).__name__} must define _python_step(x, v) -> (spike, v'), the "
-                                  "per-step dynamics used when the fused op does not apply.")
-
-    def _nonlinear_kwargs(self) -> Optional[dict]:
-        """multistep_neuron's keyword arguments, or None for the Python path (cached until an attribute of this
-        neuron is assigned; BaseNode.__setattr__ drops the cache)."""
-        kw = self.__dict__.get("_fused_cache")
-        if kw is None:
-            cls, owner = type(self), self._fused_class
-            spec = getattr(self.surrogate_function, "kernel_spec", None)
-            kw = False
-            if (spec is not None and spec() is not None
-                    and cls.single_step_functional_forward is owner.single_step_functional_forward
-                    and cls.multi_step_functional_forward is owner.multi_step_functional_forward):
-                kw = self._op_kwargs()
-                if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                           for k, v in kw.items() if k not in _NOT_NUMBERS):
-                    kw = False  # e.g. a tensor v_rest: the Python path broadcasts it
-            self.__dict__["_fused_cache"] = kw
-        return kw or None
-
-    def single_step_functional_forward(self, inputs, states, **kwargs):
-        kw = self._nonlinear_kwargs()
-        if kw is None:
-            spike, v = self._python_step(inputs[0], states[0])
-            return (spike,), (v, *states[1:])
-        spikes, v, _ = multistep_neuron(inputs[0].unsqueeze(0), states[0], **kw)
-        return (spikes[0],), (v, *states[1:])
-
-    def multi_step_functional_forward(self, inputs, states, **kwargs):
-        kw = self._nonlinear_kwargs()
-        if kw is None or len(inputs) != 1:
-            return super().multi_step_functional_forward(inputs, states, **kwargs)
-        spikes, v, _ = multistep_neuron(inputs[0], states[0], **kw)
-        return (spikes,), (v, *states[1:])
-
-    def _multi_step_with_v_seq(self, inputs, states, **kwargs):
-        kw = self._nonlinear_kwargs()
-        if kw is None or len(inputs) != 1:
-            return super()._multi_step_with_v_seq(inputs, states, **kwargs)
-        spikes, v, v_seq = multistep_neuron(inputs[0], states[0], store_v_seq=True, **kw)
-        return (spikes,), (v, *states[1:]), v_seq
-
-
 def _common(node: BaseNode) -> dict:
     return dict(tau=node.tau, v_threshold=node.v_threshold, v_reset=node.v_reset,
                 surrogate_function=node.surrogate_function, detach_reset=node.detach_reset, backend=node.backend)
 
 
-class QIFNode(_FusedNonlinearNode):
+class QIFNode(FusedStepNode):
     """Quadratic integrate-and-fire neuron."""
 
     def __init__(self, tau: float = 2.0, v_c: float = 0.8, a0: float = 1.0, v_threshold: float = 1.0,
@@ -118,7 +66,7 @@ class QIFNode(_FusedNonlinearNode):
 QIFNode._fused_class = QIFNode
 
 
-class EIFNode(_FusedNonlinearNode):
+class EIFNode(FusedStepNode):
     """Exponential integrate-and-fire neuron."""
 
     def __init__(self, tau: float = 2.0, delta_T: float = 1.0, theta_rh: float = 0.8, v_threshold: float = 1.0,
