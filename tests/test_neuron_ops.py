@@ -306,3 +306,177 @@ def test_channels_last_in_channels_last_out(backend, v0_kind):
     assert grads[0].stride() == x.stride()
     for g, gc in zip(grads, grads_c):
         assert_close("grad", gc, g, TOL[torch.float32])
+
+
+# ---------------------------------------------------------------------------------------- fire variants
+# (id, op keyword arguments): KLIF (fire='klif', learnable k), ILIF (mode 'leaky', fire='count'), LIAF (analog)
+FIRES = [
+    ("klif", dict(mode="lif", fire="klif", tau=2.5)),
+    ("klif-di0", dict(mode="lif", fire="klif", tau=3.0, decay_input=False)),
+    ("klif-scaled", dict(mode="lif", fire="klif", tau=2.5, scale_reset=True)),
+    ("ilif", dict(mode="leaky", fire="count", tau=4.0 / 3.0)),
+    ("ilif-window", dict(mode="leaky", fire="count", tau=2.0, max_spike_count=2, grad_window=(0.5, 1.5))),
+    ("liaf-relu", dict(mode="lif", fire="analog", tau=2.5, act="relu")),
+    ("liaf-sigmoid-h", dict(mode="lif", fire="analog", tau=2.0, act="sigmoid", threshold_related=False)),
+    ("liaf-identity-di0", dict(mode="lif", fire="analog", tau=2.0, act="identity", decay_input=False)),
+]
+FIRE_IDS = [f[0] for f in FIRES]
+
+
+def _run_fire(backend, x, v0, k, grads, store_v_seq=True, **kw):
+    """_run for the fire variants: k (KLIF's scale) in place of w; returns (..., grad_k)."""
+    x = x.detach().clone().requires_grad_()
+    v0 = v0.detach().clone().requires_grad_() if isinstance(v0, torch.Tensor) else v0
+    k = k.detach().clone().requires_grad_() if k is not None else None
+    s, v, v_seq = multistep_neuron(x, v0, k=k, store_v_seq=store_v_seq, backend=backend, **kw)
+    g_s, g_v, g_vseq = (g.to(x.dtype) for g in grads)
+    loss = (s * g_s).sum() + (v * g_v).sum()
+    if store_v_seq:
+        loss = loss + (v_seq * g_vseq).sum()
+    loss.backward()
+    return s, v, v_seq, x.grad, (v0.grad if isinstance(v0, torch.Tensor) else None), (k.grad if k is not None
+                                                                                      else None)
+
+
+def _compare_fire(backend, x, v0, grads, kw, store_v_seq=True, tol=1e-5, k_value=1.2):
+    k = torch.tensor(k_value) if kw["fire"] == "klif" else None
+    ref = _run_fire("torch", x, v0, k, grads, store_v_seq, **kw)
+    out = _run_fire(backend, x, v0, k, grads, store_v_seq, **kw)
+    assert torch.equal(ref[0], out[0]) if kw["fire"] != "analog" else True, "outputs differ from the reference"
+    if kw["fire"] == "analog":
+        assert_close(f"{backend}:output", ref[0], out[0], tol)
+    else:
+        assert 0 < (ref[0] > 0).sum() < ref[0].numel(), "test data fires never or always"
+    for name, r, o in zip(["v_last", "v_seq", "grad_x", "grad_v0", "grad_k"], ref[1:], out[1:]):
+        if r is None:
+            assert o is None, name
+            continue
+        assert o is not None and o.dtype == r.dtype, f"{name} missing or of dtype {o.dtype if o else None}"
+        # dL/dk is one sum over every element and step, reduced in another order than the reference's
+        assert_close(f"{backend}:{name}", r, o, tol * 10 if name == "grad_k" else tol)
+    return ref
+
+
+# every reset the variant has (the count resets softly only) with and without detach_reset
+FIRE_FLAGS = [(f, kw, vr, det) for f, kw in FIRES for vr in (0.0, -0.2, None) for det in (False, True)
+              if kw["fire"] != "count" or vr is None]
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("fire_id,kw,v_reset,detach", FIRE_FLAGS,
+                         ids=[f"{f}-vr{vr}-det{d}" for f, _, vr, d in FIRE_FLAGS])
+def test_fire_variants(backend, fire_id, kw, v_reset, detach):
+    x, v0, grads = _inputs(6, (3, 37))
+    ref = _compare_fire(backend, x, v0, grads, dict(kw, v_threshold=0.9, v_reset=v_reset, detach_reset=detach,
+                                                    surrogate_function=sg.Sigmoid()))
+    if kw["fire"] == "count":
+        assert ref[0].max() > 1, "no multi-level spike"
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("k_value", [0.7, -0.6])
+def test_klif_k_values(backend, k_value):
+    """A k below 1 and a negative k (relu(k H) then fires for H < 0), hard and soft scaled reset."""
+    x, v0, grads = _inputs(5, (2, 31), scale=2.5)
+    x = x - 0.6
+    for v_reset in (0.0, None):
+        _compare_fire(backend, x, v0, grads, dict(mode="lif", fire="klif", scale_reset=True, v_reset=v_reset,
+                                                  v_threshold=0.5), k_value=k_value)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("surrogate", SURROGATES, ids=[type(s).__name__ for s in SURROGATES])
+def test_fire_variants_every_surrogate(backend, surrogate):
+    x, v0, grads = _inputs(5, (2, 29), scale=2.0)
+    for _, kw in (FIRES[0], FIRES[2], FIRES[5]):  # KLIF, scaled KLIF, LIAF: the surrogate feeds their gradients
+        _compare_fire(backend, x, v0, grads, dict(kw, v_reset=0.0, surrogate_function=surrogate))
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("T,shape", [(1, (4, 5)), (3, (1100,))], ids=["T1", "T3-N1100"])
+@pytest.mark.parametrize("fire_id,kw", [FIRES[0], FIRES[3], FIRES[6]], ids=["klif", "ilif", "liaf"])
+def test_fire_variants_shapes_and_number_v0(backend, T, shape, fire_id, kw):
+    """T = 1 (single-step mode), N past one Triton program (1024) and one C++ block (256), V0 a number."""
+    x, v0, grads = _inputs(T, shape)
+    kw = dict(kw, v_reset=None if kw["fire"] == "count" else 0.0, surrogate_function=sg.ATan())
+    _compare_fire(backend, x, v0, grads, kw)
+    _compare_fire(backend, x, 0.25, grads, kw, store_v_seq=False)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("fire_id,kw", [FIRES[0], FIRES[2], FIRES[3], FIRES[5]],
+                         ids=["klif", "klif-scaled", "ilif", "liaf"])
+def test_fire_variants_half_precision(backend, dtype, fire_id, kw):
+    x, v0, grads = _inputs(4, (2, 33), dtype)
+    kw = dict(kw, v_reset=None if kw["fire"] == "count" else -0.1, surrogate_function=sg.Sigmoid())
+    k = torch.tensor(1.2) if kw["fire"] == "klif" else None
+    ref, out = _run_fire("torch", x, v0, k, grads, **kw), _run_fire(backend, x, v0, k, grads, **kw)
+    assert out[0].dtype == dtype and out[3].dtype == dtype and out[4].dtype == dtype
+    if kw["fire"] == "analog":
+        assert_close("output", ref[0], out[0], TOL[dtype])
+    else:
+        assert torch.equal(ref[0], out[0])
+    for name, r, o in zip(["v_last", "v_seq", "grad_x", "grad_v0", "grad_k"], ref[1:], out[1:]):
+        if r is not None:
+            assert_close(name, r, o, TOL[dtype])
+
+
+def test_fire_variants_cpp_threads_agree():
+    x, v0, grads = _inputs(8, (40000,))
+    for _, kw in (FIRES[2], FIRES[3]):
+        k = torch.tensor(1.1) if kw["fire"] == "klif" else None
+        kw = dict(kw, v_reset=None)
+        n = torch.get_num_threads()
+        try:
+            torch.set_num_threads(1)
+            one = _run_fire("cpp", x, v0, k, grads, **kw)
+            torch.set_num_threads(2)
+            two = _run_fire("cpp", x, v0, k, grads, **kw)
+        finally:
+            torch.set_num_threads(n)
+        for a, b in zip(one, two):
+            assert (a is None and b is None) or torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(fire="spark"), "fire must be one of"),
+    (dict(fire="klif"), "k must be a 1-element tensor"),
+    (dict(fire="klif", k=torch.ones(2)), "k must be a 1-element tensor"),
+    (dict(fire="klif", k=torch.tensor(1.0), mode="if"), "fire='klif' takes mode 'lif'"),
+    (dict(fire="count", mode="lif", v_reset=None), "fire='count' takes mode 'leaky'"),
+    (dict(fire="count", mode="leaky"), "v_reset must be None"),
+    (dict(fire="count", mode="leaky", v_reset=None, max_spike_count=0), "max_spike_count"),
+    (dict(fire="count", mode="leaky", v_reset=None, grad_window=(0.0, float("nan"))), "grad_window"),
+    (dict(fire="analog", act="tanh"), "act must be one of"),
+    (dict(fire="spike", mode="leaky"), "fire='spike' takes mode"),
+    (dict(fire="count", mode="leaky", v_reset=None, tau=1.0), "tau must be"),
+])
+def test_fire_bad_arguments(kw, match):
+    kw = dict(dict(mode="lif"), **kw)
+    with pytest.raises(ValueError, match=match):
+        multistep_neuron(torch.zeros(2, 3), 0.0, backend="cpp", **kw)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("fire_id,kw", [FIRES[2], FIRES[3], FIRES[5]], ids=["klif-scaled", "ilif", "liaf"])
+def test_fire_variants_under_torch_compile(backend, fire_id, kw):
+    """The registered custom ops take the fire configuration (schema, fake forward and backward)."""
+    torch._dynamo.reset()
+    x, v0, grads = _inputs(5, (3, 11))
+    kw = dict(kw, v_reset=None, backend=backend)
+    k0 = torch.tensor(1.2) if kw["fire"] == "klif" else None
+
+    def f(x, v0, k):
+        s, v, v_seq = multistep_neuron(x, v0, k=k, store_v_seq=True, **kw)
+        return (s * grads[0]).sum() + (v * grads[1]).sum() + (v_seq * grads[2]).sum(), s
+
+    outs = []
+    for fn in (f, torch.compile(f, fullgraph=True)):
+        xr, vr = x.clone().requires_grad_(), v0.clone().requires_grad_()
+        kr = k0.clone().requires_grad_() if k0 is not None else None
+        loss, s = fn(xr, vr, kr)
+        loss.backward()
+        outs.append((s, loss, xr.grad, vr.grad, kr.grad if kr is not None else None))
+    for a, b in zip(*outs):
+        assert (a is None and b is None) or torch.allclose(a, b, rtol=1e-6, atol=1e-6)
