@@ -1,0 +1,170 @@
+"""KLIFNode, LIAFNode and ILIFNode on the fused single-state op (multistep_neuron's fire variants 'klif', 'analog',
+'count'): the fused op runs in both step modes, equals the modules' per-step Python functions, and matches
+SpikingJelly 2.0.0 (outputs exactly, states and gradients, KLIF's k included, to rounding) on each backend."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fastspike import neuron, surrogate as sg
+from fastspike.ops.neuron import autograd as neuron_autograd
+from helpers import DEVICE, assert_close
+from test_neuron_sj_helpers import compare, pair
+
+FIRE_ARG = 3 + neuron_autograd.CONFIG.index("fire")  # position of 'fire' in the custom op's arguments
+MODE_ARG = 3 + neuron_autograd.CONFIG.index("mode")
+
+
+@pytest.fixture
+def op_calls(monkeypatch):
+    """(mode, fire) of every call into the fused op."""
+    calls = []
+    for op in neuron_autograd.OPS.values():
+        real = op.function.apply
+        monkeypatch.setattr(op.function, "apply",
+                            lambda *a, _r=real: calls.append((a[MODE_ARG], a[FIRE_ARG])) or _r(*a))
+    return calls
+
+
+def _inputs(seed=0, shape=(7, 4, 9), scale=1.5, shift=0.4):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(*shape, generator=g) * scale + shift).to(DEVICE) for _ in range(2)]
+
+
+def _build(name, backend=None, **kw):
+    if name == "KLIFNode":
+        node = neuron.KLIFNode(**kw)
+    elif name == "ILIFNode":
+        node = neuron.ILIFNode(**kw)
+    else:
+        node = neuron.LIAFNode(kw.pop("act", F.relu), kw.pop("threshold_related", True), **kw)
+    if backend is not None:
+        node.backend = backend
+    return node.to(DEVICE)
+
+
+def _module_run(node, xs, step_mode):
+    """Two calls (the state carries over), then backward through outputs, v and v_seq; returns the outputs, v,
+    v_seq, the input gradients and the parameter gradients."""
+    leaves = [x.clone().requires_grad_() for x in xs]
+    outs = [node(x) if step_mode == "m" else torch.stack([node(t) for t in x]) for x in leaves]
+    w = [torch.cos(torch.arange(o.numel(), dtype=o.dtype) * 0.7).view(o.shape) for o in outs]
+    loss = sum((o * wi).sum() for o, wi in zip(outs, w)) + 0.5 * node.v.sum()
+    if isinstance(node.v_seq, torch.Tensor):
+        loss = loss + 0.1 * node.v_seq.sum()
+    loss.backward()
+    return (outs, node.v.detach(), node.v_seq, [x.grad for x in leaves],
+            {k: p.grad.clone() for k, p in node.named_parameters()})
+
+
+def _assert_same(ref, out, exact_outputs=True):
+    for a, b in zip(ref[0], out[0]):
+        if exact_outputs:
+            assert torch.equal(a, b)
+        else:
+            assert_close("output", a, b, 1e-5)
+    assert_close("v", ref[1], out[1], 1e-5)
+    if ref[2] is None:
+        assert out[2] is None
+    else:
+        assert_close("v_seq", ref[2], out[2], 1e-5)
+    for a, b in zip(ref[3], out[3]):
+        assert_close("grad_x", a, b, 1e-5)
+    assert list(ref[4]) == list(out[4])
+    for key in ref[4]:
+        assert_close(f"grad {key}", ref[4][key], out[4][key], 1e-4)
+
+
+MODULES = [
+    ("KLIFNode", dict(), 1),
+    ("KLIFNode", dict(scale_reset=True, v_reset=None, surrogate_function=sg.ATan()), 2),
+    ("KLIFNode", dict(scale_reset=True, decay_input=False, detach_reset=True, tau=3.0), 2),
+    ("ILIFNode", dict(), 3),
+    ("ILIFNode", dict(tau=2.0, v_threshold=0.5, detach_reset=True,
+                      surrogate_function=neuron.ilif.MultiLevelSpikeCount(3, grad_window=(0.5, 2.5))), 3),
+    ("LIAFNode", dict(act=F.relu, threshold_related=True, tau=2.0), 4),
+    ("LIAFNode", dict(act=nn.Sigmoid(), threshold_related=False, v_reset=None, tau=3.0), 4),
+    ("LIAFNode", dict(act=nn.Identity(), threshold_related=True, detach_reset=True,
+                      surrogate_function=sg.Erf()), 4),
+]
+MODULE_IDS = [f"{n}-{i}" for i, (n, _, _) in enumerate(MODULES)]
+
+
+@pytest.mark.parametrize("step_mode", ["s", "m"])
+@pytest.mark.parametrize("name,kw,fire", MODULES, ids=MODULE_IDS)
+def test_module_fused_matches_python_path(op_calls, step_mode, name, kw, fire):
+    xs = _inputs(3)
+    fused = _build(name, step_mode=step_mode, store_v_seq=True, **dict(kw))
+    if name == "KLIFNode":
+        with torch.no_grad():
+            fused.k.fill_(1.3)
+    out = _module_run(fused, xs, step_mode)
+    assert op_calls and {c[1] for c in op_calls} == {fire}, op_calls  # the fused op ran, with this fire variant
+    op_calls.clear()
+    loop = _build(name, step_mode=step_mode, store_v_seq=True, **dict(kw))
+    loop.load_state_dict(fused.state_dict())
+    loop._nonlinear_kwargs = lambda: None  # the per-step Python functions
+    ref = _module_run(loop, xs, step_mode)
+    assert not op_calls
+    if name == "ILIFNode":  # multi-level counts
+        assert max(o.max() for o in out[0]) > 1
+    _assert_same(ref, out, exact_outputs=name != "LIAFNode")
+
+
+def test_unfused_configurations_take_the_python_path(op_calls):
+    x = torch.randn(3, 2, 5, device=DEVICE) + 0.5
+    for node in (neuron.LIAFNode(torch.tanh, True, step_mode="m"), neuron.LIAFNode(nn.ReLU(inplace=True), False),
+                 neuron.KLIFNode(surrogate_function=sg.Sigmoid(spiking=False), step_mode="m")):
+        node.to(DEVICE)(x if node.step_mode == "m" else x[0])
+    assert not op_calls
+    node = neuron.LIAFNode(torch.tanh, True, step_mode="m")
+    node.act = torch.sigmoid  # assigning an attribute drops the cached configuration
+    node(x)
+    assert op_calls == [(1, 4)]
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("backend", ["cpp", "triton"])
+@pytest.mark.parametrize("step_mode", ["s", "m"])
+@pytest.mark.parametrize("name,kw,sgspec", [
+    ("KLIFNode", {}, "Sigmoid"),
+    ("KLIFNode", {"scale_reset": True, "v_reset": None}, "ATan"),
+    ("KLIFNode", {"scale_reset": True, "v_reset": -0.1, "detach_reset": True}, "PiecewiseQuadratic"),
+    ("KLIFNode", {"decay_input": False, "v_reset": None, "tau": 3.0}, "Erf"),
+    ("ILIFNode", {}, None),
+    ("ILIFNode", {"tau": 2.0, "v_threshold": 0.5}, ("MultiLevelSpikeCount", {"max_spike_count": 2})),
+    ("ILIFNode", {"detach_reset": True}, ("MultiLevelSpikeCount", {"max_spike_count": 3, "grad_window": (0.5, 2.5)})),
+])
+def test_module_matches_spikingjelly(op_calls, backend, step_mode, name, kw, sgspec):
+    ref, ours = pair(name, sg=sgspec, step_mode=step_mode, store_v_seq=step_mode == "m", **kw)
+    if name == "KLIFNode":  # a k away from 1, trained by both
+        with torch.no_grad():
+            ref.k.fill_(1.25)
+            ours.k.fill_(1.25)
+    ours.backend = backend
+    xs = [x.to(DEVICE) for x in _inputs(5, (6, 3, 7))]
+    out = compare(ref, ours, xs, step_mode)
+    assert op_calls, "the fused op did not run"
+    if name == "KLIFNode":
+        assert out[4]["k"] is not None and out[4]["k"].abs() > 0
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("backend", ["cpp", "triton"])
+@pytest.mark.parametrize("act,threshold_related,kw", [(F.relu, True, {}), (torch.sigmoid, False, {"v_reset": None}),
+                                                      (nn.Identity(), True, {"detach_reset": True})])
+def test_liaf_matches_spikingjelly_single_step(op_calls, backend, act, threshold_related, kw):
+    """SpikingJelly's LIAFNode in step_mode 's' (its step_mode 'm' returns LIF spikes, see test_neuron_sj_special)."""
+    ref, ours = pair("LIAFNode", act, threshold_related, 2.5, **kw)
+    ours.backend = backend
+    compare(ref, ours, [x.to(DEVICE) for x in _inputs(7, (6, 3, 7))], "s", exact=False)
+    assert op_calls
+
+
+def test_liaf_multi_step_equals_single_steps(op_calls):
+    x = _inputs(9)[0]
+    m = neuron.LIAFNode(torch.sigmoid, False, 2.0, step_mode="m").to(DEVICE)(x)
+    s_node = neuron.LIAFNode(torch.sigmoid, False, 2.0).to(DEVICE)
+    s = torch.stack([s_node(t) for t in x])
+    assert_close("outputs", m, s, 1e-6)
+    assert {c[1] for c in op_calls} == {4} and len(op_calls) == 1 + x.shape[0]
