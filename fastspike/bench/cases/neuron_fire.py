@@ -1,0 +1,128 @@
+"""Neuron cases: multi-step KLIF, LIAF and ILIF (SpikingJelly 2.0's ``neuron.KLIFNode`` / ``LIAFNode`` /
+``ILIFNode``), forward + backward ('train') and forward only ('infer').
+
+Configuration shared by both implementations, SpikingJelly's defaults where it has them:
+* KLIF: tau=2, decay_input, threshold 1, hard reset to 0, Sigmoid(alpha=4); k = 1 (its initial value) and its
+  gradient is computed too.
+* LIAF: act=ReLU, threshold_related=True, tau=2, hard reset to 0, Sigmoid(alpha=4); the output is analog.
+* ILIF: tau=4/3, threshold 1, MultiLevelSpikeCount(4) (soft reset by the count).
+Input [T, B, N] float32, membrane starting at its reset value.
+
+* fastspike: the modules with step_mode='m', which run the fused op (fire 'klif' / 'analog' / 'count').
+* SpikingJelly 2.0.0: the same modules with the same arguments; on the CPU a per-step PyTorch loop (KLIF, LIAF)
+  or its registered ILIF path.
+snnTorch and Norse have none of these neurons.
+"""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import torch
+
+from ..core import Impl
+from ..registry import Case, Ctx, PEERS, feature, peer_status, register
+from .neuron import _bytes, _dtype, _floor, _label, _peer_skip, LOW_PRECISION_TOL, SIGMOID_ALPHA, summarize
+
+
+def _available() -> str | None:
+    return feature("fastspike.neuron.KLIFNode") or feature("fastspike.ops.multistep_neuron")
+
+
+def _points(ctx: Ctx) -> List[Dict]:
+    if ctx.quick:
+        return [dict(T=16, B=4, N=512, dtype="fp32")]
+    if ctx.device.startswith("cuda"):
+        return [dict(T=T, B=64, N=65536, dtype="fp32") for T in (16, 256)]
+    return [dict(T=64, B=16, N=4096, dtype="fp32")]
+
+
+def _inputs(T, B, N, dtype, device, seed):
+    g = torch.Generator(device=device).manual_seed(seed)
+    x = torch.randn(T, B, N, generator=g, device=device).add_(1.0)  # fires on a fraction of the steps
+    gs = torch.randn(T, B, N, generator=g, device=device)
+    return x.to(dtype), gs.to(dtype)
+
+
+def _node(package: str, kind: str):
+    """The neuron module of ``package`` ('fastspike' or 'spikingjelly') with the shared configuration."""
+    if package == "fastspike":
+        from ... import neuron, surrogate
+        count = neuron.ilif.MultiLevelSpikeCount
+    else:
+        from spikingjelly.activation_based import neuron, surrogate
+        count = surrogate.MultiLevelSpikeCount
+    if kind == "ilif":
+        return neuron.ILIFNode(surrogate_function=count(4), step_mode="m")
+    common = dict(tau=2.0, v_threshold=1.0, v_reset=0.0, surrogate_function=surrogate.Sigmoid(alpha=SIGMOID_ALPHA),
+                  detach_reset=False, step_mode="m")
+    if kind == "klif":
+        return neuron.KLIFNode(**common)
+    return neuron.LIAFNode(torch.nn.ReLU(), True, **common)
+
+
+def _fn(node, x, gs, mode, kind):
+    """One call: reset, forward (and backward to x and KLIF's k). LIAF's analog output is named 'out' so that it is
+    compared as a value, not as spikes."""
+    name = "out" if kind == "liaf" else "spikes"
+    if mode == "infer":
+        def fn():
+            node.reset()
+            with torch.no_grad():
+                return {name: node(x)}
+        return fn
+    xr = x.detach().requires_grad_(True)
+    params = [node.k] if kind == "klif" else []
+
+    def fn():
+        node.reset()
+        s = node(xr)
+        grads = torch.autograd.grad(s, [xr] + params, gs)
+        out = {name: s, "grad_x": grads[0]}
+        if params:
+            out["grad_w"] = grads[1]
+        return out
+    return fn
+
+
+def _setup(kind):
+    def setup(p, mode, ctx: Ctx) -> List[Impl]:
+        dtype = _dtype(p["dtype"])
+        x, gs = _inputs(p["T"], p["B"], p["N"], dtype, ctx.device, ctx.seed)
+        nbytes = _bytes(kind, mode, x.numel(), dtype)
+        node = _node("fastspike", kind).to(ctx.device)
+        impls = [Impl("fastspike", _fn(node, x, gs, mode, kind), kind="fastspike", bytes_moved=nbytes,
+                      note="module, backend='auto' (" + ("triton" if x.is_cuda else "cpp") + "), autograd")]
+        for peer in ctx.peers:
+            if peer != "spikingjelly":
+                impls.append(_peer_skip(peer, f"no equivalent: {PEERS[peer].label} has no {kind.upper()} neuron",
+                                        "n/a"))
+                continue
+            ok, info = peer_status(peer)
+            if not ok:
+                impls.append(_peer_skip(peer, f"not installed ({info}); install: {PEERS[peer].pip}"))
+                continue
+            try:
+                sj = _node("spikingjelly", kind).to(ctx.device)
+                impl = Impl(PEERS[peer].label, _fn(sj, x, gs, mode, kind), kind="peer", bytes_moved=nbytes,
+                            note="its CPU path" if not x.is_cuda else "its CUDA implementation")
+                if dtype != torch.float32:
+                    impl.tol = dict(LOW_PRECISION_TOL)
+            except Exception as e:
+                impl = Impl(PEERS[peer].label, None, kind="peer", status="error",
+                            reason=f"setup failed: {type(e).__name__}: {e}"[:200])
+            impls.append(impl)
+        impls.append(_floor(x, mode))
+        return impls
+    return setup
+
+
+_DESC = {
+    "klif": "KLIFNode (tau=2, hard reset to 0, k=1 learnable), Sigmoid(alpha=4)",
+    "liaf": "LIAFNode (ReLU, threshold_related, tau=2, hard reset to 0), Sigmoid(alpha=4)",
+    "ilif": "ILIFNode (tau=4/3, MultiLevelSpikeCount(4), soft reset by the count)",
+}
+
+for _kind in ("klif", "liaf", "ilif"):
+    register(Case(
+        name=f"neuron.{_kind}", family="neuron", suites=("default", "full", "neuron"), description=_DESC[_kind],
+        points=_points, setup=_setup(_kind), x_axis="T", available=_available, label=_label, summarize=summarize))
