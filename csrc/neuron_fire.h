@@ -23,18 +23,22 @@ constexpr bool is_klif() {
   return FIRE == kKlif || FIRE == kKlifScaled;
 }
 
-// round half to even of c >= 0 (torch.round), exact: c - floor(c) has no rounding error.
+// round half to even of c >= 0 (torch.round), exact (c - floor(c) has no rounding error) and branch-free, so that
+// the time-step loop vectorises.
 inline float round_even(float c) {
   const float fl = std::floor(c);
   const float fr = c - fl;
   const float odd = fl - 2.0f * std::floor(0.5f * fl);
-  return fl + ((fr > 0.5f || (fr == 0.5f && odd == 1.0f)) ? 1.0f : 0.0f);
+  const float up = fr > 0.5f ? 1.0f : 0.0f;
+  const float tie = fr == 0.5f ? 1.0f : 0.0f;
+  return fl + up + tie * odd;
 }
 
 // ILIF's multi-level spike count of H.
 inline float spike_count(float hv, float v_th, float max_count) {
   float c = hv / v_th;
-  c = c < 0.0f ? 0.0f : (c > max_count ? max_count : c);
+  c = c > 0.0f ? c : 0.0f;
+  c = c < max_count ? c : max_count;
   return round_even(c);
 }
 

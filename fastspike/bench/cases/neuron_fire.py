@@ -9,8 +9,9 @@ Configuration shared by both implementations, SpikingJelly's defaults where it h
 Input [T, B, N] float32, membrane starting at its reset value.
 
 * fastspike: the modules with step_mode='m', which run the fused op (fire 'klif' / 'analog' / 'count').
-* SpikingJelly 2.0.0: the same modules with the same arguments; on the CPU a per-step PyTorch loop (KLIF, LIAF)
-  or its registered ILIF path.
+* SpikingJelly 2.0.0: the same modules with the same arguments; on the CPU a per-step PyTorch loop (KLIF) or its
+  registered ILIF path. Its LIAFNode in step_mode='m' returns LIF spikes (its LIFNode multi-step path ignores act),
+  so LIAF runs SpikingJelly's single-step module over the T steps (the analog output both define).
 snnTorch and Norse have none of these neurons.
 """
 from __future__ import annotations
@@ -57,7 +58,15 @@ def _node(package: str, kind: str):
                   detach_reset=False, step_mode="m")
     if kind == "klif":
         return neuron.KLIFNode(**common)
+    if package == "spikingjelly":
+        common["step_mode"] = "s"
     return neuron.LIAFNode(torch.nn.ReLU(), True, **common)
+
+
+def _forward(node, x):
+    if node.step_mode == "s":  # SpikingJelly's LIAF: its single-step module over T
+        return torch.stack([node(t) for t in x])
+    return node(x)
 
 
 def _fn(node, x, gs, mode, kind):
@@ -68,14 +77,14 @@ def _fn(node, x, gs, mode, kind):
         def fn():
             node.reset()
             with torch.no_grad():
-                return {name: node(x)}
+                return {name: _forward(node, x)}
         return fn
     xr = x.detach().requires_grad_(True)
     params = [node.k] if kind == "klif" else []
 
     def fn():
         node.reset()
-        s = node(xr)
+        s = _forward(node, xr)
         grads = torch.autograd.grad(s, [xr] + params, gs)
         out = {name: s, "grad_x": grads[0]}
         if params:
