@@ -10,7 +10,8 @@
 //                3 QIF      H = V + (X + a0 (V - v_rest)(V - v_c)) / tau                  p1, p2, p3 = a0, v_rest, v_c
 //                4 EIF      H = V + (X + v_rest - V + dT exp((V - theta_rh) / dT)) / tau  p1-p3 = dT, theta_rh, v_rest
 //                5 leaky    H = p1 V + X                                  (ILIF: p1 = 1 - 1/tau)
-// Fire (csrc/neuron_fire.h): 0 spike S = H >= thr, reset on H; 1-2 KLIF; 3 ILIF count; 4 LIAF analog output.
+// Fire (csrc/neuron_fire.h): 0 spike S = H >= thr, reset on H; 1-2 KLIF; 3 ILIF count; 4 LIAF analog output;
+// 5 ActivationAwareIF's offset test H + v_offset >= thr.
 // Reset: hard V = S ? Vr : H,   soft V = H - thr * S.
 // The expressions are written exactly as the reference (fastspike/ops/reference.py) evaluates them,
 // and the build disables FMA contraction, so forward results match the reference bit for bit (EIF: to the
@@ -92,7 +93,8 @@ inline void step_row(const float* __restrict xt, float* __restrict v, float* __r
       out = spike_count(hv, v_th, p.q1);
       vn = hv - out * v_th;
     } else {
-      float rv = hv;  // the value that is compared and reset
+      float rv = hv;                                  // the value that is compared and reset
+      if constexpr (FIRE == kOffset) qv = hv + p.q1;  // the compared value; V resets from H
       if constexpr (is_klif<FIRE>()) {
         const float u = k * hv;
         qv = u > 0.0f ? u : 0.0f;
@@ -166,6 +168,7 @@ void dispatch_variant(int mode, int fire, int act, F&& f) {
   } else if (fire == kKlif) f(IntC<1>{}, IntC<kKlif>{}, IntC<0>{});
   else if (fire == kKlifScaled) f(IntC<1>{}, IntC<kKlifScaled>{}, IntC<0>{});
   else if (fire == kCount) f(IntC<5>{}, IntC<kCount>{}, IntC<0>{});
+  else if (fire == kOffset) f(IntC<0>{}, IntC<kOffset>{}, IntC<0>{});
   else if (act == 0) f(IntC<1>{}, IntC<kAnalog>{}, IntC<0>{});
   else if (act == 1) f(IntC<1>{}, IntC<kAnalog>{}, IntC<1>{});
   else f(IntC<1>{}, IntC<kAnalog>{}, IntC<2>{});
@@ -173,9 +176,10 @@ void dispatch_variant(int mode, int fire, int act, F&& f) {
 
 void check_variant(int mode, int fire, int act) {
   check(mode >= 0 && mode < kNumModes, "mode must be 0 (IF), 1 (LIF), 2 (PLIF), 3 (QIF), 4 (EIF) or 5 (leaky)");
-  check(fire >= 0 && fire < kNumFires, "fire must be 0 (spike), 1-2 (KLIF), 3 (count) or 4 (analog)");
-  check(fire == kSpike ? mode != 5 : (fire == kCount ? mode == 5 : mode == 1),
-        "fire and mode do not combine: spike takes modes 0-4, KLIF and analog the LIF charge (1), count mode 5");
+  check(fire >= 0 && fire < kNumFires, "fire must be 0 (spike), 1-2 (KLIF), 3 (count), 4 (analog) or 5 (offset)");
+  check(fire == kSpike ? mode != 5 : (fire == kCount ? mode == 5 : (fire == kOffset ? mode == 0 : mode == 1)),
+        "fire and mode do not combine: spike takes modes 0-4, KLIF and analog the LIF charge (1), count mode 5, "
+        "offset the IF charge (0)");
   check(act >= 0 && act < kNumActs, "act must be 0 (identity), 1 (relu) or 2 (sigmoid)");
 }
 
@@ -259,7 +263,8 @@ inline float grad_h(const BackwardConsts& c, float qv, float go, float gv, float
       gk += dk;
       return pos ? gf * c.k : 0.0f;
     } else {
-      const float dv_dh = SOFT ? 1.0f - c.detach * c.v_th * sg : (1.0f - sv) + c.detach * (c.vr - qv) * sg;
+      const float hv = FIRE == kOffset ? qv - c.f1 : qv;  // offset: qv = H + v_offset
+      const float dv_dh = SOFT ? 1.0f - c.detach * c.v_th * sg : (1.0f - sv) + c.detach * (c.vr - hv) * sg;
       const float gout = FIRE == kAnalog ? act_grad<ACT>(qv - c.f1) : sg;
       return go * gout + gv * dv_dh;
     }

@@ -6,6 +6,7 @@
 //   3 count         C = round(clamp(H / thr, 0, q1)) (half to even), V = H - C thr; gradient 1 / thr where
 //                   q2 <= H / thr <= q3                                         (ILIF, soft reset only)
 //   4 analog        output act(H - q1), S = H >= thr only resets                (LIAF; act: ACT below)
+//   5 offset        S = H + q1 >= thr, reset on H                               (ActivationAwareIF, v_offset q1)
 // ACT (fire 4): 0 identity, 1 relu, 2 sigmoid.
 #pragma once
 #include <cmath>
@@ -14,8 +15,8 @@
 
 namespace fastspike {
 
-enum Fire { kSpike = 0, kKlif = 1, kKlifScaled = 2, kCount = 3, kAnalog = 4 };
-constexpr int kNumFires = 5;
+enum Fire { kSpike = 0, kKlif = 1, kKlifScaled = 2, kCount = 3, kAnalog = 4, kOffset = 5 };
+constexpr int kNumFires = 6;
 constexpr int kNumActs = 3;
 
 template <int FIRE>

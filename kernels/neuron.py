@@ -10,7 +10,8 @@ read from a 1-element tensor so no host sync is needed), 3 QIF (p1, p2, p3 = a0,
 delta_T, theta_rh, v_rest), 5 leaky (H = p1 V + X; ILIF). QIF's and EIF's dH/dV depends on V[t-1]: the backward
 recomputes it from H[t-1] (or V0). FIRE (csrc/neuron_fire.h): 0 spike, 1 KLIF (F = relu(k H) fires and is reset; k
 read from p_k; H stores F), 2 KLIF with scale_reset, 3 count (ILIF; H stored in fp32 so the gradient window is
-exact), 4 analog output act(H - q1) (LIAF; ACT 0 identity, 1 relu, 2 sigmoid). HAS_V0: V0 is a tensor; otherwise
+exact), 4 analog output act(H - q1) (LIAF; ACT 0 identity, 1 relu, 2 sigmoid), 5 offset (ActivationAwareIF:
+S = H + q1 >= v_th, reset on H; H stores H + q1). HAS_V0: V0 is a tensor; otherwise
 every neuron starts at the scalar ``v0_value`` (no [N] buffer is made for it).
 
 Compiled-code rules (checked for sm_80/sm_90 by tests/test_triton_compile.py): T is never specialised (Triton
@@ -105,8 +106,11 @@ def _fire(b_h, kk, v_th, v_reset, q1, SOFT_RESET: tl.constexpr, FIRE: tl.constex
             b_v = _reset(b_q, b_s, v_th, v_reset, SOFT_RESET)
         b_out = b_s
     else:
-        b_q = b_h
-        b_s = (b_h >= v_th).to(tl.float32)
+        if FIRE == 5:
+            b_q = b_h + q1  # the compared value; V resets from H
+        else:
+            b_q = b_h
+        b_s = (b_q >= v_th).to(tl.float32)
         b_v = _reset(b_h, b_s, v_th, v_reset, SOFT_RESET)
         if FIRE == 4:
             b_out = _act(b_h - q1, ACT)
@@ -221,6 +225,8 @@ def _grad_h(b_q, b_go, b_gv, kk, v_th, vr, sg_a, sg_b, q1, q2, q3, SOFT_RESET: t
         else:
             if SOFT_RESET:
                 b_dvdh = 1.0 - det * v_th * b_sg
+            elif FIRE == 5:  # b_q = H + v_offset
+                b_dvdh = (1.0 - b_s) + det * (vr - (b_q - q1)) * b_sg
             else:
                 b_dvdh = (1.0 - b_s) + det * (vr - b_q) * b_sg
             if FIRE == 4:
@@ -410,7 +416,7 @@ def neuron_backward(gs, gv_seq, gv_last, h, x, v0, k, v0_value: float, mode: int
 # every specialisation the launchers above can produce (kernels/_spec.py; compiled for sm_80/sm_90 in CI)
 _FLAGS = (False, True)
 MODES = (0, 1, 2, 3, 4, 5)  # IF, LIF, PLIF, QIF, EIF, leaky (ops/neuron/__init__.py's _MODES)
-FIRES = (0, 1, 2, 3, 4)  # spike, KLIF, KLIF scale_reset, count, analog (csrc/neuron_fire.h)
+FIRES = (0, 1, 2, 3, 4, 5)  # spike, KLIF, KLIF scale_reset, count, analog, offset (csrc/neuron_fire.h)
 ACTS = (0, 1, 2)  # the analog output's identity, relu, sigmoid
 COMPILE_SPECS = [
     KernelSpec(neuron_fwd_kernel, data=("p_x", "p_v0", "p_s", "p_h", "p_vseq", "p_vlast"), ints=("T", "N"),

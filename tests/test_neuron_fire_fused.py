@@ -1,6 +1,7 @@
-"""KLIFNode, LIAFNode and ILIFNode on the fused single-state op (multistep_neuron's fire variants 'klif', 'analog',
-'count'): the fused op runs in both step modes, equals the modules' per-step Python functions, and matches
-SpikingJelly 2.0.0 (outputs exactly, states and gradients, KLIF's k included, to rounding) on each backend."""
+"""KLIFNode, LIAFNode, ILIFNode and ActivationAwareIFNode on the fused single-state op (multistep_neuron's fire
+variants 'klif', 'analog', 'count', 'offset'): the fused op runs in both step modes, equals the modules' per-step
+Python functions, and matches SpikingJelly 2.0.0 (outputs exactly, states and gradients, KLIF's k included, to
+rounding) on each backend."""
 import pytest
 import torch
 import torch.nn as nn
@@ -36,6 +37,8 @@ def _build(name, backend=None, **kw):
         node = neuron.KLIFNode(**kw)
     elif name == "ILIFNode":
         node = neuron.ILIFNode(**kw)
+    elif name == "ActivationAwareIFNode":
+        node = neuron.ActivationAwareIFNode(**kw)
     else:
         node = neuron.LIAFNode(kw.pop("act", F.relu), kw.pop("threshold_related", True), **kw)
     if backend is not None:
@@ -86,6 +89,9 @@ MODULES = [
     ("LIAFNode", dict(act=nn.Sigmoid(), threshold_related=False, v_reset=None, tau=3.0), 4),
     ("LIAFNode", dict(act=nn.Identity(), threshold_related=True, detach_reset=True,
                       surrogate_function=sg.Erf()), 4),
+    ("ActivationAwareIFNode", dict(v_offset=0.2), 5),
+    ("ActivationAwareIFNode", dict(v_threshold=0.8, v_offset=-0.1, v_reset=0.0, detach_reset=True,
+                                   surrogate_function=sg.ATan()), 5),
 ]
 MODULE_IDS = [f"{n}-{i}" for i, (n, _, _) in enumerate(MODULES)]
 
@@ -103,7 +109,7 @@ def test_module_fused_matches_python_path(op_calls, step_mode, name, kw, fire):
     op_calls.clear()
     loop = _build(name, step_mode=step_mode, store_v_seq=True, **dict(kw))
     loop.load_state_dict(fused.state_dict())
-    loop._nonlinear_kwargs = lambda: None  # the per-step Python functions
+    loop._nonlinear_kwargs = loop._op_kwargs = lambda: None  # the per-step Python functions
     ref = _module_run(loop, xs, step_mode)
     assert not op_calls
     if name == "ILIFNode":  # multi-level counts
@@ -112,6 +118,9 @@ def test_module_fused_matches_python_path(op_calls, step_mode, name, kw, fire):
 
 
 def test_unfused_configurations_take_the_python_path(op_calls):
+    aaif = neuron.ActivationAwareIFNode(v_threshold=torch.tensor([0.5, 1.0, 1.5, 0.8, 1.2]), step_mode="m")
+    aaif(torch.randn(3, 2, 5, device=DEVICE))  # per-channel thresholds: the Python step
+    assert not op_calls
     x = torch.randn(3, 2, 5, device=DEVICE) + 0.5
     for node in (neuron.LIAFNode(torch.tanh, True, step_mode="m"), neuron.LIAFNode(nn.ReLU(inplace=True), False),
                  neuron.KLIFNode(surrogate_function=sg.Sigmoid(spiking=False), step_mode="m")):
@@ -134,6 +143,8 @@ def test_unfused_configurations_take_the_python_path(op_calls):
     ("ILIFNode", {}, None),
     ("ILIFNode", {"tau": 2.0, "v_threshold": 0.5}, ("MultiLevelSpikeCount", {"max_spike_count": 2})),
     ("ILIFNode", {"detach_reset": True}, ("MultiLevelSpikeCount", {"max_spike_count": 3, "grad_window": (0.5, 2.5)})),
+    ("ActivationAwareIFNode", {"v_offset": 0.2}, "Sigmoid"),
+    ("ActivationAwareIFNode", {"v_offset": -0.1, "v_reset": 0.0, "detach_reset": True}, "ATan"),
 ])
 def test_module_matches_spikingjelly(op_calls, backend, step_mode, name, kw, sgspec):
     ref, ours = pair(name, sg=sgspec, step_mode=step_mode, store_v_seq=step_mode == "m", **kw)

@@ -319,6 +319,8 @@ FIRES = [
     ("liaf-relu", dict(mode="lif", fire="analog", tau=2.5, act="relu")),
     ("liaf-sigmoid-h", dict(mode="lif", fire="analog", tau=2.0, act="sigmoid", threshold_related=False)),
     ("liaf-identity-di0", dict(mode="lif", fire="analog", tau=2.0, act="identity", decay_input=False)),
+    ("aaif", dict(mode="if", fire="offset", v_offset=0.15)),
+    ("aaif-neg", dict(mode="if", fire="offset", v_offset=-0.3)),
 ]
 FIRE_IDS = [f[0] for f in FIRES]
 
@@ -388,13 +390,13 @@ def test_klif_k_values(backend, k_value):
 @pytest.mark.parametrize("surrogate", SURROGATES, ids=[type(s).__name__ for s in SURROGATES])
 def test_fire_variants_every_surrogate(backend, surrogate):
     x, v0, grads = _inputs(5, (2, 29), scale=2.0)
-    for _, kw in (FIRES[0], FIRES[2], FIRES[5]):  # KLIF, scaled KLIF, LIAF: the surrogate feeds their gradients
+    for _, kw in (FIRES[0], FIRES[2], FIRES[5], FIRES[8]):  # KLIF, scaled KLIF, LIAF, AAIF: surrogate gradients
         _compare_fire(backend, x, v0, grads, dict(kw, v_reset=0.0, surrogate_function=surrogate))
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 @pytest.mark.parametrize("T,shape", [(1, (4, 5)), (3, (1100,))], ids=["T1", "T3-N1100"])
-@pytest.mark.parametrize("fire_id,kw", [FIRES[0], FIRES[3], FIRES[6]], ids=["klif", "ilif", "liaf"])
+@pytest.mark.parametrize("fire_id,kw", [FIRES[0], FIRES[3], FIRES[6], FIRES[9]], ids=["klif", "ilif", "liaf", "aaif"])
 def test_fire_variants_shapes_and_number_v0(backend, T, shape, fire_id, kw):
     """T = 1 (single-step mode), N past one Triton program (1024) and one C++ block (256), V0 a number."""
     x, v0, grads = _inputs(T, shape)
@@ -405,8 +407,8 @@ def test_fire_variants_shapes_and_number_v0(backend, T, shape, fire_id, kw):
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("fire_id,kw", [FIRES[0], FIRES[2], FIRES[3], FIRES[5]],
-                         ids=["klif", "klif-scaled", "ilif", "liaf"])
+@pytest.mark.parametrize("fire_id,kw", [FIRES[0], FIRES[2], FIRES[3], FIRES[5], FIRES[8]],
+                         ids=["klif", "klif-scaled", "ilif", "liaf", "aaif"])
 def test_fire_variants_half_precision(backend, dtype, fire_id, kw):
     x, v0, grads = _inputs(4, (2, 33), dtype)
     kw = dict(kw, v_reset=None if kw["fire"] == "count" else -0.1, surrogate_function=sg.Sigmoid())
@@ -450,6 +452,8 @@ def test_fire_variants_cpp_threads_agree():
     (dict(fire="count", mode="leaky", v_reset=None, grad_window=(0.0, float("nan"))), "grad_window"),
     (dict(fire="analog", act="tanh"), "act must be one of"),
     (dict(fire="spike", mode="leaky"), "fire='spike' takes mode"),
+    (dict(fire="offset", mode="lif"), "fire='offset' takes mode 'if'"),
+    (dict(fire="offset", mode="if", v_offset=float("inf")), "v_offset"),
     (dict(fire="count", mode="leaky", v_reset=None, tau=1.0), "tau must be"),
 ])
 def test_fire_bad_arguments(kw, match):

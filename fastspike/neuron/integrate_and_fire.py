@@ -7,10 +7,12 @@ the per-step functions of fastspike.neuron.dynamics:
 * ``HalfThresholdIFNode``: IF with soft reset whose membrane starts (and resets) at v_threshold / 2, so a
   converted ANN's activations round to the nearest spike count instead of down.
 * ``ActivationAwareIFNode``: IF whose firing test is H + v_offset >= v_threshold, with scalar or per-channel
-  thresholds and offsets (buffers ``v_threshold`` and ``v_offset``), for ANN-to-SNN conversion.
+  thresholds and offsets (buffers ``v_threshold`` and ``v_offset``), for ANN-to-SNN conversion. With scalar ones
+  and a fused surrogate both step modes run the fused op (ops.multistep_neuron, mode 'if', fire 'offset').
 """
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Optional, Union
 
@@ -18,6 +20,7 @@ import torch
 
 from .. import surrogate
 from ..base import MemoryModule
+from ..ops.neuron import multistep_neuron
 from .base_node import SimpleBaseNode
 from .dynamics import activation_aware_if_step, if_step
 from .node import BaseNode, IFNode, state_tensor
@@ -136,18 +139,54 @@ class ActivationAwareIFNode(MemoryModule):
         return (state_tensor(self, states[0], inputs[0][0] if step_mode == "m" else inputs[0], "v"),
                 *states[1:])
 
+    def _op_kwargs(self) -> Optional[dict]:
+        """The fused op's arguments (multistep_neuron, mode 'if', fire 'offset') when it can run this neuron:
+        scalar threshold and offset, a fused surrogate, no subclass redefining the step; else None. The buffers are
+        read per call (one host sync per call on CUDA)."""
+        cls = type(self)
+        if (cls.single_step_functional_forward is not ActivationAwareIFNode.single_step_functional_forward
+                or cls.multi_step_functional_forward is not ActivationAwareIFNode.multi_step_functional_forward
+                or self.v_threshold.dim() or self.v_offset.dim()):
+            return None
+        spec = getattr(self.surrogate_function, "kernel_spec", None)
+        if spec is None or spec() is None:
+            return None
+        thr, off = float(self.v_threshold), float(self.v_offset)
+        if not (math.isfinite(thr) and math.isfinite(off)):
+            return None
+        return dict(mode="if", fire="offset", v_threshold=thr, v_offset=off, v_reset=self.v_reset,
+                    surrogate_function=self.surrogate_function, detach_reset=self.detach_reset,
+                    backend=getattr(self, "backend", "auto"))
+
     def single_step_functional_forward(self, inputs, states, **kwargs):
         x = inputs[0]
+        kw = self._op_kwargs() if len(inputs) == 1 else None
+        if kw is not None:
+            spikes, v, _ = multistep_neuron(x.unsqueeze(0), states[0], **kw)
+            return (spikes[0],), (v, *states[1:])
         spike, v = activation_aware_if_step(x, states[0], self._per_channel(self.v_threshold, x, "v_threshold"),
                                             self._per_channel(self.v_offset, x, "v_offset"), self.v_reset,
                                             self.surrogate_function, self.detach_reset)
         return (spike,), (v, *states[1:])
+
+    def multi_step_functional_forward(self, inputs, states, **kwargs):
+        kw = self._op_kwargs() if len(inputs) == 1 else None
+        if kw is None:
+            return super().multi_step_functional_forward(inputs, states, **kwargs)
+        spikes, v, _ = multistep_neuron(inputs[0], states[0], **kw)
+        return (spikes,), (v, *states[1:])
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
         if not self.store_v_seq:
             self.v_seq = None
             return super().multi_step_forward(x_seq, *args, **kwargs)
         states = self.materialize_states((x_seq, *args), tuple(self._memories.values()), "m")
+        kw = self._op_kwargs() if not args else None
+        if kw is not None:
+            spikes, v, v_seq = multistep_neuron(x_seq, states[0], store_v_seq=True, **kw)
+            self._store_states((v, *states[1:]))
+            self.v_seq = v_seq
+            return spikes
         spikes, v_steps = [], []
         for x in x_seq:
             (spike,), states = self.single_step_functional_forward((x,), states, **kwargs)

@@ -27,9 +27,9 @@ __all__ = ["multistep_neuron", "NeuronConfig"]
 _MODES = {"if": 0, "lif": 1, "plif": 2, "qif": 3, "eif": 4, "leaky": 5}
 _TAU_MODES = ("lif", "qif", "eif", "leaky")
 # fire variants (csrc/neuron_fire.h): the charge each one takes, and the analog output's activations
-_FIRES = {"spike": 0, "klif": 1, "count": 3, "analog": 4}
+_FIRES = {"spike": 0, "klif": 1, "count": 3, "analog": 4, "offset": 5}
 _FIRE_MODES = {"spike": ("if", "lif", "plif", "qif", "eif"), "klif": ("lif",), "count": ("leaky",),
-               "analog": ("lif",)}
+               "analog": ("lif",), "offset": ("if",)}
 ACTS = {"identity": 0, "relu": 1, "sigmoid": 2}
 
 
@@ -48,9 +48,10 @@ class NeuronConfig(NamedTuple):
     p1: float  # QIF: a0; EIF: delta_T; else 0
     p2: float  # QIF: v_rest; EIF: theta_rh; else 0
     p3: float  # QIF: v_c; EIF: v_rest; else 0
-    fire: int  # 0 spike, 1 KLIF, 2 KLIF with scale_reset, 3 count (ILIF), 4 analog (LIAF)
+    fire: int  # 0 spike, 1 KLIF, 2 KLIF with scale_reset, 3 count (ILIF), 4 analog (LIAF), 5 offset (AAIF)
     act: int  # analog: 0 identity, 1 relu, 2 sigmoid; else 0
-    q1: float  # count: max_spike_count; analog: the offset subtracted before act (v_threshold or 0); else 0
+    q1: float  # count: max_spike_count; analog: the offset subtracted before act (v_threshold or 0); offset:
+    # v_offset; else 0
     q2: float  # count: grad_window[0]; else 0
     q3: float  # count: grad_window[1]; else 0
 
@@ -89,12 +90,12 @@ def _nonlinear_params(mode: str, params) -> Tuple[float, float, float]:
 
 def _fire_params(fire: str, mode: str, v_threshold, v_reset, fire_args) -> Tuple[int, int, float, float, float]:
     """(fire id, act id, q1, q2, q3) of the kernels; ``fire_args``: (scale_reset, max_spike_count, grad_window, act,
-    threshold_related)."""
+    threshold_related, v_offset)."""
     if fire not in _FIRES:
         raise ValueError(f"fire must be one of {tuple(_FIRES)}, but got {fire!r}.")
     if mode not in _FIRE_MODES[fire]:
         raise ValueError(f"fire={fire!r} takes mode {' or '.join(map(repr, _FIRE_MODES[fire]))}, but got {mode!r}.")
-    scale_reset, count, window, act, threshold_related = fire_args
+    scale_reset, count, window, act, threshold_related, v_offset = fire_args
     if fire == "klif":
         return (2 if scale_reset else 1), 0, 0.0, 0.0, 0.0
     if fire == "count":
@@ -111,12 +112,15 @@ def _fire_params(fire: str, mode: str, v_threshold, v_reset, fire_args) -> Tuple
         if act not in ACTS:
             raise ValueError(f"act must be one of {tuple(ACTS)} for fire='analog', but got {act!r}.")
         return 4, ACTS[act], (float(v_threshold) if threshold_related else 0.0), 0.0, 0.0
+    if fire == "offset":
+        _finite("v_offset", v_offset)
+        return 5, 0, float(v_offset), 0.0, 0.0
     return 0, 0, 0.0, 0.0, 0.0
 
 
 @functools.lru_cache(maxsize=512)
 def _config(mode: str, tau, decay_input, v_threshold, v_reset, detach_reset, spec, params=None, fire="spike",
-            fire_args=(False, 4, (0.0, 4.0), "relu", True)) -> NeuronConfig:
+            fire_args=(False, 4, (0.0, 4.0), "relu", True, 0.0)) -> NeuronConfig:
     """Validate one configuration and freeze it (cached: a network repeats the same few every call). ``params``:
     (a0, v_c, delta_T, theta_rh, v_rest) for 'qif' / 'eif'; ``fire_args``: see ``_fire_params``."""
     if mode not in _MODES:
@@ -162,6 +166,7 @@ def multistep_neuron(
     grad_window: Optional[Tuple[float, float]] = None,
     act: str = "relu",
     threshold_related: bool = True,
+    v_offset: float = 0.0,
 ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """Run an IF ('if'), LIF ('lif'), ParametricLIF ('plif', decay sigmoid(w)), quadratic IF ('qif':
     H = V + (X + a0 (V - v_rest)(V - v_c)) / tau) or exponential IF ('eif': H = V + (X + v_rest - V
@@ -173,7 +178,8 @@ def multistep_neuron(
     v_threshold / k); 'count' (ILIF, mode 'leaky', v_reset=None: S = round(clamp(H / v_threshold, 0,
     max_spike_count)), gradient 1 / v_threshold where H / v_threshold lies in ``grad_window``, default [0,
     max_spike_count]; the surrogate is not used); 'analog' (LIAF, mode 'lif': the first output is act(H - v_threshold)
-    with ``threshold_related``, else act(H), act 'identity', 'relu' or 'sigmoid'; the spike only resets).
+    with ``threshold_related``, else act(H), act 'identity', 'relu' or 'sigmoid'; the spike only resets); 'offset'
+    (ActivationAwareIF, mode 'if': S = Heaviside(H + v_offset - v_threshold), V reset from H).
 
     v_init: the membrane potential before the first step, a tensor of shape x_seq.shape[1:] or a number
     (the same start for every neuron; it gets no gradient). Returns (spike_seq [T, *], v_last [*],
@@ -220,7 +226,7 @@ def multistep_neuron(
     # under torch.compile the validation is traced once per graph; the cache is for eager calls
     config = _config.__wrapped__ if torch.compiler.is_compiling() else _config
     nonlinear = (a0, v_c, delta_T, theta_rh, v_rest) if mode in ("qif", "eif") else None
-    fire_args = (bool(scale_reset), max_spike_count, tuple(grad_window), act, bool(threshold_related))
+    fire_args = (bool(scale_reset), max_spike_count, tuple(grad_window), act, bool(threshold_related), v_offset)
     cfg = config(mode, tau, decay_input, v_threshold, v_reset, detach_reset, spec or (0, (0.0, 0.0)), nonlinear, fire,
                  fire_args)
     perm = memory_order(x_seq)
@@ -237,7 +243,8 @@ def multistep_neuron(
                                                            v_rest=v_rest, fire=fire, k=k, scale_reset=scale_reset,
                                                            max_spike_count=max_spike_count,
                                                            grad_window=tuple(grad_window), act=act,
-                                                           threshold_related=threshold_related)
+                                                           threshold_related=threshold_related,
+                                                           v_offset=v_offset)
     else:
         if not x_seq.is_contiguous():
             x_seq = x_seq.contiguous()

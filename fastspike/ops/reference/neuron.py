@@ -67,6 +67,7 @@ def multistep_neuron(
     grad_window: Tuple[float, float] = (0.0, 4.0),
     act: str = "relu",
     threshold_related: bool = True,
+    v_offset: float = 0.0,
 ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """IF / LIF / ParametricLIF / QIF / EIF over T steps (DESIGN.md's equations), returning (spikes, v_last, v_seq).
 
@@ -78,7 +79,8 @@ def multistep_neuron(
     fire: 'spike' (S = surrogate(H - v_threshold), reset on H), 'klif' (F = relu(k H), S = surrogate(F - v_threshold),
     reset on F, or with scale_reset on F / k by v_threshold / k), 'count' (ILIF: S = round(clamp(H / v_threshold, 0,
     max_spike_count)), straight-through gradient on grad_window, soft reset by S v_threshold) or 'analog' (LIAF:
-    output act(H - v_threshold) when threshold_related else act(H); the spike only resets).
+    output act(H - v_threshold) when threshold_related else act(H); the spike only resets) or 'offset'
+    (ActivationAwareIF: S = surrogate(H + v_offset - v_threshold), reset from H).
     """
     if surrogate_function is None:
         surrogate_function = _sigmoid_spike
@@ -115,6 +117,8 @@ def multistep_neuron(
             s = surrogate_function(h - v_threshold)
             if scale_reset:
                 h, thr = h / kk, v_threshold / kk
+        elif fire == "offset":
+            s = surrogate_function(h + v_offset - v_threshold)
         else:
             s = surrogate_function(h - v_threshold)
         out = s
