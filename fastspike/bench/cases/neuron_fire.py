@@ -1,11 +1,12 @@
-"""Neuron cases: multi-step KLIF, LIAF and ILIF (SpikingJelly 2.0's ``neuron.KLIFNode`` / ``LIAFNode`` /
-``ILIFNode``), forward + backward ('train') and forward only ('infer').
+"""Neuron cases: multi-step KLIF, LIAF, ILIF and ActivationAwareIF (SpikingJelly 2.0's ``neuron.KLIFNode`` /
+``LIAFNode`` / ``ILIFNode`` / ``ActivationAwareIFNode``), forward + backward ('train') and forward only ('infer').
 
 Configuration shared by both implementations, SpikingJelly's defaults where it has them:
 * KLIF: tau=2, decay_input, threshold 1, hard reset to 0, Sigmoid(alpha=4); k = 1 (its initial value) and its
   gradient is computed too.
 * LIAF: act=ReLU, threshold_related=True, tau=2, hard reset to 0, Sigmoid(alpha=4); the output is analog.
 * ILIF: tau=4/3, threshold 1, MultiLevelSpikeCount(4) (soft reset by the count).
+* ActivationAwareIF: threshold 1, v_offset 0.1, soft reset, Sigmoid(alpha=4).
 Input [T, B, N] float32, membrane starting at its reset value.
 
 * fastspike: the modules with step_mode='m', which run the fused op (fire 'klif' / 'analog' / 'count').
@@ -54,6 +55,9 @@ def _node(package: str, kind: str):
         count = surrogate.MultiLevelSpikeCount
     if kind == "ilif":
         return neuron.ILIFNode(surrogate_function=count(4), step_mode="m")
+    if kind == "aaif":
+        return neuron.ActivationAwareIFNode(v_threshold=1.0, v_offset=0.1,
+                                            surrogate_function=surrogate.Sigmoid(alpha=SIGMOID_ALPHA), step_mode="m")
     common = dict(tau=2.0, v_threshold=1.0, v_reset=0.0, surrogate_function=surrogate.Sigmoid(alpha=SIGMOID_ALPHA),
                   detach_reset=False, step_mode="m")
     if kind == "klif":
@@ -129,9 +133,10 @@ _DESC = {
     "klif": "KLIFNode (tau=2, hard reset to 0, k=1 learnable), Sigmoid(alpha=4)",
     "liaf": "LIAFNode (ReLU, threshold_related, tau=2, hard reset to 0), Sigmoid(alpha=4)",
     "ilif": "ILIFNode (tau=4/3, MultiLevelSpikeCount(4), soft reset by the count)",
+    "aaif": "ActivationAwareIFNode (threshold 1, v_offset 0.1, soft reset), Sigmoid(alpha=4)",
 }
 
-for _kind in ("klif", "liaf", "ilif"):
+for _kind in ("klif", "liaf", "ilif", "aaif"):
     register(Case(
         name=f"neuron.{_kind}", family="neuron", suites=("default", "full", "neuron"), description=_DESC[_kind],
         points=_points, setup=_setup(_kind), x_axis="T", available=_available, label=_label, summarize=summarize))
