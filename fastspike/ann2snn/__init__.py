@@ -14,7 +14,7 @@ from .fx_converter import FXConverter, ModuleConverter
 from .modules import ChannelAffine, ChannelVoltageScaler, SpikeMaxPool, StatisticObserver, VoltageHook, VoltageScaler
 from .qcfs import QCFS, SignedQCFSSequenceEncoder
 from .recipes import (ConversionRecipe, FXConversionRecipe, LocalThresholdBalancingRecipe, ModuleConversionRecipe,
-                      RateCodingRecipe, TransformerTDEquivalentRecipe)
+                      RateCodingRecipe, STATransformerRecipe, TransformerTDEquivalentRecipe)
 from .utils import download_url
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "RateCodingRecipe",
     "LocalThresholdBalancingRecipe",
     "TransformerTDEquivalentRecipe",
+    "STATransformerRecipe",
     "ChannelVoltageScaler",
     "VoltageHook",
     "SignedQCFSSequenceEncoder",
