@@ -14,7 +14,7 @@ from .fx_converter import FXConverter, ModuleConverter
 from .modules import ChannelAffine, ChannelVoltageScaler, SpikeMaxPool, StatisticObserver, VoltageHook, VoltageScaler
 from .qcfs import QCFS, SignedQCFSSequenceEncoder
 from .recipes import (ConversionRecipe, FXConversionRecipe, LocalThresholdBalancingRecipe, ModuleConversionRecipe,
-                      RateCodingRecipe, STATransformerRecipe, TransformerTDEquivalentRecipe)
+                      RateCodingRecipe, SpikeZIPTFQANNRecipe, STATransformerRecipe, TransformerTDEquivalentRecipe)
 from .utils import download_url
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "LocalThresholdBalancingRecipe",
     "TransformerTDEquivalentRecipe",
     "STATransformerRecipe",
+    "SpikeZIPTFQANNRecipe",
     "ChannelVoltageScaler",
     "VoltageHook",
     "SignedQCFSSequenceEncoder",
