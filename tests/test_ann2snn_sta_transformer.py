@@ -212,3 +212,18 @@ def test_no_calibration_batch_is_an_error():
     for lib, error in ((sj_ann2snn, RuntimeError), (ann2snn, RuntimeError)):
         with pytest.raises(error, match="calibration data" if lib is sj_ann2snn else "collected no calibration"):
             _convert(lib, ViT().eval(), [], mode="spiking_encoder")
+
+
+def test_show_progress_and_calibration_batch_limit(capsys):
+    torch.manual_seed(4)
+    ann = ViT().eval()
+    data = [torch.randn(N, 1, 4, 4) for _ in range(3)]
+    quiet = _convert(ann2snn, ann, data, mode="spiking_encoder", num_calibration_batches=2)
+    shown = _convert(ann2snn, ann, data, mode="spiking_encoder", num_calibration_batches=2, show_progress=True)
+    assert "STA calibration" in capsys.readouterr().err
+    first_two = _convert(ann2snn, ann, data[:2], mode="spiking_encoder")
+    all_three = _convert(ann2snn, ann, data, mode="spiking_encoder")
+    key = "ln1_sta_encoder.v_threshold"
+    assert torch.equal(quiet.state_dict()[key], shown.state_dict()[key])
+    assert torch.equal(quiet.state_dict()[key], first_two.state_dict()[key])
+    assert not torch.equal(quiet.state_dict()[key], all_three.state_dict()[key])

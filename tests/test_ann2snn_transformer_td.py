@@ -207,3 +207,66 @@ def test_mha_module_restrictions():
                 lib.Converter(recipe=lib.TransformerTDEquivalentRecipe()).convert(M())
         with pytest.raises(ValueError, match=match):
             ann2snn.Converter(recipe=ann2snn.TransformerTDEquivalentRecipe()).convert(M())
+
+
+OPS = [
+    ("mean", {"dim": -1, "keepdim": True}, ()),
+    ("mean", {"dim": (1, 2), "keepdim": False}, ()),
+    ("flatten", {"start_dim": 1, "end_dim": -1}, ()),
+    ("transpose", {"dim0": 1, "dim1": 2}, ()),
+    ("unsqueeze", {"dim": -1}, ()),
+    ("unflatten", {"dim": 2, "unflattened_size": (2, 2)}, ()),
+    ("permute", {"dims": (0, 2, 1)}, ()),
+    ("cat", {"dim": -1}, "twice"),
+    ("shape", {}, ()),
+    ("dim", {}, ()),
+    ("size", {}, ()),
+    ("size", {}, (-1,)),
+    ("reshape", {}, (N, 12)),
+    ("reshape", {}, ((-1, 4, 3),)),
+    ("expand", {}, (N, 3, 4)),
+    ("getitem", {"item": (slice(None), slice(1, 3))}, ()),
+    ("getitem", {"item": (Ellipsis, 0)}, ()),
+]
+
+
+@pytest.mark.parametrize("op_name, op_kwargs, extra", OPS)
+def test_step_mode_tensor_ops_match_spikingjelly(op_name, op_kwargs, extra):
+    from spikingjelly.activation_based.ann2snn.recipes.step_mode_adapters import _StepModeTensorOp
+
+    from fastspike.ann2snn.recipes.sequence_adapter import StepModeTensorOp
+
+    x_seq = torch.randn(T, N, 3, 4)
+    for step_mode, x in (("m", x_seq), ("s", x_seq[0])):
+        inputs = (x, x) if extra == "twice" else (x, *extra)
+        ours = StepModeTensorOp(op_name, op_kwargs, step_mode)(*inputs)
+        theirs = _StepModeTensorOp(op_name, op_kwargs, step_mode)(*inputs)
+        if isinstance(theirs, torch.Tensor):
+            assert torch.equal(ours, theirs)
+        else:
+            assert ours == theirs
+
+
+@pytest.mark.parametrize("op_name, op_kwargs, inputs", [
+    ("mean", {"dim": 0, "keepdim": False}, ()),
+    ("transpose", {"dim0": 0, "dim1": 1}, ()),
+    ("cat", {"dim": 0}, "twice"),
+    ("reshape", {}, (3, -1)),
+    ("expand", {}, (3, 3, 4, 1)),
+    ("flatten", {"start_dim": 2, "end_dim": 1}, ()),
+])
+def test_step_mode_tensor_ops_refuse_the_batch_dimension(op_name, op_kwargs, inputs):
+    from fastspike.ann2snn.recipes.sequence_adapter import StepModeTensorOp
+
+    x_seq = torch.randn(T, N, 3, 4)
+    with pytest.raises(ValueError, match=op_name):
+        StepModeTensorOp(op_name, op_kwargs, "m")(*((x_seq, x_seq) if inputs == "twice" else (x_seq, *inputs)))
+    with pytest.raises(ValueError, match="step_mode must be one of"):
+        StepModeTensorOp("dim", {}, "x")(x_seq)
+
+
+def test_adapt_sequence_graph_needs_a_graph_module():
+    from fastspike.ann2snn.recipes.sequence_adapter import adapt_sequence_graph
+
+    with pytest.raises(TypeError, match="fx_model must be a torch.fx.GraphModule"):
+        adapt_sequence_graph(nn.Linear(2, 2), context="test")

@@ -153,12 +153,8 @@ class StepModeTensorOp(nn.Module, base.StepModule):
             raise ValueError(f"{who}: unsupported tensor operation {name!r}.")
         return functional.seq_to_ann_forward(x, self._single_step)
 
-    def forward(self, *inputs):
-        if self.step_mode == "s":
-            return self._single_step(*inputs)
-        if self.step_mode == "m":
-            return self._multi_step(*inputs)
-        raise ValueError(f"{self._who()}: step_mode must be 's' or 'm', but got {self.step_mode!r}.")
+    def forward(self, *inputs):  # (the step_mode setter accepts only 's' and 'm')
+        return self._single_step(*inputs) if self.step_mode == "s" else self._multi_step(*inputs)
 
 
 # -- graph rewrite --------------------------------------------------------------------------------------------
