@@ -85,7 +85,8 @@ def _pool(dev):
 
 
 CASES: Dict[str, Case] = {
-    "multistep_neuron": Case(_neuron), "multistep_neuron2": Case(_neuron2), "linear_scan": Case(_scan), "psn": Case(_psn),
+    "multistep_neuron": Case(_neuron), "multistep_neuron2": Case(_neuron2), "linear_scan": Case(_scan),
+    "psn": Case(_psn),
     "synapse_linear": Case(_linear, 1e-5), "synapse_conv2d": Case(_conv, 1e-5), "pack_bits": Case(_pack),
     "unpack_bits": Case(_unpack), "spike_stats": Case(_stats), "max_pool": Case(_pool, no_kernel=("triton",)),
 }
