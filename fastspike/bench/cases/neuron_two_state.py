@@ -62,6 +62,44 @@ def _bytes(mode, numel, dtype):
     return numel * 4 * e  # X, S forward; dS, dX backward (the C++ backward recomputes H from X)
 
 
+def _kernel_impl(kind, x, gs, mode):
+    """fastspike's C++ kernels called directly on preallocated float32 buffers (no autograd, no allocation)."""
+    name = "fastspike kernels (prealloc)"
+    if x.is_cuda or x.dtype != torch.float32:
+        return Impl(name, None, kind="kernel", status="n/a", reason="the C++ kernels take float32 CPU buffers")
+    from ... import _ext
+    from ...ops import _backend
+    from ...ops.neuron2 import MODELS, _config
+    node = _node("fastspike", kind)
+    kw = node._op2_kwargs()
+    cfg = _config(kw.pop("model").replace("cubalif", "cuba"), kw.pop("v_threshold"), kw.pop("v_reset"),
+                  kw.pop("detach_reset", False), node.surrogate_function.kernel_spec(),
+                  tuple(kw.get(k, 0.5) for k in ("tau", "a0", "v_rest", "v_c", "tau_w", "a", "b", "c_decay",
+                                                   "v_decay")))
+    mode_id, v_th, v_reset, soft, detach, sid, sa, sb = cfg[:8]
+    assert mode_id == MODELS[{"cubalif": "cuba"}.get(kind, kind)]
+    params = cfg[8:]
+    v0 = 0.0 if soft else v_reset
+    u0 = float(getattr(node, "w_rest", 0.0))
+    C = _ext.get()
+    T = x.shape[0]
+    x2, g2 = x.reshape(T, -1).clone(), gs.reshape(T, -1).clone()
+    n = x2.shape[1]
+    spikes, v_last, u_last, gx = torch.zeros_like(x2), torch.zeros(n), torch.zeros(n), torch.zeros_like(x2)
+    th = _backend.num_threads()
+
+    def fn():
+        C.neuron2_forward(x2.data_ptr(), 0, v0, 0, u0, spikes.data_ptr(), 0, 0, v_last.data_ptr(), u_last.data_ptr(),
+                          T, n, mode_id, v_th, v_reset, soft, th, *params)
+        if mode != "train":
+            return {"spikes": spikes.view_as(x)}
+        C.neuron2_backward(g2.data_ptr(), 0, 0, 0, 0, x2.data_ptr(), 0, v0, 0, u0, gx.data_ptr(), 0, 0, T, n,
+                           mode_id, v_th, v_reset, soft, detach, sid, sa, sb, th, *params)
+        return {"spikes": spikes.view_as(x), "grad_x": gx.view_as(x)}
+    return Impl(name, fn, kind="kernel", note="C++ forward" + ("+backward" if mode == "train" else "")
+                + " on preallocated float32 buffers")
+
+
 def _setup(kind):
     def setup(p, mode, ctx: Ctx) -> List[Impl]:
         dtype = _dtype(p["dtype"])
@@ -72,6 +110,12 @@ def _setup(kind):
         node = _node("fastspike", kind).to(ctx.device)
         impls = [Impl("fastspike", _module_fn(node, x, gs, mode, node.reset), kind="fastspike", bytes_moved=nbytes,
                       note="module, backend='auto' (" + ("triton" if x.is_cuda else "cpp") + "), autograd")]
+        try:
+            k = _kernel_impl(kind, x, gs, mode)
+        except Exception as e:  # the op's internals moved: report, keep going
+            k = Impl("fastspike kernels", None, kind="kernel", status="error", reason=f"{type(e).__name__}: {e}"[:200])
+        k.bytes_moved = nbytes
+        impls.append(k)
         for peer in ctx.peers:
             if peer != "spikingjelly":
                 impls.append(_peer_skip(peer, f"no equivalent: {PEERS[peer].label} has no {kind} neuron", "n/a"))
