@@ -261,3 +261,24 @@ def test_modules_fall_back_for_unfused_configurations(monkeypatch):
     node.reset()
     node(x)
     assert calls == [4]
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_channels_last_in_channels_last_out(backend):
+    """A [T, N, C, H, W] input stored channels_last runs on its memory order: outputs, states and gradients come
+    back in that layout with the reference's values."""
+    dev = device_of(backend)
+    x = (torch.randn(3, 2, 5, 4, 3) + 0.5).to(dev)
+    x_cl = torch.stack([step.contiguous(memory_format=torch.channels_last) for step in x])
+    assert not x_cl.is_contiguous()
+    v0 = (torch.rand(2, 5, 4, 3) * 0.5).to(dev).contiguous(memory_format=torch.channels_last)
+    grads = [torch.randn(3, 2, 5, 4, 3, device=dev), torch.randn(2, 5, 4, 3, device=dev),
+             torch.randn(2, 5, 4, 3, device=dev), torch.randn(3, 2, 5, 4, 3, device=dev),
+             torch.randn(3, 2, 5, 4, 3, device=dev)]
+    kw = dict(model="izhikevich", **MODEL_KW["izhikevich"])
+    ref = _run("torch", x, v0.contiguous(), 0.1, grads, **kw)
+    out = _run(backend, x_cl, v0, 0.1, grads, **kw)
+    assert out[0].stride() == x_cl.stride() and out[1].is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(ref[0], out[0])
+    for name, r, o in zip(["v_last", "u_last", "v_seq", "u_seq", "grad_x", "grad_v0"], ref[1:7], out[1:7]):
+        assert_close(name, r, o, 1e-5)
