@@ -326,3 +326,23 @@ def test_keep_freed_memory(tmp_path):
                        check=False)
     assert p.returncode == 0, p.stderr[-2000:]
     assert json.loads(out.read_text())["settings"]["malloc"] == "keep" and "malloc keep" in p.stdout
+
+
+def test_sew_resnet_autocast_point_runs_and_agrees_with_spikingjelly(tmp_path, monkeypatch):
+    """models.sew_resnet18's bf16-autocast point (on CUDA, and in the full suite): both frameworks run the step inside
+    the region, fastspike's activations stay bf16 (its synapse layers follow the autocast rule), outputs agree."""
+    pytest.importorskip("spikingjelly")
+    case = CASES["models.sew_resnet18"]
+    points = case.points
+    monkeypatch.setattr(case, "points", lambda ctx: [dict(T=2, B=2, HW=16, amp="bf16")])
+    rc, data = _run_json(tmp_path, FAST + ["--case", "models.sew_resnet18", "--peers", "spikingjelly",
+                                           "--no-memory", "--mode", "train"])
+    assert rc == 0
+    for t, rows in _rows(data):
+        assert "bf16 autocast" in t["label"]
+        by_impl = {r["impl"]: r for r in rows}
+        assert by_impl["fastspike"]["status"] == "ok" and by_impl["SpikingJelly 2.0"]["status"] == "ok", rows
+    from fastspike.bench.registry import Ctx
+    full = points(Ctx(device="cpu", suite="full"))
+    assert any(p.get("amp") == "bf16" for p in full) and not any(
+        p.get("amp") for p in points(Ctx(device="cpu")))

@@ -36,7 +36,18 @@ def _parallel():
     )
 
 
-MODELS = {"neurons-s": lambda: _neurons("s"), "neurons-m": lambda: _neurons("m"), "parallel": _parallel}
+def _two_state(step_mode: str):
+    """The neurons of ops.multistep_neuron2 (Izhikevich, CUBA-LIF, CLIF), chained."""
+    cuba = neuron.CUBALIFNode(v_threshold=0.4, surrogate_function=surrogate.ATan())
+    cuba.step_mode = step_mode
+    return nn.Sequential(
+        nn.Linear(F, F), neuron.IzhikevichNode(a=0.2, b=0.1, step_mode=step_mode, store_v_seq=(step_mode == "m")),
+        nn.Linear(F, F), cuba, nn.Linear(F, F), neuron.ComplementaryLIFNode(step_mode=step_mode),
+    )
+
+
+MODELS = {"neurons-s": lambda: _neurons("s"), "neurons-m": lambda: _neurons("m"), "parallel": _parallel,
+          "two-state-s": lambda: _two_state("s"), "two-state-m": lambda: _two_state("m")}
 
 
 def _input(name):
@@ -106,3 +117,9 @@ def test_compiled_graph_calls_the_custom_ops():
     torch.compile(model, fullgraph=True, backend=backend)(_input("neurons-m"))
     want = "fastspike.neuron_triton" if ON_CUDA else "fastspike.neuron_cpp"
     assert any(want in t for t in captured), captured
+    captured.clear()
+    torch._dynamo.reset()
+    model = MODELS["two-state-m"]().to(DEVICE)
+    torch.compile(model, fullgraph=True, backend=backend)(_input("two-state-m"))
+    want = "fastspike.neuron2_triton" if ON_CUDA else "fastspike.neuron2_cpp"
+    assert sum(want in t for t in captured) == 3, captured

@@ -45,11 +45,12 @@ def test_eager_calls_skip_the_dispatcher(monkeypatch):
 
 def test_inference_calls_the_forward_launcher_alone(monkeypatch):
     """With grad mode off nothing is recorded, so the op skips autograd's Function and calls its forward launcher;
-    with grad mode on the Function runs. Outputs are the same either way."""
+    with grad mode on the Function runs, entered through autograd's C entry point (Function.apply's Python preamble
+    is only for functorch transforms). Outputs are the same either way."""
     op = ops_neuron.OPS["triton" if DEVICE.type == "cuda" else "cpp"]
     applied = []
-    real_apply = op.function.apply
-    monkeypatch.setattr(op.function, "apply", lambda *a: applied.append(1) or real_apply(*a))
+    real_apply = op._apply  # autograd's C entry of op.function (ops/_contract.py)
+    monkeypatch.setattr(op, "_apply", lambda *a: applied.append(1) or real_apply(*a))
     node = neuron.LIFNode(step_mode="m").to(DEVICE)
     x = torch.rand(5, 3, 7, device=DEVICE) * 2
     with torch.no_grad():
@@ -59,3 +60,18 @@ def test_inference_calls_the_forward_launcher_alone(monkeypatch):
     s_train = node(x.requires_grad_())
     assert applied == [1] and s_train.requires_grad
     assert torch.equal(s_infer, s_train.detach())
+
+
+def test_functorch_transforms_take_function_apply(monkeypatch):
+    """Inside a functorch transform the op goes through Function.apply, which handles the transform (and, as
+    this Function defines no setup_context, refuses it with torch's own error rather than computing nonsense)."""
+    import pytest
+
+    op = ops_neuron.OPS["triton" if DEVICE.type == "cuda" else "cpp"]
+    fast = []
+    real_apply = op._apply
+    monkeypatch.setattr(op, "_apply", lambda *a: fast.append(1) or real_apply(*a))
+    node = neuron.LIFNode(step_mode="m").to(DEVICE)
+    with pytest.raises(RuntimeError, match="setup_context"):
+        torch.func.vmap(lambda x: node(x))(torch.rand(2, 3, 4, device=DEVICE, requires_grad=True))
+    assert fast == []

@@ -32,6 +32,13 @@ def _neuron(dev):
     return (x, v0), dict(mode="lif", tau=2.0, surrogate_function=surrogate.Sigmoid(), store_v_seq=True)
 
 
+def _neuron2(dev):
+    x = torch.randn(5, 3, 37, device=dev, requires_grad=True)
+    v0 = torch.rand(3, 37, device=dev, requires_grad=True)
+    u0 = (torch.rand(3, 37, device=dev) * 0.2).requires_grad_()
+    return (x, v0, u0), dict(model="izhikevich", a=0.2, b=0.1, surrogate_function=surrogate.Sigmoid(), store_seq=True)
+
+
 def _scan(dev):
     b = torch.randn(7, 29, device=dev, requires_grad=True)
     a = torch.rand(7, 29, device=dev, requires_grad=True)
@@ -78,7 +85,8 @@ def _pool(dev):
 
 
 CASES: Dict[str, Case] = {
-    "multistep_neuron": Case(_neuron), "linear_scan": Case(_scan), "psn": Case(_psn),
+    "multistep_neuron": Case(_neuron), "multistep_neuron2": Case(_neuron2), "linear_scan": Case(_scan),
+    "psn": Case(_psn),
     "synapse_linear": Case(_linear, 1e-5), "synapse_conv2d": Case(_conv, 1e-5), "pack_bits": Case(_pack),
     "unpack_bits": Case(_unpack), "spike_stats": Case(_stats), "max_pool": Case(_pool, no_kernel=("triton",)),
 }

@@ -14,7 +14,7 @@ from .fx_converter import FXConverter, ModuleConverter
 from .modules import ChannelAffine, ChannelVoltageScaler, SpikeMaxPool, StatisticObserver, VoltageHook, VoltageScaler
 from .qcfs import QCFS, SignedQCFSSequenceEncoder
 from .recipes import (ConversionRecipe, FXConversionRecipe, LocalThresholdBalancingRecipe, ModuleConversionRecipe,
-                      RateCodingRecipe)
+                      RateCodingRecipe, SpikeZIPTFQANNRecipe, STATransformerRecipe, TransformerTDEquivalentRecipe)
 from .utils import download_url
 
 __all__ = [
@@ -37,6 +37,9 @@ __all__ = [
     "ModuleConversionRecipe",
     "RateCodingRecipe",
     "LocalThresholdBalancingRecipe",
+    "TransformerTDEquivalentRecipe",
+    "STATransformerRecipe",
+    "SpikeZIPTFQANNRecipe",
     "ChannelVoltageScaler",
     "VoltageHook",
     "SignedQCFSSequenceEncoder",

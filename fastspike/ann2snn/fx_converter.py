@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from .recipes.base import FXConversionRecipe, ModuleConversionRecipe
+from .recipes.transformer_td_equivalent import TransformerTDEquivalentRecipe
 from .trace import trace_ann
 
 __all__ = ["FXConverter", "ModuleConverter"]
@@ -24,9 +25,7 @@ __all__ = ["FXConverter", "ModuleConverter"]
 _STRING_RECIPES = {
     "rate_coding": "the rate_coding recipe needs parameters: pass RateCodingRecipe(dataloader=...)",
     "sta_transformer": "the sta_transformer recipe needs parameters: pass STATransformerRecipe(dataloader=..., "
-                       "time_steps=...), which fastspike does not implement (docs/ann2snn.md)",
-    "transformer_td_equivalent": "fastspike does not implement TransformerTDEquivalentRecipe (docs/ann2snn.md lists "
-                                 "the SpikingJelly recipes it leaves out, with the reason)",
+                       "time_steps=...)",
 }
 
 
@@ -63,6 +62,8 @@ class FXConverter:
         if isinstance(recipe, ModuleConversionRecipe):
             raise TypeError(f"FXConverter: recipe must be an FXConversionRecipe, but got the module-tree recipe "
                             f"{type(recipe).__name__}; run it with ModuleConverter.")
+        if recipe == "transformer_td_equivalent":
+            return TransformerTDEquivalentRecipe()
         if isinstance(recipe, str):
             reason = _STRING_RECIPES.get(recipe)
             if reason is not None:

@@ -6,6 +6,9 @@
 * ``IzhikevichNode``: H = V + (X + a0 (V - v_rest)(V - v_c) - w) / tau, spike, reset, and
   w <- w + (a (H - v_rest) - w) / tau_w + b S (fastspike.neuron.dynamics.izhikevich_step).
 State order (for the functional API): (v, w).
+
+IzhikevichNode runs both step modes through the fused op ``ops.multistep_neuron2`` (model 'izhikevich') when the
+kernels take its configuration (fastspike/neuron/_two_state.py), else izhikevich_step in Python.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from typing import Optional
 
 from .. import surrogate
 from . import _checks
+from ._two_state import _FusedTwoStateNode, common_kwargs
 from .dynamics import izhikevich_step
 from .node import BaseNode, state_tensor
 
@@ -58,7 +62,7 @@ class AdaptBaseNode(BaseNode):
         return (*states[:-1], state_tensor(self, states[-1], states[0], "w"))
 
 
-class IzhikevichNode(AdaptBaseNode):
+class IzhikevichNode(_FusedTwoStateNode, AdaptBaseNode):
     """Izhikevich neuron (quadratic charge with adaptation current w); see the module docstring."""
 
     def __init__(self, tau: float = 2.0, v_c: float = 0.8, a0: float = 1.0, v_threshold: float = 1.0,
@@ -77,8 +81,13 @@ class IzhikevichNode(AdaptBaseNode):
     def extra_repr(self) -> str:
         return super().extra_repr() + f", tau={self.tau}, v_c={self.v_c}, a0={self.a0}"
 
-    def single_step_functional_forward(self, inputs, states, **kwargs):
-        spike, v, w = izhikevich_step(inputs[0], states[0], states[-1], self.tau, self.a0, self.v_rest, self.v_c,
-                                      self.tau_w, self.a, self.b, self.v_threshold, self.v_reset,
-                                      self.surrogate_function, self.detach_reset)
-        return (spike,), (v, w)
+    def _python_step(self, x, v, w):
+        return izhikevich_step(x, v, w, self.tau, self.a0, self.v_rest, self.v_c, self.tau_w, self.a, self.b,
+                               self.v_threshold, self.v_reset, self.surrogate_function, self.detach_reset)
+
+    def _op2_kwargs(self) -> dict:
+        return dict(model="izhikevich", tau=self.tau, a0=self.a0, v_rest=self.v_rest, v_c=self.v_c,
+                    tau_w=self.tau_w, a=self.a, b=self.b, **common_kwargs(self))
+
+
+IzhikevichNode._fused_class = IzhikevichNode

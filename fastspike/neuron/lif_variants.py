@@ -13,6 +13,9 @@ fastspike.neuron.dynamics:
 * ``LIAFNode``: LIF whose output is act(H - v_threshold) (threshold_related) or act(H), not the spike. Fused
   (fire='analog') in both step modes when act is relu, sigmoid or identity (torch functions or nn modules) and the
   surrogate is fused; any other act runs the Python step.
+
+CLIF and CUBALIFNode run both step modes through the fused op ``ops.multistep_neuron2`` (models 'clif' / 'cuba')
+when the kernels take their configuration (fastspike/neuron/_two_state.py).
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from .. import surrogate
 from ..base import MemoryModule
 from . import _checks
 from ._fused import FusedStepNode
+from ._two_state import _FusedTwoStateNode, common_kwargs
 from .dynamics import clif_step, cuba_lif_step, gated_lif_step, klif_step, liaf_step
 from .node import BaseNode, LIFNode, state_tensor
 
@@ -132,7 +136,7 @@ class KLIFNode(FusedStepNode):
 KLIFNode._fused_class = KLIFNode
 
 
-class ComplementaryLIFNode(BaseNode):
+class ComplementaryLIFNode(_FusedTwoStateNode):
     """Complementary LIF: soft reset raised by sigmoid(m), m a decaying spike memory; no v_seq, but
     ``store_state_seqs=True`` keeps [v_seq, m_seq] in ``state_seqs``."""
 
@@ -164,12 +168,16 @@ class ComplementaryLIFNode(BaseNode):
             m = m.to(dtype=v.dtype, device=v.device).expand_as(v)
         return v, state_tensor(self, m, v, "m")
 
-    def single_step_functional_forward(self, inputs, states, **kwargs):
-        fire = self.surrogate_function
-        if not self.training and getattr(fire, "spiking", False):
-            fire = surrogate.heaviside
-        spike, v, m = clif_step(inputs[0], states[0], states[1], self.tau, self.v_threshold, fire)
-        return (spike,), (v, m)
+    def _eval_heaviside(self) -> bool:
+        return not self.training and getattr(self.surrogate_function, "spiking", False)
+
+    def _python_step(self, x, v, m):
+        fire = surrogate.heaviside if self._eval_heaviside() else self.surrogate_function
+        return clif_step(x, v, m, self.tau, self.v_threshold, fire)
+
+    def _op2_kwargs(self) -> dict:
+        return dict(model="clif", tau=self.tau, v_threshold=self.v_threshold, v_reset=None,
+                    surrogate_function=self.surrogate_function, backend=self.backend)
 
     def _v_seq_source(self):
         return None
@@ -179,21 +187,16 @@ class ComplementaryLIFNode(BaseNode):
             return super().multi_step_forward(x_seq, *args, **kwargs)
         self._check_input(x_seq, 2)
         states = self.materialize_states((x_seq,), tuple(self._memories.values()), "m")
-        spikes, v_steps, m_steps = [], [], []
-        for x in x_seq:
-            (spike,), states = self.single_step_functional_forward((x,), states)
-            spikes.append(spike)
-            v_steps.append(states[0])
-            m_steps.append(states[1])
+        (spikes,), states, v_seq, m_seq = self._multi_step_with_seqs((x_seq,), states)
         self._store_states(states)
-        self.state_seqs = [torch.stack(v_steps), torch.stack(m_steps)]
-        return torch.stack(spikes)
+        self.state_seqs = [v_seq, m_seq]
+        return spikes
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", tau={self.tau}"
 
 
-class CUBALIFNode(BaseNode):
+class CUBALIFNode(_FusedTwoStateNode):
     """Current-based LIF: C = c_decay C + X, H = v_decay V + C; states (v, c)."""
 
     def __init__(self, c_decay: float = 0.5, v_decay: float = 0.75, v_threshold: float = 0.5,
@@ -208,11 +211,17 @@ class CUBALIFNode(BaseNode):
         states = super().materialize_states(inputs, states, step_mode)
         return (states[0], state_tensor(self, states[1], states[0], "c"), *states[2:])
 
-    def single_step_functional_forward(self, inputs, states, **kwargs):
-        v, c = states
-        spike, c, v = cuba_lif_step(inputs[0], c, v, self.c_decay, self.v_decay, self.v_threshold, self.v_reset,
+    def _python_step(self, x, v, c):
+        spike, c, v = cuba_lif_step(x, c, v, self.c_decay, self.v_decay, self.v_threshold, self.v_reset,
                                     self.surrogate_function, self.detach_reset)
-        return (spike,), (v, c)
+        return spike, v, c
+
+    def _op2_kwargs(self) -> dict:
+        return dict(model="cuba", c_decay=self.c_decay, v_decay=self.v_decay, **common_kwargs(self))
+
+
+ComplementaryLIFNode._fused_class = ComplementaryLIFNode
+CUBALIFNode._fused_class = CUBALIFNode
 
 
 def _act_name(act) -> Optional[str]:

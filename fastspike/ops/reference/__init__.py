@@ -7,11 +7,12 @@ dtype; autograd provides the gradients, with the surrogate function's own autogr
 """
 from .bits import is_binary, pack_bits, spike_stats, unpack_bits
 from .neuron import multistep_neuron
+from .neuron2 import multistep_neuron2
 from .pool import max_pool
 from .psn import band_mask, psn
 from .scan import linear_scan
 from .synapse import synapse_conv2d, synapse_conv2d_grad_weight, synapse_linear, synapse_linear_grad_weight
 
-__all__ = ["multistep_neuron", "psn", "band_mask", "linear_scan", "pack_bits", "unpack_bits", "spike_stats",
-           "is_binary", "synapse_linear", "synapse_conv2d", "synapse_linear_grad_weight",
+__all__ = ["multistep_neuron", "multistep_neuron2", "psn", "band_mask", "linear_scan", "pack_bits", "unpack_bits",
+           "spike_stats", "is_binary", "synapse_linear", "synapse_conv2d", "synapse_linear_grad_weight",
            "synapse_conv2d_grad_weight", "max_pool"]

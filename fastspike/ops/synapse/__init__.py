@@ -46,6 +46,21 @@ def _mode(op: str, event_driven) -> int:
     return EVENT_MODE if event_driven is True else (DENSE if event_driven is False else AUTO)
 
 
+def _autocast(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]):
+    """torch.autocast's rule for F.linear / F.conv2d, which these ops stand in for: inside an autocast region of
+    x's device type, floating inputs other than float64 run in the region's dtype (so bf16 activations stay bf16
+    from layer to layer, and the casts are differentiable: fp32 weights get fp32 gradients)."""
+    device = x.device.type
+    if not torch.is_autocast_enabled(device):
+        return x, weight, bias
+    dtype = torch.get_autocast_dtype(device)
+
+    def cast(t):
+        eligible = t is not None and t.is_floating_point() and t.dtype not in (torch.float64, dtype)
+        return t.to(dtype) if eligible else t
+    return cast(x), cast(weight), cast(bias)
+
+
 def _run(op: str, ops: dict, be: str, x: torch.Tensor, weight: torch.Tensor, bias, mode: int, *conf,
          known: bool = False):
     """Call the custom op of backend ``be``; returns the output. Triton's binarity flag is read when allowed.
@@ -80,6 +95,7 @@ def synapse_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
     if bias is not None and tuple(bias.shape) != (N,):
         raise ValueError(f"{op}: bias must have shape ({N},), but got {tuple(bias.shape)}.")
     _validate.same_device(op, ("x", x), ("weight", weight), ("bias", bias))
+    x, weight, bias = _autocast(x, weight, bias)
     if not x.is_floating_point():
         x = x.to(weight.dtype)
     lead = x.shape[:-1]
@@ -139,6 +155,7 @@ def synapse_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
     if bias is not None and tuple(bias.shape) != (Cout,):
         raise ValueError(f"{op}: bias must have shape ({Cout},), but got {tuple(bias.shape)}.")
     _validate.same_device(op, ("x", x), ("weight", weight), ("bias", bias))
+    x, weight, bias = _autocast(x, weight, bias)
     if not x.is_floating_point():
         x = x.to(weight.dtype)
     s, p, d = _conv_args(op, x, weight, stride, padding, dilation, event_driven)
