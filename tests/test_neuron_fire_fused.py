@@ -20,10 +20,12 @@ MODE_ARG = 3 + neuron_autograd.CONFIG.index("mode")
 def op_calls(monkeypatch):
     """(mode, fire) of every call into the fused op."""
     calls = []
-    for op in neuron_autograd.OPS.values():
-        real = op.function.apply
-        monkeypatch.setattr(op.function, "apply",
-                            lambda *a, _r=real: calls.append((a[MODE_ARG], a[FIRE_ARG])) or _r(*a))
+    for op in neuron_autograd.OPS.values():  # Op.__call__ enters autograd through op._apply (or Function.apply)
+        for owner, attr in ((op.function, "apply"), (op, "_apply")):
+            if hasattr(owner, attr):
+                real = getattr(owner, attr)
+                monkeypatch.setattr(owner, attr,
+                                    lambda *a, _r=real: calls.append((a[MODE_ARG], a[FIRE_ARG])) or _r(*a))
     return calls
 
 

@@ -202,9 +202,11 @@ def _fs_module(mode, v_reset, detach, surrogate_function, step_mode):
 @pytest.fixture
 def op_calls(monkeypatch):
     calls = []
-    for op in neuron_autograd.OPS.values():
-        real = op.function.apply
-        monkeypatch.setattr(op.function, "apply", lambda *a, _r=real: calls.append(a[4]) or _r(*a))
+    for op in neuron_autograd.OPS.values():  # Op.__call__ enters autograd through op._apply (or Function.apply)
+        for owner, attr in ((op.function, "apply"), (op, "_apply")):
+            if hasattr(owner, attr):
+                real = getattr(owner, attr)
+                monkeypatch.setattr(owner, attr, lambda *a, _r=real: calls.append(a[4]) or _r(*a))
     return calls
 
 
