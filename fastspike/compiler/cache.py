@@ -54,7 +54,8 @@ def find_compiler() -> str:
         if found:
             return found
     raise KernelBuildError(f"the neuron compiler's cpp backend needs a C++ compiler, but none of {candidates} was "
-                           "found on PATH (set CXX or install g++); backend='torch' runs the step function without one.")
+                           "found on PATH (set CXX or install g++); backend='torch' runs the step function without "
+                           "one.")
 
 
 def compile_shared(source: str, library: Path) -> None:
@@ -64,8 +65,10 @@ def compile_shared(source: str, library: Path) -> None:
     with tempfile.TemporaryDirectory(dir=library.parent) as work:
         src = Path(work) / "neuron.cpp"
         src.write_text(source, encoding="utf-8")
-        flags = ["-O3", "-std=c++17", "-fopenmp", "-shared", "-fPIC", "-ffp-contract=off", "-fno-math-errno"]
-        march = ["-march=native"] if os.environ.get("FASTSPIKE_NO_MARCH_NATIVE") != "1" else []
+        flags = ["-O3", "-std=c++17", "-fopenmp", "-shared", "-fPIC", "-ffp-contract=off", "-fno-math-errno",
+                 "-fno-trapping-math"]
+        native = os.environ.get("FASTSPIKE_NO_MARCH_NATIVE") != "1"
+        march = ["-march=native", "-mprefer-vector-width=512"] if native else []
         cmd = [compiler, *flags, *march, str(src), "-o", str(tmp)]
         COMPILER_RUNS.append(str(library))
         try:

@@ -36,6 +36,10 @@ def _count_inputs(fn: Callable, num_states: int, num_params: int) -> int:
     return count
 
 
+def _empty(like: torch.Tensor, *shape: int) -> torch.Tensor:
+    return torch.empty(shape, dtype=torch.float32, device=like.device)
+
+
 class _CppRunner:
     def __init__(self, lib) -> None:
         self.lib = lib
@@ -46,9 +50,9 @@ class _CppRunner:
         return (ctypes.c_void_p * max(1, len(tensors)))(*[t.data_ptr() for t in tensors])
 
     def forward(self, g, xs, s0, ps, store_seq: bool, T: int, N: int):
-        ys = [xs[0].new_empty(T, N) for _ in range(g.num_outputs)]
-        st = [xs[0].new_empty(N) for _ in range(g.num_states)]
-        qs = [xs[0].new_empty(T, N) for _ in range(g.num_states)] if store_seq else []
+        ys = [_empty(xs[0], T, N) for _ in range(g.num_outputs)]
+        st = [_empty(xs[0], N) for _ in range(g.num_states)]
+        qs = [_empty(xs[0], T, N) for _ in range(g.num_states)] if store_seq else []
         rc = self.lib.fs_forward(self._ptrs([*xs, *s0, *ps]), self._ptrs([*ys, *st, *qs]), T, N,
                                  torch.get_num_threads(), int(store_seq))
         if rc:
@@ -56,9 +60,9 @@ class _CppRunner:
         return ys, st, qs
 
     def backward(self, g, xs, s0, ps, qs, gys, gts, gqs, T: int, N: int):
-        gx = [xs[0].new_empty(T, N) for _ in xs]
-        gs = [xs[0].new_empty(N) for _ in s0]
-        gp = [xs[0].new_empty(N) for _ in ps]
+        gx = [_empty(xs[0], T, N) for _ in xs]
+        gs = [_empty(xs[0], N) for _ in s0]
+        gp = [_empty(xs[0], N) for _ in ps]
         rc = self.lib.fs_backward(self._ptrs([*xs, *s0, *ps]), self._ptrs([*gys, *gts, *gqs]),
                                   self._ptrs([*gx, *gs, *gp]), T, N, torch.get_num_threads(), int(bool(gqs)))
         if rc:
@@ -73,21 +77,21 @@ class _TritonRunner:
         self.module = module
 
     def forward(self, g, xs, s0, ps, store_seq: bool, T: int, N: int):
-        ys = [xs[0].new_empty(T, N) for _ in range(g.num_outputs)]
-        st = [xs[0].new_empty(N) for _ in range(g.num_states)]
-        qs = [xs[0].new_empty(T, N) for _ in range(g.num_states)] if store_seq else []
-        dummy = [xs[0].new_empty(1)] * g.num_states
+        ys = [_empty(xs[0], T, N) for _ in range(g.num_outputs)]
+        st = [_empty(xs[0], N) for _ in range(g.num_states)]
+        qs = [_empty(xs[0], T, N) for _ in range(g.num_states)] if store_seq else []
+        dummy = [_empty(xs[0], 1)] * g.num_states
         grid = ((N + TRITON_BLOCK - 1) // TRITON_BLOCK,)
         self.module.fs_forward[grid](*xs, *s0, *ps, *ys, *st, *(qs or dummy), T, N, BLOCK=TRITON_BLOCK,
                                      STORE_SEQ=store_seq)
         return ys, st, qs
 
     def backward(self, g, xs, s0, ps, qs, gys, gts, gqs, T: int, N: int):
-        gx = [xs[0].new_empty(T, N) for _ in xs]
-        gs = [xs[0].new_empty(N) for _ in s0]
-        gp = [xs[0].new_empty(N) for _ in ps]
+        gx = [_empty(xs[0], T, N) for _ in xs]
+        gs = [_empty(xs[0], N) for _ in s0]
+        gp = [_empty(xs[0], N) for _ in ps]
         grid = ((N + TRITON_BLOCK - 1) // TRITON_BLOCK,)
-        dummy = [xs[0].new_empty(1)] * g.num_states
+        dummy = [_empty(xs[0], 1)] * g.num_states
         self.module.fs_backward[grid](*xs, *s0, *ps, *qs, *gys, *gts, *(gqs or dummy), *gx, *gs, *gp, T, N,
                                       (T - 1) * N, BLOCK=TRITON_BLOCK, HAS_SEQ=bool(gqs))
         return gx, gs, gp
