@@ -36,6 +36,13 @@ def _count_inputs(fn: Callable, num_states: int, num_params: int) -> int:
     return count
 
 
+def _broadcasts(shape, step) -> bool:
+    try:
+        return torch.broadcast_shapes(shape, step) == step
+    except RuntimeError:
+        return False
+
+
 def _empty(like: torch.Tensor, *shape: int) -> torch.Tensor:
     return torch.empty(shape, dtype=torch.float32, device=like.device)
 
@@ -197,7 +204,7 @@ class CompiledNeuron:
                                  "If the batch size changed, call functional.reset_net(net).")
             fixed.append(s)
         for p in params:
-            if not isinstance(p, torch.Tensor) or torch.broadcast_shapes(p.shape, step) != step:
+            if not isinstance(p, torch.Tensor) or not _broadcasts(p.shape, step):
                 raise ValueError(f"params must be tensors of one element or broadcastable to {tuple(step)}, but got "
                                  f"{tuple(p.shape) if isinstance(p, torch.Tensor) else type(p).__name__}.")
         return inputs, tuple(fixed), params

@@ -162,7 +162,7 @@ class Proxy:
         kwargs = kwargs or {}
         handler = _FUNCTIONS.get(func)
         if handler is None:
-            name = getattr(func, "__qualname__", getattr(func, "__name__", repr(func)))
+            name = getattr(func, "__name__", repr(func))
             raise _fail(f"torch function {name} is not supported by the neuron compiler (supported: "
                         f"{', '.join(sorted(_FUNCTION_NAMES))}).")
         return handler(*args, **kwargs)
