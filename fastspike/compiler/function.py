@@ -14,7 +14,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 
 from . import cpp, triton_gen
-from .ir import backward
+from .autodiff import backward
 from .tracer import trace
 
 __all__ = ["CompiledNeuron", "compile_neuron"]
