@@ -152,6 +152,9 @@ def test_two_states_against_autograd(backend):
     assert torch.equal(flat_got[0], flat_ref[0])
     for i, (a, b) in enumerate(zip(flat_ref, flat_got)):
         assert_close(f"value {i}", a, b, 1e-5)
+    with torch.no_grad():  # no state sequence saved for a backward
+        no_grad = compiled(x, (v0, a0), (decay, beta), backend=backend)
+    assert all(torch.equal(a, b) for a, b in zip([*no_grad[0], *no_grad[1]], flat_got[:4]))
     grads_out = [noncontiguous(torch.randn_like(t)) for t in flat_ref]
     grads_out[3] = None  # no gradient reaches the final a: the kernel must treat it as zero
     pairs = [(t, g) for t, g in zip(flat_got, grads_out) if g is not None]

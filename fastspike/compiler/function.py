@@ -7,6 +7,7 @@ Python loop, differentiated by autograd: the oracle of the tests).
 """
 from __future__ import annotations
 
+import ctypes
 import inspect
 import os
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -53,7 +54,6 @@ class _CppRunner:
 
     @staticmethod
     def _ptrs(tensors: Sequence[torch.Tensor]):
-        import ctypes
         return (ctypes.c_void_p * max(1, len(tensors)))(*[t.data_ptr() for t in tensors])
 
     def forward(self, g, xs, s0, ps, store_seq: bool, T: int, N: int):
@@ -108,12 +108,12 @@ class _FusedNeuron(torch.autograd.Function):
     """Inputs [T, N], states [N], parameters [1] or [N], all float32 contiguous; see CompiledNeuron."""
 
     @staticmethod
-    def forward(ctx, neuron, runner, store_seq, *tensors):
+    def forward(ctx, neuron, runner, store_seq, needs_grad, *tensors):
         g = neuron.graph
         NI, NS = g.num_inputs, g.num_states
         xs, s0, ps = tensors[:NI], tensors[NI:NI + NS], tensors[NI + NS:]
         T, N = xs[0].shape
-        save_states = isinstance(runner, _TritonRunner) and any(ctx.needs_input_grad[3:])
+        save_states = isinstance(runner, _TritonRunner) and needs_grad
         ys, st, qs = runner.forward(g, xs, s0, ps, store_seq or save_states, T, N)
         ctx.runner, ctx.neuron, ctx.store_seq = runner, neuron, store_seq
         ctx.save_for_backward(*tensors, *(qs if save_states else ()))
@@ -136,7 +136,7 @@ class _FusedNeuron(torch.autograd.Function):
         gqs = [fill(gr, (T, N)) for gr in seq_grads] if any(gr is not None for gr in seq_grads) else []
         gx, gs, gp = ctx.runner.backward(g, xs, s0, ps, qs, gys, gts, gqs, T, N)
         gp = [gr.sum().reshape(1) if p.numel() == 1 else gr for gr, p in zip(gp, ps)]
-        return (None, None, None, *gx, *gs, *gp)
+        return (None, None, None, None, *gx, *gs, *gp)
 
 
 class CompiledNeuron:
@@ -251,7 +251,8 @@ class CompiledNeuron:
         ps = [p.reshape(1).float() if p.numel() == 1 else p.expand(step).reshape(N).float().contiguous()
               for p in params]
         runner = self.runner(backend, tuple(p.numel() == 1 for p in ps))
-        res = _FusedNeuron.apply(self, runner, store_state_seqs, *xs, *s0, *ps)
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (*xs, *s0, *ps))
+        res = _FusedNeuron.apply(self, runner, store_state_seqs, needs_grad, *xs, *s0, *ps)
         NO, NS = self.num_outputs, self.num_states
         dtype = x0.dtype
         outputs = tuple(y.reshape(T, *step).to(dtype) for y in res[:NO])
