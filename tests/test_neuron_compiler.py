@@ -383,3 +383,27 @@ def test_flexsn_untraceable_core_keeps_pytorch_path():
     assert flex.compiled is None
     out = flex(torch.ones(3, 2))
     assert torch.equal(out, torch.tensor([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]))
+
+
+# ------------------------------------------------------------------------------------------ library step functions
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_izhikevich_step_of_the_library_compiles(backend):
+    """fastspike's own Izhikevich step function (neuron/dynamics.py), compiled, against IzhikevichNode."""
+    from fastspike.neuron.dynamics import izhikevich_step
+    sg = surrogate.Sigmoid(alpha=4.0)
+    cfg = dict(tau=2.0, a0=1.0, v_rest=-0.1, v_c=0.8, tau_w=3.0, a=0.3, b=0.05, v_threshold=1.0, v_reset=-0.1)
+    node = neuron.IzhikevichNode(surrogate_function=sg, step_mode="m", **cfg)
+
+    def step(x, v, w):
+        return izhikevich_step(x, v, w, cfg["tau"], cfg["a0"], cfg["v_rest"], cfg["v_c"], cfg["tau_w"], cfg["a"],
+                               cfg["b"], cfg["v_threshold"], cfg["v_reset"], sg)
+    compiled = compile_neuron(step, num_states=2)
+    x = (torch.randn(T, B, C) + 0.8).requires_grad_()
+    s_ref = node(x)
+    (s,), (v, w), _ = compiled(x, (cfg["v_reset"], 0.0), backend=backend)
+    assert torch.equal(s, s_ref) and 0 < s.sum() < s.numel()
+    assert_close("v", node.v, v, 1e-5)
+    assert_close("w", node.w, w, 1e-5)
+    g = torch.randn_like(s)
+    assert_close("grad_x", torch.autograd.grad((s_ref, node.v, node.w), x, (g, g[0], g[1]))[0],
+                 torch.autograd.grad((s, v, w), x, (g, g[0], g[1]))[0], 2e-5)
