@@ -223,6 +223,11 @@ def _spikingjelly_surrogate(x, v):
     return s, h
 
 
+def _to_int(x, v):
+    h = (v + x).to(torch.int32)  # integer cast
+    return h, h
+
+
 class _CustomSG(surrogate.Sigmoid):
     @staticmethod
     def grad(x, alpha):
@@ -242,7 +247,8 @@ def _custom_surrogate(x, v):
     (_captured, "# captured tensor", "captured tensor"),
     (_spikingjelly_surrogate, "# spikingjelly surrogate", "cannot be traced"),
     (_custom_surrogate, "# custom surrogate", "no fused kernel"),
-], ids=["if", "in-place", "torch.sin", "captured", "sj-surrogate", "custom-surrogate"])
+    (_to_int, "# integer cast", ".to(torch.int32) is not supported"),
+], ids=["if", "in-place", "torch.sin", "captured", "sj-surrogate", "custom-surrogate", "to-int"])
 def test_unsupported_constructs_name_the_line(fn, marker, message, monkeypatch):
     from spikingjelly.activation_based import surrogate as sj_surrogate
     monkeypatch.setattr(sys.modules[__name__], "_SJ_SG", sj_surrogate.Sigmoid())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import math
 import os
 import threading
 import traceback
@@ -107,7 +108,7 @@ class Proxy:
     def __rpow__(self, base):
         if isinstance(base, bool) or not isinstance(base, (int, float)) or not base > 0:
             raise _fail("c ** x is supported for a constant number c > 0 only.")
-        return (self * float(torch.log(torch.tensor(float(base), dtype=torch.float64)))).exp()
+        return (self * math.log(float(base))).exp()
 
     # -- what cannot be traced ----------------------------------------------------------------------
     def __bool__(self):
@@ -152,7 +153,12 @@ class Proxy:
     def clamp_min(self, min): return _clamp(self, min, None)
     def clamp_max(self, max): return _clamp(self, None, max)
     def float(self): return self
-    def to(self, *args, **kwargs): return self
+    def to(self, *args, **kwargs):
+        for a in (*args, *kwargs.values()):
+            if isinstance(a, torch.dtype) and not (a.is_floating_point or a == torch.bool):
+                raise _fail(f".to({a}) is not supported: the compiled neuron computes in floating point.")
+        return self
+
     def type_as(self, other): return self
     def contiguous(self): return self
     def clone(self): return self
