@@ -17,6 +17,7 @@ import textwrap
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fastspike import neuron, surrogate
 from fastspike.compiler import KernelBuildError, NeuronTraceError, compile_neuron, cpp, function
@@ -413,3 +414,33 @@ def test_izhikevich_step_of_the_library_compiles(backend):
     g = torch.randn_like(s)
     assert_close("grad_x", torch.autograd.grad((s_ref, node.v, node.w), x, (g, g[0], g[1]))[0],
                  torch.autograd.grad((s, v, w), x, (g, g[0], g[1]))[0], 2e-5)
+
+
+def _every_op(x, v, p):
+    """Every supported operation once (log / sqrt / general powers on positive values)."""
+    pos = torch.abs(v) + 0.5
+    a = torch.exp(-v * v) + torch.log(pos) + torch.sqrt(pos) + pos ** 1.5 + pos ** -2 + 1.0 / pos
+    b = torch.tanh(x) * torch.sigmoid(v) - torch.relu(x - 0.2) + F.relu(-x) * 0.3 + abs(x) * p
+    c = torch.minimum(x, v) + torch.maximum(x, v * 0.5) + x.clamp(-0.5, 0.7) + torch.clamp(v, min=-0.3)
+    d = torch.where((x > 0.1) & (v < 0.4) | (x < -1.0), x * v, x - v) + torch.heaviside(x.detach(), torch.zeros_like(x))
+    e = (~(x >= 0.0)) * 0.25 + (x != v) * 0.1 + 2.0 ** x * 0.01 + x.clamp_max(0.5) - (-x).neg()
+    h = v * 0.5 + x * 0.2 + 0.05 * (a + b + c + d + e)
+    s = surrogate.S2NN()(h - 1.0)
+    return s, h, h * (1.0 - s.detach())
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_every_operation_against_autograd(backend):
+    compiled = compile_neuron(_every_op, num_states=1, num_params=1)
+    x = torch.randn(T, B, C).requires_grad_()
+    v0 = torch.randn(B, C).requires_grad_()
+    p = torch.randn(C).requires_grad_()
+    got = compiled(x, v0, (p,), backend=backend)
+    ref = compiled.reference(x, v0, (p,))
+    outs_got, outs_ref = [*got[0], *got[1]], [*ref[0], *ref[1]]
+    for i, (a, b) in enumerate(zip(outs_ref, outs_got)):
+        assert_close(f"output {i}", a, b, 1e-5)
+    gs = [torch.randn_like(t) for t in outs_ref]
+    for name, a, b in zip(("x", "v0", "p"), torch.autograd.grad(outs_ref, (x, v0, p), gs),
+                          torch.autograd.grad(outs_got, (x, v0, p), gs)):
+        assert_close(f"grad {name}", a, b, 1e-4)
