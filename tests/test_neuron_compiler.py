@@ -444,3 +444,33 @@ def test_every_operation_against_autograd(backend):
     for name, a, b in zip(("x", "v0", "p"), torch.autograd.grad(outs_ref, (x, v0, p), gs),
                           torch.autograd.grad(outs_got, (x, v0, p), gs)):
         assert_close(f"grad {name}", a, b, 1e-4)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_ilif_step_of_the_library_compiles(backend):
+    """Multi-level spikes (round of a clamp, straight-through window) from neuron/dynamics.py against ILIFNode."""
+    from fastspike.neuron.dynamics import ilif_step
+    node = neuron.ILIFNode(step_mode="m")
+    fn = node.surrogate_function
+    args = (node.tau, node.v_threshold, float(fn.max_spike_count), fn.grad_min, fn.grad_max)
+    compiled = compile_neuron(lambda x, v: ilif_step(x, v, *args), num_states=1)
+    x = (2.0 * torch.randn(T, B, C) + 1.0).requires_grad_()
+    s_ref = node(x)
+    (s,), (v,), _ = compiled(x, 0.0, backend=backend)
+    assert torch.equal(s, s_ref) and len(torch.unique(s)) > 2
+    assert_close("v", node.v, v, 1e-6)
+    g = torch.randn_like(s)
+    assert_close("grad_x", torch.autograd.grad(s_ref, x, g)[0], torch.autograd.grad(s, x, g)[0], 1e-6)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_rounding_functions(backend):
+    def step(x, v):
+        return torch.round(x), x.floor(), torch.ceil(x), torch.sign(x), x.trunc(), v
+    compiled = compile_neuron(step, num_states=1)
+    x = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, 0.49999997, 2.7, -2.2, 3.0, 0.0, -0.0, 8388609.0, -1e9, 1e-30])
+    x = x.reshape(2, 7)
+    got = compiled(x, 0.0, backend=backend)[0]
+    for name, fn, out in zip(("round", "floor", "ceil", "sign", "trunc"),
+                             (torch.round, torch.floor, torch.ceil, torch.sign, torch.trunc), got):
+        assert torch.equal(out, fn(x)), (name, out, fn(x))

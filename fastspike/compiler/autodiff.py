@@ -32,7 +32,7 @@ def backward(graph: Graph) -> Tuple[List[int], List[int], List[int]]:
             continue
         op, args, attr = graph.nodes[i]
         g = adj[i]
-        if op in LEAVES or op in COMPARE or op == "detach":
+        if op in LEAVES or op in COMPARE or op in ("detach", "floor"):
             continue
         a = args[0]
         if op == "add":

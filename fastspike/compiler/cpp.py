@@ -81,7 +81,7 @@ def _expr(op: str, a: List[str], attr: tuple) -> str:
         "neg": lambda: f"-{a[0]}", "exp": lambda: f"fs_exp({a[0]})", "log": lambda: f"std::log({a[0]})",
         "sqrt": lambda: f"std::sqrt({a[0]})", "tanh": lambda: f"fs_tanh({a[0]})",
         "sigmoid": lambda: f"fs_sigmoid({a[0]})", "abs": lambda: f"std::fabs({a[0]})",
-        "relu": lambda: f"fs_pos({a[0]})", "detach": lambda: a[0],
+        "relu": lambda: f"fs_pos({a[0]})", "detach": lambda: a[0], "floor": lambda: f"std::floor({a[0]})",
         "minimum": lambda: f"({a[1]} < {a[0]} ? {a[1]} : {a[0]})",
         "maximum": lambda: f"({a[1]} > {a[0]} ? {a[1]} : {a[0]})",
         "where": lambda: f"({a[0]} != 0.0f ? {a[1]} : {a[2]})",

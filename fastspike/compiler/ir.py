@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["Graph", "UNARY", "BINARY", "COMPARE", "LEAVES", "live"]
 
-UNARY = ("neg", "exp", "log", "sqrt", "tanh", "sigmoid", "abs", "relu", "detach")
+UNARY = ("neg", "exp", "log", "sqrt", "tanh", "sigmoid", "abs", "relu", "detach", "floor")
 BINARY = ("add", "sub", "mul", "div", "minimum", "maximum")
 COMPARE = ("ge", "gt", "le", "lt", "eq", "ne")
 LEAVES = ("input", "state", "param", "seed", "const")
@@ -24,7 +24,8 @@ LEAVES = ("input", "state", "param", "seed", "const")
 _FOLD = {
     "neg": lambda a: -a, "exp": math.exp, "log": math.log, "sqrt": math.sqrt, "tanh": math.tanh,
     "sigmoid": lambda a: 1.0 / (1.0 + math.exp(-a)), "abs": abs, "relu": lambda a: max(a, 0.0),
-    "detach": lambda a: a, "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
+    "detach": lambda a: a, "floor": lambda a: float(math.floor(a)),
+    "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
     "div": lambda a, b: a / b, "minimum": min, "maximum": max, "ge": lambda a, b: float(a >= b),
     "gt": lambda a, b: float(a > b), "le": lambda a, b: float(a <= b), "lt": lambda a, b: float(a < b),
     "eq": lambda a, b: float(a == b), "ne": lambda a, b: float(a != b),

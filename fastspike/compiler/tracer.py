@@ -18,7 +18,7 @@ import math
 import os
 import threading
 import traceback
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -40,8 +40,9 @@ class NeuronTraceError(TypeError):
 _STEP_FILE = threading.local()  # the file of the step function being traced
 
 
-def _user_frame(tb=None) -> Optional[traceback.FrameSummary]:
-    """The innermost frame in the step function's file, else the innermost outside torch and fastspike."""
+def _user_frames(tb=None) -> Tuple[Optional[traceback.FrameSummary], Optional[traceback.FrameSummary]]:
+    """(the innermost frame in the step function's file, else the innermost outside torch and the compiler;
+    the innermost frame outside them)."""
     frames = traceback.extract_tb(tb) if tb is not None else traceback.extract_stack()
     outside = []
     for frame in frames:
@@ -50,14 +51,19 @@ def _user_frame(tb=None) -> Optional[traceback.FrameSummary]:
             outside.append(frame)
     step_file = getattr(_STEP_FILE, "name", None)
     in_step = [f for f in outside if f.filename == step_file]
-    return (in_step or outside or [None])[-1]
+    return (in_step or outside or [None])[-1], (outside or [None])[-1]
+
+
+def _describe(frame: traceback.FrameSummary) -> str:
+    return f"{frame.filename}, line {frame.lineno}" + (f": `{frame.line}`" if frame.line else "")
 
 
 def _fail(what: str, tb=None) -> "NeuronTraceError":
-    frame = _user_frame(tb)
-    where = f"{frame.filename}, line {frame.lineno}" if frame else "the step function"
-    code = f": `{frame.line}`" if frame is not None and frame.line else ""
-    return NeuronTraceError(f"{where}{code}: {what}")
+    frame, inner = _user_frames(tb)
+    where = _describe(frame) if frame else "the step function"
+    if inner is not None and inner is not frame:
+        where += f" (in {_describe(inner)})"
+    return NeuronTraceError(f"{where}: {what}")
 
 
 class Proxy:
@@ -149,10 +155,16 @@ class Proxy:
     def neg(self): return self._op("neg", self)
     def detach(self): return self._op("detach", self)
     def pow(self, e): return self ** e
+    def floor(self): return _floor(self)
+    def ceil(self): return _ceil(self)
+    def round(self): return _round(self)
+    def sign(self): return _sign(self)
+    def trunc(self): return _trunc(self)
     def clamp(self, min=None, max=None): return _clamp(self, min, max)
     def clamp_min(self, min): return _clamp(self, min, None)
     def clamp_max(self, max): return _clamp(self, None, max)
     def float(self): return self
+    dtype = torch.float32
     def to(self, *args, **kwargs):
         for a in (*args, *kwargs.values()):
             if isinstance(a, torch.dtype) and not (a.is_floating_point or a == torch.bool):
@@ -220,6 +232,35 @@ def _clamp(x, lo=None, hi=None, **kwargs):
     return Proxy(g, node)
 
 
+def _floor(x):
+    return Proxy(_graph_of(x), _graph_of(x).add("floor", _lift(_graph_of(x), x)))
+
+
+def _ceil(x):
+    return -_floor(-x)
+
+
+def _round(x, decimals=0):
+    """Round half to even (torch.round), no gradient: for |x| < 2**23, (|x| + 2**23) - 2**23 rounds in float32;
+    larger floats are integers already."""
+    if decimals:
+        raise _fail("round(decimals=...) is not supported.")
+    x = x.detach()
+    ax = abs(x)
+    r = (ax + 8388608.0) - 8388608.0
+    return _where(ax < 8388608.0, _where(x < 0.0, -r, r), x)
+
+
+def _sign(x):
+    x = x.detach()
+    return (x > 0.0) * 1.0 - (x < 0.0) * 1.0
+
+
+def _trunc(x):
+    x = x.detach()
+    return _where(x < 0.0, _ceil(x), _floor(x))
+
+
 def _where(cond, a, b):
     g = _graph_of(cond, a, b)
     return Proxy(g, g.add("where", _lift(g, cond), _lift(g, a), _lift(g, b)))
@@ -252,6 +293,7 @@ _FUNCTIONS = {
     torch.zeros_like: _like(0.0), torch.ones_like: _like(1.0), torch.full_like: _like(None),
     torch.pow: lambda x, e: x ** e, torch.clamp_min: lambda x, m: _clamp(x, m, None),
     torch.clamp_max: lambda x, m: _clamp(x, None, m),
+    torch.floor: _floor, torch.ceil: _ceil, torch.round: _round, torch.sign: _sign, torch.trunc: _trunc,
     torch.ge: _binary("ge"), torch.gt: _binary("gt"), torch.le: _binary("le"), torch.lt: _binary("lt"),
     torch.eq: _binary("eq"), torch.ne: _binary("ne"),
 }

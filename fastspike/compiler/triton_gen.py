@@ -46,7 +46,7 @@ def _expr(op: str, a: List[str], attr: tuple) -> str:
         "neg": lambda: f"-{a[0]}", "exp": lambda: f"tl.exp({a[0]})", "log": lambda: f"tl.log({a[0]})",
         "sqrt": lambda: f"tl.sqrt({a[0]})", "tanh": lambda: f"(2.0 * tl.sigmoid(2.0 * {a[0]}) - 1.0)",
         "sigmoid": lambda: f"tl.sigmoid({a[0]})", "abs": lambda: f"tl.abs({a[0]})",
-        "relu": lambda: f"tl.maximum({a[0]}, 0.0)", "detach": lambda: a[0],
+        "relu": lambda: f"tl.maximum({a[0]}, 0.0)", "detach": lambda: a[0], "floor": lambda: f"tl.floor({a[0]})",
         "minimum": lambda: f"tl.minimum({a[0]}, {a[1]})", "maximum": lambda: f"tl.maximum({a[0]}, {a[1]})",
         "where": lambda: f"tl.where({a[0]} != 0.0, {a[1]}, {a[2]})",
         "spike": lambda: f"({a[0]} >= 0.0).to(tl.float32)",
