@@ -474,3 +474,53 @@ def test_rounding_functions(backend):
     for name, fn, out in zip(("round", "floor", "ceil", "sign", "trunc"),
                              (torch.round, torch.floor, torch.ceil, torch.sign, torch.trunc), got):
         assert torch.equal(out, fn(x)), (name, out, fn(x))
+
+
+def _library_cases():
+    """fastspike.neuron.dynamics' step functions as compile_neuron step functions:
+    (step, num_states, parameter shapes, input offset)."""
+    from fastspike.neuron import dynamics as d
+    sg = surrogate.Sigmoid(alpha=4.0)
+    return {
+        "ternary_lif": (lambda x, v: d.ternary_lif_step(x, v, 2.0, True, 1.0, 0.0, sg), 1, (), 0.0),
+        "activation_aware_if": (lambda x, v, off: d.activation_aware_if_step(x, v, 1.0, off, 0.0, sg), 1,
+                                ((C,),), 0.5),
+        "raf": (lambda x, u, v: d.raf_step(x, u, v, -0.2, 0.5, 1.0, 1.0, 0.0, sg), 2, (), 0.5),
+        "klif": (lambda x, v, k: d.klif_step(x, v, k, 2.0, True, True, 1.0, 0.0, sg), 1, ((),), 0.8),
+        "cuba_lif": (lambda x, i, v: d.cuba_lif_step(x, i, v, 0.5, 0.7, 1.0, 0.0, sg), 2, (), 0.3),
+        "clif": (lambda x, v, m: d.clif_step(x, v, m, 2.0, 1.0, sg), 2, (), 0.8),
+        "liaf": (lambda x, v: d.liaf_step(x, v, 2.0, True, 1.0, 0.0, torch.nn.ReLU(), True, sg), 1, (), 0.8),
+        "gated_lif": (lambda x, v, s, a, b, g: (lambda sv: (sv[0], sv[1], sv[0]))(
+            d.gated_lif_step(x, v, s, a, b, g, 0.5, 1.0, 0.1, 0.2, 0.5, sg)), 2, ((C,), (C,), ()), 0.8),
+        "stbif": (lambda x, q, acc, qt, pmax, nmin: (lambda r: (r[0], r[3], r[1], r[2]))(
+            d.stbif_step(x, q, acc, qt, pmax, nmin)), 2, ((), (), ()), 0.3),
+    }
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("name", list(_library_cases()))
+def test_library_step_functions_compile(name, backend):
+    """Every step function of fastspike.neuron.dynamics that a fused neuron of issue 19 uses compiles, and the
+    generated kernels match autograd through the same function in a PyTorch loop."""
+    step, num_states, shapes, offset = _library_cases()[name]
+    compiled = compile_neuron(step, num_states=num_states, num_params=len(shapes))
+    x = (torch.randn(T, B, C) + offset).requires_grad_()
+    states = [(0.3 * torch.randn(B, C)).requires_grad_() for _ in range(num_states)]
+    if name == "stbif":
+        states[1] = torch.zeros(B, C)  # the spike count
+        params = [torch.tensor(0.5, requires_grad=True), torch.tensor(3.0), torch.tensor(-3.0)]
+    else:
+        params = [(0.5 + 0.2 * torch.rand(shape)).requires_grad_() for shape in shapes]
+    got = compiled(x, states, params, backend=backend)
+    ref = compiled.reference(x, states, params)
+    outs_got, outs_ref = [*got[0], *got[1]], [*ref[0], *ref[1]]
+    for i, (a, b) in enumerate(zip(outs_ref, outs_got)):
+        assert_close(f"{name} output {i}", a, b, 1e-5)
+    leaves = [t for t in (x, *states, *params) if t.requires_grad]
+    keep = [i for i, t in enumerate(outs_ref) if t.requires_grad]  # STBIF's spikes depend on comparisons only
+    outs_ref, outs_got = [outs_ref[i] for i in keep], [outs_got[i] for i in keep]
+    gs = [torch.randn_like(t) for t in outs_ref]
+    for i, (a, b) in enumerate(zip(torch.autograd.grad(outs_ref, leaves, gs, allow_unused=True),
+                                   torch.autograd.grad(outs_got, leaves, gs, allow_unused=True))):
+        a = torch.zeros_like(leaves[i]) if a is None else a
+        assert_close(f"{name} grad {i}", a, b, 1e-4)

@@ -165,6 +165,7 @@ class Proxy:
     def clamp_max(self, max): return _clamp(self, None, max)
     def float(self): return self
     dtype = torch.float32
+    device = None  # chosen at call time; `.to(device=x.device)` is then a no-op, as in PyTorch
     def to(self, *args, **kwargs):
         for a in (*args, *kwargs.values()):
             if isinstance(a, torch.dtype) and not (a.is_floating_point or a == torch.bool):
