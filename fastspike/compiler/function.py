@@ -14,6 +14,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..ops import _alloc
 from . import cpp, triton_gen
 from .autodiff import backward
 from .tracer import trace
@@ -57,9 +58,9 @@ class _CppRunner:
         return (ctypes.c_void_p * max(1, len(tensors)))(*[t.data_ptr() for t in tensors])
 
     def forward(self, g, xs, s0, ps, store_seq: bool, T: int, N: int):
-        ys = [_empty(xs[0], T, N) for _ in range(g.num_outputs)]
+        ys = [_alloc.empty((T, N)) for _ in range(g.num_outputs)]
         st = [_empty(xs[0], N) for _ in range(g.num_states)]
-        qs = [_empty(xs[0], T, N) for _ in range(g.num_states)] if store_seq else []
+        qs = [_alloc.empty((T, N)) for _ in range(g.num_states)] if store_seq else []
         rc = self.lib.fs_forward(self._ptrs([*xs, *s0, *ps]), self._ptrs([*ys, *st, *qs]), T, N,
                                  torch.get_num_threads(), int(store_seq))
         if rc:
@@ -67,7 +68,7 @@ class _CppRunner:
         return ys, st, qs
 
     def backward(self, g, xs, s0, ps, qs, gys, gts, gqs, T: int, N: int):
-        gx = [_empty(xs[0], T, N) for _ in xs]
+        gx = [_alloc.empty((T, N)) for _ in xs]
         gs = [_empty(xs[0], N) for _ in s0]
         gp = [_empty(xs[0], N) for _ in ps]
         rc = self.lib.fs_backward(self._ptrs([*xs, *s0, *ps]), self._ptrs([*gys, *gts, *gqs]),
