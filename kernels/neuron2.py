@@ -18,27 +18,10 @@ import triton
 import triton.language as tl
 
 from ._spec import KernelSpec
+from .neuron import _initial_v, _reset  # the same start and reset as the single-state kernels
 from .surrogate import surrogate_grad
 
 BLOCK = 512
-
-
-@triton.jit
-def _start(p_0, value, o_n, m_n, HAS: tl.constexpr, BLOCK: tl.constexpr):
-    if HAS:
-        b_0 = tl.load(p_0 + o_n, mask=m_n, other=0.0).to(tl.float32)
-    else:
-        b_0 = tl.zeros([BLOCK], dtype=tl.float32) + value
-    return b_0
-
-
-@triton.jit
-def _reset(b_h, b_s, v_th, v_reset, SOFT_RESET: tl.constexpr):
-    if SOFT_RESET:
-        b_v = b_h - b_s * v_th
-    else:
-        b_v = b_s * v_reset + (1.0 - b_s) * b_h
-    return b_v
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -62,8 +45,8 @@ def neuron2_fwd_kernel(
     pid = tl.program_id(0).to(tl.int64)
     o_n = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
     m_n = o_n < N
-    b_v = _start(p_v0, v0_value, o_n, m_n, HAS_V0, BLOCK)
-    b_u = _start(p_u0, u0_value, o_n, m_n, HAS_U0, BLOCK)
+    b_v = _initial_v(p_v0, v0_value, o_n, m_n, HAS_V0, BLOCK)
+    b_u = _initial_v(p_u0, u0_value, o_n, m_n, HAS_U0, BLOCK)
     o_t = o_n  # int64 running offset
     for t in range(0, T):
         b_x = tl.load(p_x + o_t, mask=m_n, other=0.0).to(tl.float32)
@@ -146,7 +129,7 @@ def neuron2_bwd_kernel(
             if t > 0:
                 b_mp = tl.load(p_m + o_t - N, mask=m_n, other=0.0)
             else:
-                b_mp = _start(p_u0, u0_value, o_n, m_n, HAS_U0, BLOCK)
+                b_mp = _initial_v(p_u0, u0_value, o_n, m_n, HAS_U0, BLOCK)
             b_sh = tl.sigmoid(b_h / p0)
             b_sm = tl.sigmoid(b_mp * b_sh + b_s)
             b_gm = b_gu - b_gv * b_s * b_sm * (1.0 - b_sm)
@@ -171,7 +154,7 @@ def neuron2_bwd_kernel(
                     b_hp = tl.load(p_h + o_t - N, mask=m_n, other=0.0)
                     b_vp = _reset(b_hp, (b_hp >= v_th).to(tl.float32), v_th, v_reset, SOFT_RESET)
                 else:
-                    b_vp = _start(p_v0, v0_value, o_n, m_n, HAS_V0, BLOCK)
+                    b_vp = _initial_v(p_v0, v0_value, o_n, m_n, HAS_V0, BLOCK)
                 b_gh = b_gs * b_sg + b_gv * b_dvdh + b_gu * (p5 / p4 + p6 * b_sg)
                 b_gx = b_gh / p0
                 b_cv = b_gh * (1.0 + p1 * (2.0 * b_vp - p2 - p3) / p0)

@@ -21,7 +21,7 @@ import threading
 from typing import Callable, Dict, List, Sequence
 
 from . import cache
-from .ir import Graph, live
+from .ir import Graph, assignments
 
 __all__ = ["generate", "load"]
 
@@ -100,17 +100,7 @@ def _pow(x: str, e: float) -> str:
 
 def _body(graph: Graph, roots: Sequence[int], leaf: Callable[[str, int], str], indent: str) -> List[str]:
     """``const float vI = ...;`` for every node the roots need, leaves through ``leaf(op, index)``."""
-    lines = []
-    for i in live(graph, roots):
-        op, args, attr = graph.nodes[i]
-        if op == "const":
-            continue
-        if op in ("input", "state", "param", "seed"):
-            rhs = leaf(op, attr[0])
-        else:
-            rhs = _expr(op, [_name(graph, j) for j in args], attr)
-        lines.append(f"{indent}const float v{i} = {rhs};")
-    return lines
+    return [f"{indent}const float v{i} = {rhs};" for i, rhs in assignments(graph, roots, leaf, _expr, _name)]
 
 
 def _name(graph: Graph, i: int) -> str:

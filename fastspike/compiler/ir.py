@@ -126,6 +126,20 @@ class Graph:
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+def assignments(graph: Graph, roots: Sequence[int], leaf, expr, name):
+    """(node id, right-hand side) for every non-constant node the roots need, in order: what a code generator
+    assigns. ``leaf(op, index)`` names an input / state / param / seed, ``expr(op, arg_names, attr)`` writes an
+    operation, ``name(graph, i)`` a node's value (a literal for constants)."""
+    for i in live(graph, roots):
+        op, args, attr = graph.nodes[i]
+        if op == "const":
+            continue
+        if op in ("input", "state", "param", "seed"):
+            yield i, leaf(op, attr[0])
+        else:
+            yield i, expr(op, [name(graph, j) for j in args], attr)
+
+
 def live(graph: Graph, roots: Sequence[int]) -> List[int]:
     """The ids of the nodes the roots depend on, in order (dead code elimination)."""
     keep = set()

@@ -18,7 +18,7 @@ import threading
 from typing import Callable, Dict, List, Sequence
 
 from . import cache
-from .ir import Graph, live
+from .ir import Graph, assignments
 
 __all__ = ["generate", "load"]
 
@@ -59,17 +59,7 @@ def _name(graph: Graph, i: int) -> str:
 
 
 def _body(graph: Graph, roots: Sequence[int], leaf: Callable[[str, int], str], indent: str) -> List[str]:
-    lines = []
-    for i in live(graph, roots):
-        op, args, attr = graph.nodes[i]
-        if op == "const":
-            continue
-        if op in ("input", "state", "param", "seed"):
-            rhs = leaf(op, attr[0])
-        else:
-            rhs = _expr(op, [_name(graph, j) for j in args], attr)
-        lines.append(f"{indent}v{i} = {rhs}")
-    return lines
+    return [f"{indent}v{i} = {rhs}" for i, rhs in assignments(graph, roots, leaf, _expr, _name)]
 
 
 def _load(ptr: str, offset: str = "offs", extra: str = "") -> str:

@@ -16,7 +16,9 @@ import torch
 from ..core import Impl
 from ..registry import Case, Ctx, feature, register
 from .neuron import SIGMOID_ALPHA, _floor, _label
-from .neuron_nonlinear import PARAMS, TAU, V_RESET, _bytes, _inputs, _points
+from ._sj_only import inputs as _inputs, points as _points
+from .neuron import _bytes
+from .neuron_nonlinear import PARAMS, TAU, V_RESET
 
 _P = PARAMS["qif"]
 

@@ -12,14 +12,13 @@ snnTorch and Norse have no quadratic or exponential IF neuron.
 """
 from __future__ import annotations
 
-from typing import Dict, List
 
 import torch
 
 from ..core import Impl
-from ..registry import Case, Ctx, PEERS, feature, peer_status, register
-from .neuron import (_bytes, _dtype, _floor, _label, _module_fn, _peer_skip, LOW_PRECISION_TOL, SIGMOID_ALPHA,
-                     summarize)
+from ..registry import Case, feature, register
+from . import _sj_only
+from .neuron import _bytes, _label, SIGMOID_ALPHA, summarize
 
 # SpikingJelly's defaults; the op's p1-p3 order (QIF: a0, v_rest, v_c; EIF: delta_T, theta_rh, v_rest)
 TAU = 2.0
@@ -32,19 +31,8 @@ def _available() -> str | None:
     return feature("fastspike.neuron.QIFNode") or feature("fastspike.ops.multistep_neuron")
 
 
-def _points(ctx: Ctx) -> List[Dict]:
-    if ctx.quick:
-        return [dict(T=16, B=4, N=512, dtype="fp32")]
-    if ctx.device.startswith("cuda"):
-        return [dict(T=T, B=64, N=65536, dtype="fp32") for T in (16, 256)]
-    return [dict(T=64, B=16, N=4096, dtype="fp32")]
 
 
-def _inputs(T, B, N, dtype, device, seed):
-    g = torch.Generator(device=device).manual_seed(seed)
-    x = torch.randn(T, B, N, generator=g, device=device).add_(1.0)  # fires on a fraction of the steps
-    gs = torch.randn(T, B, N, generator=g, device=device)
-    return x.to(dtype), gs.to(dtype)
 
 
 def _node(package: str, kind: str):
@@ -89,43 +77,6 @@ def _kernel_impl(kind, x, gs, mode):
                 + " on preallocated float32 buffers")
 
 
-def _setup(kind):
-    def setup(p, mode, ctx: Ctx) -> List[Impl]:
-        dtype = _dtype(p["dtype"])
-        x, gs = _inputs(p["T"], p["B"], p["N"], dtype, ctx.device, ctx.seed)
-        nbytes = _bytes(kind, mode, x.numel(), dtype)
-        node = _node("fastspike", kind).to(ctx.device)
-        impls = [Impl("fastspike", _module_fn(node, x, gs, mode, node.reset), kind="fastspike", bytes_moved=nbytes,
-                      note="module, backend='auto' (" + ("triton" if x.is_cuda else "cpp") + "), autograd")]
-        try:
-            k = _kernel_impl(kind, x, gs, mode)
-        except Exception as e:  # the op's internals moved: report, keep going
-            k = Impl("fastspike kernels", None, kind="kernel", status="error", reason=f"{type(e).__name__}: {e}"[:200])
-        k.bytes_moved = nbytes
-        impls.append(k)
-        for peer in ctx.peers:
-            if peer != "spikingjelly":
-                impls.append(_peer_skip(peer, f"no equivalent: {PEERS[peer].label} has no {kind.upper()} neuron",
-                                        "n/a"))
-                continue
-            ok, info = peer_status(peer)
-            if not ok:
-                impls.append(_peer_skip(peer, f"not installed ({info}); install: {PEERS[peer].pip}"))
-                continue
-            try:
-                sj = _node("spikingjelly", kind).to(ctx.device)
-                impl = Impl(PEERS[peer].label, _module_fn(sj, x, gs, mode, sj.reset), kind="peer",
-                            bytes_moved=nbytes, note="its CPU path (per-step loop + own backward)" if not x.is_cuda
-                            else "its CUDA implementation")
-                if dtype != torch.float32:
-                    impl.tol = dict(LOW_PRECISION_TOL)
-            except Exception as e:
-                impl = Impl(PEERS[peer].label, None, kind="peer", status="error",
-                            reason=f"setup failed: {type(e).__name__}: {e}"[:200])
-            impls.append(impl)
-        impls.append(_floor(x, mode))
-        return impls
-    return setup
 
 
 _DESC = {
@@ -136,4 +87,7 @@ _DESC = {
 for _kind in ("qif", "eif"):
     register(Case(
         name=f"neuron.{_kind}", family="neuron", suites=("default", "full", "neuron"), description=_DESC[_kind],
-        points=_points, setup=_setup(_kind), x_axis="T", available=_available, label=_label, summarize=summarize))
+        points=_sj_only.points, x_axis="T",
+        setup=_sj_only.setup(_kind, node=_node, kernel_impl=_kernel_impl, nbytes=_bytes,
+                             peer_note="its CPU path (per-step loop + own backward)"),
+        available=_available, label=_label, summarize=summarize))

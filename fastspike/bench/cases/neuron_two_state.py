@@ -13,13 +13,13 @@ snnTorch and Norse have none of these three neurons with SpikingJelly's equation
 """
 from __future__ import annotations
 
-from typing import Dict, List
 
 import torch
 
 from ..core import Impl
-from ..registry import Case, Ctx, PEERS, feature, peer_status, register
-from .neuron import _dtype, _floor, _label, _module_fn, _peer_skip, LOW_PRECISION_TOL, summarize
+from ..registry import Case, feature, register
+from . import _sj_only
+from .neuron import _label, summarize
 
 IZHIKEVICH = dict(tau=2.0, v_c=0.8, a0=1.0, v_threshold=1.0, v_reset=0.0, v_rest=-0.1, w_rest=0.0, tau_w=2.0, a=0.1,
                   b=0.2)
@@ -32,12 +32,6 @@ def _available() -> str | None:
     return feature("fastspike.neuron.IzhikevichNode") or feature("fastspike.ops.multistep_neuron2")
 
 
-def _points(ctx: Ctx) -> List[Dict]:
-    if ctx.quick:
-        return [dict(T=16, B=4, N=512, dtype="fp32")]
-    if ctx.device.startswith("cuda"):
-        return [dict(T=T, B=64, N=65536, dtype="fp32") for T in (16, 256)]
-    return [dict(T=64, B=16, N=4096, dtype="fp32")]
 
 
 def _node(package: str, kind: str):
@@ -55,7 +49,7 @@ def _node(package: str, kind: str):
     return neuron.ComplementaryLIFNode(surrogate_function=surrogate.Rect(alpha=1.0), step_mode="m", **CLIF)
 
 
-def _bytes(mode, numel, dtype):
+def _bytes(kind, mode, numel, dtype):
     e = torch.empty((), dtype=dtype).element_size()
     if mode == "infer":
         return numel * 2 * e  # read X, write S
@@ -100,44 +94,6 @@ def _kernel_impl(kind, x, gs, mode):
                 + " on preallocated float32 buffers")
 
 
-def _setup(kind):
-    def setup(p, mode, ctx: Ctx) -> List[Impl]:
-        dtype = _dtype(p["dtype"])
-        g = torch.Generator(device=ctx.device).manual_seed(ctx.seed)
-        x = torch.randn(p["T"], p["B"], p["N"], generator=g, device=ctx.device).add_(SHIFT[kind]).to(dtype)
-        gs = torch.randn(p["T"], p["B"], p["N"], generator=g, device=ctx.device).to(dtype)
-        nbytes = _bytes(mode, x.numel(), dtype)
-        node = _node("fastspike", kind).to(ctx.device)
-        impls = [Impl("fastspike", _module_fn(node, x, gs, mode, node.reset), kind="fastspike", bytes_moved=nbytes,
-                      note="module, backend='auto' (" + ("triton" if x.is_cuda else "cpp") + "), autograd")]
-        try:
-            k = _kernel_impl(kind, x, gs, mode)
-        except Exception as e:  # the op's internals moved: report, keep going
-            k = Impl("fastspike kernels", None, kind="kernel", status="error", reason=f"{type(e).__name__}: {e}"[:200])
-        k.bytes_moved = nbytes
-        impls.append(k)
-        for peer in ctx.peers:
-            if peer != "spikingjelly":
-                impls.append(_peer_skip(peer, f"no equivalent: {PEERS[peer].label} has no {kind} neuron", "n/a"))
-                continue
-            ok, info = peer_status(peer)
-            if not ok:
-                impls.append(_peer_skip(peer, f"not installed ({info}); install: {PEERS[peer].pip}"))
-                continue
-            try:
-                sj = _node("spikingjelly", kind).to(ctx.device)
-                impl = Impl(PEERS[peer].label, _module_fn(sj, x, gs, mode, sj.reset), kind="peer",
-                            bytes_moved=nbytes, note="its CPU path (per-step loop)" if not x.is_cuda
-                            else "its CUDA implementation")
-                if dtype != torch.float32:
-                    impl.tol = dict(LOW_PRECISION_TOL)
-            except Exception as e:
-                impl = Impl(PEERS[peer].label, None, kind="peer", status="error",
-                            reason=f"setup failed: {type(e).__name__}: {e}"[:200])
-            impls.append(impl)
-        impls.append(_floor(x, mode))
-        return impls
-    return setup
 
 
 _DESC = {
@@ -150,4 +106,6 @@ _DESC = {
 for _kind in ("izhikevich", "cubalif", "clif"):
     register(Case(
         name=f"neuron.{_kind}", family="neuron", suites=("default", "full", "neuron"), description=_DESC[_kind],
-        points=_points, setup=_setup(_kind), x_axis="T", available=_available, label=_label, summarize=summarize))
+        points=_sj_only.points, x_axis="T",
+        setup=_sj_only.setup(_kind, node=_node, kernel_impl=_kernel_impl, nbytes=_bytes, shift=SHIFT[_kind]),
+        available=_available, label=_label, summarize=summarize))
