@@ -48,6 +48,17 @@ _hw_bits = 12
 step_quantize = quantize.step_quantize
 
 
+def __getattr__(name: str):
+    """``lava_exchange.slayer`` is lava-dl's ``lava.lib.dl.slayer`` module, as in SpikingJelly, where it exists only
+    when lava-dl is installed: without lava-dl it is an AttributeError that says what to install."""
+    if name == "slayer":
+        try:
+            return _slayer()
+        except ImportError as e:
+            raise AttributeError(f"fastspike.lava_exchange.slayer is lava-dl's lava.lib.dl.slayer module: {e}") from e
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def quantize_8b(x: torch.Tensor, scale, descale: bool = False) -> torch.Tensor:
     """``x`` on the grid ``2k / scale``, k in -128..127 (straight-through gradient); times ``scale`` with
     ``descale=True``."""
