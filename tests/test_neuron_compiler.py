@@ -224,6 +224,25 @@ def _spikingjelly_surrogate(x, v):
     return s, h
 
 
+class _HandWrittenSpike(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h):
+        return (h >= 0).to(h.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+_PREBOUND = _HandWrittenSpike.apply  # bound before tracing: the patched Function.apply never sees the call
+
+
+def _prebound_function(x, v):
+    h = v + x
+    s = _PREBOUND(h - 1.0)  # pre-bound apply
+    return s, h
+
+
 def _to_int(x, v):
     h = (v + x).to(torch.int32)  # integer cast
     return h, h
@@ -248,8 +267,10 @@ def _custom_surrogate(x, v):
     (_captured, "# captured tensor", "captured tensor"),
     (_spikingjelly_surrogate, "# spikingjelly surrogate", "cannot be traced"),
     (_custom_surrogate, "# custom surrogate", "no fused kernel"),
+    (_prebound_function, "# pre-bound apply", "_HandWrittenSpike"),
     (_to_int, "# integer cast", ".to(torch.int32) is not supported"),
-], ids=["if", "in-place", "torch.sin", "captured", "sj-surrogate", "custom-surrogate", "to-int"])
+], ids=["if", "in-place", "torch.sin", "captured", "sj-surrogate", "custom-surrogate", "prebound-function",
+                              "to-int"])
 def test_unsupported_constructs_name_the_line(fn, marker, message, monkeypatch):
     from spikingjelly.activation_based import surrogate as sj_surrogate
     monkeypatch.setattr(sys.modules[__name__], "_SJ_SG", sj_surrogate.Sigmoid())

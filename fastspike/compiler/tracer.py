@@ -16,6 +16,7 @@ import functools
 import inspect
 import math
 import os
+import sys
 import threading
 import traceback
 from typing import Callable, Optional, Tuple
@@ -37,6 +38,7 @@ class NeuronTraceError(TypeError):
     """A construct of a step function that the neuron compiler cannot trace; the message names its line."""
 
 
+_TORCH_DIR = os.path.dirname(torch.__file__)
 _STEP_FILE = threading.local()  # the file of the step function being traced
 
 
@@ -79,6 +81,10 @@ class Proxy:
         return _lift(self.graph, value)
 
     def _op(self, op: str, *values, attr: tuple = ()) -> "Proxy":
+        function = _custom_forward()
+        if function is not None:
+            raise _fail(f"the custom autograd.Function {function} cannot be traced (its backward is hand-written); "
+                        "spike through a fastspike.surrogate module instead.")
         return Proxy(self.graph, self.graph.add(op, *(self._lift(v) for v in values), attr=attr))
 
     # -- arithmetic -------------------------------------------------------------------------------
@@ -319,6 +325,23 @@ def _spike_node(x, grad_fn, params) -> Proxy:
     return Proxy(x.graph, x.graph.add("spike", x.node, attr=(float(sg_id), float(values[0]), float(values[1]))))
 
 
+def _custom_forward() -> Optional[str]:
+    """The name of the autograd.Function whose ``forward`` is running on proxies, if any. The patched ``apply``
+    below catches calls made while tracing; this catches a ``Function.apply`` bound before tracing began (a
+    surrogate stored as ``SpikeFn.apply``), whose forward runs with a ``ctx`` argument somewhere up the stack."""
+    frame, stop = sys._getframe(2), getattr(_STEP_FILE, "frame", None)
+    while frame is not None and frame is not stop:  # only the frames of the traced step function
+        ctx = frame.f_locals.get("ctx") if frame.f_code.co_name == "forward" else None
+        if isinstance(ctx, torch.autograd.function.FunctionCtx):
+            caller = frame.f_back
+            while caller is not None and caller.f_code.co_filename.startswith(_TORCH_DIR):  # Function.apply
+                caller = caller.f_back
+            where = f", called at {caller.f_code.co_filename}, line {caller.f_lineno}," if caller is not None else ""
+            return type(ctx).__name__.removesuffix("Backward") + where
+        frame = frame.f_back
+    return None
+
+
 @contextlib.contextmanager
 def _autograd_functions():
     """While tracing, ``autograd.Function.apply`` on a proxy is a ``spike`` node for fastspike's surrogate
@@ -349,6 +372,7 @@ def trace(fn: Callable, num_inputs: int, num_states: int, num_params: int) -> Gr
             + [Proxy(graph, graph.leaf("param", k)) for k in range(num_params)])
     code = getattr(inspect.unwrap(fn.func if isinstance(fn, functools.partial) else fn), "__code__", None)
     _STEP_FILE.name = code.co_filename if code is not None else None
+    _STEP_FILE.frame = sys._getframe()
     try:
         with _autograd_functions():
             returns = fn(*args)
@@ -357,7 +381,7 @@ def trace(fn: Callable, num_inputs: int, num_states: int, num_params: int) -> Gr
     except Exception as error:  # user code failed on a proxy: say where
         raise _fail(f"tracing failed with {type(error).__name__}: {error}", error.__traceback__) from error
     finally:
-        _STEP_FILE.name = None
+        _STEP_FILE.name = _STEP_FILE.frame = None
     returns = (returns,) if isinstance(returns, (Proxy, int, float)) else tuple(returns)
     if len(returns) < num_states:
         raise ValueError(f"the step function returned {len(returns)} values, fewer than num_states={num_states}.")

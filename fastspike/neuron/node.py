@@ -3,7 +3,8 @@
 Multi-step mode ('m', input [T, N, *]) runs the fused multi-step op (fastspike.ops.multistep_neuron);
 single-step mode ('s', input [N, *]) runs the same kernels with T = 1. Subclasses that override
 ``neuronal_charge`` / ``neuronal_fire`` / ``neuronal_reset`` (SpikingJelly's way of defining a custom
-neuron) run those Python methods step by step instead.
+neuron) run those hooks compiled into fused kernels when they trace (neuron/_hook_kernels.py), else the
+Python methods step by step.
 
 ``BaseNode`` also has SpikingJelly 2.0's functional-state API (``functional_forward``,
 ``single_step_functional_forward``, ``multi_step_functional_forward``, ``materialize_states``,
@@ -25,10 +26,12 @@ from .. import surrogate
 from . import _checks
 from ..base import BackendMixin, MemoryModule
 from ..ops.neuron import multistep_neuron
+from ._hook_kernels import hook_kernel, run_hook_kernel
 
 __all__ = ["BaseNode", "IFNode", "LIFNode", "ParametricLIFNode"]
 
 _STYLE = weakref.WeakKeyDictionary()  # class -> _functional_style(class)
+_NOT_CONFIG = ("v_seq", "store_v_seq", "_store_v_seq")
 
 
 def state_tensor(module: nn.Module, value, x: torch.Tensor, name: str) -> torch.Tensor:
@@ -153,9 +156,10 @@ class BaseNode(MemoryModule, BackendMixin):
 
     def __setattr__(self, name: str, value) -> None:
         super().__setattr__(name, value)
-        # memories (v) and v_seq change every call and are not part of the configuration
-        if name != "v_seq" and name not in self.__dict__.get("_memories", ()):
+        # memories (v), v_seq and store_v_seq (the Python loop toggles it) are not part of the configuration
+        if name not in _NOT_CONFIG and name not in self.__dict__.get("_memories", ()):
             self.__dict__.pop("_fused_cache", None)
+            self.__dict__.pop("_hook_kernel_cache", None)
 
     # -- SpikingJelly 2.0's functional-state API -------------------------------------------------
     @staticmethod
@@ -280,7 +284,11 @@ class BaseNode(MemoryModule, BackendMixin):
             raise TypeError(f"{type(self).__name__}.single_step_forward takes one input tensor, but got "
                             f"{1 + len(args)} inputs and keyword arguments {sorted(kwargs)}.")
         kw = self._fused_kwargs()
-        if kw is None:
+        hooks = hook_kernel(self, x) if kw is None else None
+        ran = run_hook_kernel(self, hooks, x.unsqueeze(0)) if hooks is not None else None
+        if ran is not None:
+            spike = ran[0][0]
+        elif kw is None:
             self.v = self._initial_v(x, x.shape)
             self.neuronal_charge(x)
             spike = self.neuronal_fire()
@@ -305,6 +313,12 @@ class BaseNode(MemoryModule, BackendMixin):
             raise TypeError(f"{type(self).__name__}.multi_step_forward takes one input tensor, but got "
                             f"{1 + len(args)} inputs and keyword arguments {sorted(kwargs)}.")
         kw = self._fused_kwargs()
+        hooks = hook_kernel(self, x_seq) if kw is None else None
+        ran = run_hook_kernel(self, hooks, x_seq, self.store_v_seq) if hooks is not None else None
+        if ran is not None:
+            if self.store_v_seq:
+                self.v_seq = ran[1]
+            return ran[0]
         if kw is None:
             spikes, vs = [], []
             keep = self.store_v_seq
