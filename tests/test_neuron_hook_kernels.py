@@ -206,7 +206,9 @@ def test_float64_and_backend_torch_use_the_python_hooks():
 
 
 def test_kernel_follows_attribute_and_surrogate_changes():
-    node, ref = ChargeLIF(tau=2.0, step_mode="m"), ChargeLIF(tau=2.0, step_mode="m", backend="torch")
+    # own surrogates: the default argument's Sigmoid() is one object shared by every neuron built without one
+    node = ChargeLIF(tau=2.0, step_mode="m", surrogate_function=surrogate.Sigmoid())
+    ref = ChargeLIF(tau=2.0, step_mode="m", backend="torch", surrogate_function=surrogate.Sigmoid())
     x = torch.randn(T, B, 64) + 0.8
     assert torch.equal(node(x), ref(x))
     first = node.__dict__["_hook_kernel_cache"]
