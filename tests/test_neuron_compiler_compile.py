@@ -1,0 +1,236 @@
+"""The neuron compiler's kernels as torch.library custom ops (fastspike/compiler/kernel_op.py) under torch.compile.
+
+For three compiled neurons -- QIF written as a step function (its state given as a number: a null state pointer
+in the kernels), a two-state adaptive neuron, and a neuron with learnable parameters (a scalar and a per-channel
+one) -- on the C++ backend and on Triton (the interpreter here):
+
+* ``torch._dynamo.explain`` finds 0 graph breaks and one graph, for the CompiledNeuron and for FlexSN over it;
+* ``torch.compile(fullgraph=True)`` (Inductor with the C++ ops; AOTAutograd for the Triton ops under the
+  interpreter, which Inductor cannot compile) gives the eager outputs, final states, state sequences and the
+  gradients of the input, the states and the parameters;
+* ``torch.library.opcheck`` passes on the registered forward and backward ops, and their fake implementations
+  give the shapes and dtypes of the real ones in every configuration;
+* compiling the same neuron twice registers one op, a different neuron another, and calls after the first do no
+  hashing and no code generation.
+"""
+import hashlib
+
+import pytest
+import torch
+import torch._dynamo as dynamo
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from fastspike import neuron, surrogate
+from fastspike.compiler import compile_neuron, cpp, ir, kernel_op, triton_gen
+from helpers import DEVICE, KERNEL_BACKENDS, assert_close, noncontiguous
+
+T, B, C = 3, 2, 150  # N = 300: two C++ blocks and two Triton programs
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("FASTSPIKE_CACHE", str(tmp_path_factory.getbasetemp() / "kernel_cache"))
+
+
+# ------------------------------------------------------------------------------------------ neurons
+def qif(x, v):
+    h = v + (x + 1.2 * v * (v - 0.7)) / 2.0
+    s = surrogate.Sigmoid(alpha=4.0)(h - 1.0)
+    return s, s * -0.1 + (1.0 - s) * h
+
+
+def adaptive(x, v, a):
+    h = v + (x - v) * 0.5
+    s = surrogate.ATan()(h - 1.0 - a)
+    return s, h * (1.0 - s), a * 0.9 + 0.2 * s
+
+
+def learnable(x, v, w, beta):
+    h = v + (x - v) * torch.sigmoid(w)
+    s = surrogate.SuperSpike(alpha=3.0)(h - 1.0)
+    return s, h.clamp(-2.0, 2.0) * beta, h - s
+
+
+def _case(name):
+    """(compiled neuron, x, states, params): fresh leaves that require grad (a state given as a number has none)."""
+    x = (torch.randn(T, B, C) + 0.8).requires_grad_()
+    if name == "qif":
+        return compile_neuron(qif, num_states=1), x, (-0.1,), ()
+    if name == "two-state":
+        states = ((0.3 * torch.randn(B, C)).requires_grad_(), (0.1 * torch.rand(B, C)).requires_grad_())
+        return compile_neuron(adaptive, num_states=2), x, states, ()
+    params = (torch.tensor(0.2, requires_grad=True), (0.5 + torch.rand(C)).requires_grad_())
+    return compile_neuron(learnable, num_states=1, num_params=2), x, ((0.2 * torch.randn(B, C)).requires_grad_(),), \
+        params
+
+
+NEURONS = ["qif", "two-state", "learnable"]
+
+
+def _runner(compiled, backend, store):
+    def run(x, states, params):
+        outputs, finals, seqs = compiled(x, states, params, store_state_seqs=store, backend=backend)
+        return (*outputs, *finals, *(seqs or ()))
+    return run
+
+
+def _outputs_and_grads(fn, x, states, params):
+    outs = fn(x, states, params)
+    leaves = [t for t in (x, *states, *params) if isinstance(t, torch.Tensor)]
+    weights = [noncontiguous(torch.randn_like(o)) for o in outs]
+    grads = torch.autograd.grad(outs, leaves, weights)
+    return outs, grads
+
+
+# ------------------------------------------------------------------------------------------ torch.compile
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("name", NEURONS)
+def test_no_graph_breaks(name, backend):
+    compiled, x, states, params = _case(name)
+    ex = dynamo.explain(_runner(compiled, backend, True))(x, states, params)
+    assert ex.graph_break_count == 0 and ex.graph_count == 1, [str(b.reason) for b in ex.break_reasons]
+    ops = [str(n.target) for g in ex.graphs for n in g.graph.nodes if n.op == "call_function"]
+    assert any(f"fastspike.compiled_{compiled.key}_{backend}" in t for t in ops), ops
+
+
+def test_flexsn_has_no_graph_break():
+    """FlexSN over a compiled core with learnable static inputs (its 'auto' kernels: C++ here, Triton on CUDA)."""
+    w = torch.nn.Parameter(torch.tensor([0.3], device=DEVICE))
+    beta = torch.nn.Parameter(0.5 + torch.rand(B, C, device=DEVICE))
+    flex = neuron.FlexSN(learnable, num_states=1, static_inputs=(w, beta), store_state_seqs=True)
+    ex = dynamo.explain(flex)(torch.randn(T, B, C, device=DEVICE))
+    assert ex.graph_break_count == 0 and ex.graph_count == 1, [str(b.reason) for b in ex.break_reasons]
+    ops = [str(n.target) for g in ex.graphs for n in g.graph.nodes if n.op == "call_function"]
+    assert any(f"fastspike.compiled_{flex.compiled.key}_" in t for t in ops), ops
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("name", NEURONS)
+def test_compiled_matches_eager(name, backend):
+    """Outputs, final states, state sequences and every gradient equal eager's (the same kernels run)."""
+    torch._dynamo.reset()
+    compiled, x, states, params = _case(name)
+    eager = _runner(compiled, backend, True)
+    # Inductor cannot compile the Triton interpreter's kernels: AOTAutograd traces the custom ops there
+    graph = torch.compile(eager, fullgraph=True, backend="inductor" if backend == "cpp" else "aot_eager")
+    torch.manual_seed(1)
+    want, want_g = _outputs_and_grads(eager, x, states, params)
+    torch.manual_seed(1)
+    got, got_g = _outputs_and_grads(graph, x, states, params)
+    assert torch.equal(want[0], got[0]) and 0 < got[0].sum() < got[0].numel()
+    for i, (a, b) in enumerate(zip(want, got)):
+        assert_close(f"{name} output {i}", a, b, 1e-6)
+    for i, (a, b) in enumerate(zip(want_g, got_g)):
+        assert b.abs().sum() > 0, f"gradient {i} is zero"
+        assert_close(f"{name} grad {i}", a, b, 1e-6)
+
+
+# ------------------------------------------------------------------------------------------ the registered ops
+def _op_args(compiled, x, states, params, store_seq, need_grad):
+    ss = [None if isinstance(s, float) else s.detach().requires_grad_(need_grad) for s in states]
+    vs = [s if isinstance(s, float) else 0.0 for s in states]
+    ps = [(p.reshape(1) if p.numel() == 1 else p.expand(B, C)).detach().contiguous().requires_grad_(need_grad)
+          for p in params]
+    return (x.detach().requires_grad_(need_grad), *ss, *vs, *ps, store_seq, need_grad)
+
+
+def _backward_args(compiled, backend, fwd_args, outputs, none_grads: bool):
+    NO, NS = compiled.num_outputs, compiled.num_states
+    seqs = outputs[NO + NS:] if backend == "triton" else (None,) * NS
+    gys = [torch.randn_like(o) for o in outputs[:NO]]
+    gts = [None if none_grads else torch.randn_like(o) for o in outputs[NO:NO + NS]]
+    gqs = [None if none_grads or q.numel() == 0 else torch.randn_like(q) for q in outputs[NO + NS:]]
+    plain = [a.detach() if isinstance(a, torch.Tensor) else a for a in fwd_args[:-2]]
+    return (*plain, *seqs, *gys, *gts, *gqs, True)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("name", NEURONS)
+def test_opcheck(name, backend):
+    compiled, x, states, params = _case(name)
+    op = compiled.op(backend)
+    for store_seq in (False, True):
+        args = _op_args(compiled, x, states, params, store_seq, True)
+        torch.library.opcheck(op.custom_forward, args)
+        outputs = op.forward_kernel(*args)
+        bwd = _backward_args(compiled, backend, args, outputs, none_grads=not store_seq)
+        torch.library.opcheck(op.custom_backward, bwd)
+
+
+def _meta(values):
+    return [(tuple(v.shape), v.dtype) for v in values]
+
+
+def _fake(mode, args):
+    return [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("name", NEURONS)
+def test_fake_shapes_equal_real(name, backend):
+    """The fake implementations give the real kernels' shapes and dtypes (None where the kernel gives None)."""
+    compiled, x, states, params = _case(name)
+    op = compiled.op(backend)
+    for store_seq in (False, True):
+        for need_grad in (False, True):
+            args = _op_args(compiled, x, states, params, store_seq, need_grad)
+            with torch.no_grad():
+                real = op.custom_forward(*args)
+            with FakeTensorMode() as mode:
+                fake = op.custom_forward(*_fake(mode, args))
+            assert _meta(real) == _meta(fake), (store_seq, need_grad)
+            if not need_grad:
+                continue
+            bwd = _backward_args(compiled, backend, args, real, none_grads=store_seq)
+            real_g = op.custom_backward(*bwd)
+            with FakeTensorMode() as mode:
+                fake_g = op.custom_backward(*_fake(mode, bwd))
+            assert _meta(real_g) == _meta(fake_g), store_seq
+            assert not any(torch.isnan(g).any() for g in real_g), "an output left unwritten"
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_number_state_is_a_null_pointer(backend):
+    """A state given as a number reaches the op as None and its value, and equals that state as a tensor."""
+    compiled = compile_neuron(adaptive, num_states=2)
+    x = (torch.randn(T, B, C) + 0.8).requires_grad_()
+    v0 = torch.full((B, C), 0.25, requires_grad=True)
+    by_number = compiled(x, (0.25, 0.1), store_state_seqs=True, backend=backend)
+    by_tensor = compiled(x, (v0, torch.full((B, C), 0.1)), store_state_seqs=True, backend=backend)
+    for a, b in zip([*by_tensor[0], *by_tensor[1], *by_tensor[2]], [*by_number[0], *by_number[1], *by_number[2]]):
+        assert torch.equal(a, b)
+    g = torch.randn_like(x)
+    assert torch.equal(torch.autograd.grad(by_tensor[0][0], x, g)[0], torch.autograd.grad(by_number[0][0], x, g)[0])
+
+
+# ------------------------------------------------------------------------------------------ registration
+def test_same_neuron_registers_one_op():
+    first = compile_neuron(qif, num_states=1)
+    count = len(kernel_op._REGISTERED)
+    again = compile_neuron(qif, num_states=1)
+    assert again.key == first.key and len(kernel_op._REGISTERED) == count
+    for backend in first._ops:
+        assert again.op(backend) is first.op(backend)
+    assert hasattr(torch.ops.fastspike, f"compiled_{first.key}_cpp")
+    assert hasattr(torch.ops.fastspike, f"compiled_{first.key}_cpp_backward")
+    other = compile_neuron(lambda x, v: qif(x * 0.5, v), num_states=1)
+    assert other.key != first.key and other.op("cpp") is not first.op("cpp")
+    assert len(kernel_op._REGISTERED) == count + len(other._ops)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_no_hashing_per_call(backend, monkeypatch):
+    compiled, x, states, params = _case("learnable")
+    compiled(x, states, params, backend=backend)[0][0].sum().backward()  # builds the kernels
+    calls = []
+    real_sha = hashlib.sha256
+    monkeypatch.setattr(hashlib, "sha256", lambda *a, **k: calls.append("sha256") or real_sha(*a, **k))
+    for module, fn in ((ir.Graph, "key"), (cpp, "generate"), (triton_gen, "generate"), (cpp, "load"),
+                       (triton_gen, "load")):
+        real = getattr(module, fn)
+        monkeypatch.setattr(module, fn, lambda *a, _real=real, _fn=fn, **k: calls.append(_fn) or _real(*a, **k))
+    for _ in range(3):
+        compiled(x, states, params, backend=backend)[0][0].sum().backward()
+        with torch.no_grad():
+            compiled(x, states, params, backend=backend)
+    assert calls == []
