@@ -11,9 +11,15 @@ one) -- on the C++ backend and on Triton (the interpreter here):
 * ``torch.library.opcheck`` passes on the registered forward and backward ops, and their fake implementations
   give the shapes and dtypes of the real ones in every configuration;
 * compiling the same neuron twice registers one op, a different neuron another, and calls after the first do no
-  hashing and no code generation.
+  hashing and no code generation;
+* the generated Triton kernels compile for sm_80 and sm_90 in a pairwise covering set of their specialisations
+  (fastspike/kernels/_spec.py), the state values arriving as fp32 (eager) or fp64 (torch.compile's launchers).
 """
 import hashlib
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -22,7 +28,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from fastspike import neuron, surrogate
 from fastspike.compiler import compile_neuron, cpp, ir, kernel_op, triton_gen
-from helpers import DEVICE, KERNEL_BACKENDS, assert_close, noncontiguous
+from helpers import DEVICE, KERNEL_BACKENDS, assert_close, noncontiguous, triton_runs_here
 
 T, B, C = 3, 2, 150  # N = 300: two C++ blocks and two Triton programs
 
@@ -234,3 +240,39 @@ def test_no_hashing_per_call(backend, monkeypatch):
         with torch.no_grad():
             compiled(x, states, params, backend=backend)
     assert calls == []
+
+
+# ------------------------------------------------------------------------------------------ Triton for a real GPU
+_GPU_COMPILE = textwrap.dedent("""
+    from fastspike.compiler import compile_neuron, triton_gen
+    from fastspike.kernels import _spec
+    import test_neuron_compiler_compile as t
+    count = 0
+    for fn, ns, npar in ((t.qif, 1, 0), (t.adaptive, 2, 0), (t.learnable, 1, 2)):
+        module = triton_gen.load(compile_neuron(fn, ns, npar).source("triton", tuple(k == 0 for k in range(npar))))
+        svs = tuple(f"sv{j}" for j in range(ns))
+        has = {f"HAS_S0{j}": (False, True) for j in range(ns)}
+        writes = {f"WRITE_GS{j}": (False, True) for j in range(ns)}
+        specs = (_spec.KernelSpec(kernel=module.fs_forward, ints=("T", "N"), floats=svs, dtypes=("fp32",),
+                                  constexprs={"BLOCK": (256,), "STORE_SEQ": (False, True), **has}),
+                 _spec.KernelSpec(kernel=module.fs_backward, ints=("T", "N", "last_off"), floats=svs,
+                                  dtypes=("fp32",), constexprs={"BLOCK": (256,), "HAS_SEQ": (False, True), **has,
+                                                                **writes}))
+        for spec in specs:
+            for variant in _spec.variants(spec):
+                for arch in (80, 90):
+                    _spec.compile_variant(spec, variant, arch)
+                    count += 1
+    print(count)
+""")
+
+
+@pytest.mark.skipif(not triton_runs_here(), reason="needs triton")
+def test_generated_triton_compiles_for_gpu(tmp_path):
+    """triton.compile for GPUTarget('cuda', 80 / 90) needs no GPU; in a child process without the interpreter."""
+    env = dict(os.environ, TRITON_INTERPRET="0", TRITON_CACHE_DIR=str(tmp_path / "triton"),
+               FASTSPIKE_CACHE=str(tmp_path / "kernels"),
+               PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")]))
+    p = subprocess.run([sys.executable, "-c", _GPU_COMPILE], env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-4000:]
+    assert int(p.stdout.split()[-1]) >= 100

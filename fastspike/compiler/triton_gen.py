@@ -69,9 +69,10 @@ def _load(ptr: str, offset: str = "offs", extra: str = "") -> str:
 
 
 def _start(name: str, j: int) -> str:
-    """``<name><j> =`` the initial state j: loaded from ``s0_<j>``, or the float ``sv<j>`` for every neuron."""
+    """``<name><j> =`` the initial state j: loaded from ``s0_<j>``, or the float ``sv<j>`` for every neuron (cast:
+    torch.compile's launchers pass floats as fp64)."""
     return (f"    if HAS_S0{j}:\n        {name}{j} = {_load(f's0_{j}')}\n    else:\n"
-            f"        {name}{j} = tl.zeros([BLOCK], dtype=tl.float32) + sv{j}")
+            f"        {name}{j} = tl.full([BLOCK], sv{j}, tl.float32)")
 
 
 def generate(graph: Graph, grads, scalar_params: Sequence[bool]) -> str:
