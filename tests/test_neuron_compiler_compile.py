@@ -11,7 +11,7 @@ one) -- on the C++ backend and on Triton (the interpreter here):
 * ``torch.library.opcheck`` passes on the registered forward and backward ops, and their fake implementations
   give the shapes and dtypes of the real ones in every configuration;
 * compiling the same neuron twice registers one op, a different neuron another, and calls after the first do no
-  hashing and no code generation;
+  hashing and no code generation; a deep copy or a pickled copy of a FlexSN uses the same op;
 * the generated Triton kernels compile for sm_80 and sm_90 in a pairwise covering set of their specialisations
   (fastspike/kernels/_spec.py), the state values arriving as fp32 (eager) or fp64 (torch.compile's launchers).
 """
@@ -240,6 +240,20 @@ def test_no_hashing_per_call(backend, monkeypatch):
         with torch.no_grad():
             compiled(x, states, params, backend=backend)
     assert calls == []
+
+
+def test_deepcopy_and_pickle_share_the_op():
+    """copy.deepcopy of a model shares its CompiledNeuron; pickling traces the step function again, which finds the
+    registered op (the ctypes library is never copied or pickled)."""
+    import copy
+    import pickle
+    flex = neuron.FlexSN(qif, num_states=1)
+    x = torch.randn(T, B, C) + 0.8
+    want = flex(x)
+    for clone in (copy.deepcopy(flex), pickle.loads(pickle.dumps(flex))):
+        clone.reset()
+        assert torch.equal(clone(x), want)
+        assert clone.compiled.op("cpp") is flex.compiled.op("cpp")
 
 
 # ------------------------------------------------------------------------------------------ Triton for a real GPU

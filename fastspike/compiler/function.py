@@ -67,6 +67,13 @@ class CompiledNeuron:
         if _backend.triton_available():
             self._ops["triton"] = neuron_op(self.graph, self.grads, "triton", self.key)
 
+    def __deepcopy__(self, memo) -> "CompiledNeuron":
+        return self  # immutable (a traced graph, its registered ops and their kernels): copies of a model share it
+
+    def __reduce__(self):
+        # pickled as its step function (which must be picklable), traced again where it is loaded
+        return (compile_neuron, (self.step_fn, self.num_states, self.graph.num_params, self.num_inputs))
+
     @property
     def num_states(self) -> int:
         return self.graph.num_states
