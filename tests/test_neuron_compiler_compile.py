@@ -209,6 +209,22 @@ def test_number_state_is_a_null_pointer(backend):
     assert torch.equal(torch.autograd.grad(by_tensor[0][0], x, g)[0], torch.autograd.grad(by_number[0][0], x, g)[0])
 
 
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_number_state_makes_no_tensor(backend, monkeypatch):
+    compiled = compile_neuron(qif, num_states=1)
+    x = torch.randn(T, B, C).requires_grad_()
+    compiled(x, -0.1, backend=backend)
+    made = []
+    for name in ("full", "full_like", "zeros", "zeros_like", "ones"):
+        real = getattr(torch, name)
+        monkeypatch.setattr(torch, name, lambda *a, _real=real, _name=name, **k: made.append(_name) or _real(*a, **k))
+    (s,), (v,), _ = compiled(x, -0.1, backend=backend)
+    with torch.no_grad():
+        compiled(x, -0.1, backend=backend)
+    assert made == []
+    assert torch.autograd.grad(s, x, torch.ones_like(s))[0].abs().sum() > 0  # v gets no gradient: None, not zeros
+
+
 # ------------------------------------------------------------------------------------------ registration
 def test_same_neuron_registers_one_op():
     first = compile_neuron(qif, num_states=1)
