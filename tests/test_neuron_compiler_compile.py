@@ -4,7 +4,8 @@ For three compiled neurons -- QIF written as a step function (its state given as
 in the kernels), a two-state adaptive neuron, and a neuron with learnable parameters (a scalar and a per-channel
 one) -- on the C++ backend and on Triton (the interpreter here):
 
-* ``torch._dynamo.explain`` finds 0 graph breaks and one graph, for the CompiledNeuron and for FlexSN over it;
+* ``torch._dynamo.explain`` finds 0 graph breaks and one graph, for the CompiledNeuron and for FlexSN over it,
+  and a FlexSN with learnable static inputs compiled by Inductor gives eager's outputs and gradients;
 * ``torch.compile(fullgraph=True)`` (Inductor with the C++ ops; AOTAutograd for the Triton ops under the
   interpreter, which Inductor cannot compile) gives the eager outputs, final states, state sequences and the
   gradients of the input, the states and the parameters;
@@ -108,6 +109,30 @@ def test_flexsn_has_no_graph_break():
     assert ex.graph_break_count == 0 and ex.graph_count == 1, [str(b.reason) for b in ex.break_reasons]
     ops = [str(n.target) for g in ex.graphs for n in g.graph.nodes if n.op == "call_function"]
     assert any(f"fastspike.compiled_{flex.compiled.key}_" in t for t in ops), ops
+
+
+def test_flexsn_inductor_matches_eager():
+    """FlexSN with learnable static inputs under torch.compile (Inductor; 'auto' kernels), two calls carrying the
+    state: outputs and the gradients of the input and both parameters equal eager's."""
+    w = torch.nn.Parameter(torch.tensor([0.3], device=DEVICE))
+    beta = torch.nn.Parameter(0.5 + torch.rand(B, C, device=DEVICE))
+    flex = neuron.FlexSN(learnable, num_states=1, static_inputs=(w, beta))
+    x = torch.randn(T, B, C, device=DEVICE) + 0.8
+
+    def run(module):
+        flex.reset()
+        flex.zero_grad(set_to_none=True)
+        xr = x.clone().requires_grad_()
+        outs = [o for _ in range(2) for o in module(xr)]
+        sum(o.sum() * (i + 1) for i, o in enumerate(outs)).backward()
+        return outs, [w.grad.clone(), beta.grad.clone(), xr.grad.clone()]
+
+    torch._dynamo.reset()
+    want, want_g = run(flex)
+    got, got_g = run(torch.compile(flex, fullgraph=True))
+    for i, (a, b) in enumerate(zip(want + want_g, got + got_g)):
+        assert b.abs().sum() > 0, f"value {i} is zero"
+        assert_close(f"value {i}", a, b, 1e-6)
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
