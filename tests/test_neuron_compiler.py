@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from fastspike import neuron, surrogate
-from fastspike.compiler import KernelBuildError, NeuronTraceError, compile_neuron, cpp, function
+from fastspike.compiler import KernelBuildError, NeuronTraceError, compile_neuron, cpp
 from fastspike.compiler import cache as kcache
 from fastspike.ops import multistep_neuron
+from fastspike.ops._contract import Op
 from helpers import KERNEL_BACKENDS, assert_close, noncontiguous
 
 T, B, C = 7, 2, 150  # N = 300: two blocks of the C++ kernel, two Triton programs
@@ -380,8 +381,9 @@ def _flex_core(x, v, w):
 
 def test_flexsn_uses_compiled_kernels(monkeypatch):
     calls = []
-    real = function._FusedNeuron.apply
-    monkeypatch.setattr(function._FusedNeuron, "apply", lambda *a: calls.append(1) or real(*a))
+    real = Op.__call__
+    monkeypatch.setattr(Op, "__call__", lambda op, *a: (calls.append(op.name) if op.name.startswith("compiled_")
+                                                        else None) or real(op, *a))
     w = torch.nn.Parameter(0.3 + 0.1 * torch.rand(B, C))  # one value per neuron (FlexSN: scalar or per step)
     fused = neuron.FlexSN(_flex_core, num_states=1, static_inputs=(w,), store_state_seqs=True)
     assert fused.compiled is not None

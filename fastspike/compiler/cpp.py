@@ -3,11 +3,13 @@
 The generated file includes no torch header (it compiles in about a second) and exports two ``extern "C"``
 functions over arrays of raw pointers, called through ctypes:
 
-* ``fs_forward(in, out, T, N, threads, store_seq)``: in = inputs [T, N], initial states [N], parameters ([1] or
-  [N]); out = outputs [T, N], final states [N] and, with store_seq, the states after every step [T, N].
-* ``fs_backward(in, grad, out, T, N, threads, has_seq)``: grad = adjoints of the outputs [T, N], of the final
-  states [N] and (has_seq) of the state sequence [T, N]; out = adjoints of the inputs [T, N], of the initial
-  states [N] and of the parameters, per neuron [N] (the caller sums a scalar parameter's).
+* ``fs_forward(in, init, out, T, N, threads, store_seq)``: in = inputs [T, N], initial states [N], parameters
+  ([1] or [N]); an initial state's pointer may be null, and then every neuron starts from ``init[j]``; out =
+  outputs [T, N], final states [N] and, with store_seq, the states after every step [T, N].
+* ``fs_backward(in, init, grad, out, T, N, threads, has_seq)``: grad = adjoints of the outputs [T, N], of the
+  final states [N] and (has_seq) of the state sequence [T, N]; out = adjoints of the inputs [T, N], of the
+  initial states [N] (a null pointer: not written) and of the parameters, per neuron [N] (the caller sums a
+  scalar parameter's).
 
 Layout and parallelism follow csrc/neuron.cpp: OpenMP over blocks of 256 neurons, the time loop inside, one
 ``#pragma omp simd`` loop over the block per step. The backward recomputes a block's states for every step into
@@ -115,6 +117,9 @@ def generate(graph: Graph, grads, scalar_params: Sequence[bool]) -> str:
     g_in, g_st, g_p = grads
     ind = " " * 8
 
+    def _start(j: int) -> str:  # an initial state: from its buffer, or init[j] for every neuron (a null buffer)
+        return f"s0_{j} ? s0_{j}[n0 + i] : init[{j}]"
+
     def param(k: int) -> str:
         return f"p{k}s" if scalar_params[k] else f"p{k}[n0 + i]"
 
@@ -142,14 +147,14 @@ def generate(graph: Graph, grads, scalar_params: Sequence[bool]) -> str:
                "T * N / WORK}));")
     # -- forward
     src += ["template <bool STORE_SEQ>",
-            "void forward_impl(const float* const* in, float* const* out, std::int64_t T, std::int64_t N, "
-            "int nthreads) {", *unpack_in]
+            "void forward_impl(const float* const* in, const float* init, float* const* out, std::int64_t T, "
+            "std::int64_t N, int nthreads) {", *unpack_in]
     src += [f"  float* __restrict y{k} = out[{k}];" for k in range(NO)]
     src += [f"  float* __restrict sT{j} = out[{NO + j}];" for j in range(NS)]
     src += [f"  float* __restrict q{j} = STORE_SEQ ? out[{NO + NS + j}] : nullptr;" for j in range(NS)]
     src += [threads.replace("WORK", "(1 << 16)"), "#pragma omp parallel for schedule(static) num_threads(threads)",
             "  for (std::int64_t b = 0; b < nblocks; ++b) {", *block_open]
-    src += [f"    float st{j}[kBlock];\n    for (std::int64_t i = 0; i < len; ++i) st{j}[i] = s0_{j}[n0 + i];"
+    src += [f"    float st{j}[kBlock];\n    for (std::int64_t i = 0; i < len; ++i) st{j}[i] = {_start(j)};"
             for j in range(NS)]
     src += ["    for (std::int64_t t = 0; t < T; ++t) {", "      const std::int64_t o = t * N + n0;",
             "#pragma omp simd", "      for (std::int64_t i = 0; i < len; ++i) {"]
@@ -162,8 +167,8 @@ def generate(graph: Graph, grads, scalar_params: Sequence[bool]) -> str:
     src += ["  }", "}", ""]
     # -- backward
     src += ["template <bool HAS_SEQ>",
-            "void backward_impl(const float* const* in, const float* const* grad, float* const* out, std::int64_t T, "
-            "std::int64_t N, int nthreads) {", *unpack_in]
+            "void backward_impl(const float* const* in, const float* init, const float* const* grad, "
+            "float* const* out, std::int64_t T, std::int64_t N, int nthreads) {", *unpack_in]
     src += [f"  const float* __restrict gy{k} = grad[{k}];" for k in range(NO)]
     src += [f"  const float* __restrict gT{j} = grad[{NO + j}];" for j in range(NS)]
     src += [f"  const float* __restrict gq{j} = HAS_SEQ ? grad[{NO + NS + j}] : nullptr;" for j in range(NS)]
@@ -175,7 +180,7 @@ def generate(graph: Graph, grads, scalar_params: Sequence[bool]) -> str:
             "#pragma omp for schedule(static)", "  for (std::int64_t b = 0; b < nblocks; ++b) {", *block_open]
     for j in range(NS):
         src += [f"    float st{j}[kBlock], ca{j}[kBlock];",
-                f"    for (std::int64_t i = 0; i < len; ++i) {{ st{j}[i] = s0_{j}[n0 + i]; "
+                f"    for (std::int64_t i = 0; i < len; ++i) {{ st{j}[i] = {_start(j)}; "
                 f"ca{j}[i] = gT{j}[n0 + i]; }}"]
     for k in range(NP):
         src += [f"    float pa{k}[kBlock];", f"    for (std::int64_t i = 0; i < len; ++i) pa{k}[i] = 0.0f;"]
@@ -194,17 +199,19 @@ def generate(graph: Graph, grads, scalar_params: Sequence[bool]) -> str:
     src += [f"{ind}pa{k}[i] += {_name(graph, n)};" for k, n in enumerate(g_p)]
     src += [f"{ind}ca{j}[i] = {_name(graph, n)};" for j, n in enumerate(g_st)]
     src += ["      }", "    }"]
-    src += [f"    for (std::int64_t i = 0; i < len; ++i) gs0_{j}[n0 + i] = ca{j}[i];" for j in range(NS)]
+    src += [f"    if (gs0_{j}) for (std::int64_t i = 0; i < len; ++i) gs0_{j}[n0 + i] = ca{j}[i];"
+            for j in range(NS)]
     src += [f"    for (std::int64_t i = 0; i < len; ++i) gp{k}[n0 + i] = pa{k}[i];" for k in range(NP)]
     src += ["  }", "  }", "}", ""]
-    src += ['extern "C" int fs_forward(const float* const* in, float* const* out, std::int64_t T, std::int64_t N, '
-            "int threads, int store_seq) {",
-            "  try { if (store_seq) forward_impl<true>(in, out, T, N, threads); "
-            "else forward_impl<false>(in, out, T, N, threads); } catch (...) { return 1; }", "  return 0;", "}",
-            'extern "C" int fs_backward(const float* const* in, const float* const* grad, float* const* out, '
-            "std::int64_t T, std::int64_t N, int threads, int has_seq) {",
-            "  try { if (has_seq) backward_impl<true>(in, grad, out, T, N, threads); "
-            "else backward_impl<false>(in, grad, out, T, N, threads); } catch (...) { return 1; }", "  return 0;", "}"]
+    src += ['extern "C" int fs_forward(const float* const* in, const float* init, float* const* out, std::int64_t T, '
+            "std::int64_t N, int threads, int store_seq) {",
+            "  try { if (store_seq) forward_impl<true>(in, init, out, T, N, threads); "
+            "else forward_impl<false>(in, init, out, T, N, threads); } catch (...) { return 1; }", "  return 0;", "}",
+            'extern "C" int fs_backward(const float* const* in, const float* init, const float* const* grad, '
+            "float* const* out, std::int64_t T, std::int64_t N, int threads, int has_seq) {",
+            "  try { if (has_seq) backward_impl<true>(in, init, grad, out, T, N, threads); "
+            "else backward_impl<false>(in, init, grad, out, T, N, threads); } catch (...) { return 1; }",
+            "  return 0;", "}"]
     return "\n".join(src) + "\n"
 
 
@@ -223,8 +230,8 @@ def load(source: str) -> ctypes.CDLL:
                 cache.compile_shared(source, path)
             lib = ctypes.CDLL(str(path))
             vp = ctypes.c_void_p
-            lib.fs_forward.argtypes = [vp, vp, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_int]
-            lib.fs_backward.argtypes = [vp, vp, vp, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_int]
+            lib.fs_forward.argtypes = [vp, vp, vp, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_int]
+            lib.fs_backward.argtypes = [vp, vp, vp, vp, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_int]
             lib.fs_forward.restype = lib.fs_backward.restype = ctypes.c_int
             _LOADED[key] = lib
         return lib

@@ -1,27 +1,27 @@
 """``compile_neuron``: a step function traced once, run as a fused multi-step forward and backward.
 
 ``CompiledNeuron(inputs, states, params)`` runs the neuron over T steps and returns ``(outputs, final_states,
-state_seqs)``; autograd goes through ``_FusedNeuron`` (generated kernels forward and backward) or, with
-``backend='torch'`` (and for float64, or a device no kernel serves), through ``reference`` (the step function in a
+state_seqs)``; the kernels run as the custom ops of kernel_op.py (``fastspike::compiled_<hash>_cpp`` /
+``_triton``, registered when the neuron is created, so torch.compile traces them without a graph break) or, with
+``backend='torch'`` (and for float64, or a device no kernel serves), ``reference`` runs (the step function in a
 Python loop, differentiated by autograd: the oracle of the tests).
 """
 from __future__ import annotations
 
-import ctypes
 import inspect
 import os
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from ..ops import _alloc
+from ..ops import _backend
 from . import cpp, triton_gen
 from .autodiff import backward
+from .kernel_op import neuron_op
 from .tracer import trace
 
 __all__ = ["CompiledNeuron", "compile_neuron"]
 
-TRITON_BLOCK = 256
 _BACKENDS = ("auto", "torch", "cpp", "triton")
 
 
@@ -45,101 +45,6 @@ def _broadcasts(shape, step) -> bool:
         return False
 
 
-def _empty(like: torch.Tensor, *shape: int) -> torch.Tensor:
-    return torch.empty(shape, dtype=torch.float32, device=like.device)
-
-
-class _CppRunner:
-    def __init__(self, lib) -> None:
-        self.lib = lib
-
-    @staticmethod
-    def _ptrs(tensors: Sequence[torch.Tensor]):
-        return (ctypes.c_void_p * max(1, len(tensors)))(*[t.data_ptr() for t in tensors])
-
-    def forward(self, g, xs, s0, ps, store_seq: bool, T: int, N: int):
-        ys = [_alloc.empty((T, N)) for _ in range(g.num_outputs)]
-        st = [_empty(xs[0], N) for _ in range(g.num_states)]
-        qs = [_alloc.empty((T, N)) for _ in range(g.num_states)] if store_seq else []
-        rc = self.lib.fs_forward(self._ptrs([*xs, *s0, *ps]), self._ptrs([*ys, *st, *qs]), T, N,
-                                 torch.get_num_threads(), int(store_seq))
-        if rc:
-            raise MemoryError("the generated neuron forward kernel failed (out of memory?).")
-        return ys, st, qs
-
-    def backward(self, g, xs, s0, ps, qs, gys, gts, gqs, T: int, N: int):
-        gx = [_alloc.empty((T, N)) for _ in xs]
-        gs = [_empty(xs[0], N) for _ in s0]
-        gp = [_empty(xs[0], N) for _ in ps]
-        rc = self.lib.fs_backward(self._ptrs([*xs, *s0, *ps]), self._ptrs([*gys, *gts, *gqs]),
-                                  self._ptrs([*gx, *gs, *gp]), T, N, torch.get_num_threads(), int(bool(gqs)))
-        if rc:
-            raise MemoryError("the generated neuron backward kernel failed to allocate its state buffer.")
-        return gx, gs, gp
-
-
-class _TritonRunner:
-    saves_states = True
-
-    def __init__(self, module) -> None:
-        self.module = module
-
-    def forward(self, g, xs, s0, ps, store_seq: bool, T: int, N: int):
-        ys = [_empty(xs[0], T, N) for _ in range(g.num_outputs)]
-        st = [_empty(xs[0], N) for _ in range(g.num_states)]
-        qs = [_empty(xs[0], T, N) for _ in range(g.num_states)] if store_seq else []
-        dummy = [_empty(xs[0], 1)] * g.num_states
-        grid = ((N + TRITON_BLOCK - 1) // TRITON_BLOCK,)
-        self.module.fs_forward[grid](*xs, *s0, *ps, *ys, *st, *(qs or dummy), T, N, BLOCK=TRITON_BLOCK,
-                                     STORE_SEQ=store_seq)
-        return ys, st, qs
-
-    def backward(self, g, xs, s0, ps, qs, gys, gts, gqs, T: int, N: int):
-        gx = [_empty(xs[0], T, N) for _ in xs]
-        gs = [_empty(xs[0], N) for _ in s0]
-        gp = [_empty(xs[0], N) for _ in ps]
-        grid = ((N + TRITON_BLOCK - 1) // TRITON_BLOCK,)
-        dummy = [_empty(xs[0], 1)] * g.num_states
-        self.module.fs_backward[grid](*xs, *s0, *ps, *qs, *gys, *gts, *(gqs or dummy), *gx, *gs, *gp, T, N,
-                                      (T - 1) * N, BLOCK=TRITON_BLOCK, HAS_SEQ=bool(gqs))
-        return gx, gs, gp
-
-
-class _FusedNeuron(torch.autograd.Function):
-    """Inputs [T, N], states [N], parameters [1] or [N], all float32 contiguous; see CompiledNeuron."""
-
-    @staticmethod
-    def forward(ctx, neuron, runner, store_seq, needs_grad, *tensors):
-        g = neuron.graph
-        NI, NS = g.num_inputs, g.num_states
-        xs, s0, ps = tensors[:NI], tensors[NI:NI + NS], tensors[NI + NS:]
-        T, N = xs[0].shape
-        save_states = isinstance(runner, _TritonRunner) and needs_grad
-        ys, st, qs = runner.forward(g, xs, s0, ps, store_seq or save_states, T, N)
-        ctx.runner, ctx.neuron, ctx.store_seq = runner, neuron, store_seq
-        ctx.save_for_backward(*tensors, *(qs if save_states else ()))
-        return (*ys, *st, *(qs if store_seq else ()))
-
-    @staticmethod
-    def backward(ctx, *grads):
-        g = ctx.neuron.graph
-        NI, NS, NP, NO = g.num_inputs, g.num_states, g.num_params, g.num_outputs
-        saved = ctx.saved_tensors
-        xs, s0, ps, qs = saved[:NI], saved[NI:NI + NS], saved[NI + NS:NI + NS + NP], saved[NI + NS + NP:]
-        T, N = xs[0].shape
-
-        def fill(grad, shape):
-            return xs[0].new_zeros(shape) if grad is None else grad.float().contiguous()
-
-        gys = [fill(gr, (T, N)) for gr in grads[:NO]]
-        gts = [fill(gr, (N,)) for gr in grads[NO:NO + NS]]
-        seq_grads = grads[NO + NS:] if ctx.store_seq else ()
-        gqs = [fill(gr, (T, N)) for gr in seq_grads] if any(gr is not None for gr in seq_grads) else []
-        gx, gs, gp = ctx.runner.backward(g, xs, s0, ps, qs, gys, gts, gqs, T, N)
-        gp = [gr.sum().reshape(1) if p.numel() == 1 else gr for gr, p in zip(gp, ps)]
-        return (None, None, None, None, *gx, *gs, *gp)
-
-
 class CompiledNeuron:
     """A neuron step function ``step_fn(*inputs, *states, *params) -> (*outputs, *new_states)`` traced into the
     IR, with its generated kernels (built on first use per backend and parameter layout, cached on disk)."""
@@ -155,7 +60,19 @@ class CompiledNeuron:
         self.num_inputs = _count_inputs(step_fn, num_states, num_params) if num_inputs is None else num_inputs
         self.graph = trace(step_fn, self.num_inputs, num_states, num_params)
         self.grads = backward(self.graph)
-        self._runners = {}
+        #: the structure's hash, computed once: what names its custom ops
+        self.key = self.graph.key()
+        # the custom ops, registered now (not at the first call, which torch.compile may be tracing)
+        self._ops: Dict[str, object] = {"cpp": neuron_op(self.graph, self.grads, "cpp", self.key)}
+        if _backend.triton_available():
+            self._ops["triton"] = neuron_op(self.graph, self.grads, "triton", self.key)
+
+    def __deepcopy__(self, memo) -> "CompiledNeuron":
+        return self  # immutable (a traced graph, its registered ops and their kernels): copies of a model share it
+
+    def __reduce__(self):
+        # pickled as its step function (which must be picklable), traced again where it is loaded
+        return (compile_neuron, (self.step_fn, self.num_states, self.graph.num_params, self.num_inputs))
 
     @property
     def num_states(self) -> int:
@@ -170,12 +87,12 @@ class CompiledNeuron:
         gen = cpp.generate if backend == "cpp" else triton_gen.generate
         return gen(self.graph, self.grads, scalar_params)
 
-    def runner(self, backend: str, scalar_params: Tuple[bool, ...]):
-        key = (backend, scalar_params)
-        if key not in self._runners:
-            src = self.source(backend, scalar_params)
-            self._runners[key] = _CppRunner(cpp.load(src)) if backend == "cpp" else _TritonRunner(triton_gen.load(src))
-        return self._runners[key]
+    def op(self, backend: str):
+        """The registered op (fastspike/ops/_contract.Op) of this neuron on 'cpp' or 'triton'."""
+        found = self._ops.get(backend)
+        if found is None:
+            found = self._ops[backend] = neuron_op(self.graph, self.grads, backend, self.key)
+        return found
 
     # -- calling ----------------------------------------------------------------------------------
     def _prepare(self, inputs, states, params):
@@ -194,25 +111,31 @@ class CompiledNeuron:
             if x.shape != inputs[0].shape:
                 raise ValueError(f"every input must have the shape {tuple(inputs[0].shape)}, but got {tuple(x.shape)}.")
         step = inputs[0].shape[1:]
-        ref = inputs[0]
         fixed = []
         for s in states:
             if isinstance(s, (int, float)) and not isinstance(s, bool):
-                s = torch.full(step, float(s), dtype=ref.dtype, device=ref.device)
-            if not isinstance(s, torch.Tensor) or s.shape != step:
+                s = float(s)
+            elif not isinstance(s, torch.Tensor) or s.shape != step:
                 raise ValueError(f"states must be numbers or tensors of shape {tuple(step)} (an input without T), "
                                  f"but got {tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__}. "
                                  "If the batch size changed, call functional.reset_net(net).")
             fixed.append(s)
         for p in params:
-            if not isinstance(p, torch.Tensor) or not _broadcasts(p.shape, step):
+            if not isinstance(p, torch.Tensor) or not (p.numel() == 1 or p.shape == step or _broadcasts(p.shape, step)):
                 raise ValueError(f"params must be tensors of one element or broadcastable to {tuple(step)}, but got "
                                  f"{tuple(p.shape) if isinstance(p, torch.Tensor) else type(p).__name__}.")
         return inputs, tuple(fixed), params
 
+    @staticmethod
+    def _state_tensors(states, ref: torch.Tensor) -> tuple:
+        """States given as numbers, as tensors shaped like one step of ``ref`` [T, *]."""
+        return tuple(torch.full(ref.shape[1:], s, dtype=ref.dtype, device=ref.device) if isinstance(s, float) else s
+                     for s in states)
+
     def reference(self, inputs, states, params=(), store_state_seqs: bool = False):
         """The step function in a Python loop over time (autograd differentiates it)."""
         inputs, states, params = self._prepare(inputs, states, params)
+        states = self._state_tensors(states, inputs[0])
         NO = self.num_outputs
         outs: List[List[torch.Tensor]] = [[] for _ in range(NO)]
         seqs: List[List[torch.Tensor]] = [[] for _ in states]
@@ -245,20 +168,23 @@ class CompiledNeuron:
             raise ValueError(f"backend='cpp' runs on CPU tensors, but the inputs are on {x0.device}.")
         if backend == "triton" and not (x0.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
             raise ValueError("backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors).")
-        T, step = x0.shape[0], x0.shape[1:]
-        N = step.numel()
-        xs = [x.reshape(T, N).float().contiguous() for x in inputs]
-        s0 = [s.reshape(N).float().contiguous() for s in states]
-        ps = [p.reshape(1).float() if p.numel() == 1 else p.expand(step).reshape(N).float().contiguous()
+        step = x0.shape[1:]
+        xs = [x if x.dtype is torch.float32 else x.float() for x in inputs]
+        # a state given as a number reaches the kernels as that number (no tensor): a null state pointer there
+        ss = [None if isinstance(s, float) else (s if s.dtype is torch.float32 else s.float()) for s in states]
+        vs = [s if isinstance(s, float) else 0.0 for s in states]
+        ps = [(p.reshape(1) if p.ndim != 1 else p) if p.numel() == 1 else (p if p.shape == step else p.expand(step))
               for p in params]
-        runner = self.runner(backend, tuple(p.numel() == 1 for p in ps))
-        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (*xs, *s0, *ps))
-        res = _FusedNeuron.apply(self, runner, store_state_seqs, needs_grad, *xs, *s0, *ps)
+        ps = [p if p.dtype is torch.float32 else p.float() for p in ps]
+        needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (*xs, *ss, *ps))
+        res = self.op(backend)(*xs, *ss, *vs, *ps, store_state_seqs, needs_grad)
         NO, NS = self.num_outputs, self.num_states
         dtype = x0.dtype
-        outputs = tuple(y.reshape(T, *step).to(dtype) for y in res[:NO])
-        finals = tuple(s.reshape(step).to(dtype) for s in res[NO:NO + NS])
-        seqs = tuple(q.reshape(T, *step).to(dtype) for q in res[NO + NS:]) if store_state_seqs else None
+        if dtype is torch.float32:
+            return tuple(res[:NO]), tuple(res[NO:NO + NS]), (tuple(res[NO + NS:]) if store_state_seqs else None)
+        outputs = tuple(y.to(dtype) for y in res[:NO])
+        finals = tuple(s.to(dtype) for s in res[NO:NO + NS])
+        seqs = tuple(q.to(dtype) for q in res[NO + NS:]) if store_state_seqs else None
         return outputs, finals, seqs
 
 
