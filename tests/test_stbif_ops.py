@@ -178,7 +178,8 @@ def _count_op_calls(monkeypatch):
 @pytest.mark.peers
 @pytest.mark.parametrize("step_mode", ["s", "m"])
 @pytest.mark.parametrize("kw", [dict(q_threshold=0.3, level=8, sym=True), dict(q_threshold=0.2, level=4),
-                                dict(q_threshold=0.5, level=16, pos_max=5.0, neg_min=-2.0)], ids=["sym", "unsym", "bounds"])
+                                dict(q_threshold=0.5, level=16, pos_max=5.0, neg_min=-2.0)],
+                         ids=["sym", "unsym", "bounds"])
 def test_module_matches_spikingjelly(step_mode, kw, monkeypatch):
     calls = _count_op_calls(monkeypatch)
     ref, ours = _sj_pair(step_mode, **kw)
