@@ -302,3 +302,11 @@ def test_izhikevich_multi_step_routes_to_neuron2(T, v_reset, store, monkeypatch)
     assert calls == ["izhikevich"]
     assert torch.equal(loop[0], out[0]) and torch.equal(loop2[0], out[0])
     assert_close("loop v", out[1].detach(), loop[1], 1e-5)
+
+
+def test_neuron_implementation_names_the_kernels():
+    from fastspike import _ext
+    for name in ("izhikevich", "stbif"):
+        assert F.neuron_implementation(name, torch.device("cpu"))["implementation"] == (
+            "cpp" if _ext.available() else "torch-reference")
+        assert F.neuron_implementation(name, torch.device("cuda"))["implementation"] == "triton"

@@ -38,13 +38,14 @@ __all__ = ["lif_multi_step", "if_multi_step", "plif_multi_step", "qif_multi_step
            "stbif_step", "activation_aware_if_step", "voltage_reset"]
 
 _NEURON_TYPES = ("if", "lif", "plif", "qif", "eif", "izhikevich", "ilif", "activation_aware_if", "stbif", "clif")
-_FUSED = ("if", "lif", "plif")
+_FUSED = ("if", "lif", "plif", "izhikevich", "stbif")
 
 
 def neuron_implementation(neuron_type: str, device: torch.device, *, execution: str = "eager") -> dict:
     """Which implementation runs ``neuron_type`` on ``device``: ``{'implementation': name, 'unavailable':
-    {name: reason}}``. IF/LIF/PLIF run the fused kernels ('cpp' on the CPU, 'triton' on CUDA); the other
-    models run 'torch-reference' (a loop of one-step functions) everywhere."""
+    {name: reason}}``. IF/LIF/PLIF, Izhikevich and ST-BIF run the fused kernels ('cpp' on the CPU, 'triton' on
+    CUDA; Izhikevich and ST-BIF when their arguments are ones the kernels take); the other models run
+    'torch-reference' (a loop of one-step functions) everywhere."""
     if neuron_type not in _NEURON_TYPES:
         raise ValueError(f"neuron_implementation: neuron_type must be one of {_NEURON_TYPES}, but got {neuron_type!r}.")
     if execution not in ("eager", "compile"):
