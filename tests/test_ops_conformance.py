@@ -84,11 +84,19 @@ def _pool(dev):
     return (x, 2, 3), dict(stride=2, padding=1)
 
 
+def _stbif(dev):  # forward-only (inference): no input requires grad
+    x = torch.randn(6, 3, 37, device=dev) * 0.3
+    q = torch.rand(3, 37, device=dev) * 2 - 0.5
+    acc = torch.randint(-4, 4, (3, 37), device=dev).float()
+    return (x, q, acc, 0.25, 3.0, -4.0), {}
+
+
 CASES: Dict[str, Case] = {
     "multistep_neuron": Case(_neuron), "multistep_neuron2": Case(_neuron2), "linear_scan": Case(_scan),
     "psn": Case(_psn),
     "synapse_linear": Case(_linear, 1e-5), "synapse_conv2d": Case(_conv, 1e-5), "pack_bits": Case(_pack),
     "unpack_bits": Case(_unpack), "spike_stats": Case(_stats), "max_pool": Case(_pool, no_kernel=("triton",)),
+    "stbif": Case(_stbif, 0.0),
 }
 
 

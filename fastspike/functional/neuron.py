@@ -5,21 +5,25 @@
   ``if_multi_step``, ``lif_multi_step``, ``plif_multi_step`` are the op over T steps and ``if_step``,
   ``lif_step``, ``plif_step`` its T = 1 case.
 * QIF and EIF run on the same op (modes 'qif' and 'eif') when their parameters are numbers.
-* The other neuron models (Izhikevich, I-LIF, activation-aware IF, ST-BIF) have no fused kernel:
-  their multi-step functions loop the one-step functions of ``_neuron_models.py`` (re-exported here with
-  every other one-step model) over time.
+* Izhikevich runs on the two-state op ``fastspike.ops.multistep_neuron2`` (model 'izhikevich') when its
+  parameters are numbers in the op's domain and the surrogate is one the kernels fuse; ST-BIF on
+  ``fastspike.ops.stbif`` (forward only) when its thresholds are one-element tensors and the states are shaped
+  like one step.
+* Otherwise, and for the other models (I-LIF, activation-aware IF), the multi-step functions loop the one-step
+  functions of ``_neuron_models.py`` (re-exported here with every other one-step model) over time.
 
 Every multi-step function returns ``(spike_seq [T, *], v after the last step, v_seq [T, *] or None)``
 (Izhikevich also returns its recovery variable), as SpikingJelly's do.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple
 
 import torch
 
 from .. import _ext
-from ..ops import multistep_neuron
+from ..ops import multistep_neuron, multistep_neuron2, stbif
 from ..surrogate import MultiLevelSpikeCount, Sigmoid
 from ._neuron_models import (activation_aware_if_step, clif_step, cuba_lif_step, eif_step, gated_lif_step, ilif_step,
                              izhikevich_step, klif_step, lava_cuba_lif_step, liaf_step, lif_charge, masked_psn_step,
@@ -34,13 +38,14 @@ __all__ = ["lif_multi_step", "if_multi_step", "plif_multi_step", "qif_multi_step
            "stbif_step", "activation_aware_if_step", "voltage_reset"]
 
 _NEURON_TYPES = ("if", "lif", "plif", "qif", "eif", "izhikevich", "ilif", "activation_aware_if", "stbif", "clif")
-_FUSED = ("if", "lif", "plif")
+_FUSED = ("if", "lif", "plif", "izhikevich", "stbif")
 
 
 def neuron_implementation(neuron_type: str, device: torch.device, *, execution: str = "eager") -> dict:
     """Which implementation runs ``neuron_type`` on ``device``: ``{'implementation': name, 'unavailable':
-    {name: reason}}``. IF/LIF/PLIF run the fused kernels ('cpp' on the CPU, 'triton' on CUDA); the other
-    models run 'torch-reference' (a loop of one-step functions) everywhere."""
+    {name: reason}}``. IF/LIF/PLIF, Izhikevich and ST-BIF run the fused kernels ('cpp' on the CPU, 'triton' on
+    CUDA; Izhikevich and ST-BIF when their arguments are ones the kernels take); the other models run
+    'torch-reference' (a loop of one-step functions) everywhere."""
     if neuron_type not in _NEURON_TYPES:
         raise ValueError(f"neuron_implementation: neuron_type must be one of {_NEURON_TYPES}, but got {neuron_type!r}.")
     if execution not in ("eager", "compile"):
@@ -194,6 +199,10 @@ def izhikevich_multi_step(x_seq: torch.Tensor, v: torch.Tensor, w: torch.Tensor,
     """
     _check_seq("izhikevich_multi_step", x_seq, v)
     sg = Sigmoid() if surrogate_function is None else surrogate_function
+    if _izhikevich_fusable(x_seq, w, sg, tau, v_threshold, v_reset, v_rest, a, b, tau_w, v_c, a0):
+        return multistep_neuron2(x_seq, v, w, model="izhikevich", v_threshold=v_threshold, v_reset=v_reset,
+                                 surrogate_function=sg, detach_reset=detach_reset, store_seq=store_state_seq,
+                                 tau=tau, a0=a0, v_rest=v_rest, v_c=v_c, tau_w=tau_w, a=a, b=b)
     spikes, vs, ws = [], [], []
     for x in x_seq.unbind(0):
         s, v, w = izhikevich_step(x, v, w, tau, a0, v_rest, v_c, tau_w, a, b, v_threshold, v_reset, sg, detach_reset)
@@ -204,6 +213,21 @@ def izhikevich_multi_step(x_seq: torch.Tensor, v: torch.Tensor, w: torch.Tensor,
     if store_state_seq:
         return torch.stack(spikes), v, w, torch.stack(vs), torch.stack(ws)
     return torch.stack(spikes), v, w, None, None
+
+
+def _izhikevich_fusable(x_seq, w, sg, tau, *params) -> bool:
+    """Whether ops.multistep_neuron2's 'izhikevich' model computes this call: finite number parameters in its
+    domain (tau > 1, tau_w > 0), a surrogate the kernels fuse, and w a tensor shaped like one step (or a number)."""
+    v_threshold, v_reset, v_rest, a, b, tau_w, v_c, a0 = params
+    values = (tau, v_threshold, v_rest, a, b, tau_w, v_c, a0) + (() if v_reset is None else (v_reset,))
+    if not (_numbers(*values) and all(math.isfinite(p) for p in values) and tau > 1 and tau_w > 0):
+        return False
+    spec = getattr(sg, "kernel_spec", None)
+    if spec is None or spec() is None:
+        return False
+    if isinstance(w, torch.Tensor):
+        return w.shape == x_seq.shape[1:] and w.device == x_seq.device
+    return _numbers(w) and w is not None and math.isfinite(w)
 
 
 def ilif_multi_step(x_seq: torch.Tensor, v: torch.Tensor, tau: float = 2.0, v_threshold: float = 1.0,
@@ -257,6 +281,12 @@ def stbif_multi_step(x_seq: torch.Tensor, q: torch.Tensor, acc_q: torch.Tensor, 
     if any(t.requires_grad for t in (x_seq, q, acc_q, q_threshold, pos_max, neg_min)):
         raise RuntimeError("stbif_multi_step: ST-BIF is an inference transition and does not support autograd; "
                            "pass tensors that do not require grad (torch.no_grad()).")
+    params = (q_threshold, pos_max, neg_min)
+    if (all(isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel() == 1 and t.device == x_seq.device
+            for t in params) and x_seq.is_floating_point()
+            and all(isinstance(t, torch.Tensor) and t.is_floating_point() and t.shape == x_seq.shape[1:]
+                    and t.device == x_seq.device for t in (q, acc_q))):
+        return stbif(x_seq, q, acc_q, q_threshold, pos_max, neg_min)  # the fused op (ops.stbif)
     outputs = []
     for x in x_seq.unbind(0):
         out, q, acc_q, event = stbif_step(x, q, acc_q, q_threshold, pos_max, neg_min)

@@ -6,6 +6,11 @@ x / q_threshold; a +1 spike fires when q >= 1 while the spike count acc_q is bel
 q < 0 while acc_q is above neg_min (fastspike.neuron.dynamics.stbif_step). The output is spike * q_threshold,
 so the outputs summed over time give the quantised activation ``accumulated``. States (q, acc_q, cur_output);
 buffers q_threshold, pos_max, neg_min. No autograd (inputs and buffers must not require gradients).
+
+Both step modes run the fused forward-only op ``fastspike.ops.stbif`` (C++ on the CPU, Triton on CUDA, the
+reference for float64; single step = T = 1 with the states carried), which computes in float32: for fp16/bf16
+input SpikingJelly computes in the input dtype instead (docs/neurons.md says where that differs). A subclass that
+redefines a functional forward keeps its own.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from ..base import MemoryModule
+from ..ops import stbif
 from .dynamics import stbif_step
 
 __all__ = ["STBIFNode"]
@@ -71,15 +77,30 @@ class STBIFNode(MemoryModule):
         x = inputs[0]
         q, acc_q, cur_output = states
         self._check(x, q)
-        out, q, acc_q, cur_output = stbif_step(x, q, acc_q, self.q_threshold, self.pos_max, self.neg_min)
-        return (out,), (q, acc_q, cur_output)
+        if not self._fused():
+            out, q, acc_q, cur_output = stbif_step(x, q, acc_q, self.q_threshold, self.pos_max, self.neg_min)
+            return (out,), (q, acc_q, cur_output)
+        out, q, acc_q, cur_output = stbif(x.unsqueeze(0), q, acc_q, self.q_threshold, self.pos_max, self.neg_min)
+        return (out[0],), (q, acc_q, cur_output)
 
     def multi_step_functional_forward(self, inputs, states, **kwargs):
         x_seq = inputs[0]
         if x_seq.dim() < 2 or x_seq.shape[0] == 0:
             raise ValueError(f"STBIFNode: multi-step input must be a nonempty sequence [T, N, *], but got shape "
                              f"{tuple(x_seq.shape)}.")
-        return super().multi_step_functional_forward(inputs, states, **kwargs)
+        if not self._fused():
+            return super().multi_step_functional_forward(inputs, states, **kwargs)
+        q, acc_q, _ = states
+        self._check(x_seq, q)
+        out, q, acc_q, cur_output = stbif(x_seq, q, acc_q, self.q_threshold, self.pos_max, self.neg_min)
+        return (out,), (q, acc_q, cur_output)
+
+    def _fused(self) -> bool:
+        """Whether the op runs this neuron: its functional forwards are STBIFNode's and its buffers are scalars."""
+        cls = type(self)
+        return (cls.single_step_functional_forward is STBIFNode.single_step_functional_forward
+                and cls.multi_step_functional_forward is STBIFNode.multi_step_functional_forward
+                and all(t.numel() == 1 for t in (self.q_threshold, self.pos_max, self.neg_min)))
 
     @property
     def accumulated(self) -> torch.Tensor:

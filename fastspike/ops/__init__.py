@@ -12,8 +12,9 @@ from .neuron2 import multistep_neuron2
 from .pool import max_pool
 from .psn import psn
 from .scan import linear_scan
+from .stbif import stbif
 from .synapse import synapse_conv2d, synapse_linear
 
 __all__ = ["BACKENDS", "get_default_backend", "set_default_backend", "multistep_neuron", "multistep_neuron2",
            "linear_scan", "psn", "synapse_linear", "synapse_conv2d", "pack_bits", "unpack_bits", "spike_stats",
-           "max_pool"]
+           "max_pool", "stbif"]

@@ -22,6 +22,11 @@ round trip: about 15 us less per call, which is most of a small layer's host tim
 when grad mode is off (inference records nothing: the Function's own cost is saved too), and the custom op
 whenever torch.compile / export is tracing or the inputs are tensor subclasses (fake or functional tensors). All
 paths run the same launchers and the same formula; tests/test_compile.py checks that they agree.
+
+A forward-only op (an inference transition with no gradient, such as SpikeZIP's ST-BIF neuron) is an
+``InferenceOp``: ``forward`` and ``fake_forward`` only, registered as ``fastspike::<name>`` the same way, with no
+autograd formula. Called while grad mode is on with an input tensor that requires grad, it raises a RuntimeError
+naming the op (on every path, eager or traced), instead of returning outputs whose gradient would be missing.
 """
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ import torch
 
 from . import _backend
 
-__all__ = ["Op", "tracing", "launcher"]
+__all__ = ["Op", "InferenceOp", "inference_only", "tracing", "launcher"]
 
 _NAMESPACE = "fastspike"
 
@@ -129,3 +134,33 @@ class Op:
 
     def __repr__(self) -> str:
         return f"Op({_NAMESPACE}::{self.name})"
+
+
+def inference_only(op: str, inputs) -> None:
+    """Raise a RuntimeError naming ``op`` when grad mode is on and a tensor in ``inputs`` requires grad (a
+    forward-only op would return outputs without a gradient). Public functions of forward-only ops call it too,
+    so that their reference backend raises the same error."""
+    if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in inputs):
+        raise RuntimeError(f"{op} is forward-only (inference) and has no gradient, but an input requires grad: run "
+                           "it under torch.no_grad() / torch.inference_mode(), or pass tensors that do not require "
+                           "grad (.detach()).")
+
+
+class InferenceOp:
+    """One forward-only kernel-backed op (see the module docstring): ``forward`` / ``fake_forward`` as in ``Op``,
+    registered as the custom op ``fastspike::<name>``, without a backward. ``__call__`` raises a RuntimeError naming
+    the op when grad mode is on and an input tensor requires grad."""
+
+    def __init__(self, name: str, *, forward: Callable, fake_forward: Callable, triton: bool = False):
+        self.name = name
+        self.forward_kernel = forward
+        self.custom_forward = _register(name, forward, fake_forward, triton)
+
+    def __call__(self, *inputs):
+        inference_only(f"{_NAMESPACE}::{self.name}", inputs)
+        if tracing(inputs[0]):
+            return self.custom_forward(*inputs)
+        return self.forward_kernel(*inputs)
+
+    def __repr__(self) -> str:
+        return f"InferenceOp({_NAMESPACE}::{self.name})"

@@ -11,8 +11,9 @@ from .neuron2 import multistep_neuron2
 from .pool import max_pool
 from .psn import band_mask, psn
 from .scan import linear_scan
+from .stbif import stbif
 from .synapse import synapse_conv2d, synapse_conv2d_grad_weight, synapse_linear, synapse_linear_grad_weight
 
 __all__ = ["multistep_neuron", "multistep_neuron2", "psn", "band_mask", "linear_scan", "pack_bits", "unpack_bits",
            "spike_stats", "is_binary", "synapse_linear", "synapse_conv2d", "synapse_linear_grad_weight",
-           "synapse_conv2d_grad_weight", "max_pool"]
+           "synapse_conv2d_grad_weight", "max_pool", "stbif"]
