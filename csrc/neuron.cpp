@@ -114,7 +114,8 @@ inline void step_row(const float* __restrict xt, float* __restrict v, float* __r
       out = spike_count(hv, v_th, p.q1);
       vn = hv - out * v_th;
     } else {
-      float rv = hv;                                                    // the value that is compared and reset
+      // rv: the value that is compared and reset
+      float rv = hv;
       if constexpr (FIRE == kOffset) qv = hv + (PC ? off_b[i] : p.q1);  // the compared value; V resets from H
       if constexpr (is_klif<FIRE>()) {
         const float u = k * hv;
