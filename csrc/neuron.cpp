@@ -23,6 +23,9 @@
 // faults cost more than the kernel), and the recomputed H is bit-identical to the forward's (same code).
 // V0 is either a [N] buffer or, when its address is 0, one constant for every neuron (a freshly reset
 // layer: no V0 tensor is made, read or differentiated).
+// Per-channel threshold and offset (the offset fire, ActivationAwareIF with 1-D v_threshold / v_offset): a [2, C]
+// buffer (thresholds, then offsets); neuron n of a row is in channel (n / inner) % C. Each block gathers its
+// values once into local arrays, outside the time loop; the PC template flag keeps the scalar path unchanged.
 #include <omp.h>
 
 #include <algorithm>
@@ -47,6 +50,21 @@ constexpr int kNumModes = 6;
 // exp for the EIF charge: vexp, and +inf past float's range as torch.exp (vexp clamps its input).
 inline float charge_exp(float x) { return x > 88.72283f ? __builtin_inff() : vexp(x); }
 
+// Per-channel thresholds and offsets: pc = [thresholds C | offsets C], or nullptr.
+struct Channels {
+  const float* pc;
+  std::int64_t C, inner;
+};
+
+// The block [n0, n0 + len)'s thresholds and offsets (once per block, outside the time loop).
+inline void gather_channels(const Channels& ch, std::int64_t n0, std::int64_t len, float* thr, float* off) {
+  for (std::int64_t i = 0; i < len; ++i) {
+    const std::int64_t c = ((n0 + i) / ch.inner) % ch.C;
+    thr[i] = ch.pc[c];
+    off[i] = ch.pc[ch.C + c];
+  }
+}
+
 // The scalars of one step (forward and recomputation).
 struct StepParams {
   float decay, v_th, v_reset, p1, p2, p3;
@@ -67,10 +85,12 @@ struct NeuronParams {
 
 // One time step of charge, fire and reset over a block of neurons. The flags are template parameters
 // so the loop has no branches left and vectorises; only the requested outputs are written. ht gets what the
-// backward reads: H, or F = relu(k H) for KLIF.
-template <int MODE, int FIRE, int ACT, bool DECAY_INPUT, bool SOFT, bool STORE_S, bool STORE_H, bool STORE_VSEQ>
+// backward reads: H, or F = relu(k H) for KLIF. PC: per-element thresholds / offsets in thr_b / off_b.
+template <int MODE, int FIRE, int ACT, bool DECAY_INPUT, bool SOFT, bool STORE_S, bool STORE_H, bool STORE_VSEQ,
+          bool PC = false>
 inline void step_row(const float* __restrict xt, float* __restrict v, float* __restrict st, float* __restrict ht,
-                     float* __restrict vt, std::int64_t len, const StepParams p) {
+                     float* __restrict vt, std::int64_t len, const StepParams p,
+                     const float* __restrict thr_b = nullptr, const float* __restrict off_b = nullptr) {
   const float decay = p.decay, v_th = p.v_th, v_reset = p.v_reset, p1 = p.p1, p2 = p.p2, p3 = p.p3, k = p.k;
   const float vr_charge = SOFT ? 0.0f : v_reset;
   const float thr_reset = FIRE == kKlifScaled ? v_th / k : v_th;
@@ -88,20 +108,22 @@ inline void step_row(const float* __restrict xt, float* __restrict v, float* __r
     else if constexpr (MODE == 4) hv = vv + (xv + p3 - vv + p1 * charge_exp((vv - p2) / p1)) / decay;
     else hv = p1 * vv + xv;
     float qv = hv;  // the stored value
+    const float th = PC ? thr_b[i] : v_th;
     float out, vn;
     if constexpr (FIRE == kCount) {
       out = spike_count(hv, v_th, p.q1);
       vn = hv - out * v_th;
     } else {
-      float rv = hv;                                  // the value that is compared and reset
-      if constexpr (FIRE == kOffset) qv = hv + p.q1;  // the compared value; V resets from H
+      // rv: the value that is compared and reset
+      float rv = hv;
+      if constexpr (FIRE == kOffset) qv = hv + (PC ? off_b[i] : p.q1);  // the compared value; V resets from H
       if constexpr (is_klif<FIRE>()) {
         const float u = k * hv;
         qv = u > 0.0f ? u : 0.0f;
         rv = FIRE == kKlifScaled ? qv / k : qv;
       }
-      const float sv = qv >= v_th ? 1.0f : 0.0f;
-      vn = SOFT ? rv - thr_reset * sv : sv * v_reset + (1.0f - sv) * rv;
+      const float sv = qv >= th ? 1.0f : 0.0f;
+      vn = SOFT ? rv - (PC ? th : thr_reset) * sv : sv * v_reset + (1.0f - sv) * rv;
       if constexpr (FIRE == kAnalog) out = act_value<ACT>(hv - p.q1);
       else out = sv;
     }
@@ -112,9 +134,9 @@ inline void step_row(const float* __restrict xt, float* __restrict v, float* __r
   }
 }
 
-template <int MODE, int FIRE, int ACT, bool DECAY_INPUT, bool SOFT, bool STORE_H, bool STORE_VSEQ>
+template <int MODE, int FIRE, int ACT, bool DECAY_INPUT, bool SOFT, bool STORE_H, bool STORE_VSEQ, bool PC>
 void forward_impl(const float* x, const float* v0, float v0_value, float* s, float* h, float* vseq, float* vlast,
-                  std::int64_t T, std::int64_t N, const StepParams p, int nthreads) {
+                  std::int64_t T, std::int64_t N, const StepParams p, const Channels ch, int nthreads) {
   const std::int64_t nblocks = (N + kBlock - 1) / kBlock;
   const int threads = clamp_threads(nthreads, nblocks, T * N, kMinForwardPerThread);
 #pragma omp parallel for schedule(static) num_threads(threads)
@@ -122,29 +144,31 @@ void forward_impl(const float* x, const float* v0, float v0_value, float* s, flo
     const std::int64_t n0 = b * kBlock;
     const std::int64_t len = std::min(kBlock, N - n0);
     float v[kBlock];
+    float thr_b[PC ? kBlock : 1], off_b[PC ? kBlock : 1];
+    if constexpr (PC) gather_channels(ch, n0, len, thr_b, off_b);
     for (std::int64_t i = 0; i < len; ++i) v[i] = v0 ? v0[n0 + i] : v0_value;
     for (std::int64_t t = 0; t < T; ++t) {
       const std::int64_t o = t * N + n0;
-      step_row<MODE, FIRE, ACT, DECAY_INPUT, SOFT, true, STORE_H, STORE_VSEQ>(
-          x + o, v, s + o, STORE_H ? h + o : nullptr, STORE_VSEQ ? vseq + o : nullptr, len, p);
+      step_row<MODE, FIRE, ACT, DECAY_INPUT, SOFT, true, STORE_H, STORE_VSEQ, PC>(
+          x + o, v, s + o, STORE_H ? h + o : nullptr, STORE_VSEQ ? vseq + o : nullptr, len, p, thr_b, off_b);
     }
     for (std::int64_t i = 0; i < len; ++i) vlast[n0 + i] = v[i];
   }
 }
 
 // H (KLIF: F) of one block for every step, into hbuf[t * kBlock + i] (the backward's recomputation).
-template <int MODE, int FIRE, bool DECAY_INPUT, bool SOFT>
+template <int MODE, int FIRE, bool DECAY_INPUT, bool SOFT, bool PC>
 void recompute_block(const float* x, const float* v0, float* hbuf, std::int64_t T, std::int64_t N, std::int64_t len,
-                     const StepParams p) {
+                     const StepParams p, const float* thr_b, const float* off_b) {
   float v[kBlock];
   for (std::int64_t i = 0; i < len; ++i) v[i] = v0[i];
   for (std::int64_t t = 0; t < T; ++t)
-    step_row<MODE, FIRE, 0, DECAY_INPUT, SOFT, false, true, false>(x + t * N, v, nullptr, hbuf + t * kBlock, nullptr,
-                                                                   len, p);
+    step_row<MODE, FIRE, 0, DECAY_INPUT, SOFT, false, true, false, PC>(x + t * N, v, nullptr, hbuf + t * kBlock,
+                                                                       nullptr, len, p, thr_b, off_b);
 }
 
 using RecomputeFn = void (*)(const float*, const float*, float*, std::int64_t, std::int64_t, std::int64_t,
-                             const StepParams);
+                             const StepParams, const float*, const float*);
 
 template <typename F>
 void dispatch_bool(bool flag, F&& f) {
@@ -154,6 +178,13 @@ void dispatch_bool(bool flag, F&& f) {
 
 template <int V>
 using IntC = std::integral_constant<int, V>;
+
+// f(PC): per-channel thresholds / offsets are instantiated for the offset fire only.
+template <int FIRE, typename F>
+void dispatch_channels(bool pc, F&& f) {
+  if constexpr (FIRE == kOffset) dispatch_bool(pc, f);
+  else f(std::false_type{});
+}
 
 // f(MODE, FIRE, ACT) for the combinations the op allows: every charge with the spike fire; KLIF and the analog
 // output on the LIF charge; the count on the leaky charge (checked by the Python side and by check_variant).
@@ -183,23 +214,33 @@ void check_variant(int mode, int fire, int act) {
   check(act >= 0 && act < kNumActs, "act must be 0 (identity), 1 (relu) or 2 (sigmoid)");
 }
 
-RecomputeFn select_recompute(int mode, int fire, bool decay_input, bool soft) {
+RecomputeFn select_recompute(int mode, int fire, bool decay_input, bool soft, bool pc) {
   RecomputeFn fn = nullptr;
   dispatch_variant(mode, fire, 0, [&](auto m, auto fi, auto) {
     dispatch_bool(decay_input || m.value == 0 || m.value >= 3, [&](auto di) {
       dispatch_bool(soft, [&](auto so) {
-        fn = &recompute_block<decltype(m)::value, decltype(fi)::value, decltype(di)::value, decltype(so)::value>;
+        dispatch_channels<decltype(fi)::value>(pc, [&](auto c) {
+          fn = &recompute_block<decltype(m)::value, decltype(fi)::value, decltype(di)::value, decltype(so)::value,
+                                decltype(c)::value>;
+        });
       });
     });
   });
   return fn;
 }
 
+Channels channels_of(std::uintptr_t pc_, std::int64_t channels, std::int64_t inner, int fire) {
+  check(pc_ == 0 || (fire == kOffset && channels >= 1 && inner >= 1),
+        "per-channel thresholds take the offset fire (5), channels >= 1 and inner >= 1");
+  return Channels{pc_ ? ptr<const float>(pc_) : nullptr, channels, inner};
+}
+
 void forward(std::uintptr_t x_, std::uintptr_t v0_, float v0_value, std::uintptr_t s_, std::uintptr_t h_,
              std::uintptr_t vseq_, std::uintptr_t vlast_, std::int64_t T, std::int64_t N, int mode, float decay,
              bool decay_input, float v_th, float v_reset, bool soft_reset, int nthreads, float p1, float p2, float p3,
-             int fire, int act, float k, float q1) {
+             int fire, int act, float k, float q1, std::uintptr_t pc_, std::int64_t channels, std::int64_t inner) {
   check_variant(mode, fire, act);
+  const Channels ch = channels_of(pc_, channels, inner, fire);
   check(fire != kCount || soft_reset, "the count fire resets softly");
   const float* x = ptr<const float>(x_);
   const float* v0 = v0_ ? ptr<const float>(v0_) : nullptr;
@@ -213,9 +254,11 @@ void forward(std::uintptr_t x_, std::uintptr_t v0_, float v0_value, std::uintptr
       dispatch_bool(soft_reset, [&](auto soft) {
         dispatch_bool(h != nullptr, [&](auto sh) {
           dispatch_bool(vseq != nullptr, [&](auto sv) {
-            forward_impl<decltype(m)::value, decltype(fi)::value, decltype(ac)::value, decltype(di)::value,
-                         decltype(soft)::value, decltype(sh)::value, decltype(sv)::value>(x, v0, v0_value, s, h, vseq,
-                                                                                          vlast, T, N, p, nthreads);
+            dispatch_channels<decltype(fi)::value>(ch.pc != nullptr, [&](auto c) {
+              forward_impl<decltype(m)::value, decltype(fi)::value, decltype(ac)::value, decltype(di)::value,
+                           decltype(soft)::value, decltype(sh)::value, decltype(sv)::value, decltype(c)::value>(
+                  x, v0, v0_value, s, h, vseq, vlast, T, N, p, ch, nthreads);
+            });
           });
         });
       });
@@ -241,19 +284,20 @@ enum Kind { kConstant = 0, kPlif = 1, kQif = 2, kEif = 3 };
 constexpr int kind_of(int mode) { return (mode < 2 || mode > 4) ? kConstant : mode - 1; }
 
 // dL/dH of one element from dL/d(output) (go) and dL/dV (gv) for each fire variant; KLIF adds dL/dk to gk.
+// v_th / f1: the element's threshold and offset (c.v_th / c.f1, or its channel's).
 template <int SG, int FIRE, int ACT, bool SOFT>
-inline float grad_h(const BackwardConsts& c, float qv, float go, float gv, float& gk) {
+inline float grad_h(const BackwardConsts& c, float qv, float go, float gv, float& gk, float v_th, float f1) {
   if constexpr (FIRE == kCount) {
-    const float sc = qv / c.v_th;
+    const float sc = qv / v_th;
     const float win = (sc >= c.f2 && sc <= c.f3) ? 1.0f : 0.0f;
-    return go * win / c.v_th + gv * (1.0f - c.detach * win);
+    return go * win / v_th + gv * (1.0f - c.detach * win);
   } else {
-    const float sv = qv >= c.v_th ? 1.0f : 0.0f;
-    const float sg = surrogate_grad<SG>(qv - c.v_th, c.a, c.b);
+    const float sv = qv >= v_th ? 1.0f : 0.0f;
+    const float sg = surrogate_grad<SG>(qv - v_th, c.a, c.b);
     if constexpr (is_klif<FIRE>()) {  // qv = F = relu(k H)
       const bool scaled = FIRE == kKlifScaled;
       const float rv = scaled ? qv / c.k : qv;
-      const float thr = scaled ? c.v_th / c.k : c.v_th;
+      const float thr = scaled ? v_th / c.k : v_th;
       const float dv_dr = SOFT ? 1.0f : 1.0f - sv;
       const float dv_ds = SOFT ? -thr : c.vr - rv;
       const float gf = go * sg + gv * (c.detach * dv_ds * sg + dv_dr * (scaled ? 1.0f / c.k : 1.0f));
@@ -263,9 +307,9 @@ inline float grad_h(const BackwardConsts& c, float qv, float go, float gv, float
       gk += dk;
       return pos ? gf * c.k : 0.0f;
     } else {
-      const float hv = FIRE == kOffset ? qv - c.f1 : qv;  // offset: qv = H + v_offset
-      const float dv_dh = SOFT ? 1.0f - c.detach * c.v_th * sg : (1.0f - sv) + c.detach * (c.vr - hv) * sg;
-      const float gout = FIRE == kAnalog ? act_grad<ACT>(qv - c.f1) : sg;
+      const float hv = FIRE == kOffset ? qv - f1 : qv;  // offset: qv = H + v_offset
+      const float dv_dh = SOFT ? 1.0f - c.detach * v_th * sg : (1.0f - sv) + c.detach * (c.vr - hv) * sg;
+      const float gout = FIRE == kAnalog ? act_grad<ACT>(qv - f1) : sg;
       return go * gout + gv * dv_dh;
     }
   }
@@ -274,17 +318,19 @@ inline float grad_h(const BackwardConsts& c, float qv, float go, float gv, float
 // One reverse time step over one block of neurons. A plain function with restrict pointers (not a
 // lambda): captured state hides the access pattern from gcc's vectoriser. FIRST marks t == 0, where
 // V[t-1] is V0 rather than reset(H[t-1]).
-template <int SG, int KIND, int FIRE, int ACT, bool SOFT, bool HAS_GVSEQ, bool FIRST>
+template <int SG, int KIND, int FIRE, int ACT, bool SOFT, bool HAS_GVSEQ, bool FIRST, bool PC>
 inline void backward_step(const BackwardConsts c, std::int64_t len, const float* __restrict ht,
                           const float* __restrict gst, const float* __restrict gvt, const float* __restrict hp,
                           const float* __restrict xt, const float* __restrict v0b, float* __restrict gxt,
-                          float* __restrict carry, float* __restrict gk_acc) {
+                          float* __restrict carry, float* __restrict gk_acc, const float* __restrict thr_b,
+                          const float* __restrict off_b) {
 #pragma omp simd
   for (std::int64_t i = 0; i < len; ++i) {
     float gv = carry[i];
     if constexpr (HAS_GVSEQ) gv += gvt[i];
     float gk = gk_acc[i];
-    const float gh = grad_h<SG, FIRE, ACT, SOFT>(c, ht[i], gst[i], gv, gk);
+    const float gh =
+        grad_h<SG, FIRE, ACT, SOFT>(c, ht[i], gst[i], gv, gk, PC ? thr_b[i] : c.v_th, PC ? off_b[i] : c.f1);
     if constexpr (is_klif<FIRE>()) gk_acc[i] = gk;
     gxt[i] = gh * c.dh_dx;
     if constexpr (KIND == kConstant) {
@@ -310,11 +356,11 @@ inline void backward_step(const BackwardConsts c, std::int64_t len, const float*
   }
 }
 
-template <int SG, int KIND, int FIRE, int ACT, bool SOFT, bool HAS_GVSEQ>
+template <int SG, int KIND, int FIRE, int ACT, bool SOFT, bool HAS_GVSEQ, bool PC>
 void backward_impl(const NeuronParams& p, const StepParams& sp, RecomputeFn recompute, float a, float bpar,
                    const float* gs, const float* gvseq, const float* gvlast, const float* x, const float* v0,
                    float v0_value, float* gx, float* gv0, double* gk_partial, std::int64_t T, std::int64_t N,
-                   int nthreads) {
+                   const Channels ch, int nthreads) {
   const std::int64_t nblocks = (N + kBlock - 1) / kBlock;
   BackwardConsts c;
   c.a = a;
@@ -350,23 +396,25 @@ void backward_impl(const NeuronParams& p, const StepParams& sp, RecomputeFn reco
       float v0blk[kBlock];  // V[-1] of this block: the given v0 or the constant v0_value
       float carry[kBlock];
       float gk_acc[kBlock];
+      float thr_b[PC ? kBlock : 1], off_b[PC ? kBlock : 1];
+      if constexpr (PC) gather_channels(ch, n0, len, thr_b, off_b);
       for (std::int64_t i = 0; i < len; ++i) {
         v0blk[i] = v0 ? v0[n0 + i] : v0_value;
         carry[i] = gvlast ? gvlast[n0 + i] : 0.0f;
         gk_acc[i] = 0.0f;
       }
-      recompute(x + n0, v0blk, hbuf.data(), T, N, len, rp);
+      recompute(x + n0, v0blk, hbuf.data(), T, N, len, rp, thr_b, off_b);
       for (std::int64_t t = T - 1; t >= 0; --t) {
         const std::int64_t o = t * N + n0;
         const float* ht = hbuf.data() + t * kBlock;
         const float* gvt = HAS_GVSEQ ? gvseq + o : nullptr;
         const float* xt = KIND == kPlif ? x + o : nullptr;
         if (t > 0) {
-          backward_step<SG, KIND, FIRE, ACT, SOFT, HAS_GVSEQ, false>(c, len, ht, gs + o, gvt, ht - kBlock, xt, v0blk,
-                                                                     gx + o, carry, gk_acc);
+          backward_step<SG, KIND, FIRE, ACT, SOFT, HAS_GVSEQ, false, PC>(c, len, ht, gs + o, gvt, ht - kBlock, xt,
+                                                                         v0blk, gx + o, carry, gk_acc, thr_b, off_b);
         } else {
-          backward_step<SG, KIND, FIRE, ACT, SOFT, HAS_GVSEQ, true>(c, len, ht, gs + o, gvt, nullptr, xt, v0blk, gx + o,
-                                                                    carry, gk_acc);
+          backward_step<SG, KIND, FIRE, ACT, SOFT, HAS_GVSEQ, true, PC>(c, len, ht, gs + o, gvt, nullptr, xt, v0blk,
+                                                                        gx + o, carry, gk_acc, thr_b, off_b);
         }
       }
       if (gv0)
@@ -385,12 +433,14 @@ void backward(std::uintptr_t gs_, std::uintptr_t gvseq_, std::uintptr_t gvlast_,
               float v0_value, std::uintptr_t gx_, std::uintptr_t gv0_, std::uintptr_t gk_partial_, std::int64_t T,
               std::int64_t N, int mode, float decay, bool decay_input, float v_th, float v_reset, bool soft_reset,
               bool detach_reset, int sg, float a, float b, int nthreads, float p1, float p2, float p3, int fire,
-              int act, float k, float q1, float q2, float q3) {
+              int act, float k, float q1, float q2, float q3, std::uintptr_t pc_, std::int64_t channels,
+              std::int64_t inner) {
   check_variant(mode, fire, act);
+  const Channels ch = channels_of(pc_, channels, inner, fire);
   check(x_ != 0, "neuron_backward needs x (it recomputes H from x and v0)");
   check((mode != 2 && fire != kKlif && fire != kKlifScaled) || gk_partial_,
         "PLIF / KLIF backward needs a gk_partial buffer");
-  const RecomputeFn recompute = select_recompute(mode, fire, decay_input, soft_reset);
+  const RecomputeFn recompute = select_recompute(mode, fire, decay_input, soft_reset, ch.pc != nullptr);
   const NeuronParams p{mode,       decay,        p1, p2, p3, decay_input, v_th, soft_reset ? 0.0f : v_reset,
                        soft_reset, detach_reset, q2, q3};
   const StepParams sp{decay, v_th, v_reset, p1, p2, p3, k, q1};
@@ -399,13 +449,15 @@ void backward(std::uintptr_t gs_, std::uintptr_t gvseq_, std::uintptr_t gvlast_,
     dispatch_variant(mode, fire, act, [&](auto m, auto fi, auto ac) {
       dispatch_bool(soft_reset, [&](auto soft) {
         dispatch_bool(gvseq_ != 0, [&](auto has_gvseq) {
-          constexpr int SG = decltype(fi)::value == kCount ? 0 : decltype(id)::value;
-          backward_impl<SG, kind_of(decltype(m)::value), decltype(fi)::value, decltype(ac)::value,
-                        decltype(soft)::value, decltype(has_gvseq)::value>(
-              p, sp, recompute, a, b, ptr<const float>(gs_), gvseq_ ? ptr<const float>(gvseq_) : nullptr,
-              gvlast_ ? ptr<const float>(gvlast_) : nullptr, ptr<const float>(x_),
-              v0_ ? ptr<const float>(v0_) : nullptr, v0_value, ptr<float>(gx_), gv0_ ? ptr<float>(gv0_) : nullptr,
-              gk_partial_ ? ptr<double>(gk_partial_) : nullptr, T, N, nthreads);
+          dispatch_channels<decltype(fi)::value>(ch.pc != nullptr, [&](auto pcf) {
+            constexpr int SG = decltype(fi)::value == kCount ? 0 : decltype(id)::value;
+            backward_impl<SG, kind_of(decltype(m)::value), decltype(fi)::value, decltype(ac)::value,
+                          decltype(soft)::value, decltype(has_gvseq)::value, decltype(pcf)::value>(
+                p, sp, recompute, a, b, ptr<const float>(gs_), gvseq_ ? ptr<const float>(gvseq_) : nullptr,
+                gvlast_ ? ptr<const float>(gvlast_) : nullptr, ptr<const float>(x_),
+                v0_ ? ptr<const float>(v0_) : nullptr, v0_value, ptr<float>(gx_), gv0_ ? ptr<float>(gv0_) : nullptr,
+                gk_partial_ ? ptr<double>(gk_partial_) : nullptr, T, N, ch, nthreads);
+          });
         });
       });
     });
@@ -420,17 +472,20 @@ void register_neuron(pybind11::module_& m) {
         py::arg("N"), py::arg("mode"), py::arg("decay"), py::arg("decay_input"), py::arg("v_threshold"),
         py::arg("v_reset"), py::arg("soft_reset"), py::arg("nthreads"), py::arg("p1") = 0.0f, py::arg("p2") = 0.0f,
         py::arg("p3") = 0.0f, py::arg("fire") = 0, py::arg("act") = 0, py::arg("k") = 1.0f, py::arg("q1") = 0.0f,
+        py::arg("pc") = 0, py::arg("channels") = 1, py::arg("inner") = 1,
         "Fused multi-step neuron forward on [T, N] float32 buffers (addresses); h and v_seq may be 0; v0 = 0 "
         "starts every neuron at v0_value; p1-p3: QIF's (a0, v_rest, v_c), EIF's (delta_T, theta_rh, v_rest) or leaky's "
         "decay in p1; fire / act / k / q1: "
-        "csrc/neuron_fire.h.");
+        "csrc/neuron_fire.h; pc: 0 or a [2, channels] buffer of per-channel thresholds and offsets (the offset fire), "
+        "neuron n of a row in channel (n / inner) % channels.");
   m.def("neuron_backward", &backward, py::call_guard<py::gil_scoped_release>(), py::arg("grad_spike"),
         py::arg("grad_v_seq"), py::arg("grad_v_last"), py::arg("x"), py::arg("v0"), py::arg("v0_value"),
         py::arg("grad_x"), py::arg("grad_v0"), py::arg("grad_k_partial"), py::arg("T"), py::arg("N"), py::arg("mode"),
         py::arg("decay"), py::arg("decay_input"), py::arg("v_threshold"), py::arg("v_reset"), py::arg("soft_reset"),
         py::arg("detach_reset"), py::arg("surrogate"), py::arg("alpha"), py::arg("beta"), py::arg("nthreads"),
         py::arg("p1") = 0.0f, py::arg("p2") = 0.0f, py::arg("p3") = 0.0f, py::arg("fire") = 0, py::arg("act") = 0,
-        py::arg("k") = 1.0f, py::arg("q1") = 0.0f, py::arg("q2") = 0.0f, py::arg("q3") = 0.0f,
+        py::arg("k") = 1.0f, py::arg("q1") = 0.0f, py::arg("q2") = 0.0f, py::arg("q3") = 0.0f, py::arg("pc") = 0,
+        py::arg("channels") = 1, py::arg("inner") = 1,
         "Reverse-time backward of neuron_forward (recomputes H from x and v0 per block; v0 = 0 means the "
         "constant v0_value); grad_v0 may be 0 (not wanted); grad_k_partial gets one float64 per block of "
         "NEURON_BLOCK neurons.");

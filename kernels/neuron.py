@@ -12,7 +12,9 @@ recomputes it from H[t-1] (or V0). FIRE (csrc/neuron_fire.h): 0 spike, 1 KLIF (F
 read from p_k; H stores F), 2 KLIF with scale_reset, 3 count (ILIF; H stored in fp32 so the gradient window is
 exact), 4 analog output act(H - q1) (LIAF; ACT 0 identity, 1 relu, 2 sigmoid), 5 offset (ActivationAwareIF:
 S = H + q1 >= v_th, reset on H; H stores H + q1). HAS_V0: V0 is a tensor; otherwise
-every neuron starts at the scalar ``v0_value`` (no [N] buffer is made for it).
+every neuron starts at the scalar ``v0_value`` (no [N] buffer is made for it). PER_CHANNEL (the offset fire): v_th
+and q1 come per neuron from p_pc = [thresholds C | offsets C], neuron n in channel (n // inner) % C, loaded once
+per program before the time loop (H is then stored in fp32: no per-channel nudge).
 
 Compiled-code rules (checked for sm_80/sm_90 by tests/test_triton_compile.py): T is never specialised (Triton
 turns an int argument equal to 1 into a constant, and single-step mode is T = 1), offsets are int64 from the
@@ -129,6 +131,19 @@ def _initial_v(p_v0, v0_value, o_n, m_n, HAS_V0: tl.constexpr, BLOCK: tl.constex
 
 
 @triton.jit
+def _channels(p_pc, C, inner, v_th, q1, o_n, m_n, PER_CHANNEL: tl.constexpr):
+    """(threshold, offset) of each neuron: the scalars, or with PER_CHANNEL its channel's from p_pc."""
+    if PER_CHANNEL:
+        o_c = (o_n // inner) % C
+        thr = tl.load(p_pc + o_c, mask=m_n, other=1.0)
+        off = tl.load(p_pc + C + o_c, mask=m_n, other=0.0)
+    else:
+        thr = v_th
+        off = q1
+    return thr, off
+
+
+@triton.jit
 def _saved_h(b_h, b_s, th_up, th_down, NUDGE: tl.constexpr):
     """H as stored for the backward, which recomputes S = (H >= v_th) from it. In a 16-bit dtype rounding could
     move H across the threshold; there the stored value becomes th_up (the smallest stored value >= v_th) for a
@@ -140,11 +155,11 @@ def _saved_h(b_h, b_s, th_up, th_down, NUDGE: tl.constexpr):
 
 @triton.jit(do_not_specialize=["T"])
 def neuron_fwd_kernel(
-    p_x, p_v0, p_s, p_h, p_vseq, p_vlast, p_k,
-    T, N, tau, v_th, v_reset, v0_value, th_up, th_down, p1, p2, p3, q1,
+    p_x, p_v0, p_s, p_h, p_vseq, p_vlast, p_k, p_pc,
+    T, N, C, inner, tau, v_th, v_reset, v0_value, th_up, th_down, p1, p2, p3, q1,
     MODE: tl.constexpr, DECAY_INPUT: tl.constexpr, SOFT_RESET: tl.constexpr, HAS_V0: tl.constexpr,
     STORE_H: tl.constexpr, STORE_V_SEQ: tl.constexpr, NUDGE: tl.constexpr, FIRE: tl.constexpr, ACT: tl.constexpr,
-    BLOCK: tl.constexpr,
+    PER_CHANNEL: tl.constexpr, BLOCK: tl.constexpr,
 ):
     th_up = tl.cast(th_up, tl.float32)
     th_down = tl.cast(th_down, tl.float32)
@@ -168,15 +183,16 @@ def neuron_fwd_kernel(
     else:
         kk = 1.0
     v_reset_decay = 0.0 if SOFT_RESET else v_reset
+    thr, off = _channels(p_pc, C, inner, v_th, q1, o_n, m_n, PER_CHANNEL)
     b_v = _initial_v(p_v0, v0_value, o_n, m_n, HAS_V0, BLOCK)
     o_t = o_n  # int64 running offset: t * N never evaluated in 32 bits
     for t in range(0, T):
         b_x = tl.load(p_x + o_t, mask=m_n, other=0.0).to(tl.float32)
         b_h = _charge(b_v, b_x, decay, v_reset_decay, p1, p2, p3, MODE, DECAY_INPUT)
-        b_q, b_out, b_v = _fire(b_h, kk, v_th, v_reset, q1, SOFT_RESET, FIRE, ACT)
+        b_q, b_out, b_v = _fire(b_h, kk, thr, v_reset, off, SOFT_RESET, FIRE, ACT)
         tl.store(p_s + o_t, b_out.to(p_s.dtype.element_ty), mask=m_n)
         if STORE_H:
-            b_q = _saved_h(b_q, (b_q >= v_th).to(tl.float32), th_up, th_down, NUDGE)
+            b_q = _saved_h(b_q, (b_q >= thr).to(tl.float32), th_up, th_down, NUDGE)
             tl.store(p_h + o_t, b_q.to(p_h.dtype.element_ty), mask=m_n)
         if STORE_V_SEQ:
             tl.store(p_vseq + o_t, b_v.to(p_vseq.dtype.element_ty), mask=m_n)
@@ -238,11 +254,12 @@ def _grad_h(b_q, b_go, b_gv, kk, v_th, vr, sg_a, sg_b, q1, q2, q3, SOFT_RESET: t
 
 @triton.jit(do_not_specialize=["T"])
 def neuron_bwd_kernel(
-    p_gs, p_gvseq, p_gvlast, p_h, p_x, p_v0, p_gx, p_gv0, p_gk, p_k,
-    T, N, tau, v_th, v_reset, v0_value, sg_a, sg_b, p1, p2, p3, q1, q2, q3,
+    p_gs, p_gvseq, p_gvlast, p_h, p_x, p_v0, p_gx, p_gv0, p_gk, p_k, p_pc,
+    T, N, C, inner, tau, v_th, v_reset, v0_value, sg_a, sg_b, p1, p2, p3, q1, q2, q3,
     MODE: tl.constexpr, DECAY_INPUT: tl.constexpr, SOFT_RESET: tl.constexpr, DETACH_RESET: tl.constexpr,
     HAS_V0: tl.constexpr, NEED_GV0: tl.constexpr, HAS_GS: tl.constexpr, HAS_GVSEQ: tl.constexpr,
-    HAS_GVLAST: tl.constexpr, SG: tl.constexpr, FIRE: tl.constexpr, ACT: tl.constexpr, BLOCK: tl.constexpr,
+    HAS_GVLAST: tl.constexpr, SG: tl.constexpr, FIRE: tl.constexpr, ACT: tl.constexpr, PER_CHANNEL: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     tau = tl.cast(tau, tl.float32)
     v_th = tl.cast(v_th, tl.float32)
@@ -284,6 +301,7 @@ def neuron_bwd_kernel(
     else:
         b_carry = tl.zeros([BLOCK], dtype=tl.float32)
     b_gk = tl.zeros([BLOCK], dtype=tl.float32)
+    thr, off = _channels(p_pc, C, inner, v_th, q1, o_n, m_n, PER_CHANNEL)
     o_t = o_n + tl.cast(T - 1, tl.int64) * N  # int64 offsets (T may be a compile-time 1 under other launchers)
     for i in range(0, T):
         t = T - 1 - i
@@ -295,7 +313,7 @@ def neuron_bwd_kernel(
             b_go = tl.load(p_gs + o_t, mask=m_n, other=0.0).to(tl.float32)
         else:
             b_go = tl.zeros([BLOCK], dtype=tl.float32)
-        b_gh, b_gkf = _grad_h(b_h, b_go, b_gv, kk, v_th, vr, sg_a, sg_b, q1, q2, q3, SOFT_RESET, DETACH_RESET, FIRE,
+        b_gh, b_gkf = _grad_h(b_h, b_go, b_gv, kk, thr, vr, sg_a, sg_b, off, q2, q3, SOFT_RESET, DETACH_RESET, FIRE,
                               ACT, SG)
         if FIRE == 1 or FIRE == 2:
             b_gk += tl.where(m_n, b_gkf, 0.0)
@@ -359,16 +377,16 @@ def threshold_neighbours(v_th: float, dtype: torch.dtype):
 
 def neuron_forward(x, v0, k, v0_value: float, mode: int, tau: float, decay_input: bool, v_th: float,
                    v_reset: float, soft_reset: bool, store_h: bool, store_v_seq: bool, block: int = BLOCK,
-                   launch=None, params=(0.0, 0.0, 0.0), fire=(0, 0, 0.0, 0.0, 0.0)):
+                   launch=None, params=(0.0, 0.0, 0.0), fire=(0, 0, 0.0, 0.0, 0.0), pc=None, inner: int = 1):
     """x [T, N] contiguous (fp32/fp16/bf16), v0 [N] or None (every neuron starts at ``v0_value``), k a
     1-element decay tensor (ParametricLIF) or None; ``params``: QIF's (a0, v_rest, v_c) or EIF's (delta_T,
-    theta_rh, v_rest). Returns (spikes, h or None, v_seq or None, v_last); h is in
-    x's dtype (16-bit H keeps the forward's spikes exactly: ``_saved_h``). ``launch(kernel)`` wraps the kernel
-    (torch.library.wrap_triton under torch.compile)."""
+    theta_rh, v_rest); ``pc``: None or [2, C] fp32 per-channel thresholds and offsets (the offset fire; neuron n
+    in channel (n // inner) % C). Returns (spikes, h or None, v_seq or None, v_last); h is in
+    x's dtype (16-bit H keeps the forward's spikes exactly: ``_saved_h``; fp32 for the count and per channel).
+    ``launch(kernel)`` wraps the kernel (torch.library.wrap_triton under torch.compile)."""
     T, N = x.shape
     spikes = torch.empty_like(x)
-    count = fire[0] == 3
-    h_dtype = torch.float32 if count else x.dtype
+    h_dtype = torch.float32 if (fire[0] == 3 or pc is not None) else x.dtype
     h = torch.empty((T, N), dtype=h_dtype, device=x.device) if store_h else None
     nudge = store_h and h_dtype is not torch.float32
     th_up, th_down = threshold_neighbours(float(v_th), x.dtype) if nudge else (float(v_th), float(v_th))
@@ -377,10 +395,11 @@ def neuron_forward(x, v0, k, v0_value: float, mode: int, tau: float, decay_input
     kernel = neuron_fwd_kernel if launch is None else launch(neuron_fwd_kernel)
     kernel[_grid(N, block)](
         x, v0 if v0 is not None else x, spikes, h if store_h else x, v_seq if store_v_seq else x, v_last,
-        k if k is not None else x,
-        T, N, float(tau), float(v_th), float(v_reset), float(v0_value), th_up, th_down, *map(float, params),
-        float(fire[2]), MODE=mode, DECAY_INPUT=decay_input, SOFT_RESET=soft_reset, HAS_V0=v0 is not None,
-        STORE_H=store_h, STORE_V_SEQ=store_v_seq, NUDGE=nudge, FIRE=int(fire[0]), ACT=int(fire[1]), BLOCK=block,
+        k if k is not None else x, pc if pc is not None else x,
+        T, N, pc.shape[1] if pc is not None else 1, inner, float(tau), float(v_th), float(v_reset), float(v0_value),
+        th_up, th_down, *map(float, params), float(fire[2]), MODE=mode, DECAY_INPUT=decay_input,
+        SOFT_RESET=soft_reset, HAS_V0=v0 is not None, STORE_H=store_h, STORE_V_SEQ=store_v_seq, NUDGE=nudge,
+        FIRE=int(fire[0]), ACT=int(fire[1]), PER_CHANNEL=pc is not None, BLOCK=block,
     )
     return spikes, h, v_seq, v_last
 
@@ -388,11 +407,11 @@ def neuron_forward(x, v0, k, v0_value: float, mode: int, tau: float, decay_input
 def neuron_backward(gs, gv_seq, gv_last, h, x, v0, k, v0_value: float, mode: int, tau: float, decay_input: bool,
                     v_th: float, v_reset: float, soft_reset: bool, detach_reset: bool, sg: int, sg_a: float,
                     sg_b: float, need_gv0: bool, block: int = BLOCK, launch=None, params=(0.0, 0.0, 0.0),
-                    fire=(0, 0, 0.0, 0.0, 0.0)):
+                    fire=(0, 0, 0.0, 0.0, 0.0), pc=None, inner: int = 1):
     """Reverse-time backward; every tensor [T, N] / [N] contiguous; gs, gv_seq, gv_last may be None (zero),
-    x is needed for ParametricLIF only. Returns (grad_x in h's dtype, grad_v0 in v0's dtype or None, grad_k [1]
-    fp32: ParametricLIF's decay or KLIF's scale, else None); the arithmetic is fp32, only the stores are in the
-    tensors' dtype (no cast pass after)."""
+    x is needed for ParametricLIF only; ``pc`` / ``inner`` as the forward's. Returns (grad_x in h's dtype, grad_v0
+    in v0's dtype or None, grad_k [1] fp32: ParametricLIF's decay or KLIF's scale, else None); the arithmetic is
+    fp32, only the stores are in the tensors' dtype (no cast pass after)."""
     T, N = h.shape
     gx = torch.empty((T, N), dtype=h.dtype, device=h.device)
     gv0 = torch.empty((N,), dtype=v0.dtype if v0 is not None else h.dtype, device=h.device) if need_gv0 else None
@@ -403,12 +422,12 @@ def neuron_backward(gs, gv_seq, gv_last, h, x, v0, k, v0_value: float, mode: int
     kernel[(nprog,)](
         gs if gs is not None else h, gv_seq if gv_seq is not None else h, gv_last if gv_last is not None else h,
         h, x if x is not None else h, v0 if v0 is not None else h, gx, gv0 if need_gv0 else h,
-        gk if gk is not None else h, k if k is not None else h,
-        T, N, float(tau), float(v_th), float(v_reset), float(v0_value), float(sg_a), float(sg_b),
-        *map(float, params), *map(float, fire[2:]), MODE=mode, DECAY_INPUT=decay_input, SOFT_RESET=soft_reset,
-        DETACH_RESET=detach_reset, HAS_V0=v0 is not None, NEED_GV0=need_gv0, HAS_GS=gs is not None,
-        HAS_GVSEQ=gv_seq is not None, HAS_GVLAST=gv_last is not None, SG=sg, FIRE=int(fire[0]), ACT=int(fire[1]),
-        BLOCK=block,
+        gk if gk is not None else h, k if k is not None else h, pc if pc is not None else h,
+        T, N, pc.shape[1] if pc is not None else 1, inner, float(tau), float(v_th), float(v_reset), float(v0_value),
+        float(sg_a), float(sg_b), *map(float, params), *map(float, fire[2:]), MODE=mode, DECAY_INPUT=decay_input,
+        SOFT_RESET=soft_reset, DETACH_RESET=detach_reset, HAS_V0=v0 is not None, NEED_GV0=need_gv0,
+        HAS_GS=gs is not None, HAS_GVSEQ=gv_seq is not None, HAS_GVLAST=gv_last is not None, SG=sg,
+        FIRE=int(fire[0]), ACT=int(fire[1]), PER_CHANNEL=pc is not None, BLOCK=block,
     )
     return gx, gv0, (gk.sum(0, keepdim=True) if gk is not None else None)
 
@@ -419,14 +438,16 @@ MODES = (0, 1, 2, 3, 4, 5)  # IF, LIF, PLIF, QIF, EIF, leaky (ops/neuron/__init_
 FIRES = (0, 1, 2, 3, 4, 5)  # spike, KLIF, KLIF scale_reset, count, analog, offset (csrc/neuron_fire.h)
 ACTS = (0, 1, 2)  # the analog output's identity, relu, sigmoid
 COMPILE_SPECS = [
-    KernelSpec(neuron_fwd_kernel, data=("p_x", "p_v0", "p_s", "p_h", "p_vseq", "p_vlast"), ints=("T", "N"),
+    KernelSpec(neuron_fwd_kernel, data=("p_x", "p_v0", "p_s", "p_h", "p_vseq", "p_vlast"),
+               ints=("T", "N", "C", "inner"),
                floats=("tau", "v_th", "v_reset", "v0_value", "th_up", "th_down", "p1", "p2", "p3", "q1"),
                constexprs=dict(MODE=MODES, DECAY_INPUT=_FLAGS, SOFT_RESET=_FLAGS, HAS_V0=_FLAGS, STORE_H=_FLAGS,
-                               STORE_V_SEQ=_FLAGS, NUDGE=_FLAGS, FIRE=FIRES, ACT=ACTS, BLOCK=(BLOCK,))),
+                               STORE_V_SEQ=_FLAGS, NUDGE=_FLAGS, FIRE=FIRES, ACT=ACTS, PER_CHANNEL=_FLAGS,
+                               BLOCK=(BLOCK,))),
     KernelSpec(neuron_bwd_kernel, data=("p_gs", "p_gvseq", "p_gvlast", "p_h", "p_x", "p_v0", "p_gx", "p_gv0"),
-               ints=("T", "N"),
+               ints=("T", "N", "C", "inner"),
                floats=("tau", "v_th", "v_reset", "v0_value", "sg_a", "sg_b", "p1", "p2", "p3", "q1", "q2", "q3"),
                constexprs=dict(MODE=MODES, DECAY_INPUT=_FLAGS, SOFT_RESET=_FLAGS, DETACH_RESET=_FLAGS,
                                HAS_V0=_FLAGS, NEED_GV0=_FLAGS, HAS_GS=_FLAGS, HAS_GVSEQ=_FLAGS, HAS_GVLAST=_FLAGS,
-                               SG=tuple(range(14)), FIRE=FIRES, ACT=ACTS, BLOCK=(BLOCK,))),
+                               SG=tuple(range(14)), FIRE=FIRES, ACT=ACTS, PER_CHANNEL=_FLAGS, BLOCK=(BLOCK,))),
 ]

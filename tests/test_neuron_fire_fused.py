@@ -94,6 +94,11 @@ MODULES = [
     ("ActivationAwareIFNode", dict(v_offset=0.2), 5),
     ("ActivationAwareIFNode", dict(v_threshold=0.8, v_offset=-0.1, v_reset=0.0, detach_reset=True,
                                    surrogate_function=sg.ATan()), 5),
+    # per-channel thresholds / offsets: along the last axis of a step [4, 9], then along its first (N)
+    ("ActivationAwareIFNode", dict(v_threshold=torch.linspace(0.5, 1.5, 9), v_offset=torch.linspace(-0.3, 0.3, 9)),
+     5),
+    ("ActivationAwareIFNode", dict(v_threshold=torch.tensor([0.6, 1.2, 0.9, 1.4]), v_offset=0.1, channel_dim=0,
+                                   v_reset=0.0, detach_reset=True, surrogate_function=sg.ATan()), 5),
 ]
 MODULE_IDS = [f"{n}-{i}" for i, (n, _, _) in enumerate(MODULES)]
 
@@ -120,8 +125,9 @@ def test_module_fused_matches_python_path(op_calls, step_mode, name, kw, fire):
 
 
 def test_unfused_configurations_take_the_python_path(op_calls):
-    aaif = neuron.ActivationAwareIFNode(v_threshold=torch.tensor([0.5, 1.0, 1.5, 0.8, 1.2]), step_mode="m")
-    aaif(torch.randn(3, 2, 5, device=DEVICE))  # per-channel thresholds: the Python step
+    aaif = neuron.ActivationAwareIFNode(v_threshold=torch.tensor([0.5, 1.0, 1.5, 0.8, 1.2]), step_mode="m",
+                                        surrogate_function=sg.Sigmoid(spiking=False))
+    aaif.to(DEVICE)(torch.randn(3, 2, 5, device=DEVICE))  # an unfused surrogate: the Python step
     assert not op_calls
     x = torch.randn(3, 2, 5, device=DEVICE) + 0.5
     for node in (neuron.LIAFNode(torch.tanh, True, step_mode="m"), neuron.LIAFNode(nn.ReLU(inplace=True), False),
@@ -147,6 +153,10 @@ def test_unfused_configurations_take_the_python_path(op_calls):
     ("ILIFNode", {"detach_reset": True}, ("MultiLevelSpikeCount", {"max_spike_count": 3, "grad_window": (0.5, 2.5)})),
     ("ActivationAwareIFNode", {"v_offset": 0.2}, "Sigmoid"),
     ("ActivationAwareIFNode", {"v_offset": -0.1, "v_reset": 0.0, "detach_reset": True}, "ATan"),
+    ("ActivationAwareIFNode", {"v_threshold": torch.linspace(0.5, 1.5, 7), "v_offset": torch.linspace(-0.2, 0.2, 7)},
+     "Sigmoid"),
+    ("ActivationAwareIFNode", {"v_threshold": torch.tensor([0.7, 1.0, 1.3]), "v_offset": -0.1, "channel_dim": 0,
+                               "v_reset": 0.0, "detach_reset": True}, "PiecewiseQuadratic"),
 ])
 def test_module_matches_spikingjelly(op_calls, backend, step_mode, name, kw, sgspec):
     ref, ours = pair(name, sg=sgspec, step_mode=step_mode, store_v_seq=step_mode == "m", **kw)
@@ -181,3 +191,44 @@ def test_liaf_multi_step_equals_single_steps(op_calls):
     s = torch.stack([s_node(t) for t in x])
     assert_close("outputs", m, s, 1e-6)
     assert {c[1] for c in op_calls} == {4} and len(op_calls) == 1 + x.shape[0]
+
+
+@pytest.fixture
+def pc_calls(monkeypatch):
+    """For every call into the fused op: (fire, the per-channel [2, C] tensor's shape or None, inner)."""
+    calls = []
+    for op in neuron_autograd.OPS.values():
+        for owner, attr in ((op.function, "apply"), (op, "_apply")):
+            if hasattr(owner, attr):
+                real = getattr(owner, attr)
+                monkeypatch.setattr(owner, attr, lambda *a, _r=real: calls.append(
+                    (a[FIRE_ARG], None if a[-2] is None else tuple(a[-2].shape), a[-1])) or _r(*a))
+    return calls
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("backend", ["cpp", "triton"])
+@pytest.mark.parametrize("step_mode", ["s", "m"])
+@pytest.mark.parametrize("channel_dim,v_reset", [(1, None), (-3, 0.0)])
+def test_aaif_per_channel_conv_layout_matches_spikingjelly(pc_calls, backend, step_mode, channel_dim, v_reset):
+    """Per-channel thresholds and offsets of a conv activation [N, C, H, W] (channel_dim 1, or -3 from the end) on
+    the fused op (the spy sees the [2, C] tensor and the inner size H W), equal to SpikingJelly's Python step."""
+    C = 4
+    ref, ours = pair("ActivationAwareIFNode", sg="ATan", step_mode=step_mode, store_v_seq=step_mode == "m",
+                     v_threshold=torch.linspace(0.6, 1.4, C), v_offset=torch.tensor([0.1, -0.2, 0.0, 0.25]),
+                     channel_dim=channel_dim, v_reset=v_reset)
+    ours.backend = backend
+    xs = [x.to(DEVICE) for x in _inputs(11, (5, 2, C, 3, 5))]
+    compare(ref, ours, xs, step_mode)
+    steps = 2 * 5 if step_mode == "s" else 2
+    assert pc_calls == [(5, (2, C), 15)] * steps, pc_calls
+
+
+def test_aaif_per_channel_module_errors():
+    """The module's own checks of the channel axis (as SpikingJelly words them), before the fused op."""
+    node = neuron.ActivationAwareIFNode(v_threshold=torch.ones(3), channel_dim=2, step_mode="m")
+    with pytest.raises(ValueError, match="channel_dim=2 is out of range"):
+        node(torch.zeros(2, 4, 3))
+    node = neuron.ActivationAwareIFNode(v_offset=torch.zeros(5), step_mode="s")
+    with pytest.raises(ValueError, match="v_offset has length 5"):
+        node(torch.zeros(4, 3))

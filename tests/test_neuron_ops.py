@@ -484,3 +484,140 @@ def test_fire_variants_under_torch_compile(backend, fire_id, kw):
         outs.append((s, loss, xr.grad, vr.grad, kr.grad if kr is not None else None))
     for a, b in zip(*outs):
         assert (a is None and b is None) or torch.allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+# ------------------------------------------------------------- ActivationAwareIF's per-channel thresholds / offsets
+def _channel_kw(C, channel_dim=2, thr=True, off=True, seed=3):
+    """fire='offset' with 1-D thresholds in [0.5, 1.5) and offsets in [-0.3, 0.3) (or scalars) along channel_dim."""
+    g = torch.Generator().manual_seed(seed)
+    return dict(mode="if", fire="offset", channel_dim=channel_dim,
+                v_threshold=torch.rand(C, generator=g) + 0.5 if thr else 0.9,
+                v_offset=torch.rand(C, generator=g) * 0.6 - 0.3 if off else 0.1)
+
+
+def test_per_channel_reference_equals_one_scalar_run_per_channel():
+    """The reference with 1-D thresholds / offsets equals the scalar op run on each channel alone."""
+    x, v0, grads = _inputs(5, (2, 4, 6))
+    kw = _channel_kw(4)
+    for v_reset in (None, 0.0):
+        s, v, vs = multistep_neuron(x, v0, store_v_seq=True, backend="torch", v_reset=v_reset, **kw)
+        for c in range(4):
+            sc, vc, vsc = multistep_neuron(x[:, :, c], v0[:, c], mode="if", fire="offset", store_v_seq=True,
+                                           backend="torch", v_reset=v_reset, v_threshold=float(kw["v_threshold"][c]),
+                                           v_offset=float(kw["v_offset"][c]))
+            assert torch.equal(s[:, :, c], sc) and torch.equal(v[:, c], vc) and torch.equal(vs[:, :, c], vsc)
+
+
+PC_FLAGS = [(vr, det) for vr in (0.0, -0.2, None) for det in (False, True)]
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("v_reset,detach", PC_FLAGS, ids=[f"vr{vr}-det{d}" for vr, d in PC_FLAGS])
+def test_per_channel_offset(backend, v_reset, detach):
+    """Per-channel thresholds and offsets on the fused kernels: soft and hard reset, detach_reset, outputs, states
+    and gradients of x and V0 against the reference."""
+    x, v0, grads = _inputs(6, (3, 5, 9))
+    ref = _compare_fire(backend, x, v0, grads, dict(_channel_kw(5), v_reset=v_reset, detach_reset=detach,
+                                                    surrogate_function=sg.Sigmoid()))
+    # a channel-dependent result: the same input with the mean threshold fires differently
+    mean = multistep_neuron(x, v0, mode="if", fire="offset", v_threshold=0.9, v_offset=0.0, v_reset=v_reset,
+                            backend="torch")[0]
+    assert not torch.equal(ref[0], mean)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("surrogate", SURROGATES, ids=[type(s).__name__ for s in SURROGATES])
+def test_per_channel_every_surrogate(backend, surrogate):
+    x, v0, grads = _inputs(4, (2, 3, 11), scale=2.0)
+    for v_reset in (0.0, None):
+        _compare_fire(backend, x, v0, grads, dict(_channel_kw(3), v_reset=v_reset, surrogate_function=surrogate))
+
+
+PC_SHAPES = [(1, (4, 5), 1), (3, (2, 3, 700), 2), (2, (1300, 3), -1), (1, (2, 3, 4, 100), 2), (3, (5, 2, 7), 1)]
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("T,shape,channel_dim", PC_SHAPES,
+                         ids=["T1-dim1", "T3-N4200-dim2", "T2-N3900-last", "T1-N2400-4d", "T3-batch-dim"])
+def test_per_channel_shapes(backend, T, shape, channel_dim):
+    """T = 1, more neurons than one Triton program (1024) and several C++ blocks (256), the channel axis first,
+    inner or last, V0 a tensor or a number, one of threshold / offset a number."""
+    x, v0, grads = _inputs(T, shape)
+    C = shape[channel_dim if channel_dim < 0 else channel_dim - 1]
+    for thr, off in ((True, True), (True, False), (False, True)):
+        kw = dict(_channel_kw(C, channel_dim, thr, off), v_reset=0.0, surrogate_function=sg.ATan())
+        _compare_fire(backend, x, v0, grads, kw)
+    _compare_fire(backend, x, 0.25, grads, dict(kw, v_reset=None), store_v_seq=False)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_per_channel_half_precision(backend, dtype):
+    x, v0, grads = _inputs(4, (2, 3, 33), dtype)
+    kw = dict(_channel_kw(3), v_reset=-0.1, surrogate_function=sg.Sigmoid())
+    for v_reset in (-0.1, None):
+        kw["v_reset"] = v_reset
+        ref, out = _run_fire("torch", x, v0, None, grads, **kw), _run_fire(backend, x, v0, None, grads, **kw)
+        assert out[0].dtype == dtype and out[3].dtype == dtype and out[4].dtype == dtype
+        assert torch.equal(ref[0], out[0])
+        for name, r, o in zip(["v_last", "v_seq", "grad_x", "grad_v0"], ref[1:5], out[1:5]):
+            assert_close(name, r, o, TOL[dtype])
+
+
+@pytest.mark.parametrize("backend", ["torch", *KERNEL_BACKENDS])
+def test_per_channel_channels_last(backend):
+    """channels_last [T, N, C, H, W] (C innermost in memory) with thresholds along C: outputs keep the layout and
+    equal the contiguous run."""
+    T, N, C, H, W = 3, 2, 5, 4, 7
+    x = (torch.randn(T * N, C, H, W) * 1.5 + 0.3).to(memory_format=torch.channels_last).view(T, N, C, H, W)
+    assert not x.is_contiguous()
+    kw = dict(_channel_kw(C), v_reset=None, surrogate_function=sg.ATan(), store_v_seq=True, backend=backend)
+    xl, xc = x.clone().requires_grad_(), x.contiguous().requires_grad_()
+    s, v, vs = multistep_neuron(xl, 0.1, **kw)
+    sc, vc, vsc = multistep_neuron(xc, 0.1, **kw)
+    assert s.stride() == x.stride()
+    assert torch.equal(s, sc) and 0 < s.sum() < s.numel()
+    assert_close("v_last", vc, v, TOL[torch.float32])
+    assert_close("v_seq", vsc, vs, TOL[torch.float32])
+    g = torch.randn_like(sc)
+    (gl,) = torch.autograd.grad((s * g).sum() + vs.sum(), xl)
+    (gc,) = torch.autograd.grad((sc * g).sum() + vsc.sum(), xc)
+    assert_close("grad_x", gc, gl, TOL[torch.float32])
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(fire="spike", v_threshold=torch.ones(3)), "take fire='offset'"),
+    (dict(v_threshold=torch.ones(4)), "v_threshold must be a number or a 1-D tensor of 3"),
+    (dict(v_offset=torch.zeros(1, 3)), "v_offset must be a number or a 1-D tensor"),
+    (dict(v_threshold=torch.ones(3), channel_dim=0), "channel_dim=0"),
+    (dict(v_threshold=torch.ones(3), channel_dim=3), "channel_dim=3"),
+    (dict(v_threshold=torch.ones(3), v_offset=float("nan")), "v_offset"),
+])
+def test_per_channel_bad_arguments(kw, match):
+    kw = dict(dict(mode="if", fire="offset", channel_dim=-1), **kw)
+    with pytest.raises(ValueError, match=match):
+        multistep_neuron(torch.zeros(2, 4, 3), 0.0, backend="cpp", **kw)
+    with pytest.raises(TypeError, match="channel_dim"):
+        multistep_neuron(torch.zeros(2, 4, 3), 0.0, backend="cpp", mode="if", fire="offset",
+                         v_threshold=torch.ones(3), channel_dim=2.0)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_per_channel_under_torch_compile(backend):
+    """The custom ops take the per-channel tensor and its inner size (schema, fakes, backward)."""
+    torch._dynamo.reset()
+    x, v0, grads = _inputs(4, (2, 3, 5))
+    kw = dict(_channel_kw(3), v_reset=None, backend=backend)
+
+    def f(x, v0, thr):
+        s, v, v_seq = multistep_neuron(x, v0, store_v_seq=True, **dict(kw, v_threshold=thr))
+        return (s * grads[0]).sum() + (v * grads[1]).sum() + (v_seq * grads[2]).sum(), s
+
+    outs = []
+    for fn in (f, torch.compile(f, fullgraph=True)):
+        xr, vr = x.clone().requires_grad_(), v0.clone().requires_grad_()
+        loss, s = fn(xr, vr, kw["v_threshold"])
+        loss.backward()
+        outs.append((s, loss, xr.grad, vr.grad))
+    for a, b in zip(*outs):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-6)

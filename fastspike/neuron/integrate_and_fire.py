@@ -7,8 +7,9 @@ the per-step functions of fastspike.neuron.dynamics:
 * ``HalfThresholdIFNode``: IF with soft reset whose membrane starts (and resets) at v_threshold / 2, so a
   converted ANN's activations round to the nearest spike count instead of down.
 * ``ActivationAwareIFNode``: IF whose firing test is H + v_offset >= v_threshold, with scalar or per-channel
-  thresholds and offsets (buffers ``v_threshold`` and ``v_offset``), for ANN-to-SNN conversion. With scalar ones
-  and a fused surrogate both step modes run the fused op (ops.multistep_neuron, mode 'if', fire 'offset').
+  thresholds and offsets (buffers ``v_threshold`` and ``v_offset``), for ANN-to-SNN conversion. With a fused
+  surrogate both step modes run the fused op (ops.multistep_neuron, mode 'if', fire 'offset'), scalar or per-channel
+  thresholds and offsets alike (the per-channel ones as 1-D tensors along the op's ``channel_dim``).
 """
 from __future__ import annotations
 
@@ -120,17 +121,22 @@ class ActivationAwareIFNode(MemoryModule):
         super().reset()
         self.v_seq = None
 
+    def _channel_axis(self, param: torch.Tensor, shape, name: str) -> int:
+        """The channel dimension of one input step of ``shape`` for a 1-D ``param``, checked."""
+        dim = self.channel_dim + len(shape) if self.channel_dim < 0 else self.channel_dim
+        if not 0 <= dim < len(shape):
+            raise ValueError(f"ActivationAwareIFNode: channel_dim={self.channel_dim} is out of range for an input "
+                             f"step with {len(shape)} dimensions.")
+        if param.numel() != shape[dim]:
+            raise ValueError(f"ActivationAwareIFNode: {name} has length {param.numel()}, but the input step of shape "
+                             f"{tuple(shape)} has {shape[dim]} channels at channel_dim={self.channel_dim}.")
+        return dim
+
     def _per_channel(self, param: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
         param = param.to(device=x.device, dtype=x.dtype)
         if param.dim() == 0:
             return param
-        dim = self.channel_dim + x.dim() if self.channel_dim < 0 else self.channel_dim
-        if not 0 <= dim < x.dim():
-            raise ValueError(f"ActivationAwareIFNode: channel_dim={self.channel_dim} is out of range for an input "
-                             f"step with {x.dim()} dimensions.")
-        if param.numel() != x.shape[dim]:
-            raise ValueError(f"ActivationAwareIFNode: {name} has length {param.numel()}, but the input step of shape "
-                             f"{tuple(x.shape)} has {x.shape[dim]} channels at channel_dim={self.channel_dim}.")
+        dim = self._channel_axis(param, x.shape, name)
         shape = [1] * x.dim()
         shape[dim] = param.numel()
         return param.view(shape)
@@ -140,29 +146,44 @@ class ActivationAwareIFNode(MemoryModule):
                 *states[1:])
 
     def _op_kwargs(self) -> Optional[dict]:
-        """The fused op's arguments (multistep_neuron, mode 'if', fire 'offset') when it can run this neuron:
-        scalar threshold and offset, a fused surrogate, no subclass redefining the step; else None. The buffers are
-        read per call (one host sync per call on CUDA)."""
+        """The fused op's arguments (multistep_neuron, mode 'if', fire 'offset') when it can run this neuron: a
+        fused surrogate, no subclass redefining the step; else None. Scalar buffers are read per call (one host sync
+        per call on CUDA); 1-D ones go to the op as tensors (no sync), along the op's ``channel_dim`` (the module's
+        counts one step's dimensions, the op's x_seq's, so a non-negative one moves up by one)."""
         cls = type(self)
         if (cls.single_step_functional_forward is not ActivationAwareIFNode.single_step_functional_forward
                 or cls.multi_step_functional_forward is not ActivationAwareIFNode.multi_step_functional_forward
-                or self.v_threshold.dim() or self.v_offset.dim()):
+                or self.v_threshold.dim() > 1 or self.v_offset.dim() > 1):
             return None
         spec = getattr(self.surrogate_function, "kernel_spec", None)
         if spec is None or spec() is None:
             return None
-        thr, off = float(self.v_threshold), float(self.v_offset)
-        if not (math.isfinite(thr) and math.isfinite(off)):
-            return None
-        return dict(mode="if", fire="offset", v_threshold=thr, v_offset=off, v_reset=self.v_reset,
+        params = []
+        for buf in (self.v_threshold, self.v_offset):
+            if buf.dim():
+                params.append(buf)
+                continue
+            value = float(buf)
+            if not math.isfinite(value):
+                return None
+            params.append(value)
+        return dict(mode="if", fire="offset", v_threshold=params[0], v_offset=params[1], v_reset=self.v_reset,
                     surrogate_function=self.surrogate_function, detach_reset=self.detach_reset,
+                    channel_dim=self.channel_dim if self.channel_dim < 0 else self.channel_dim + 1,
                     backend=getattr(self, "backend", "auto"))
+
+    def _check_channels(self, kw: dict, step_shape) -> dict:
+        """``kw`` after the module's own checks of 1-D thresholds / offsets against one input step's shape."""
+        for name in ("v_threshold", "v_offset"):
+            if isinstance(kw[name], torch.Tensor):
+                self._channel_axis(kw[name], step_shape, name)
+        return kw
 
     def single_step_functional_forward(self, inputs, states, **kwargs):
         x = inputs[0]
         kw = self._op_kwargs() if len(inputs) == 1 else None
         if kw is not None:
-            spikes, v, _ = multistep_neuron(x.unsqueeze(0), states[0], **kw)
+            spikes, v, _ = multistep_neuron(x.unsqueeze(0), states[0], **self._check_channels(kw, x.shape))
             return (spikes[0],), (v, *states[1:])
         spike, v = activation_aware_if_step(x, states[0], self._per_channel(self.v_threshold, x, "v_threshold"),
                                             self._per_channel(self.v_offset, x, "v_offset"), self.v_reset,
@@ -173,7 +194,7 @@ class ActivationAwareIFNode(MemoryModule):
         kw = self._op_kwargs() if len(inputs) == 1 else None
         if kw is None:
             return super().multi_step_functional_forward(inputs, states, **kwargs)
-        spikes, v, _ = multistep_neuron(inputs[0], states[0], **kw)
+        spikes, v, _ = multistep_neuron(inputs[0], states[0], **self._check_channels(kw, inputs[0].shape[1:]))
         return (spikes,), (v, *states[1:])
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
@@ -183,6 +204,7 @@ class ActivationAwareIFNode(MemoryModule):
         states = self.materialize_states((x_seq, *args), tuple(self._memories.values()), "m")
         kw = self._op_kwargs() if not args else None
         if kw is not None:
+            kw = self._check_channels(kw, x_seq.shape[1:])
             spikes, v, v_seq = multistep_neuron(x_seq, states[0], store_v_seq=True, **kw)
             self._store_states((v, *states[1:]))
             self.v_seq = v_seq

@@ -118,6 +118,49 @@ def _fire_params(fire: str, mode: str, v_threshold, v_reset, fire_args) -> Tuple
     return 0, 0, 0.0, 0.0, 0.0
 
 
+def _channels(x_seq: torch.Tensor, v_threshold, v_offset, channel_dim, fire: str):
+    """None for scalar thresholds and offsets; else (pc, dim): pc the [2, C] float32 thresholds and offsets on
+    x_seq's device, dim the channel dimension of x_seq (>= 1)."""
+    if not (isinstance(v_threshold, torch.Tensor) or isinstance(v_offset, torch.Tensor)):
+        return None
+    if fire != "offset":
+        raise ValueError(f"per-channel v_threshold / v_offset tensors take fire='offset', but got fire={fire!r}.")
+    if isinstance(channel_dim, bool) or not isinstance(channel_dim, int):
+        raise TypeError(f"channel_dim must be an int, but got {channel_dim!r}.")
+    dim = channel_dim + x_seq.ndim if channel_dim < 0 else channel_dim
+    if not 1 <= dim < x_seq.ndim:
+        raise ValueError(f"channel_dim={channel_dim} must name a dimension of x_seq {tuple(x_seq.shape)} after T.")
+    C = x_seq.shape[dim]
+    rows = []
+    for name, value in (("v_threshold", v_threshold), ("v_offset", v_offset)):
+        if isinstance(value, torch.Tensor):
+            if value.ndim != 1 or value.numel() != C or value.is_complex():
+                raise ValueError(f"{name} must be a number or a 1-D tensor of {C} values (x_seq's dimension "
+                                 f"{channel_dim}), but got a tensor of shape {tuple(value.shape)}.")
+            rows.append(value.detach().to(device=x_seq.device, dtype=torch.float32))
+        else:
+            _finite(name, value)
+            rows.append(torch.full((C,), float(value), dtype=torch.float32, device=x_seq.device))
+    return torch.stack(rows), dim
+
+
+def _channel_views(x_seq: torch.Tensor, channels, perm) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The reference's thresholds and offsets: views that broadcast over one step of x_seq (after ``perm``)."""
+    pc, dim = channels
+    pos = perm.index(dim) if perm is not None else dim
+    shape = [1] * (x_seq.ndim - 1)
+    shape[pos - 1] = pc.shape[1]
+    pc = pc.to(torch.float64 if x_seq.dtype == torch.float64 else torch.float32)
+    return pc[0].view(shape), pc[1].view(shape)
+
+
+def _inner(x_seq: torch.Tensor, dim: int, perm) -> int:
+    """Neurons per channel step in x_seq's contiguous (possibly permuted) layout: neuron n is in channel
+    (n // inner) % C."""
+    pos = perm.index(dim) if perm is not None else dim
+    return math.prod(x_seq.shape[pos + 1:])
+
+
 @functools.lru_cache(maxsize=512)
 def _config(mode: str, tau, decay_input, v_threshold, v_reset, detach_reset, spec, params=None, fire="spike",
             fire_args=(False, 4, (0.0, 4.0), "relu", True, 0.0)) -> NeuronConfig:
@@ -148,7 +191,7 @@ def multistep_neuron(
     tau: float = 2.0,
     w: Optional[torch.Tensor] = None,
     decay_input: bool = True,
-    v_threshold: float = 1.0,
+    v_threshold: Union[float, torch.Tensor] = 1.0,
     v_reset: Optional[float] = 0.0,
     surrogate_function=None,
     detach_reset: bool = False,
@@ -166,7 +209,8 @@ def multistep_neuron(
     grad_window: Optional[Tuple[float, float]] = None,
     act: str = "relu",
     threshold_related: bool = True,
-    v_offset: float = 0.0,
+    v_offset: Union[float, torch.Tensor] = 0.0,
+    channel_dim: int = 1,
 ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """Run an IF ('if'), LIF ('lif'), ParametricLIF ('plif', decay sigmoid(w)), quadratic IF ('qif':
     H = V + (X + a0 (V - v_rest)(V - v_c)) / tau) or exponential IF ('eif': H = V + (X + v_rest - V
@@ -179,7 +223,10 @@ def multistep_neuron(
     max_spike_count)), gradient 1 / v_threshold where H / v_threshold lies in ``grad_window``, default [0,
     max_spike_count]; the surrogate is not used); 'analog' (LIAF, mode 'lif': the first output is act(H - v_threshold)
     with ``threshold_related``, else act(H), act 'identity', 'relu' or 'sigmoid'; the spike only resets); 'offset'
-    (ActivationAwareIF, mode 'if': S = Heaviside(H + v_offset - v_threshold), V reset from H).
+    (ActivationAwareIF, mode 'if': S = Heaviside(H + v_offset - v_threshold), V reset from H). With fire='offset',
+    ``v_threshold`` and ``v_offset`` may also be 1-D tensors with one value per channel, the channels being dimension
+    ``channel_dim`` of x_seq (1: [T, N, C, ...] is per C; -1: the last); they get no gradient, and their values are not
+    checked (a NaN compares false, as in the reference).
 
     v_init: the membrane potential before the first step, a tensor of shape x_seq.shape[1:] or a number
     (the same start for every neuron; it gets no gradient). Returns (spike_seq [T, *], v_last [*],
@@ -227,6 +274,10 @@ def multistep_neuron(
     config = _config.__wrapped__ if torch.compiler.is_compiling() else _config
     nonlinear = (a0, v_c, delta_T, theta_rh, v_rest) if mode in ("qif", "eif") else None
     fire_args = (bool(scale_reset), max_spike_count, tuple(grad_window), act, bool(threshold_related), v_offset)
+    channels = _channels(x_seq, v_threshold, v_offset, channel_dim, fire)
+    if channels is not None:  # the configuration's scalars are then unused placeholders
+        v_threshold, v_offset = 1.0, 0.0
+        fire_args = fire_args[:-1] + (0.0,)
     cfg = config(mode, tau, decay_input, v_threshold, v_reset, detach_reset, spec or (0, (0.0, 0.0)), nonlinear, fire,
                  fire_args)
     perm = memory_order(x_seq)
@@ -237,6 +288,8 @@ def multistep_neuron(
     if name == "torch" or x_seq.numel() == 0:
         if v0 is None:
             v0 = torch.full(x_seq.shape[1:], v0_value, dtype=x_seq.dtype, device=x_seq.device)
+        if channels is not None:  # broadcast views over one step in x_seq's (possibly permuted) order
+            v_threshold, v_offset = _channel_views(x_seq, channels, perm)
         spikes, v_last, v_seq = reference.multistep_neuron(x_seq, v0, mode, tau, w, decay_input, v_threshold,
                                                            v_reset, surrogate_function, detach_reset, store_v_seq,
                                                            a0=a0, v_c=v_c, delta_T=delta_T, theta_rh=theta_rh,
@@ -254,7 +307,8 @@ def multistep_neuron(
         kt = torch.sigmoid(w.reshape(())) if cfg.mode == 2 else (k.reshape(()) if cfg.fire in (1, 2) else None)
         need_grad = torch.is_grad_enabled() and (x_seq.requires_grad or (v0 is not None and v0.requires_grad)
                                                  or (kt is not None and kt.requires_grad))
-        spikes, v_last, v_seq, _ = OPS[name](x_seq, v0, kt, v0_value, *cfg, store_v_seq, need_grad)
+        pc, inner = (None, 1) if channels is None else (channels[0], _inner(x_seq, channels[1], perm))
+        spikes, v_last, v_seq, _ = OPS[name](x_seq, v0, kt, v0_value, *cfg, store_v_seq, need_grad, pc, inner)
         v_seq = v_seq if store_v_seq else None
     if spec is not None and fire in ("spike", "klif"):  # a fused surrogate: the forward is Heaviside, binary spikes
         mark_binary(spikes)

@@ -2,7 +2,9 @@
 backend as custom ops, and one autograd formula.
 
 Forward inputs: x [T, *], v0 [*] or None (then every neuron starts at ``v0_value``), k (ParametricLIF's decay
-sigmoid(w), a 0-d tensor) or None, then the configuration as scalars (``CONFIG``). Forward outputs: spikes
+sigmoid(w), a 0-d tensor) or None, then the configuration as scalars (``CONFIG``), store_v_seq, need_grad, and
+last ``pc`` (None, or the offset fire's per-channel thresholds and offsets, [2, C] float32) with ``inner`` (neuron
+n of a step, flattened in x's layout, is in channel (n // inner) % C). Forward outputs: spikes
 [T, *], V after the last step [*], V after every step [T, *] (empty unless ``store_v_seq``) and what the
 backward reads besides x (Triton: H [T, N] in x's dtype; C++: None, its backward recomputes H from x).
 """
@@ -50,11 +52,12 @@ def _klif_k(k: Optional[Tensor], fire: int) -> float:
 def _cpp_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], v0_value: float, mode: int, tau: float,
                  decay_input: bool, v_threshold: float, v_reset: float, soft_reset: bool, detach_reset: bool,
                  sg: int, sg_a: float, sg_b: float, p1: float, p2: float, p3: float, fire: int, act: int,
-                 q1: float, q2: float, q3: float, store_v_seq: bool, need_grad: bool) -> _Fwd:
+                 q1: float, q2: float, q3: float, store_v_seq: bool, need_grad: bool, pc: Optional[Tensor],
+                 inner: int) -> _Fwd:
     decay = _plif_decay(k) if mode == 2 else tau
     spikes, v_seq, v_last = cpu.forward(_alloc.f32(x), _alloc.f32(v0), v0_value, decay, mode, decay_input, v_threshold,
                                         v_reset, soft_reset, store_v_seq, (p1, p2, p3),
-                                        (fire, act, _klif_k(k, fire), q1))
+                                        (fire, act, _klif_k(k, fire), q1), pc, inner)
     if x.dtype is not torch.float32:
         spikes, v_last = spikes.to(x.dtype), v_last.to(x.dtype)
         v_seq = v_seq.to(x.dtype) if v_seq is not None else None
@@ -66,13 +69,13 @@ def _cpp_backward(gs: Optional[Tensor], gv_seq: Optional[Tensor], gv_last: Optio
                   tau: float, decay_input: bool, v_threshold: float, v_reset: float, soft_reset: bool,
                   detach_reset: bool, sg: int, sg_a: float, sg_b: float, p1: float, p2: float, p3: float,
                   fire: int, act: int, q1: float, q2: float, q3: float,
-                  need_gv0: bool) -> Tuple[Tensor, Tensor, Tensor]:
+                  need_gv0: bool, pc: Optional[Tensor], inner: int) -> Tuple[Tensor, Tensor, Tensor]:
     assert x is not None, "the C++ backward recomputes H from x"
     decay = _plif_decay(k) if mode == 2 else tau
     f32 = _alloc.f32
     gx, gv0, gk = cpu.backward(f32(gs), f32(gv_seq), f32(gv_last), f32(x), f32(v0), v0_value, decay, mode, decay_input,
                                v_threshold, v_reset, soft_reset, detach_reset, sg, sg_a, sg_b, need_gv0, (p1, p2, p3),
-                               (fire, act, _klif_k(k, fire), q1, q2, q3))
+                               (fire, act, _klif_k(k, fire), q1, q2, q3), pc, inner)
     return gx, gv0, gk
 
 
@@ -80,7 +83,8 @@ def _cpp_backward(gs: Optional[Tensor], gv_seq: Optional[Tensor], gv_last: Optio
 def _triton_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], v0_value: float, mode: int, tau: float,
                     decay_input: bool, v_threshold: float, v_reset: float, soft_reset: bool, detach_reset: bool,
                     sg: int, sg_a: float, sg_b: float, p1: float, p2: float, p3: float, fire: int, act: int,
-                    q1: float, q2: float, q3: float, store_v_seq: bool, need_grad: bool) -> _Fwd:
+                    q1: float, q2: float, q3: float, store_v_seq: bool, need_grad: bool, pc: Optional[Tensor],
+                    inner: int) -> _Fwd:
     K = _kernels.load("neuron")
     T = x.shape[0]
     x2 = x.reshape(T, -1).contiguous()
@@ -88,8 +92,8 @@ def _triton_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], v0_val
     k1 = k.detach().float().reshape(1) if k is not None else None
     spikes, h, v_seq, v_last = K.neuron_forward(x2, v02, k1, v0_value, mode, tau, decay_input, v_threshold,
                                                 v_reset, soft_reset, need_grad, store_v_seq,
-                                                params=(p1, p2, p3), fire=(fire, act, q1, q2, q3),
-                                                launch=launcher(x))
+                                                params=(p1, p2, p3), fire=(fire, act, q1, q2, q3), pc=pc,
+                                                inner=inner, launch=launcher(x))
     return spikes.view(x.shape), v_last.view(x.shape[1:]), v_seq.view(x.shape) if v_seq is not None else None, h
 
 
@@ -99,7 +103,7 @@ def _triton_backward(gs: Optional[Tensor], gv_seq: Optional[Tensor], gv_last: Op
                      mode: int, tau: float, decay_input: bool, v_threshold: float, v_reset: float,
                      soft_reset: bool, detach_reset: bool, sg: int, sg_a: float, sg_b: float, p1: float,
                      p2: float, p3: float, fire: int, act: int, q1: float, q2: float, q3: float,
-                     need_gv0: bool) -> Tuple[Tensor, Tensor, Tensor]:
+                     need_gv0: bool, pc: Optional[Tensor], inner: int) -> Tuple[Tensor, Tensor, Tensor]:
     K = _kernels.load("neuron")
 
     def flat(t, shape):
@@ -110,23 +114,25 @@ def _triton_backward(gs: Optional[Tensor], gv_seq: Optional[Tensor], gv_last: Op
                                     flat(x, (T, N)), flat(v0, (N,)), k.detach().float().reshape(1) if k is not None
                                     else None, v0_value, mode, tau, decay_input, v_threshold, v_reset, soft_reset,
                                     detach_reset, sg, sg_a, sg_b, need_gv0, params=(p1, p2, p3),
-                                    fire=(fire, act, q1, q2, q3), launch=launcher(h))
+                                    fire=(fire, act, q1, q2, q3), pc=pc, inner=inner, launch=launcher(h))
     return gx, gv0, gk
 
 
 # --------------------------------------------------------------------------------------- shared parts
 def _fake_forward(x, v0, k, v0_value, mode, tau, decay_input, v_threshold, v_reset, soft_reset, detach_reset, sg,
-                  sg_a, sg_b, p1, p2, p3, fire, act, q1, q2, q3, store_v_seq, need_grad, keeps_h: bool = False):
+                  sg_a, sg_b, p1, p2, p3, fire, act, q1, q2, q3, store_v_seq, need_grad, pc, inner,
+                  keeps_h: bool = False):
     T = x.shape[0]
     n = x[0].numel() if T else 0
-    # Triton's H is fp32 for the count fire (its gradient window needs H unrounded), else x's dtype
-    h = x.new_empty((T, n), dtype=torch.float32 if fire == 3 else x.dtype) if (keeps_h and need_grad) else None
+    # Triton's H is fp32 for the count fire (its gradient window needs H unrounded) and per channel, else x's dtype
+    h_dtype = torch.float32 if (fire == 3 or pc is not None) else x.dtype
+    h = x.new_empty((T, n), dtype=h_dtype) if (keeps_h and need_grad) else None
     return (torch.empty_like(x), x.new_empty(x.shape[1:]), torch.empty_like(x) if store_v_seq else None, h)
 
 
 def _fake_backward(gs, gv_seq, gv_last, x, h, v0, k, v0_value, mode, *rest):
     """grad_x comes back in x's shape (C++) or as [T, N] (Triton); the formula reshapes it."""
-    need_gv0 = rest[-1]
+    need_gv0 = rest[-3]  # rest ends with need_gv0, pc, inner
     ref = x if x is not None else h
     no_h = h is None or h.numel() == 0  # C++: fp32 gradients in x's shape; Triton: [T, N] in H's / V0's dtype
     gx = ref.new_empty(ref.shape if no_h else h.shape, dtype=torch.float32 if no_h else h.dtype)
@@ -144,19 +150,20 @@ def _make_setup(keeps_h: bool):
         ctx.config = inputs[3:3 + len(CONFIG)]
         ctx.x_dtype, ctx.x_shape = x.dtype, x.shape
         ctx.v0_dtype = v0.dtype if v0 is not None else None
+        ctx.inner = inputs[-1]
         mode = ctx.config[1]
         # Triton keeps H (and x for ParametricLIF's dH/dk; QIF / EIF recompute V[t-1] from H); C++ keeps x and
         # recomputes H
         keep_x = (not keeps_h) or mode == 2
-        ctx.save_for_backward(x if keep_x else None, output[3], v0, k)
+        ctx.save_for_backward(x if keep_x else None, output[3], v0, k, inputs[-2])
     return setup_context
 
 
 def _backward(ctx, grads, kernel):
     gs, gv_last, gv_seq, _ = grads
-    x, h, v0, k = ctx.saved_tensors
+    x, h, v0, k, pc = ctx.saved_tensors
     need_gv0 = v0 is not None and ctx.needs_input_grad[1]
-    gx, gv0, gk = kernel(gs, gv_seq, gv_last, x, h, v0, k, *ctx.config, need_gv0)
+    gx, gv0, gk = kernel(gs, gv_seq, gv_last, x, h, v0, k, *ctx.config, need_gv0, pc, ctx.inner)
     if ctx.needs_input_grad[0]:  # C++ returns x's shape and dtype already (reshape/to cost host time per call)
         gx = gx if gx.shape == ctx.x_shape else gx.reshape(ctx.x_shape)
         gx = gx if gx.dtype == ctx.x_dtype else gx.to(ctx.x_dtype)
@@ -164,7 +171,7 @@ def _backward(ctx, grads, kernel):
         gx = None
     gv0 = gv0.reshape(v0.shape).to(ctx.v0_dtype) if need_gv0 else None
     gk = gk.reshape(()).to(k.dtype) if (k is not None and ctx.needs_input_grad[2]) else None
-    return (gx, gv0, gk) + (None,) * (len(CONFIG) + 2)
+    return (gx, gv0, gk) + (None,) * (len(CONFIG) + 4)  # no gradient for the configuration, pc or inner
 
 
 OPS = {
