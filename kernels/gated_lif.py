@@ -178,7 +178,9 @@ def gated_lif_backward(gs, gv_last, x, v_seq, v0, v0_value: float, coef, inc, di
             HAS_GS=gs is not None, HAS_GVLAST=gv_last is not None, NEED_G0=need_g0, SG=sg, BLOCK=block,
         )
     sums = part.view(NB, C, nsb, NCOEF + T).sum(dim=(0, 2))  # [C, 5 + T], a fixed-order reduction
-    return gx, gv0, sums[:, :NCOEF].t().contiguous(), sums[:, NCOEF:].t().contiguous()
+    contiguous = torch.contiguous_format  # clones: the two outputs must not share sums' storage (custom-op rule)
+    return (gx, gv0, sums[:, :NCOEF].t().clone(memory_format=contiguous),
+            sums[:, NCOEF:].t().clone(memory_format=contiguous))
 
 
 # every specialisation the launchers above can produce (kernels/_spec.py; compiled for sm_80/sm_90 in CI)

@@ -6,8 +6,8 @@ import warnings
 
 IMPORT_ERRORS = {}
 
-for _name in ("neuron", "neuron_nonlinear", "neuron_two_state", "neuron_compiled", "neuron_fire", "psn", "synapse",
-              "models", "open_neuromorphic"):
+for _name in ("neuron", "neuron_nonlinear", "neuron_two_state", "neuron_compiled", "neuron_fire", "neuron_glif", "psn",
+              "synapse", "models", "open_neuromorphic"):
     try:
         importlib.import_module(f"{__name__}.{_name}")
     except Exception as e:  # a broken case module must not break the others
