@@ -8,6 +8,7 @@ from fastspike import functional, neuron
 from fastspike import surrogate as sg
 from fastspike.neuron import lif_variants
 from fastspike.ops import multistep_gated_lif
+from fastspike.ops.bits import known_binary
 from helpers import KERNEL_BACKENDS, TOL, assert_close, device_of, noncontiguous
 from test_neuron_sj_helpers import compare, pair
 
@@ -96,6 +97,13 @@ def test_number_initial_potential_and_noncontiguous(backend):
     for i, (a, b) in enumerate(zip(filled, number)):
         if i != 3:
             assert torch.equal(a, b), i
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_spikes_are_recorded_as_binary(backend):
+    x, v0, gates, conduct, _ = _inputs(3, (2, 4, 5), 4, device_of(backend))
+    spikes, v = multistep_gated_lif(x, v0, *gates, conduct, backend=backend)
+    assert known_binary(spikes) and not known_binary(v)
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)

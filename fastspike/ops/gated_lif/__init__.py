@@ -19,6 +19,7 @@ from typing import Optional, Tuple, Union
 import torch
 
 from .. import _backend, _validate, reference
+from ..bits.known import mark_binary
 from .autograd import OPS
 
 __all__ = ["multistep_gated_lif"]
@@ -119,4 +120,5 @@ def multistep_gated_lif(
     sg, (sg_a, sg_b) = spec
     spikes, v_last = OPS[name](x, v0, coef, inc, v0_value, nb, c, s, int(sg), float(sg_a), float(sg_b),
                                need_grad)[:2]
+    mark_binary(spikes)  # Heaviside forward: a following synapse layer may keep them as bits without a check
     return spikes.view(x_seq.shape), v_last.view(x_seq.shape[1:])
