@@ -134,7 +134,7 @@ def test_peer_configuration_agrees(tmp_path, monkeypatch, peer, case):
         assert peer_rows[0]["agreement"]["spikes"] <= 1e-3
 
 
-@pytest.mark.parametrize("case", ["neuron.qif", "neuron.eif", "neuron.aaif_pc"])
+@pytest.mark.parametrize("case", ["neuron.qif", "neuron.eif", "neuron.aaif_pc", "neuron.glif"])
 def test_nonlinear_neurons_agree_with_spikingjelly_and_name_missing_peers(tmp_path, monkeypatch, case):
     pytest.importorskip("spikingjelly")
     _tiny_points(monkeypatch)

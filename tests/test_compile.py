@@ -46,11 +46,19 @@ def _two_state(step_mode: str):
     )
 
 
+def _glif():
+    """GatedLIFNode (ops.multistep_gated_lif; multi-step only) per channel, then layer-wise, on [T, B, C, H, W]."""
+    return nn.Sequential(neuron.GatedLIFNode(T, inplane=3), neuron.GatedLIFNode(T, surrogate_function=surrogate.ATan()))
+
+
 MODELS = {"neurons-s": lambda: _neurons("s"), "neurons-m": lambda: _neurons("m"), "parallel": _parallel,
+          "glif": _glif,
           "two-state-s": lambda: _two_state("s"), "two-state-m": lambda: _two_state("m")}
 
 
 def _input(name):
+    if name == "glif":
+        return torch.rand((T, B, 3, 4, 4), device=DEVICE) * 2
     shape = (B, F) if name.endswith("-s") else (T, B, F)
     return torch.rand(shape, device=DEVICE) * 2
 
@@ -123,3 +131,9 @@ def test_compiled_graph_calls_the_custom_ops():
     torch.compile(model, fullgraph=True, backend=backend)(_input("two-state-m"))
     want = "fastspike.neuron2_triton" if ON_CUDA else "fastspike.neuron2_cpp"
     assert sum(want in t for t in captured) == 3, captured
+    captured.clear()
+    torch._dynamo.reset()
+    model = MODELS["glif"]().to(DEVICE)
+    torch.compile(model, fullgraph=True, backend=backend)(_input("glif"))
+    want = "fastspike.gated_lif_triton" if ON_CUDA else "fastspike.gated_lif_cpp"
+    assert sum(want in t for t in captured) == 2, captured

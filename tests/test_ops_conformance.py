@@ -39,6 +39,14 @@ def _neuron2(dev):
     return (x, v0, u0), dict(model="izhikevich", a=0.2, b=0.1, surrogate_function=surrogate.Sigmoid(), store_seq=True)
 
 
+def _gated_lif(dev):
+    x = torch.randn(5, 2, 3, 7, device=dev, requires_grad=True)
+    v0 = torch.rand(2, 3, 7, device=dev, requires_grad=True)
+    gates = [(torch.rand(3, device=dev) * 0.8 + 0.1).requires_grad_() for _ in range(7)]
+    conduct = (torch.rand(5, 3, device=dev) * 0.8 + 0.1).requires_grad_()
+    return (x, v0, *gates, conduct), dict(surrogate_function=surrogate.Sigmoid())
+
+
 def _scan(dev):
     b = torch.randn(7, 29, device=dev, requires_grad=True)
     a = torch.rand(7, 29, device=dev, requires_grad=True)
@@ -93,6 +101,7 @@ def _stbif(dev):  # forward-only (inference): no input requires grad
 
 CASES: Dict[str, Case] = {
     "multistep_neuron": Case(_neuron), "multistep_neuron2": Case(_neuron2), "linear_scan": Case(_scan),
+    "multistep_gated_lif": Case(_gated_lif, 1e-4),
     "psn": Case(_psn),
     "synapse_linear": Case(_linear, 1e-5), "synapse_conv2d": Case(_conv, 1e-5), "pack_bits": Case(_pack),
     "unpack_bits": Case(_unpack), "spike_stats": Case(_stats), "max_pool": Case(_pool, no_kernel=("triton",)),

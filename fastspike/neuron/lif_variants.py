@@ -4,7 +4,8 @@ fastspike.neuron.dynamics:
 * ``GatedLIFNode`` (GLIF, Yao et al. 2022): learnable gates (alpha, beta, gamma) mixing leak, input
   conductance and reset modes, learnable tau / threshold / linear decay / sub-reset / per-step conductance,
   all through a sigmoid. Multi-step only, T fixed; parameters scalar or per channel (``inplane``) of a
-  [T, N, C, H, W] input. States (v, u), u holding the last v.
+  [T, N, C, H, W] input. States (v, u), u holding the last v. Fused (ops.multistep_gated_lif, gradients to every
+  parameter) with a fused surrogate and float32 parameters; otherwise the Python step loop.
 * ``KLIFNode``: LIF with a learnable scale k, H = relu(k H) (parameter ``k``). Fused (ops.multistep_neuron,
   fire='klif') in both step modes with a fused surrogate.
 * ``ComplementaryLIFNode`` (CLIF): LIF with a complementary state m that raises the reset after recent spikes;
@@ -28,7 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import surrogate
-from ..base import MemoryModule
+from ..base import BackendMixin, MemoryModule
+from ..ops.gated_lif import multistep_gated_lif
 from . import _checks
 from ._fused import FusedStepNode
 from ._two_state import _FusedTwoStateNode, common_kwargs
@@ -42,7 +44,7 @@ def _logit(p: float) -> float:
     return -math.log(1 / p - 1)
 
 
-class GatedLIFNode(MemoryModule):
+class GatedLIFNode(MemoryModule, BackendMixin):
     """Gated LIF neuron (see the module docstring)."""
 
     def __init__(self, T: int, inplane=None, init_linear_decay=None, init_v_subreset=None, init_tau: float = 0.25,
@@ -60,6 +62,7 @@ class GatedLIFNode(MemoryModule):
         super().__init__()
         self.surrogate_function = surrogate_function
         self.step_mode = step_mode
+        self.backend = "auto"
         self.T = T
         self.register_memory("v", 0.0)
         self.register_memory("u", 0.0)
@@ -91,6 +94,12 @@ class GatedLIFNode(MemoryModule):
             raise ValueError(f"GatedLIFNode was built with T={self.T}, but the input has only {x_seq.shape[0]} "
                              f"time steps (shape {tuple(x_seq.shape)}).")
         v = states[0]
+        fused = self._fused_inputs(x_seq[:self.T], v)
+        if fused is not None:
+            x, v, params = fused
+            spikes, v = multistep_gated_lif(x, v, *params, surrogate_function=self.surrogate_function,
+                                            backend=self.backend)
+            return (spikes,), (v, v)
 
         def gate(p):  # scalar or per-channel parameter, broadcast over [N, C, H, W]
             return p.view(1, -1, 1, 1).sigmoid()
@@ -105,6 +114,35 @@ class GatedLIFNode(MemoryModule):
                                       v_subreset, gate(self.conduct[t]), self.surrogate_function)
             spikes.append(spike)
         return (torch.stack(spikes),), (v, v)
+
+
+    def _fused_inputs(self, x: torch.Tensor, v):
+        """(x, v, sigmoid of every parameter) shaped for ops.multistep_gated_lif, or None for the Python loop: a
+        surrogate the kernels fuse, float32 parameters, no subclass redefining the forward, and an input whose
+        steps SpikingJelly's [1, C, 1, 1] broadcast leaves in shape (any input with scalar parameters, viewed as
+        that broadcast gives; [T, N, C, H, W] with per-channel ones)."""
+        spec = getattr(self.surrogate_function, "kernel_spec", None)
+        if (spec is None or spec() is None or self.alpha.dtype is not torch.float32
+                or type(self).multi_step_functional_forward is not GatedLIFNode.multi_step_functional_forward):
+            return None
+        scalar = self.alpha.numel() == 1
+        if scalar:
+            step = torch.broadcast_shapes((1, 1, 1, 1), x.shape[1:])
+            x = x.reshape(x.shape[0], *step)
+        elif x.dim() != 5 or x.shape[2] != self.alpha.numel():
+            return None
+        if isinstance(v, torch.Tensor):
+            if v.numel() != x[0].numel():
+                return None
+            v = v.reshape(x.shape[1:])
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        x = x.to(dtype)
+        v = v.to(dtype) if isinstance(v, torch.Tensor) else v
+        params = [p.sigmoid() for p in (self.alpha, self.beta, self.gamma, self.tau, self.v_threshold,
+                                        self.linear_decay, self.v_subreset, self.conduct)]
+        if scalar:
+            params = [p.reshape(()) for p in params[:7]] + [params[7].reshape(-1)]
+        return x, v, params
 
 
 class KLIFNode(FusedStepNode):

@@ -7,6 +7,7 @@ pure-PyTorch oracle of each, under the op's own name.
 """
 from ._backend import BACKENDS, get_default_backend, set_default_backend
 from .bits import pack_bits, spike_stats, unpack_bits
+from .gated_lif import multistep_gated_lif
 from .neuron import multistep_neuron
 from .neuron2 import multistep_neuron2
 from .pool import max_pool
@@ -16,5 +17,5 @@ from .stbif import stbif
 from .synapse import synapse_conv2d, synapse_linear
 
 __all__ = ["BACKENDS", "get_default_backend", "set_default_backend", "multistep_neuron", "multistep_neuron2",
-           "linear_scan", "psn", "synapse_linear", "synapse_conv2d", "pack_bits", "unpack_bits", "spike_stats",
-           "max_pool", "stbif"]
+           "multistep_gated_lif", "linear_scan", "psn", "synapse_linear", "synapse_conv2d", "pack_bits",
+           "unpack_bits", "spike_stats", "max_pool", "stbif"]

@@ -6,6 +6,7 @@ them. Each function computes in float32 (float64 when given float64) and casts i
 dtype; autograd provides the gradients, with the surrogate function's own autograd rule for the spike.
 """
 from .bits import is_binary, pack_bits, spike_stats, unpack_bits
+from .gated_lif import multistep_gated_lif
 from .neuron import multistep_neuron
 from .neuron2 import multistep_neuron2
 from .pool import max_pool
@@ -14,6 +15,6 @@ from .scan import linear_scan
 from .stbif import stbif
 from .synapse import synapse_conv2d, synapse_conv2d_grad_weight, synapse_linear, synapse_linear_grad_weight
 
-__all__ = ["multistep_neuron", "multistep_neuron2", "psn", "band_mask", "linear_scan", "pack_bits", "unpack_bits",
-           "spike_stats", "is_binary", "synapse_linear", "synapse_conv2d", "synapse_linear_grad_weight",
-           "synapse_conv2d_grad_weight", "max_pool", "stbif"]
+__all__ = ["multistep_neuron", "multistep_neuron2", "multistep_gated_lif", "psn", "band_mask", "linear_scan",
+           "pack_bits", "unpack_bits", "spike_stats", "is_binary", "synapse_linear", "synapse_conv2d",
+           "synapse_linear_grad_weight", "synapse_conv2d_grad_weight", "max_pool", "stbif"]
