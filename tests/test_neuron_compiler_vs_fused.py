@@ -3,8 +3,9 @@
 with ``compile_neuron`` and run on a backend, against the hand-written fused op on the same backend:
 ``multistep_neuron``'s fire variants (KLIF, ILIF, LIAF, ActivationAwareIF with scalar and per-channel thresholds),
 ``multistep_neuron2``'s two-state neurons (Izhikevich, CUBA-LIF, CLIF), ``multistep_gated_lif`` (GLIF, layer-wise
-and per channel, gradients to every gate) and the forward-only ``stbif``. Outputs and final states must agree (spikes exactly), and so must the
-gradients of the input, of every initial state and of KLIF's learnable k, for random cotangents."""
+and per channel, gradients to every gate) and the forward-only ``stbif``. Outputs and final states must agree
+(spikes exactly), and so must the gradients of the input, of every initial state and of KLIF's learnable k, for
+random cotangents."""
 import pytest
 import torch
 
