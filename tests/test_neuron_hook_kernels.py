@@ -179,18 +179,18 @@ def test_simple_nodes_match_spikingjelly(cls_name, step_mode):
     assert_close("grad x", gb, ga, 1e-5)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: BranchOnValue(step_mode="m"),
-    lambda: AssignsOther(step_mode="m"),
-    lambda: ChargeLIF(step_mode="m", surrogate_function=_HandWritten.apply),
+@pytest.mark.parametrize("make, reason", [
+    (lambda: BranchOnValue(step_mode="m"), "bool((x > 100).any())"),
+    (lambda: AssignsOther(step_mode="m"), "assign self.last_x"),
+    (lambda: ChargeLIF(step_mode="m", surrogate_function=_HandWritten.apply), "_HandWritten"),
 ])
-def test_hooks_that_do_not_trace_keep_the_python_path(make):
+def test_hooks_that_do_not_trace_keep_the_python_path(make, reason):
     node, ref = make(), make()
     ref.backend = "torch"
     x = torch.randn(T, B, 8)
     for _ in range(2):
         assert torch.equal(node(x), ref(x))
-        assert node.__dict__.get("_hook_kernel_failed") is True
+        assert reason in node.__dict__.get("_hook_kernel_failed", ""), node.__dict__.get("_hook_kernel_failed")
         assert "_hook_kernel_cache" not in node.__dict__
         assert torch.equal(node.v, ref.v)
 
@@ -247,7 +247,7 @@ def test_no_compiler_warns_once_and_runs_the_python_hooks(monkeypatch):
     with pytest.warns(RuntimeWarning, match="cannot be built"):
         out = node(x)
     assert torch.equal(out, ref(x))
-    assert node.__dict__["_hook_kernel_failed"] is True
+    assert "no C++ compiler" in node.__dict__["_hook_kernel_failed"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         node(x)

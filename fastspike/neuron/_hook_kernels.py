@@ -111,10 +111,11 @@ def hook_kernel(node, x: torch.Tensor) -> Optional[HookKernel]:
                    if t is not None and t.is_floating_point() and t.numel() == 1)
     try:
         kernel = HookKernel(node, memories, params, spec)
-    except (NeuronTraceError, ValueError, TypeError, NotImplementedError):
-        # the hooks' code does not trace: the Python hooks, step by step, from now on (kept across attribute
-        # assignments, which hooks that fail this way often make every step)
-        node.__dict__[_FAILED] = True
+    except (NeuronTraceError, ValueError) as error:
+        # the hooks' code does not trace (NeuronTraceError names the line; ValueError: the step returns fewer values
+        # than memories): the Python hooks, step by step, from now on (kept across attribute assignments, which
+        # hooks that fail this way often make every step); the reason stays readable on the neuron
+        node.__dict__[_FAILED] = f"{type(error).__name__}: {error}"
         return None
     node.__dict__[_CACHE] = kernel
     return kernel
@@ -142,7 +143,7 @@ def run_hook_kernel(node, kernel: HookKernel, x_seq: torch.Tensor, store_v_seq: 
                                              store_state_seqs=store_v_seq and "v" in kernel.memories,
                                              backend=getattr(node, "backend", "auto"))
     except KernelBuildError as error:
-        node.__dict__[_FAILED] = True
+        node.__dict__[_FAILED] = f"{type(error).__name__}: {error}"
         if type(node) not in _warned:
             _warned.add(type(node))
             warnings.warn(f"{type(node).__name__}: the compiled hooks cannot be built ({error}); running the Python "
