@@ -1,8 +1,10 @@
 """What keeps a neuron layer's per-call host work small (issue 16 item 4); speed itself is measured by the
 ``neuron.overhead`` case of ``python -m fastspike.bench``, never timed here."""
+import math
+
 import torch
 
-from fastspike import functional, neuron
+from fastspike import functional, neuron, surrogate
 from fastspike.ops import neuron as ops_neuron
 from helpers import DEVICE
 
@@ -75,3 +77,52 @@ def test_functorch_transforms_take_function_apply(monkeypatch):
     with pytest.raises(RuntimeError, match="setup_context"):
         torch.func.vmap(lambda x: node(x))(torch.rand(2, 3, 4, device=DEVICE, requires_grad=True))
     assert fast == []
+
+
+def test_configuration_is_validated_once_and_follows_changes(monkeypatch):
+    """A neuron keeps its op's validated plan between calls (ops.neuron.plan_neuron runs once per configuration),
+    and the plan follows every change: an assignment to the neuron, a surrogate setting changed in place, a
+    parameter replaced without an assignment (a module conversion), a per-call setting of another object (ILIF's
+    spike count). Each result is checked against a neuron built fresh with the new configuration."""
+    planned = []
+    real_plan = ops_neuron.plan_neuron
+    monkeypatch.setattr("fastspike.neuron.node.plan_neuron", lambda **kw: planned.append(kw) or real_plan(**kw))
+    torch.manual_seed(0)
+    x = (torch.rand(6, 3, 40, device=DEVICE) * 1.5).requires_grad_()
+    g = torch.randn(6, 3, 40, device=DEVICE)
+
+    def run(node):
+        functional.reset_net(node)
+        s = node(x)
+        (gx,) = torch.autograd.grad(s, x, g)
+        return s, gx
+
+    node = neuron.LIFNode(step_mode="m").to(DEVICE)
+    node.surrogate_function = surrogate.Sigmoid(alpha=4.0)  # its own surrogate (the default one is shared)
+    for _ in range(3):
+        run(node)
+    assert len(planned) == 1
+    node.surrogate_function.alpha = 2.0  # in place: the neuron is not told
+    s, gx = run(node)
+    ref_s, ref_gx = run(neuron.LIFNode(surrogate_function=surrogate.Sigmoid(alpha=2.0), step_mode="m").to(DEVICE))
+    torch.testing.assert_close((s, gx), (ref_s, ref_gx))
+    planned.clear()
+    node.v_threshold = 0.5  # an assignment: planned again
+    s, gx = run(node)
+    assert len(planned) == 1 and planned[0]["v_threshold"] == 0.5
+    ref = neuron.LIFNode(v_threshold=0.5, surrogate_function=surrogate.Sigmoid(alpha=2.0), step_mode="m")
+    torch.testing.assert_close((s, gx), run(ref.to(DEVICE)))
+
+    plif = neuron.ParametricLIFNode(init_tau=2.0, step_mode="m").to(DEVICE)
+    run(plif)
+    plif._parameters["w"] = torch.nn.Parameter(torch.tensor(-1.0, device=DEVICE))  # no setattr (as _apply does)
+    ref = neuron.ParametricLIFNode(init_tau=1.0 + math.exp(1.0), step_mode="m").to(DEVICE)  # sigmoid(-1) = 1/tau
+    torch.testing.assert_close(run(plif), run(ref))
+
+    ilif = neuron.ILIFNode(surrogate_function=surrogate.MultiLevelSpikeCount(4), step_mode="m").to(DEVICE)
+    with torch.no_grad():
+        assert ilif(x * 8).max() == 4
+        functional.reset_net(ilif)
+        ilif.surrogate_function.max_spike_count = 2  # in place, read per call
+        ilif.surrogate_function.grad_max = 2.0
+        assert ilif(x * 8).max() == 2

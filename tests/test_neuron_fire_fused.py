@@ -116,7 +116,7 @@ def test_module_fused_matches_python_path(op_calls, step_mode, name, kw, fire):
     op_calls.clear()
     loop = _build(name, step_mode=step_mode, store_v_seq=True, **dict(kw))
     loop.load_state_dict(fused.state_dict())
-    loop._nonlinear_kwargs = loop._op_kwargs = lambda: None  # the per-step Python functions
+    loop._fused = loop._op_kwargs = lambda: None  # the per-step Python functions
     ref = _module_run(loop, xs, step_mode)
     assert not op_calls
     if name == "ILIFNode":  # multi-level counts

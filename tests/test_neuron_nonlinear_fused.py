@@ -220,7 +220,7 @@ def test_module_fused_matches_python_path(op_calls, step_mode, mode, v_reset, de
     assert op_calls and set(op_calls) == {{"qif": 3, "eif": 4}[mode]}  # the fused op ran, in this mode
     op_calls.clear()
     loop = _fs_module(mode, v_reset, detach, sg.ATan(alpha=1.5), step_mode)
-    loop._nonlinear_kwargs = lambda: None  # the per-step Python functions
+    loop._fused = lambda: None  # the per-step Python functions
     ref = _module_run(loop, x, step_mode, grads)
     assert not op_calls
     assert torch.equal(ref[0], out[0])

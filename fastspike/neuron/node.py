@@ -25,7 +25,7 @@ import torch.nn as nn
 from .. import surrogate
 from . import _checks
 from ..base import BackendMixin, MemoryModule
-from ..ops.neuron import multistep_neuron
+from ..ops.neuron import plan_neuron, run_neuron
 from ._hook_kernels import hook_kernel, run_hook_kernel
 
 __all__ = ["BaseNode", "IFNode", "LIFNode", "ParametricLIFNode"]
@@ -103,7 +103,9 @@ class BaseNode(MemoryModule, BackendMixin):
 
     def reset(self) -> None:
         super().reset()
-        self.v_seq = None
+        # v_seq is a plain attribute (store_v_seq's setter made it one): skip nn.Module.__setattr__, whose checks for
+        # parameters, buffers and submodules cost more than the rest of a reset
+        self.__dict__["v_seq"] = None
 
     def detach(self) -> None:
         super().detach()
@@ -132,27 +134,46 @@ class BaseNode(MemoryModule, BackendMixin):
 
     # -- the fused path ---------------------------------------------------------------------------
     def _op_kwargs(self) -> Optional[dict]:
-        """Arguments of ops.multistep_neuron for this neuron, or None when it has no fused op."""
+        """Arguments of ops.multistep_neuron for this neuron (numbers, flags, names, the surrogate), or None when it has
+        no fused op. Cached until an attribute of this neuron is assigned."""
         return None
 
-    def _fused_kwargs(self) -> Optional[dict]:
-        """The op's keyword arguments, cached until an attribute of this neuron is assigned (every call
-        needs them; recomputing them cost more than the kernels of a small layer)."""
-        kw = self.__dict__.get("_fused_cache")
-        if kw is None:
+    def _op_per_call(self) -> dict:
+        """Arguments of the op read on every call: parameters (``w``, ``k``: module conversions may replace them
+        without an assignment to this neuron) and settings of other objects (a surrogate's), which are planned
+        again when they change."""
+        return {}
+
+    def _fused_ok(self, kw: Optional[dict]) -> bool:
+        """Whether the op runs this neuron with ``_op_kwargs()`` = kw: a subclass that redefines the dynamics
+        runs its own Python code."""
+        cls = type(self)
+        owner = getattr(self, "_fused_class", None)
+        return kw is not None and owner is not None and not _functional_style(cls) and (
+            cls.neuronal_charge is owner.neuronal_charge and cls.neuronal_fire is BaseNode.neuronal_fire
+            and cls.neuronal_reset is BaseNode.neuronal_reset)
+
+    def _fused(self):
+        """(the op's keyword arguments, [per-call settings, their plan]) or None when this neuron runs its Python
+        code; cached until an attribute of this neuron is assigned (every call needs it: validating the arguments
+        cost more than the kernels of a small layer)."""
+        fused = self.__dict__.get("_fused_cache")
+        if fused is None:
             kw = self._op_kwargs()
-            cls = type(self)
-            owner = getattr(self, "_fused_class", None)
-            if kw is None or owner is None or (
-                    cls.neuronal_charge is not owner.neuronal_charge or cls.neuronal_fire is not BaseNode.neuronal_fire
-                    or cls.neuronal_reset is not BaseNode.neuronal_reset) or _functional_style(cls):
-                kw = False  # no fused op, or a subclass redefined the dynamics: run its Python hooks
-            self.__dict__["_fused_cache"] = kw
-        if kw is False:
-            return None
-        if "w" in kw:  # a parameter is looked up per call: module conversions may replace it without setattr
-            kw = dict(kw, w=self.w)
-        return kw
+            fused = (kw, [None, None]) if self._fused_ok(kw) else False
+            self.__dict__["_fused_cache"] = fused
+        return fused or None
+
+    def _run_fused(self, fused, x_seq: torch.Tensor, v_init, store_v_seq: bool = False):
+        """ops.neuron.run_neuron with this neuron's cached plan (see ``_fused``) and its per-call arguments."""
+        kw, slot = fused
+        tensors, settings = {}, {}
+        for name, value in self._op_per_call().items():
+            (tensors if isinstance(value, torch.Tensor) else settings)[name] = value
+        if slot[1] is None or slot[0] != settings:
+            slot[1] = plan_neuron(**kw, **settings)
+            slot[0] = settings
+        return run_neuron(slot[1], x_seq, v_init, store_v_seq, **tensors)
 
     def __setattr__(self, name: str, value) -> None:
         super().__setattr__(name, value)
@@ -182,9 +203,9 @@ class BaseNode(MemoryModule, BackendMixin):
         """One step on explicit states ``(v, ...)``: the fused op for IF/LIF/PLIF, else the Python hooks
         ``neuronal_charge`` / ``neuronal_fire`` / ``neuronal_reset`` (SpikingJelly 1.x-style subclasses)."""
         x = inputs[0]
-        kw = self._fused_kwargs()
-        if kw is not None:
-            spikes, v, _ = multistep_neuron(x.unsqueeze(0), states[0], **kw)
+        fused = self._fused()
+        if fused is not None:
+            spikes, v, _ = self._run_fused(fused, x.unsqueeze(0), states[0])
             return (spikes[0],), (v, *states[1:])
         if type(self).neuronal_charge is BaseNode.neuronal_charge:
             self.neuronal_charge(x)  # raises the error that says what to define
@@ -203,9 +224,9 @@ class BaseNode(MemoryModule, BackendMixin):
     def multi_step_functional_forward(self, inputs: tuple, states: tuple, **kwargs):
         """A sequence on explicit states: one fused call for IF/LIF/PLIF, else a loop over
         ``single_step_functional_forward``."""
-        kw = self._fused_kwargs()
-        if kw is not None and len(inputs) == 1:
-            spikes, v, _ = multistep_neuron(inputs[0], states[0], **kw)
+        fused = self._fused()
+        if fused is not None and len(inputs) == 1:
+            spikes, v, _ = self._run_fused(fused, inputs[0], states[0])
             return (spikes,), (v, *states[1:])
         return super().multi_step_functional_forward(inputs, states, **kwargs)
 
@@ -283,20 +304,20 @@ class BaseNode(MemoryModule, BackendMixin):
         if args or kwargs:
             raise TypeError(f"{type(self).__name__}.single_step_forward takes one input tensor, but got "
                             f"{1 + len(args)} inputs and keyword arguments {sorted(kwargs)}.")
-        kw = self._fused_kwargs()
-        hooks = hook_kernel(self, x) if kw is None else None
+        fused = self._fused()
+        hooks = hook_kernel(self, x) if fused is None else None
         ran = run_hook_kernel(self, hooks, x.unsqueeze(0)) if hooks is not None else None
         if ran is not None:
             spike = ran[0][0]
-        elif kw is None:
+        elif fused is None:
             self.v = self._initial_v(x, x.shape)
             self.neuronal_charge(x)
             spike = self.neuronal_fire()
             self.neuronal_reset(spike)
         else:
-            spikes, v, _ = multistep_neuron(x.unsqueeze(0), self._initial_v(x, x.shape, False), **kw)
+            spikes, v, _ = self._run_fused(fused, x.unsqueeze(0), self._initial_v(x, x.shape, False))
             spike = spikes[0]
-            self.v = v
+            self._memories["v"] = v
         if self.store_v_seq:
             v_step = self.v.unsqueeze(0)
             if self.v_seq is None or self.v_seq.shape[1:] != v_step.shape[1:]:
@@ -312,14 +333,14 @@ class BaseNode(MemoryModule, BackendMixin):
         if args or kwargs:
             raise TypeError(f"{type(self).__name__}.multi_step_forward takes one input tensor, but got "
                             f"{1 + len(args)} inputs and keyword arguments {sorted(kwargs)}.")
-        kw = self._fused_kwargs()
-        hooks = hook_kernel(self, x_seq) if kw is None else None
+        fused = self._fused()
+        hooks = hook_kernel(self, x_seq) if fused is None else None
         ran = run_hook_kernel(self, hooks, x_seq, self.store_v_seq) if hooks is not None else None
         if ran is not None:
             if self.store_v_seq:
                 self.v_seq = ran[1]
             return ran[0]
-        if kw is None:
+        if fused is None:
             spikes, vs = [], []
             keep = self.store_v_seq
             self.store_v_seq = False
@@ -332,10 +353,10 @@ class BaseNode(MemoryModule, BackendMixin):
             if keep:
                 self.v_seq = torch.stack(vs)
             return torch.stack(spikes)
-        spikes, v, v_seq = multistep_neuron(x_seq, self._initial_v(x_seq, x_seq.shape[1:], False),
-                                            store_v_seq=self.store_v_seq, **kw)
-        self.v = v
-        if self.store_v_seq:
+        store = self._store_v_seq
+        spikes, v, v_seq = self._run_fused(fused, x_seq, self._initial_v(x_seq, x_seq.shape[1:], False), store)
+        self._memories["v"] = v
+        if store:
             self.v_seq = v_seq
         return spikes
 
@@ -426,7 +447,10 @@ class ParametricLIFNode(BaseNode):
             self.v = self.v - (self.v - vr) * k + x
 
     def _op_kwargs(self):
-        return dict(mode="plif", w=self.w, decay_input=self.decay_input, **_common(self))
+        return dict(mode="plif", decay_input=self.decay_input, **_common(self))
+
+    def _op_per_call(self) -> dict:
+        return {"w": self.w}
 
 
 ParametricLIFNode._fused_class = ParametricLIFNode

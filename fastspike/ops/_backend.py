@@ -60,12 +60,13 @@ def resolve(backend: Optional[str], tensors: Iterable[torch.Tensor], op: str,
     (the launcher may convert); ``auto`` falls back to 'torch' for anything else (e.g. float64).
     """
     name = _default_backend if backend is None else backend
-    first = next(t for t in tensors if isinstance(t, torch.Tensor))
+    first = tensors[0] if type(tensors) is tuple and isinstance(tensors[0], torch.Tensor) else \
+        next(t for t in tensors if isinstance(t, torch.Tensor))
     dtype = first.dtype
     if name == "auto":  # the common case, kept short: ops call this on every forward
         if first.is_cuda:
             return "triton" if dtype in dtypes and triton_available() else "torch"
-        if dtype in cpp_dtypes and first.device.type == "cpu" and _ext.available():
+        if first.is_cpu and dtype in cpp_dtypes and _ext.available():
             return "cpp"
         return "torch"
     check_backend_name(name)

@@ -17,6 +17,7 @@ The record is keyed by the tensor's storage and holds a weak reference to the pr
 """
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from typing import Dict, Tuple
@@ -35,19 +36,24 @@ def _key(t: torch.Tensor) -> Tuple[torch.device, int]:
     return t.device, t.untyped_storage().data_ptr()
 
 
+def _forget(key, ref) -> None:
+    with _lock:
+        if _known.get(key, (None,))[0] is ref:
+            del _known[key]
+
+
 def mark_binary(t: torch.Tensor) -> None:
     """Record that every element of ``t``'s storage is 0 or 1 (call it on a fresh output that owns its storage)."""
-    if tracing(t) or t.numel() == 0 or t.untyped_storage().nbytes() != t.numel() * t.element_size():
+    if tracing(t):
         return
-    key = _key(t)
-
-    def forget(ref, key=key):
-        with _lock:
-            if _known.get(key, (None,))[0] is ref:
-                del _known[key]
-
+    storage = t.untyped_storage()
+    numel = t.numel()
+    if numel == 0 or storage.nbytes() != numel * t.element_size():
+        return
+    key = (t.device, storage.data_ptr())
+    entry = (weakref.ref(t, functools.partial(_forget, key)), t._version)
     with _lock:
-        _known[key] = (weakref.ref(t, forget), t._version)
+        _known[key] = entry
 
 
 def known_binary(x: torch.Tensor) -> bool:

@@ -22,7 +22,7 @@ from .. import _backend, reference
 from ..bits.known import mark_binary
 from .autograd import OPS
 
-__all__ = ["multistep_neuron", "NeuronConfig"]
+__all__ = ["multistep_neuron", "plan_neuron", "run_neuron", "NeuronPlan", "NeuronConfig"]
 
 _MODES = {"if": 0, "lif": 1, "plif": 2, "qif": 3, "eif": 4, "leaky": 5}
 _TAU_MODES = ("lif", "qif", "eif", "leaky")
@@ -234,6 +234,74 @@ def multistep_neuron(
     float64), 'torch', 'triton' or 'cpp'. A surrogate that the kernels do not fuse (a custom class,
     spiking=False, tensor parameters) runs the reference.
     """
+    plan = plan_neuron(mode=mode, tau=tau, decay_input=decay_input, v_threshold=v_threshold, v_reset=v_reset,
+                       surrogate_function=surrogate_function, detach_reset=detach_reset, backend=backend, a0=a0,
+                       v_c=v_c, delta_T=delta_T, theta_rh=theta_rh, v_rest=v_rest, fire=fire,
+                       scale_reset=scale_reset, max_spike_count=max_spike_count, grad_window=grad_window, act=act,
+                       threshold_related=threshold_related, v_offset=v_offset, channel_dim=channel_dim)
+    return _run(plan, x_seq, v_init, store_v_seq, w, k)
+
+
+class NeuronPlan(NamedTuple):
+    """One configuration of ``multistep_neuron`` (everything but x_seq, v_init, store_v_seq, w and k), validated
+    by ``plan_neuron``. A neuron module keeps its plan until one of its attributes is assigned and calls
+    ``run_neuron`` with it: a small layer's call then pays only for the checks of its tensors."""
+    kwargs: dict  # the configuration as given: planned again when the surrogate's kernel_spec() changes
+    spec_fn: Optional[object]  # the surrogate's kernel_spec, asked on every call (its settings may change)
+    spec: Optional[tuple]  # what it returned when planned; None: the kernels do not fuse this surrogate
+    cfg: NeuronConfig
+    per_channel: bool  # v_threshold / v_offset are per-channel tensors (the offset fire)
+    binary: bool  # the forward is a Heaviside: spikes are 0 / 1
+
+
+def plan_neuron(*, mode: str = "lif", tau: float = 2.0, decay_input: bool = True,
+                v_threshold: Union[float, torch.Tensor] = 1.0, v_reset: Optional[float] = 0.0,
+                surrogate_function=None, detach_reset: bool = False, backend: Optional[str] = None, a0: float = 1.0,
+                v_c: float = 0.8, delta_T: float = 1.0, theta_rh: float = 0.8, v_rest: float = 0.0,
+                fire: str = "spike", scale_reset: bool = False, max_spike_count: int = 4,
+                grad_window: Optional[Tuple[float, float]] = None, act: str = "relu", threshold_related: bool = True,
+                v_offset: Union[float, torch.Tensor] = 0.0, channel_dim: int = 1) -> NeuronPlan:
+    """Validate ``multistep_neuron``'s configuration (its keyword arguments but store_v_seq, w and k) into a
+    ``NeuronPlan`` for ``run_neuron``; raises the errors ``multistep_neuron`` raises for them."""
+    kwargs = dict(mode=mode, tau=tau, decay_input=decay_input, v_threshold=v_threshold, v_reset=v_reset,
+                  surrogate_function=surrogate_function, detach_reset=detach_reset, backend=backend, a0=a0, v_c=v_c,
+                  delta_T=delta_T, theta_rh=theta_rh, v_rest=v_rest, fire=fire, scale_reset=scale_reset,
+                  max_spike_count=max_spike_count, grad_window=grad_window, act=act,
+                  threshold_related=threshold_related, v_offset=v_offset, channel_dim=channel_dim)
+    if grad_window is None:
+        grad_window = (0.0, float(max_spike_count)) if isinstance(max_spike_count, int) else (0.0, 0.0)
+    if surrogate_function is None or fire == "count":
+        spec_fn, spec = None, (0, (4.0, 0.0))  # Sigmoid(alpha=4), SpikingJelly's default (the count ignores it)
+    else:
+        spec_fn = getattr(surrogate_function, "kernel_spec", None)
+        spec = spec_fn() if spec_fn is not None else None
+    # under torch.compile the validation is traced once per graph; the cache is for eager calls
+    config = _config.__wrapped__ if torch.compiler.is_compiling() else _config
+    nonlinear = (a0, v_c, delta_T, theta_rh, v_rest) if mode in ("qif", "eif") else None
+    fire_args = (bool(scale_reset), max_spike_count, tuple(grad_window), act, bool(threshold_related), v_offset)
+    per_channel = isinstance(v_threshold, torch.Tensor) or isinstance(v_offset, torch.Tensor)
+    if per_channel:  # checked against x_seq per call; the configuration's scalars are then unused placeholders
+        if fire != "offset":
+            raise ValueError(f"per-channel v_threshold / v_offset tensors take fire='offset', but got fire={fire!r}.")
+        v_threshold, fire_args = 1.0, fire_args[:-1] + (0.0,)
+    cfg = config(mode, tau, decay_input, v_threshold, v_reset, detach_reset, spec or (0, (0.0, 0.0)), nonlinear, fire,
+                 fire_args)
+    return NeuronPlan(kwargs, spec_fn, spec, cfg, per_channel, spec is not None and fire in ("spike", "klif"))
+
+
+def run_neuron(plan: NeuronPlan, x_seq: torch.Tensor, v_init: Union[torch.Tensor, float], store_v_seq: bool = False,
+               w: Optional[torch.Tensor] = None, k: Optional[torch.Tensor] = None
+               ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """``multistep_neuron`` with the configuration of ``plan`` (see ``plan_neuron``): checks the tensors, picks the
+    backend and runs the op."""
+    if plan.spec_fn is not None and plan.spec_fn() != plan.spec:  # the surrogate's settings changed
+        plan = plan_neuron(**plan.kwargs)
+    return _run(plan, x_seq, v_init, store_v_seq, w, k)
+
+
+def _run(plan: NeuronPlan, x_seq, v_init, store_v_seq: bool, w, k):
+    """``run_neuron`` on a plan known to be current."""
+    kwargs, cfg = plan.kwargs, plan.cfg
     if not isinstance(x_seq, torch.Tensor):
         raise TypeError(f"x_seq must be a torch.Tensor, but got {type(x_seq).__name__}.")
     if not x_seq.is_floating_point():
@@ -248,38 +316,24 @@ def multistep_neuron(
         if x_seq.device != v_init.device:
             raise ValueError(f"x_seq is on {x_seq.device} but v_init on {v_init.device}.")
         v0, v0_value = v_init, 0.0
+    elif type(v_init) is float and math.isfinite(v_init):  # the common case: a reset state
+        v0, v0_value = None, v_init
     elif isinstance(v_init, (int, float)) and not isinstance(v_init, bool):
         _finite("v_init", v_init)
         v0, v0_value = None, float(v_init)
     else:
         raise ValueError(f"v_init must be a tensor of shape {tuple(x_seq.shape[1:])} (x_seq without T) or a number, "
                          f"but got {type(v_init).__name__}.")
-    if mode == "plif":
-        if not isinstance(w, torch.Tensor) or w.numel() != 1:
-            raise ValueError("w must be a 1-element tensor (1/tau = sigmoid(w)) for mode='plif'.")
-    if fire == "klif" and (not isinstance(k, torch.Tensor) or k.numel() != 1):
+    if cfg.mode == 2 and (not isinstance(w, torch.Tensor) or w.numel() != 1):
+        raise ValueError("w must be a 1-element tensor (1/tau = sigmoid(w)) for mode='plif'.")
+    if cfg.fire in (1, 2) and (not isinstance(k, torch.Tensor) or k.numel() != 1):
         raise ValueError(f"k must be a 1-element tensor (KLIF's scale) for fire='klif', but got {k!r}.")
-    if grad_window is None:
-        grad_window = (0.0, float(max_spike_count)) if isinstance(max_spike_count, int) else (0.0, 0.0)
-
-    if surrogate_function is None or fire == "count":
-        spec = (0, (4.0, 0.0))  # Sigmoid(alpha=4), SpikingJelly's default (the count ignores it)
-    else:
-        kernel_spec = getattr(surrogate_function, "kernel_spec", None)
-        spec = kernel_spec() if kernel_spec is not None else None
+    backend = kwargs["backend"]
     name = _backend.resolve(backend, (x_seq,), "multistep_neuron")
-    if spec is None:
-        name = _backend.unfused_surrogate("multistep_neuron", surrogate_function, backend, name)
-    # under torch.compile the validation is traced once per graph; the cache is for eager calls
-    config = _config.__wrapped__ if torch.compiler.is_compiling() else _config
-    nonlinear = (a0, v_c, delta_T, theta_rh, v_rest) if mode in ("qif", "eif") else None
-    fire_args = (bool(scale_reset), max_spike_count, tuple(grad_window), act, bool(threshold_related), v_offset)
-    channels = _channels(x_seq, v_threshold, v_offset, channel_dim, fire)
-    if channels is not None:  # the configuration's scalars are then unused placeholders
-        v_threshold, v_offset = 1.0, 0.0
-        fire_args = fire_args[:-1] + (0.0,)
-    cfg = config(mode, tau, decay_input, v_threshold, v_reset, detach_reset, spec or (0, (0.0, 0.0)), nonlinear, fire,
-                 fire_args)
+    if plan.spec is None:
+        name = _backend.unfused_surrogate("multistep_neuron", kwargs["surrogate_function"], backend, name)
+    channels = (_channels(x_seq, kwargs["v_threshold"], kwargs["v_offset"], kwargs["channel_dim"], kwargs["fire"])
+                if plan.per_channel else None)
     perm = memory_order(x_seq)
     if perm is not None:  # run on the contiguous view in memory order; permute the results back (views, no copy)
         x_seq = x_seq.permute(perm)
@@ -288,16 +342,15 @@ def multistep_neuron(
     if name == "torch" or x_seq.numel() == 0:
         if v0 is None:
             v0 = torch.full(x_seq.shape[1:], v0_value, dtype=x_seq.dtype, device=x_seq.device)
+        ref = dict(kwargs)
+        del ref["backend"], ref["channel_dim"]
         if channels is not None:  # broadcast views over one step in x_seq's (possibly permuted) order
-            v_threshold, v_offset = _channel_views(x_seq, channels, perm)
-        spikes, v_last, v_seq = reference.multistep_neuron(x_seq, v0, mode, tau, w, decay_input, v_threshold,
-                                                           v_reset, surrogate_function, detach_reset, store_v_seq,
-                                                           a0=a0, v_c=v_c, delta_T=delta_T, theta_rh=theta_rh,
-                                                           v_rest=v_rest, fire=fire, k=k, scale_reset=scale_reset,
-                                                           max_spike_count=max_spike_count,
-                                                           grad_window=tuple(grad_window), act=act,
-                                                           threshold_related=threshold_related,
-                                                           v_offset=v_offset)
+            ref["v_threshold"], ref["v_offset"] = _channel_views(x_seq, channels, perm)
+        if ref["grad_window"] is None:
+            ref["grad_window"] = (0.0, float(ref["max_spike_count"])) if isinstance(ref["max_spike_count"], int) \
+                else (0.0, 0.0)
+        ref["grad_window"] = tuple(ref["grad_window"])
+        spikes, v_last, v_seq = reference.multistep_neuron(x_seq, v0, w=w, k=k, store_v_seq=store_v_seq, **ref)
     else:
         if not x_seq.is_contiguous():
             x_seq = x_seq.contiguous()
@@ -310,7 +363,7 @@ def multistep_neuron(
         pc, inner = (None, 1) if channels is None else (channels[0], _inner(x_seq, channels[1], perm))
         spikes, v_last, v_seq, _ = OPS[name](x_seq, v0, kt, v0_value, *cfg, store_v_seq, need_grad, pc, inner)
         v_seq = v_seq if store_v_seq else None
-    if spec is not None and fire in ("spike", "klif"):  # a fused surrogate: the forward is Heaviside, binary spikes
+    if plan.binary:  # a fused surrogate: the forward is Heaviside, binary spikes
         mark_binary(spikes)
     if perm is not None:
         inverse = [perm.index(d) for d in range(len(perm))]
