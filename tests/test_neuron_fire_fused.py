@@ -232,3 +232,39 @@ def test_aaif_per_channel_module_errors():
     node = neuron.ActivationAwareIFNode(v_offset=torch.zeros(5), step_mode="s")
     with pytest.raises(ValueError, match="v_offset has length 5"):
         node(torch.zeros(4, 3))
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("backend", ["cpp", "triton"])
+@pytest.mark.parametrize("step_mode", ["s", "m"])
+@pytest.mark.parametrize("v_threshold,v_offset,table", [
+    (torch.tensor(0.9), torch.tensor(0.15), (2, 1)),  # both 0-d: one value for every neuron
+    (torch.tensor(1.1), torch.tensor([0.1, -0.2, 0.0, 0.25]), (2, 4)),  # a 0-d one beside a per-channel one
+])
+def test_aaif_scalar_buffers_read_on_device_match_spikingjelly(monkeypatch, pc_calls, backend, step_mode,
+                                                                v_threshold, v_offset, table):
+    """0-d threshold / offset buffers on an accelerator go to the op as tensors (the kernels read them there: no host
+    synchronisation). Forced here on the CPU: the spy sees the [2, C] table (C = 1 when neither buffer is per
+    channel), and the module still equals SpikingJelly's Python step."""
+    monkeypatch.setattr("fastspike.neuron.integrate_and_fire._read_on_device", lambda buf: True)
+    ref, ours = pair("ActivationAwareIFNode", sg="ATan", step_mode=step_mode, store_v_seq=step_mode == "m",
+                     v_threshold=v_threshold, v_offset=v_offset, channel_dim=1, v_reset=None)
+    ours.backend = backend
+    compare(ref, ours, [x.to(DEVICE) for x in _inputs(13, (5, 2, 4, 3))], step_mode)
+    steps = 2 * 5 if step_mode == "s" else 2
+    assert pc_calls == [(5, table, 3)] * steps, pc_calls
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="counts device-to-host synchronisations: needs CUDA")
+def test_aaif_scalar_buffers_never_synchronise_on_cuda():
+    node = neuron.ActivationAwareIFNode(v_threshold=0.8, v_offset=0.1, step_mode="m").cuda()
+    x = torch.randn(4, 8, 64, device="cuda", requires_grad=True)
+    node(x)  # the first call may initialise things that are allowed to synchronise
+    node.reset()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        node(x).sum().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert x.grad is not None

@@ -585,10 +585,34 @@ def test_per_channel_channels_last(backend):
     assert_close("grad_x", gc, gl, TOL[torch.float32])
 
 
+@pytest.mark.parametrize("backend", ["torch", *KERNEL_BACKENDS])
+@pytest.mark.parametrize("thr,off", [(torch.tensor(0.9), torch.tensor(0.1)), (torch.tensor([0.9]), 0.1),
+                                     (0.9, torch.tensor(0.1)), (torch.tensor(0.9), "per-channel")],
+                         ids=["both-0d", "thr-1elem", "off-0d", "0d-beside-per-channel"])
+def test_per_channel_one_element_tensors_are_one_value(backend, thr, off):
+    """A 1-element threshold / offset tensor (0-d or 1-D) is the same value for every neuron (what
+    ActivationAwareIFNode passes for its 0-d buffers on an accelerator, read there without a host sync): equal to the
+    numbers, outputs, states and gradients, on every backend; beside a per-channel tensor it fills every channel.
+    The shape reaches a second Triton program and several C++ blocks."""
+    x, v0, grads = _inputs(4, (3, 5, 300))
+    C = 5
+    per_channel = _channel_kw(C, channel_dim=2)["v_offset"]
+    off = per_channel if isinstance(off, str) else off
+    kw = dict(mode="if", fire="offset", channel_dim=2, v_reset=None, surrogate_function=sg.ATan())
+    as_numbers = dict(kw, v_threshold=float(thr), v_offset=off if isinstance(off, torch.Tensor) and off.numel() == C
+                      else float(off))
+    ref = _run_fire("torch", x, v0, None, grads, **as_numbers)
+    out = _run_fire(backend, x, v0, None, grads, **dict(kw, v_threshold=thr, v_offset=off))
+    assert torch.equal(ref[0], out[0]) and 0 < ref[0].sum() < ref[0].numel()
+    for name, r, o in zip(["v_last", "v_seq", "grad_x", "grad_v0"], ref[1:5], out[1:5]):
+        assert_close(f"{backend}:{name}", r, o, 1e-5)
+
+
 @pytest.mark.parametrize("kw,match", [
     (dict(fire="spike", v_threshold=torch.ones(3)), "take fire='offset'"),
-    (dict(v_threshold=torch.ones(4)), "v_threshold must be a number or a 1-D tensor of 3"),
-    (dict(v_offset=torch.zeros(1, 3)), "v_offset must be a number or a 1-D tensor"),
+    (dict(v_threshold=torch.ones(4)), "v_threshold must be a number, a 1-element tensor or a 1-D tensor of 3"),
+    (dict(v_offset=torch.zeros(1, 3)), "v_offset must be a number, a 1-element tensor or a 1-D tensor"),
+    (dict(v_threshold=torch.ones(1, 1)), r"a 1-D tensor of 3 values .* shape \(1, 1\)"),
     (dict(v_threshold=torch.ones(3), channel_dim=0), "channel_dim=0"),
     (dict(v_threshold=torch.ones(3), channel_dim=3), "channel_dim=3"),
     (dict(v_threshold=torch.ones(3), v_offset=float("nan")), "v_offset"),

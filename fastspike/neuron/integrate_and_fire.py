@@ -79,6 +79,12 @@ def _check_vector(name: str, value, positive: bool) -> torch.Tensor:
     return t
 
 
+def _read_on_device(buf: torch.Tensor) -> bool:
+    """Whether ActivationAwareIFNode hands a 0-d threshold / offset buffer to the op as a tensor (read by the kernels
+    on its device) rather than as a number (a host read: a synchronisation on an accelerator)."""
+    return buf.device.type != "cpu"
+
+
 class ActivationAwareIFNode(MemoryModule):
     """IF with S = Heaviside(V + X + v_offset - v_threshold); reset to v_reset (hard) or by v_threshold (soft,
     the default). ``v_threshold`` / ``v_offset``: numbers or 1D tensors with one value per channel of the input
@@ -147,9 +153,11 @@ class ActivationAwareIFNode(MemoryModule):
 
     def _op_kwargs(self) -> Optional[dict]:
         """The fused op's arguments (multistep_neuron, mode 'if', fire 'offset') when it can run this neuron: a
-        fused surrogate, no subclass redefining the step; else None. Scalar buffers are read per call (one host sync
-        per call on CUDA); 1-D ones go to the op as tensors (no sync), along the op's ``channel_dim`` (the module's
-        counts one step's dimensions, the op's x_seq's, so a non-negative one moves up by one)."""
+        fused surrogate, no subclass redefining the step; else None. 1-D buffers go to the op as tensors along the
+        op's ``channel_dim`` (the module's counts one step's dimensions, the op's x_seq's, so a non-negative one moves
+        up by one); 0-d ones too when they live on an accelerator (the kernels read them there: no host
+        synchronisation, so a CUDA graph can capture the layer), while on the CPU they are read as numbers (a NaN
+        then takes the Python path)."""
         cls = type(self)
         if (cls.single_step_functional_forward is not ActivationAwareIFNode.single_step_functional_forward
                 or cls.multi_step_functional_forward is not ActivationAwareIFNode.multi_step_functional_forward
@@ -160,7 +168,7 @@ class ActivationAwareIFNode(MemoryModule):
             return None
         params = []
         for buf in (self.v_threshold, self.v_offset):
-            if buf.dim():
+            if buf.dim() or _read_on_device(buf):
                 params.append(buf)
                 continue
             value = float(buf)
@@ -175,7 +183,7 @@ class ActivationAwareIFNode(MemoryModule):
     def _check_channels(self, kw: dict, step_shape) -> dict:
         """``kw`` after the module's own checks of 1-D thresholds / offsets against one input step's shape."""
         for name in ("v_threshold", "v_offset"):
-            if isinstance(kw[name], torch.Tensor):
+            if isinstance(kw[name], torch.Tensor) and kw[name].dim():
                 self._channel_axis(kw[name], step_shape, name)
         return kw
 

@@ -119,8 +119,9 @@ def _fire_params(fire: str, mode: str, v_threshold, v_reset, fire_args) -> Tuple
 
 
 def _channels(x_seq: torch.Tensor, v_threshold, v_offset, channel_dim, fire: str):
-    """None for scalar thresholds and offsets; else (pc, dim): pc the [2, C] float32 thresholds and offsets on
-    x_seq's device, dim the channel dimension of x_seq (>= 1)."""
+    """None for number thresholds and offsets; else (pc, dim): pc the [2, C] float32 thresholds and offsets on
+    x_seq's device, dim the channel dimension of x_seq (>= 1). A 1-element tensor (0-d or 1-D) is one value for every
+    channel: read on the device like the others (no host synchronisation), and when neither is longer C is 1."""
     if not (isinstance(v_threshold, torch.Tensor) or isinstance(v_offset, torch.Tensor)):
         return None
     if fire != "offset":
@@ -130,14 +131,16 @@ def _channels(x_seq: torch.Tensor, v_threshold, v_offset, channel_dim, fire: str
     dim = channel_dim + x_seq.ndim if channel_dim < 0 else channel_dim
     if not 1 <= dim < x_seq.ndim:
         raise ValueError(f"channel_dim={channel_dim} must name a dimension of x_seq {tuple(x_seq.shape)} after T.")
-    C = x_seq.shape[dim]
+    values = (("v_threshold", v_threshold), ("v_offset", v_offset))
+    one = all(not isinstance(v, torch.Tensor) or (v.ndim <= 1 and v.numel() == 1) for _, v in values)
+    C = 1 if one else x_seq.shape[dim]
     rows = []
-    for name, value in (("v_threshold", v_threshold), ("v_offset", v_offset)):
+    for name, value in values:
         if isinstance(value, torch.Tensor):
-            if value.ndim != 1 or value.numel() != C or value.is_complex():
-                raise ValueError(f"{name} must be a number or a 1-D tensor of {C} values (x_seq's dimension "
-                                 f"{channel_dim}), but got a tensor of shape {tuple(value.shape)}.")
-            rows.append(value.detach().to(device=x_seq.device, dtype=torch.float32))
+            if value.ndim > 1 or value.numel() not in (1, C) or value.is_complex():
+                raise ValueError(f"{name} must be a number, a 1-element tensor or a 1-D tensor of {C} values (x_seq's "
+                                 f"dimension {channel_dim}), but got a tensor of shape {tuple(value.shape)}.")
+            rows.append(value.detach().to(device=x_seq.device, dtype=torch.float32).reshape(-1).expand(C))
         else:
             _finite(name, value)
             rows.append(torch.full((C,), float(value), dtype=torch.float32, device=x_seq.device))
@@ -226,7 +229,8 @@ def multistep_neuron(
     (ActivationAwareIF, mode 'if': S = Heaviside(H + v_offset - v_threshold), V reset from H). With fire='offset',
     ``v_threshold`` and ``v_offset`` may also be 1-D tensors with one value per channel, the channels being dimension
     ``channel_dim`` of x_seq (1: [T, N, C, ...] is per C; -1: the last); they get no gradient, and their values are not
-    checked (a NaN compares false, as in the reference).
+    checked (a NaN compares false, as in the reference). A 1-element tensor (0-d or 1-D) is one value for every neuron,
+    read by the kernels on the tensor's device (no host synchronisation on CUDA).
 
     v_init: the membrane potential before the first step, a tensor of shape x_seq.shape[1:] or a number
     (the same start for every neuron; it gets no gradient). Returns (spike_seq [T, *], v_last [*],
