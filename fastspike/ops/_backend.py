@@ -60,7 +60,7 @@ def resolve(backend: Optional[str], tensors: Iterable[torch.Tensor], op: str,
     (the launcher may convert); ``auto`` falls back to 'torch' for anything else (e.g. float64).
     """
     name = _default_backend if backend is None else backend
-    first = tensors[0] if type(tensors) is tuple and isinstance(tensors[0], torch.Tensor) else \
+    first = tensors[0] if type(tensors) is tuple and tensors and isinstance(tensors[0], torch.Tensor) else \
         next(t for t in tensors if isinstance(t, torch.Tensor))
     dtype = first.dtype
     if name == "auto":  # the common case, kept short: ops call this on every forward

@@ -7,8 +7,10 @@ in ``autograd.py`` (custom ops ``fastspike::neuron_cpp`` / ``fastspike::neuron_t
 in ``cpu.py``, the Triton kernels in kernels/neuron.py; ops/reference.py is the oracle and the fallback.
 
 This op runs once per neuron layer per call, so its Python overhead is part of every small network's
-step time: the configuration is validated once per distinct value (``_config`` is cached) and a constant V0
-never becomes a tensor (the kernels take it as a number).
+step time: ``plan_neuron`` validates a configuration into a ``NeuronPlan`` (the kernels' scalars, cached per
+distinct value in ``_config``), a neuron module keeps its plan between calls and runs it with ``run_neuron``
+(``multistep_neuron`` is the two in one call), and a constant V0 never becomes a tensor (the kernels take it as
+a number).
 """
 from __future__ import annotations
 
