@@ -4,6 +4,7 @@ CMakeLists.txt is the single source of truth for the native build; this file onl
 passes the paths CMake needs and puts the built library where ``fastspike/_C*.so`` is expected.
 """
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -16,9 +17,26 @@ ROOT = Path(__file__).resolve().parent
 
 
 class CMakeExtension(Extension):
-    def __init__(self, name: str, sourcedir: str = "") -> None:
-        super().__init__(name, sources=[])
+    def __init__(self, name: str, sourcedir: str = "", optional: bool = False) -> None:
+        super().__init__(name, sources=[], optional=optional)
         self.sourcedir = os.fspath(Path(sourcedir).resolve())
+
+
+def _dispatch_off() -> bool:
+    return os.environ.get("FASTSPIKE_DISPATCH", "").lower() in ("0", "off", "false", "no")
+
+
+def _extensions() -> list[CMakeExtension]:
+    """fastspike._C, and in a portable x86-64 build its AVX2 / AVX-512 variants (CMakeLists.txt builds all of them
+    in one CMake run). The variants are declared so that setuptools copies them too (an editable install copies
+    only declared extensions into the source tree); optional, because CMake skips one whose -march the compiler
+    lacks (with a warning), and the loader (fastspike/_ext.py) then uses the next narrower one."""
+    exts = [CMakeExtension("fastspike._C", sourcedir=str(ROOT))]
+    if (os.environ.get("FASTSPIKE_PORTABLE") and not os.environ.get("FASTSPIKE_MARCH") and not _dispatch_off()
+            and platform.machine().lower() in ("x86_64", "amd64")):
+        exts += [CMakeExtension(f"fastspike._C_{level}", sourcedir=str(ROOT), optional=True)
+                 for level in ("avx2", "avx512")]
+    return exts
 
 
 def _fail(msg: str) -> None:
@@ -28,6 +46,8 @@ def _fail(msg: str) -> None:
 
 class CMakeBuild(build_ext):
     def build_extension(self, ext: CMakeExtension) -> None:
+        if ext.name != "fastspike._C":
+            return  # a portable build's variant: built into the same directory by fastspike._C's CMake run
         cmake = shutil.which("cmake")
         if cmake is None:
             try:  # the PyPI 'cmake' package (declared in pyproject.toml) puts its binary here
@@ -61,10 +81,13 @@ class CMakeBuild(build_ext):
             f"-DCMAKE_CXX_COMPILER={cxx}",
         ]
         # Target instruction set (CMakeLists.txt decides; csrc/simd.h follows): FASTSPIKE_PORTABLE=1 builds for the
-        # compiler's default target, FASTSPIKE_MARCH=x86-64-v3 (say) for that -march; FASTSPIKE_WERROR=1 makes
-        # warnings errors.
+        # compiler's default target, on x86-64 with AVX2 and AVX-512 variants picked at import (FASTSPIKE_DISPATCH=0:
+        # the baseline alone), FASTSPIKE_MARCH=x86-64-v3 (say) for that -march; FASTSPIKE_WERROR=1 makes warnings
+        # errors.
         if os.environ.get("FASTSPIKE_PORTABLE"):
             args.append("-DFASTSPIKE_NATIVE=OFF")
+        if _dispatch_off():
+            args.append("-DFASTSPIKE_DISPATCH=OFF")
         if os.environ.get("FASTSPIKE_MARCH"):
             args.append(f"-DFASTSPIKE_MARCH={os.environ['FASTSPIKE_MARCH']}")
         if os.environ.get("FASTSPIKE_WERROR"):
@@ -88,7 +111,7 @@ setup(
     packages=(find_packages(include=["fastspike", "fastspike.*"]) + ["fastspike.kernels"]
               + [f"fastspike.kernels.{p}" for p in find_packages("kernels")]),
     package_dir={"fastspike.kernels": "kernels"},
-    ext_modules=[CMakeExtension("fastspike._C", sourcedir=str(ROOT))],
+    ext_modules=_extensions(),
     cmdclass={"build_ext": CMakeBuild},
     install_requires=["numpy", "tqdm"],  # torch is installed first by the user (CPU or CUDA build)
     extras_require={

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.skipif(not _ext.available(), reason="needs the C++ exte
 
 def test_build_info_describes_the_build_and_the_cpu():
     info = _ext.get().build_info()
-    assert set(info) >= {"isa", "vector_bits", "cpu_isa", "fma", "flags", "compiler", "target_processor", "openmp"}
+    assert set(info) >= {"module", "isa", "vector_bits", "cpu_isa", "fma", "flags", "compiler", "target_processor",
+                         "openmp"}
     assert info["isa"] in report.ISA_LEVELS and info["cpu_isa"] in report.ISA_LEVELS
     assert info["vector_bits"] == {"avx512": 512, "avx2": 256, "neon": 128, "portable": 256}[info["isa"]]
     # the CPU's own report (cpuid in C++) and the OS's (/proc/cpuinfo) agree
@@ -27,6 +28,15 @@ def test_build_info_describes_the_build_and_the_cpu():
     assert "-O3" in info["flags"] and "-Wall" in info["flags"]
     if "-march=native" in info["flags"]:
         assert info["isa"] == info["cpu_isa"]
+    # the loaded module names itself; a variant is loaded only by a portable build and carries its level's -march
+    variants = {"fastspike._C_avx2": ("avx2", "-march=x86-64-v3"),
+                "fastspike._C_avx512": ("avx512", "-march=x86-64-v4")}
+    if info["module"] in variants:
+        assert (info["isa"], info["module"]) == (variants[info["module"]][0], _ext.get().__name__)
+        assert variants[info["module"]][1] in info["flags"]
+        assert _ext.variant("portable").build_info()["isa"] == "portable"
+    else:
+        assert info["module"] == "fastspike._C" == _ext.get().__name__
     assert info["openmp"] >= 201307  # OpenMP 4.0: omp simd
 
 
@@ -36,7 +46,7 @@ def test_machine_info_and_header_name_the_simd_levels():
     assert m["cpu_isa"] == build["cpu_isa"] and m["build"]["isa"] == build["isa"]
     assert m["build"]["flags"] == build["flags"]
     head = report.machine_header(m)
-    assert head.startswith(f"cpu {build['cpu_isa']} | fastspike._C built for {build['isa']}")
+    assert head.startswith(f"cpu {build['cpu_isa']} | {build['module']} built for {build['isa']}")
     assert build["flags"] in head
     # a build narrower than the CPU is pointed out; an unavailable extension is named
     narrow = dict(m, cpu_isa="avx512", build=dict(m["build"], isa="avx2"))
@@ -45,7 +55,7 @@ def test_machine_info_and_header_name_the_simd_levels():
     missing = report.machine_header({"cpu_isa": "neon", "build": {"error": "ImportError: no _C"}})
     assert missing == "cpu neon | fastspike._C: ImportError: no _C"
     md = report.markdown({"machine": m, "versions": {}, "settings": {}, "tables": []})
-    assert f"- SIMD: cpu {build['cpu_isa']} | fastspike._C built for {build['isa']}" in md
+    assert f"- SIMD: cpu {build['cpu_isa']} | {build['module']} built for {build['isa']}" in md
 
 
 def test_bench_prints_and_records_the_simd_levels(tmp_path):
@@ -56,7 +66,7 @@ def test_bench_prints_and_records_the_simd_levels(tmp_path):
                        check=False)
     assert p.returncode == 0, p.stderr[-2000:]
     build = _ext.get().build_info()
-    assert f"cpu {build['cpu_isa']} | fastspike._C built for {build['isa']}" in p.stdout
+    assert f"cpu {build['cpu_isa']} | {build['module']} built for {build['isa']}" in p.stdout
     machine = json.loads(out.read_text())["machine"]
     assert machine["cpu_isa"] == build["cpu_isa"]
     assert machine["build"] == dict(build)

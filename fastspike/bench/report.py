@@ -118,7 +118,8 @@ ISA_LEVELS = ("portable", "neon", "avx2", "avx512")
 
 
 def cpu_isa_from_os() -> str:
-    """The widest csrc/simd.h branch this CPU could run, from what the OS reports (no extension needed)."""
+    """The widest csrc/simd.h branch this CPU runs, from what the OS reports (no extension needed), by the x86-64
+    levels of a portable build's variants: avx512 = x86-64-v4, avx2 = x86-64-v3 (csrc/module.cpp's cpu_isa)."""
     machine = platform.machine().lower()
     if machine in ("arm64", "aarch64"):
         return "neon"  # Advanced SIMD is part of every AArch64 CPU
@@ -127,9 +128,9 @@ def cpu_isa_from_os() -> str:
             flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
     except OSError:
         flags = []
-    if {"avx512f", "avx512bw"} <= set(flags):
+    if {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"} <= set(flags):
         return "avx512"
-    if {"avx2", "fma"} <= set(flags):
+    if {"avx2", "fma", "bmi2", "f16c"} <= set(flags):
         return "avx2"
     return "portable"
 
@@ -151,13 +152,15 @@ def isa_info() -> Dict[str, Any]:
 
 
 def machine_header(info: Dict[str, Any]) -> str:
-    """One line for the benchmark header: the CPU's SIMD level and the one fastspike._C was built for, with its
-    flags; says so when the build uses less of the CPU than it could."""
+    """One line for the benchmark header: the CPU's SIMD level and the one the loaded extension module was built
+    for (fastspike._C, or the variant a portable build picked), with its flags; says so when the build uses less of
+    the CPU than it could."""
     cpu = info.get("cpu_isa", "?")
     build = info.get("build", {})
     if "isa" not in build:
         return f"cpu {cpu} | fastspike._C: {build.get('error', 'unknown build')}"
-    line = (f"cpu {cpu} | fastspike._C built for {build['isa']} ({build.get('compiler', '?')}: "
+    module = build.get("module", "fastspike._C")
+    line = (f"cpu {cpu} | {module} built for {build['isa']} ({build.get('compiler', '?')}: "
             f"{build.get('flags', '?')})")
     if cpu in ISA_LEVELS and build["isa"] in ISA_LEVELS and ISA_LEVELS.index(build["isa"]) < ISA_LEVELS.index(cpu):
         line += f" | note: the {cpu} CPU runs fastspike's {build['isa']} kernels"
