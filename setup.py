@@ -45,6 +45,15 @@ def _fail(msg: str) -> None:
 
 
 class CMakeBuild(build_ext):
+    def _remove_stale_variants(self, extdir: Path) -> None:
+        """Variant modules this build does not make, left by an earlier portable build (in the build folder, or in
+        the source tree of an editable install), would be imported in place of this build's code: delete them."""
+        declared = {ext.name.rsplit(".", 1)[1] for ext in self.extensions}
+        for folder in {extdir, ROOT / "fastspike"}:
+            for path in folder.glob("_C_*"):
+                if path.name.split(".", 1)[0] not in declared and path.suffix in (".so", ".pyd", ".dylib"):
+                    path.unlink()
+
     def build_extension(self, ext: CMakeExtension) -> None:
         if ext.name != "fastspike._C":
             return  # a portable build's variant: built into the same directory by fastspike._C's CMake run
@@ -70,6 +79,7 @@ class CMakeBuild(build_ext):
                   "with --no-build-isolation it must already be installed).")
 
         extdir = Path(self.get_ext_fullpath(ext.name)).parent.resolve()
+        self._remove_stale_variants(extdir)
         build_type = os.environ.get("FASTSPIKE_BUILD_TYPE", "Release")
         build_temp = Path(self.build_temp) / ext.name
         build_temp.mkdir(parents=True, exist_ok=True)

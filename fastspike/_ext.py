@@ -1,5 +1,4 @@
-"""Lazy access to the compiled CPU extension: ``fastspike._C``, or in a portable build the variant of it that
-this CPU runs best.
+"""The compiled CPU extension: ``fastspike._C``, or in a portable build the variant of it that this CPU runs best.
 
 A build for the building machine (the default, ``-march=native``) or for ``FASTSPIKE_MARCH`` is one module,
 ``fastspike._C``. A portable x86-64 build (``FASTSPIKE_PORTABLE=1``, e.g. a wheel for other machines) carries
