@@ -45,11 +45,11 @@ def _fail(msg: str) -> None:
 
 
 class CMakeBuild(build_ext):
-    def _remove_stale_variants(self, extdir: Path) -> None:
+    def remove_stale_variants(self, *folders: Path) -> None:
         """Variant modules this build does not make, left by an earlier portable build (in the build folder, or in
         the source tree of an editable install), would be imported in place of this build's code: delete them."""
         declared = {ext.name.rsplit(".", 1)[1] for ext in self.extensions}
-        for folder in {extdir, ROOT / "fastspike"}:
+        for folder in set(folders):
             for path in folder.glob("_C_*"):
                 if path.name.split(".", 1)[0] not in declared and path.suffix in (".so", ".pyd", ".dylib"):
                     path.unlink()
@@ -79,7 +79,7 @@ class CMakeBuild(build_ext):
                   "with --no-build-isolation it must already be installed).")
 
         extdir = Path(self.get_ext_fullpath(ext.name)).parent.resolve()
-        self._remove_stale_variants(extdir)
+        self.remove_stale_variants(extdir, ROOT / "fastspike")
         build_type = os.environ.get("FASTSPIKE_BUILD_TYPE", "Release")
         build_temp = Path(self.build_temp) / ext.name
         build_temp.mkdir(parents=True, exist_ok=True)
