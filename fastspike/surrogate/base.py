@@ -11,6 +11,7 @@ too; ``fastspike.surrogate.builtins`` lists the ids the kernels implement.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import tempfile
 from typing import Dict, Optional, Tuple
@@ -153,7 +154,12 @@ def check_manual_grad(primitive_function, spiking_function, *args, **kwargs) -> 
     primitive_function(x, *args, **kwargs).sum().backward()
     auto = x.grad.clone()
     x.grad = None
-    spiking_function(x, *args, **kwargs).sum().backward()
+    spiking_args, spiking_kwargs = args, kwargs
+    owner = getattr(spiking_function, "__self__", None)
+    if kwargs and isinstance(owner, type) and issubclass(owner, torch.autograd.Function):
+        # Function.apply takes keyword arguments only from torch 2.13 on: bind them to forward's positions
+        spiking_args, spiking_kwargs = inspect.signature(owner.forward).bind(x, *args, **kwargs).args[1:], {}
+    spiking_function(x, *spiking_args, **spiking_kwargs).sum().backward()
     manual = x.grad.clone()
     print("Surrogate gradient comparison: auto=", auto, "manual=", manual)
     err = (manual - auto).abs()
