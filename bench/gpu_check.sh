@@ -7,9 +7,9 @@
 #   bash bench/gpu_check.sh [LOG_DIR]         # what that runs on the GPU machine
 #
 # LOG_DIR defaults to $OUT when set (the device runner's output folder), else bench/results/. At most 8 files are
-# written there, as many as the device tool returns (with GPU_CHECK_ON=1 the plot gives way to a second JSON). When .gpu/wheels/ holds wheels (bench/gpu_prepare.sh), they are
-# installed into a folder on PYTHONPATH first (no network, no dependency resolution), and .gpu/data/neuromorphic
-# becomes FASTSPIKE_NEURO_DATA.
+# written there, as many as the device tool returns (with GPU_CHECK_ON=1 the plot gives way to a second JSON).
+# When .gpu/wheels/ holds wheels (bench/gpu_prepare.sh), they are installed into a folder on PYTHONPATH first (no
+# network, no dependency resolution), and .gpu/data/neuromorphic becomes FASTSPIKE_NEURO_DATA.
 # Knobs (environment): PYTHON (default python3, else python), GPU_CHECK_SKIP_BUILD=1, GPU_CHECK_SKIP_TESTS=1,
 # GPU_CHECK_TEST_ARGS (default "tests": the whole suite; "-n 8" is added when pytest-xdist imports),
 # GPU_CHECK_BUDGET (s, default 560: the whole script, so that it ends inside the tool's 600 s),
@@ -94,7 +94,8 @@ EOF
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
     say "wheels: installed ${#ok[@]} from $CARRY/wheels${no[0]+; not for this Python: ${no[*]}}"
   else
-    say "wheels: none installed from $CARRY/wheels (see gpu_check_${STAMP}_env.log)${no[0]+; not for this Python: ${no[*]}}"
+    say "wheels: none installed from $CARRY/wheels (see gpu_check_${STAMP}_env.log)" \
+        "${no[0]+; not for this Python: ${no[*]}}"
   fi
 else
   say "wheels: none in $CARRY/wheels (run bench/gpu_prepare.sh here first): peer comparisons will skip"
@@ -127,11 +128,12 @@ if [ "${GPU_CHECK_SKIP_TESTS:-0}" != "1" ]; then
   limit=$(( $(left) - ${GPU_CHECK_BENCH_MIN:-120} ))
   [ "$limit" -lt "${GPU_CHECK_TEST_TIMEOUT:-330}" ] || limit="${GPU_CHECK_TEST_TIMEOUT:-330}"
   [ "$limit" -gt 10 ] || limit=10
-  # -rfE lists every failure and error; a module that fails to import is an error, not the end of the run
-  # shellcheck disable=SC2086
+  # -rfE lists every failure and error; a module that fails to import is an error, not the end of the run;
   # OMP_NUM_THREADS: each of the 8 workers' C++ kernels on 2 threads, not all 16 cores each
-  OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" timeout -s INT -k 20 "$limit" "$PY" -m pytest $TEST_ARGS -q -rfE -p no:cacheprovider \
-      --continue-on-collection-errors --durations=15 --junitxml="$LOG_DIR/gpu_check_${STAMP}_tests.xml" \
+  # shellcheck disable=SC2086
+  OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" timeout -s INT -k 20 "$limit" "$PY" -m pytest $TEST_ARGS -q -rfE \
+      -p no:cacheprovider --continue-on-collection-errors --durations=15 \
+      --junitxml="$LOG_DIR/gpu_check_${STAMP}_tests.xml" \
       > "$LOG_DIR/gpu_check_${STAMP}_tests.log" 2>&1
   rc=$?
   say "tests ($TEST_ARGS, ${limit} s at most): exit $rc (124 = timed out); $(grep -E '(passed|failed|error)' \
@@ -152,7 +154,8 @@ timeout -k 10 "$limit" "$PY" -m fastspike.bench --device "$DEV" --no-progress \
     --json "$LOG_DIR/bench_${DEV}_${STAMP}.json" ${PLOT[@]+"${PLOT[@]}"} ${GPU_CHECK_BENCH_ARGS:-} \
     > "$LOG_DIR/gpu_check_${STAMP}_bench.log" 2>&1
 rc=$?
-say "bench --device $DEV ${GPU_CHECK_BENCH_ARGS:-} (${limit} s at most): exit $rc (124 = timed out; the JSON keeps the tables finished so far)"
+say "bench --device $DEV ${GPU_CHECK_BENCH_ARGS:-} (${limit} s at most): exit $rc (124 = timed out; the JSON" \
+    "keeps the tables finished so far)"
 grep -E '^summary:' "$LOG_DIR/gpu_check_${STAMP}_bench.log" | head -n 40 >> "$SUMMARY"
 [ $rc -eq 0 ] || status=1
 
