@@ -157,7 +157,7 @@ def check_manual_grad(primitive_function, spiking_function, *args, **kwargs) -> 
     spiking_args, spiking_kwargs = args, kwargs
     owner = getattr(spiking_function, "__self__", None)
     if kwargs and isinstance(owner, type) and issubclass(owner, torch.autograd.Function):
-        # Function.apply takes keyword arguments only from torch 2.13 on: bind them to forward's positions
+        # Function.apply rejects keyword arguments in torch 2.11 (2.13 binds them): bind them to forward's positions
         spiking_args, spiking_kwargs = inspect.signature(owner.forward).bind(x, *args, **kwargs).args[1:], {}
     spiking_function(x, *spiking_args, **spiking_kwargs).sum().backward()
     manual = x.grad.clone()
