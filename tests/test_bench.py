@@ -346,3 +346,22 @@ def test_sew_resnet_autocast_point_runs_and_agrees_with_spikingjelly(tmp_path, m
     full = points(Ctx(device="cpu", suite="full"))
     assert any(p.get("amp") == "bf16" for p in full) and not any(
         p.get("amp") for p in points(Ctx(device="cpu")))
+
+
+def test_sew_resnet_graphs_case_compiles_both_frameworks(tmp_path):
+    """models.sew_resnet18_graphs (suite 'graphs'): fastspike and SpikingJelly eager and torch.compile(model) steps of
+    SEW ResNet-18 (IF) agree (loss, first convolution's weight gradient); the CUDA-graph rows are named n/a on the
+    CPU; the summary gives the issue's ratios. The graph rows themselves run with CUDA (tests/test_cuda_graph.py
+    covers the helper)."""
+    pytest.importorskip("spikingjelly")
+    rc, data = _run_json(tmp_path, FAST + ["--suite", "graphs", "--peers", "spikingjelly", "--no-memory"])
+    assert rc == 0
+    (t, rows), = list(_rows(data, "models.sew_resnet18_graphs"))
+    by_impl = {r["impl"]: r for r in rows}
+    for owner in ("fastspike", "SpikingJelly 2.0"):
+        for how in ("eager", "torch.compile"):
+            assert by_impl[f"{owner} {how}"]["status"] == "ok", by_impl[f"{owner} {how}"]
+        graph = by_impl[f"{owner} CUDA graph"]
+        assert graph["status"] == "n/a" and "CUDA" in graph["reason"], graph
+    line = next(s for s in data["summaries"] if s.startswith("models.sew_resnet18_graphs"))
+    assert "SpikingJelly eager / fastspike eager" in line and "SpikingJelly compiled / fastspike compiled" in line

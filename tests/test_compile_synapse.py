@@ -179,3 +179,37 @@ def test_dense_layers_compile_on_any_device():
     with torch.no_grad():
         _no_breaks(lin, x)
         assert_close("out", lin(x), torch.compile(lin, fullgraph=True)(x), 1e-6)
+
+
+@needs_cpp
+def test_compiled_strided_conv_backward_on_a_small_map_does_not_corrupt_memory(tmp_path):
+    """layer.Conv2d 3x3, stride 2, padding 1 on a 2x2 map (SEW ResNet-18's layer4 at 32x32 input) trained through
+    torch.compile: Inductor (torch 2.13, CPU) miscompiled the eager-only GEMM + fold route of the input gradient and
+    wrote out of bounds (glibc aborted: "double free or corruption"). Run in a child process with glibc's heap checks
+    and Inductor's caches off (a cached graph from an older fastspike could mask a regression), compared with eager."""
+    import os
+    import subprocess
+    import sys
+    code = """
+import torch
+from fastspike import functional, layer
+torch.manual_seed(0)
+conv = layer.Conv2d(16, 32, 3, stride=2, padding=1, bias=False, step_mode="m")
+x = torch.rand(2, 2, 16, 2, 2).requires_grad_(True)
+g = torch.randn(2, 2, 32, 1, 1)
+def grads(m):
+    x.grad, conv.weight.grad = None, None
+    (m(x) * g).sum().backward()
+    return x.grad.clone(), conv.weight.grad.clone()
+want = grads(conv)
+c = torch.compile(conv, fullgraph=True)
+for _ in range(3):
+    got = grads(c)
+for a, b in zip(want, got):
+    assert torch.allclose(a, b, rtol=1e-5, atol=1e-5), float((a - b).abs().max())
+print("agree")
+"""
+    env = dict(os.environ, MALLOC_CHECK_="3", MALLOC_PERTURB_="165", TORCHINDUCTOR_FORCE_DISABLE_CACHES="1",
+               TORCHINDUCTOR_CACHE_DIR=str(tmp_path))
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0 and "agree" in p.stdout, (p.returncode, p.stdout[-500:], p.stderr[-2000:])

@@ -22,6 +22,8 @@ SUITES = {
     "psn": "PSN family and linear_scan",
     "synapse": "event-driven Linear/Conv2d across spike densities",
     "models": "one training step of a small SEW ResNet",
+    "graphs": "SEW ResNet-18 training step eager / torch.compile / CUDA graph, fastspike and SpikingJelly (compiles: "
+              "about a minute more)",
     "open-neuromorphic": "Open Neuromorphic framework benchmark: Linear + LIF, batch 16, T=500, 4k/8k/16k neurons",
 }
 

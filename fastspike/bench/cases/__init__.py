@@ -7,7 +7,8 @@ import warnings
 IMPORT_ERRORS = {}
 
 for _name in ("neuron", "neuron_nonlinear", "neuron_two_state", "neuron_compiled", "neuron_hooks", "neuron_fire",
-              "neuron_stbif", "neuron_glif", "psn", "synapse", "models", "open_neuromorphic"):
+              "neuron_stbif", "neuron_glif", "psn", "synapse", "models", "models_graphs",
+              "open_neuromorphic"):
     try:
         importlib.import_module(f"{__name__}.{_name}")
     except Exception as e:  # a broken case module must not break the others

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .._contract import tracing
+
 __all__ = ["GEMM_MAX_POSITIONS", "conv2d_grad_weight", "conv2d_grad_input"]
 
 # Output maps of at most this many positions take the weight gradient as one GEMM of the unfolded input
@@ -35,7 +37,10 @@ def conv2d_grad_input(g: torch.Tensor, x_shape, w: torch.Tensor, s, p, d, groups
     512->512 stride 1 on 2x2 2.25 against 4.57 (kept on oneDNN)."""
     B, Cout, OH, OW = g.shape
     KH, KW = w.shape[2], w.shape[3]
-    if (groups != 1 or g.device.type != "cpu" or max(s) == 1
+    # traced (torch.compile, export): torch's own backward. Inductor (torch 2.13, CPU) miscompiles the fold below
+    # for some shapes (3x3, stride 2, padding 1 on a 2x2 input: the compiled kernel writes out of bounds and
+    # corrupts the heap), and the GEMM route is a speed-up measured in eager mode only
+    if (groups != 1 or g.device.type != "cpu" or max(s) == 1 or tracing(g)
             or not (KH * KW == 1 or OH * OW <= GEMM_MAX_POSITIONS)):
         shape_only = g.new_zeros(1).expand(x_shape)  # convolution_backward reads only its shape
         return torch.ops.aten.convolution_backward(g, shape_only, w, None, list(s), list(p), list(d), False,
