@@ -285,7 +285,7 @@ class BaseNode(MemoryModule, BackendMixin):
         """The state before this call, checked against one input step of shape ``step_shape``; a state that
         is still the number it was reset to is returned as that number when ``as_tensor`` is False (the
         fused op takes it as it is)."""
-        v = self.v
+        v = self._memories["v"]  # what ``self.v`` reads, without nn.Module's attribute miss first
         if not isinstance(v, torch.Tensor):
             return torch.full(step_shape, float(v), dtype=x.dtype, device=x.device) if as_tensor else float(v)
         if v.shape != step_shape:

@@ -4,23 +4,28 @@ A neuron's spikes are Heaviside outputs: binary by construction. Learning that a
 the CPU and a device-to-host synchronisation on CUDA, so the producer records the fact here and a consumer (the
 synapse layers, which keep a binary input as bits for their weight gradient) looks it up for free.
 
-The record is keyed by the tensor's storage and holds a weak reference to the producing tensor and its version:
+The record is an attribute of the tensor that owns the spikes' storage (the spikes, or their base when the producer
+returned a view of its own buffer, as the Triton launchers do): the dtype, the version counter and the storage
+address when they were marked. A consumer looks at the tensor it was given or, for a view, at the view's base
+(``x._base``: PyTorch points every view, of a view too, at the tensor that owns the storage):
 
-* a view of the spikes (``s[0]``, ``s.flatten(0, 1)``, a permutation) shares the storage and the version counter,
-  so it is recognised; any in-place change to the spikes or a view of them bumps the shared version counter and
-  the fact is gone;
-* the record dies with the producing tensor (weak reference), so a freed storage whose address is reused is never
-  mistaken for spikes; a view that outlives the producing tensor is simply not known (the consumer then keeps the
-  input as it would have anyway);
-* another dtype's view of the same bytes is not known (1.0 is not 1 as an int);
-* nothing is recorded or found while tracing (torch.compile, tensor subclasses): the facts are about real storage.
+* a view of the spikes (``s[0]``, ``s.flatten(0, 1)``, a permutation) shares the base and the version counter, so
+  it is recognised, and it keeps the base (and so the record) alive; any in-place change to the spikes or a view of
+  them bumps the shared version counter and the fact is gone;
+* the record lives and dies with the tensor (no table, nothing to leak, no address to be reused); a copy of the
+  tensor's Python attributes (``copy.deepcopy``, pickling) is not taken for the original: its storage address
+  differs;
+* a tensor that shares the storage without being a view (``s.detach()``, ``s.data``) has no base and is not known
+  (the consumer then keeps the input as it would have anyway); nor is another dtype's view of the same bytes (1.0
+  is not 1 as an int);
+* nothing is recorded or found while tracing (torch.compile, tensor subclasses): the facts are about real storage;
+  nor for inference tensors (made under ``torch.inference_mode()``), which have no version counter to show an
+  in-place change (the record would serve a training step's weight gradient, which inference never takes).
+
+Setting the attribute costs about as much as a dictionary store, and it runs once per neuron call: the neuron's
+small-layer host time (the ``neuron.overhead`` benchmark case) counts it.
 """
 from __future__ import annotations
-
-import functools
-import threading
-import weakref
-from typing import Dict, Tuple
 
 import torch
 
@@ -28,42 +33,28 @@ from .._contract import tracing
 
 __all__ = ["mark_binary", "known_binary"]
 
-_lock = threading.Lock()
-_known: Dict[Tuple[torch.device, int], Tuple["weakref.ref[torch.Tensor]", int]] = {}
-
-
-def _key(t: torch.Tensor) -> Tuple[torch.device, int]:
-    return t.device, t.untyped_storage().data_ptr()
-
-
-def _forget(key, ref) -> None:
-    with _lock:
-        if _known.get(key, (None,))[0] is ref:
-            del _known[key]
+_ATTR = "_fastspike_binary"  # (dtype, version, storage address) when marked
 
 
 def mark_binary(t: torch.Tensor) -> None:
-    """Record that every element of ``t``'s storage is 0 or 1 (call it on a fresh output that owns its storage)."""
-    if tracing(t):
+    """Record that every element of ``t`` is 0 or 1 (call it on a fresh output that spans its whole storage)."""
+    if tracing(t) or t.is_inference():
         return
     storage = t.untyped_storage()
     numel = t.numel()
     if numel == 0 or storage.nbytes() != numel * t.element_size():
         return
-    key = (t.device, storage.data_ptr())
-    entry = (weakref.ref(t, functools.partial(_forget, key)), t._version)
-    with _lock:
-        _known[key] = entry
+    base = t._base
+    setattr(t if base is None else base, _ATTR, (t.dtype, t._version, storage.data_ptr()))
 
 
 def known_binary(x: torch.Tensor) -> bool:
     """Whether ``x`` is (a view of) spikes recorded by :func:`mark_binary` and unchanged since."""
-    if tracing(x) or x.numel() == 0:
+    if tracing(x) or x.numel() == 0 or x.is_inference():
         return False
-    with _lock:
-        entry = _known.get(_key(x))
-    if entry is None:
-        return False
-    owner = entry[0]()
-    return (owner is not None and owner.dtype == x.dtype and owner._version == entry[1]
-            and x._version == entry[1] and owner.untyped_storage().data_ptr() == x.untyped_storage().data_ptr())
+    base = x._base
+    if base is None:
+        base = x
+    record = getattr(base, _ATTR, None)
+    return (record is not None and record[0] == x.dtype and record[1] == x._version
+            and record[2] == x.untyped_storage().data_ptr())
