@@ -22,14 +22,24 @@ import torch
 _real_empty = torch.empty
 _real_empty_like = torch.empty_like
 
+try:  # torch.compile resolves torch functions by name once per process (e.g. "torch.empty" -> the builtin): resolve
+    # them now, before `nan_empty` patches torch.empty, or a file whose first compilation runs under the patch
+    # would see the patch's lambda as torch.empty and break the graph at every real torch.empty
+    from torch._dynamo.trace_rules import get_torch_obj_rule_map
+
+    get_torch_obj_rule_map()
+except ImportError:  # another torch: its tracing rules are resolved wherever they are
+    pass
+
 
 def _nan_fill(t):
     if t.device.type == "meta":
         return t
-    if t.is_floating_point():
-        t.fill_(float("nan"))
-    elif t.dtype in (torch.int32, torch.int64, torch.int16, torch.int8, torch.uint8):
-        t.fill_(123)  # any garbage value that a correct kernel overwrites
+    with torch.no_grad():  # torch.empty(..., requires_grad=True) is a leaf: fill it as data, not as an op
+        if t.is_floating_point():
+            t.fill_(float("nan"))
+        elif t.dtype in (torch.int32, torch.int64, torch.int16, torch.int8, torch.uint8):
+            t.fill_(123)  # any garbage value that a correct kernel overwrites
     return t
 
 

@@ -13,7 +13,7 @@ is looser than for single ops: 5% relative RMS).
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 import torch
 
@@ -130,27 +130,37 @@ def _setup(p, mode, ctx: Ctx) -> List[Impl]:
     tol = {"logits": 5e-2, "grad_conv1": 5e-2}
     note = "models.sew_resnet18, neurons backend='auto'" + (f", {amp} autocast; {AMP_NOTE}" if amp else "")
     impls = [Impl("fastspike", _step_fn(net, reset, x, y, mode, amp), kind="fastspike", note=note)]
-    for peer in ctx.peers:
-        label = PEERS[peer].label
-        if peer != "spikingjelly":
-            impls.append(Impl(label, None, status="n/a", reason="no SEW ResNet in this framework's model zoo"))
-            continue
-        ok, info = peer_status(peer)
-        if not ok:
-            impls.append(Impl(label, None, status="skipped",
-                              reason=f"not installed ({info}); install: {PEERS[peer].pip}"))
-            continue
+
+    def spikingjelly(label):
         try:
             sj, sj_reset = _build(sj=True)
             res = sj.load_state_dict(net.state_dict(), strict=False)
             if res.missing_keys or res.unexpected_keys:
                 raise RuntimeError(f"state_dict keys differ: {res}")
             sj = sj.to(ctx.device)
-            impls.append(Impl(label, _step_fn(sj, sj_reset, x, y, mode, amp), kind="peer", tol=tol,
-                              note="model.sew_resnet18 with fastspike's state_dict"))
+            return [Impl(label, _step_fn(sj, sj_reset, x, y, mode, amp), kind="peer", tol=tol,
+                         note="model.sew_resnet18 with fastspike's state_dict")]
         except Exception as e:
-            impls.append(Impl(label, None, status="error", reason=f"setup failed: {type(e).__name__}: {e}"[:200]))
-    return impls
+            return [Impl(label, None, status="error", reason=f"setup failed: {type(e).__name__}: {e}"[:200])]
+    return impls + peer_rows(ctx, spikingjelly)
+
+
+def peer_rows(ctx: Ctx, spikingjelly: Callable[[str], List[Impl]]) -> List[Impl]:
+    """The rows of ``ctx.peers`` for a SEW ResNet case: SpikingJelly's from ``spikingjelly(label)`` when it is
+    installed, a 'skipped' row when not, and 'n/a' for the frameworks without a SEW ResNet in their zoo."""
+    rows = []
+    for peer in ctx.peers:
+        label = PEERS[peer].label
+        if peer != "spikingjelly":
+            rows.append(Impl(label, None, status="n/a", reason="no SEW ResNet in this framework's model zoo"))
+            continue
+        ok, info = peer_status(peer)
+        if not ok:
+            rows.append(Impl(label, None, status="skipped",
+                             reason=f"not installed ({info}); install: {PEERS[peer].pip}"))
+            continue
+        rows += spikingjelly(label)
+    return rows
 
 
 register(Case(name="models.sew_resnet18", family="models", suites=("default", "full", "models"),

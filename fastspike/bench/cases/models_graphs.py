@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from ..core import Impl
-from ..registry import Case, Ctx, PEERS, feature, peer_status, register
+from ..registry import Case, Ctx, PEERS, feature, register
+from .models import peer_rows
 
 TOL = {"loss": 5e-2, "grad_conv1": 5e-2}
 ROWS = ("eager", "torch.compile", "CUDA graph")
@@ -67,18 +68,23 @@ def _loss(out, y):
     return F.cross_entropy(out.mean(0), y)
 
 
+def _train_step(model, net, reset, opt, x, y) -> torch.Tensor:
+    """reset, forward through ``model`` (``net`` or its compiled form), loss, backward, SGD step; returns the loss."""
+    opt.zero_grad(set_to_none=True)
+    reset(net)
+    loss = _loss(model(x), y)
+    loss.backward()
+    opt.step()
+    return loss
+
+
 def _eager(net, reset, x, y, compiled: bool) -> Callable:
     net.train()
     opt = torch.optim.SGD(net.parameters(), lr=0.0)
     model = torch.compile(net) if compiled else net
 
     def fn():
-        opt.zero_grad(set_to_none=True)
-        reset(net)
-        loss = _loss(model(x), y)
-        loss.backward()
-        opt.step()
-        return _outputs(net, loss)
+        return _outputs(net, _train_step(model, net, reset, opt, x, y))
     return fn
 
 
@@ -101,12 +107,7 @@ def _hand_captured(net, reset, x, y) -> Callable:
     static_x, static_y = x.clone(), y.clone()
 
     def step():
-        opt.zero_grad(set_to_none=True)
-        reset(net)
-        loss = _loss(net(static_x), static_y)
-        loss.backward()
-        opt.step()
-        return loss.detach()
+        return _train_step(net, net, reset, opt, static_x, static_y).detach()
 
     side = torch.cuda.Stream(device=x.device)
     side.wait_stream(torch.cuda.current_stream(x.device))
@@ -156,18 +157,8 @@ def _setup(p, mode, ctx: Ctx) -> List[Impl]:
     torch.manual_seed(ctx.seed)
     state = _build(sj=False)[0].state_dict()
     impls = _rows("fastspike", "fastspike", lambda: _build(False, state), x, y, "models.sew_resnet18, backend='auto'")
-    for peer in ctx.peers:
-        label = PEERS[peer].label
-        if peer != "spikingjelly":
-            impls.append(Impl(label, None, status="n/a", reason="no SEW ResNet in this framework's model zoo"))
-            continue
-        ok, info = peer_status(peer)
-        if not ok:
-            impls.append(Impl(label, None, status="skipped",
-                              reason=f"not installed ({info}); install: {PEERS[peer].pip}"))
-            continue
-        impls += _rows(label, "peer", lambda: _build(True, state), x, y, "model.sew_resnet18 with fastspike's weights")
-    return impls
+    return impls + peer_rows(ctx, lambda label: _rows(label, "peer", lambda: _build(True, state), x, y,
+                                                       "model.sew_resnet18 with fastspike's weights"))
 
 
 def summarize(tables) -> List[str]:
