@@ -119,11 +119,18 @@ def _step_fn(net, reset, x, y, mode, amp=None):
     return fn
 
 
-def _setup(p, mode, ctx: Ctx) -> List[Impl]:
+def batch(p, ctx: Ctx):
+    """The SEW ResNet cases' inputs (images [T, B, 3, HW, HW] in [0, 2) and 10-class labels) on ctx.device, from
+    ctx.seed; also seeds torch, so that the model built next has the same weights in every case."""
     g = torch.Generator().manual_seed(ctx.seed)
     x = torch.rand(p["T"], p["B"], 3, p["HW"], p["HW"], generator=g).to(ctx.device) * 2
     y = torch.randint(0, 10, (p["B"],), generator=g).to(ctx.device)
     torch.manual_seed(ctx.seed)
+    return x, y
+
+
+def _setup(p, mode, ctx: Ctx) -> List[Impl]:
+    x, y = batch(p, ctx)
     net, reset = _build(sj=False)
     net = net.to(ctx.device)
     amp = p.get("amp")

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..core import Impl
 from ..registry import Case, Ctx, PEERS, feature, register
-from .models import peer_rows
+from .models import batch, peer_rows
 
 TOL = {"loss": 5e-2, "grad_conv1": 5e-2}
 ROWS = ("eager", "torch.compile", "CUDA graph")
@@ -151,10 +151,7 @@ def _rows(owner: str, kind: str, build: Callable, x, y, note: str) -> List[Impl]
 
 
 def _setup(p, mode, ctx: Ctx) -> List[Impl]:
-    g = torch.Generator().manual_seed(ctx.seed)
-    x = torch.rand(p["T"], p["B"], 3, p["HW"], p["HW"], generator=g).to(ctx.device) * 2
-    y = torch.randint(0, 10, (p["B"],), generator=g).to(ctx.device)
-    torch.manual_seed(ctx.seed)
+    x, y = batch(p, ctx)
     state = _build(sj=False)[0].state_dict()
     impls = _rows("fastspike", "fastspike", lambda: _build(False, state), x, y, "models.sew_resnet18, backend='auto'")
     return impls + peer_rows(ctx, lambda label: _rows(label, "peer", lambda: _build(True, state), x, y,
