@@ -43,6 +43,12 @@ def triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+def gpu_build() -> bool:
+    """Whether this torch was built for CUDA or ROCm, i.e. could ever run a compiled Triton kernel (a build
+    question only: no driver call, so importing fastspike does not touch the GPU)."""
+    return torch.version.cuda is not None or getattr(torch.version, "hip", None) is not None
+
+
 @functools.lru_cache(maxsize=None)
 def triton_available() -> bool:
     try:

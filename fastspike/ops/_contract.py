@@ -38,7 +38,7 @@ import torch
 
 from . import _backend
 
-__all__ = ["Op", "InferenceOp", "inference_only", "tracing", "launcher"]
+__all__ = ["Op", "InferenceOp", "inference_only", "tracing", "launcher", "register_op"]
 
 _NAMESPACE = "fastspike"
 
@@ -73,18 +73,26 @@ def _no_none(fn: Callable) -> Callable:
     return wrapper
 
 
-def _register(name: str, impl: Callable, fake: Callable, triton: bool):
+def register_op(name: str, impl: Callable, fake: Callable, triton: bool = False):
+    """Register ``fastspike::<name>`` with its fake implementation: a ``triton_op`` for a Triton launcher where
+    Inductor can compile it, an opaque ``custom_op`` otherwise (every C++ launcher; Triton launchers under the
+    interpreter or with a torch built without CUDA and ROCm)."""
     qualname = f"{_NAMESPACE}::{name}"
-    impl, fake = _no_none(impl), _no_none(fake)
     # triton_op lets Inductor see the kernels inside, but it needs real @triton.jit functions: under
     # TRITON_INTERPRET=1 (tests on CPU-only machines) they are interpreter objects, which tracing cannot see
-    # through, so the same implementation is registered as an opaque custom op with the same fake there
-    if triton and not _backend.triton_interpret():
+    # through. A torch built for the CPU alone never runs a compiled Triton kernel either, and triton_op's
+    # kernel discovery imports Inductor and Dynamo (most of a second of `import fastspike`): there the same
+    # implementation is an opaque custom op with the same fake as well.
+    if triton and not _backend.triton_interpret() and _backend.gpu_build():
         op = torch.library.triton_op(qualname, impl, mutates_args=())
     else:
         op = torch.library.custom_op(qualname, impl, mutates_args=())
     op.register_fake(fake)
     return op
+
+
+def _register(name: str, impl: Callable, fake: Callable, triton: bool):
+    return register_op(name, _no_none(impl), _no_none(fake), triton)
 
 
 class Op:

@@ -6,8 +6,9 @@ are not differentiable). C++ ops are ``torch.library.custom_op``s; the C++ pack 
 value other than 0 and 1 (on the CPU the check is free). Triton ops are ``torch.library.triton_op``s, so
 torch.compile sees the kernels; the Triton pack returns its "not binary" flag as a device tensor and the
 public function looks at it only when it may synchronise (eager, not capturing a CUDA graph). Under Triton's
-interpreter (TRITON_INTERPRET=1, the CPU tests) the Triton ops are registered as plain custom ops: the
-interpreter cannot run on the fake tensors torch.compile traces with.
+interpreter (TRITON_INTERPRET=1, the CPU tests) and with a torch built for the CPU alone the Triton ops are
+registered as plain custom ops (``_contract.register_op``): the interpreter cannot run on the fake tensors
+torch.compile traces with, and a CPU build never compiles a Triton kernel.
 """
 from __future__ import annotations
 
@@ -16,26 +17,11 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .. import _backend, _kernels, reference
-from .._contract import launcher
+from .. import _kernels, reference
+from .._contract import launcher, register_op
 from . import cpu
 
-__all__ = ["pack", "unpack", "register", "NOT_BINARY"]
-
-_NAMESPACE = "fastspike"
-
-
-def register(name: str, fn, fake, triton: bool = False):
-    """Register ``fastspike::<name>`` (no gradient): a triton_op for Triton launchers (a custom_op under the
-    interpreter), a custom_op otherwise."""
-    qualname = f"{_NAMESPACE}::{name}"
-    if triton and not _backend.triton_interpret():
-        op = torch.library.triton_op(qualname, fn, mutates_args=())
-    else:
-        op = torch.library.custom_op(qualname, fn, mutates_args=())
-    op.register_fake(fake)
-    return op
-
+__all__ = ["pack", "unpack", "NOT_BINARY"]
 
 NOT_BINARY = ("pack_bits: x must be binary (every value 0 or 1), but it holds other values; bit packing keeps "
                "only whether each element is nonzero.")
@@ -64,12 +50,12 @@ def _fake_bits(x2):
     return x2.new_empty((x2.shape[0], (x2.shape[1] + 7) // 8), dtype=torch.uint8)
 
 
-pack_bits_cpp = register("pack_bits_cpp", _pack_cpp, _fake_bits)
-pack_bits_triton = register("pack_bits_triton", _pack_triton,
+pack_bits_cpp = register_op("pack_bits_cpp", _pack_cpp, _fake_bits)
+pack_bits_triton = register_op("pack_bits_triton", _pack_triton,
                             lambda x2: (_fake_bits(x2), x2.new_empty((1,), dtype=torch.int32)), triton=True)
-unpack_bits_cpp = register("unpack_bits_cpp", _unpack_cpp,
+unpack_bits_cpp = register_op("unpack_bits_cpp", _unpack_cpp,
                            lambda bits, cols: bits.new_empty((bits.shape[0], cols), dtype=torch.float32))
-unpack_bits_triton = register("unpack_bits_triton", _unpack_triton,
+unpack_bits_triton = register_op("unpack_bits_triton", _unpack_triton,
                               lambda bits, cols, dtype: bits.new_empty((bits.shape[0], cols), dtype=dtype),
                               triton=True)
 
