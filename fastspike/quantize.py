@@ -53,12 +53,18 @@ class StraightThroughATGF(torch.autograd.Function):
     unchanged, or only where ``lo <= x <= hi`` when a window is given (``lo``/``hi`` None: unbounded on that side).
     ``x`` is saved only when a window needs it."""
 
+    generate_vmap_rule = True  # PyTorch operations only (setup_context style: torch.func transforms apply it)
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor, op: Callable[[torch.Tensor], torch.Tensor], lo=None, hi=None):
+    def forward(x: torch.Tensor, op: Callable[[torch.Tensor], torch.Tensor], lo=None, hi=None):
+        return op(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, _, lo, hi = (*inputs, None, None)[:4]
         ctx.window = (lo, hi)
         if lo is not None or hi is not None:
             ctx.save_for_backward(x)
-        return op(x)
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):

@@ -68,14 +68,19 @@ class _LeakyIntegrator(torch.autograd.Function):
     """Loihi's fixed-point leaky integration: state' = (state * w_scale * (4096 - decay)) >> 12 (rounding
     toward zero) + x * w_scale, divided back by w_scale; straight-through gradients of the real-valued form."""
 
+    generate_vmap_rule = True  # PyTorch operations only (setup_context style: torch.func transforms apply it)
+
     @staticmethod
-    def forward(ctx, x, decay, state, w_scale):
+    def forward(x, decay, state, w_scale):
         scaled = (state * w_scale).to(torch.int64)
         prod = scaled * ((1 << _HW_BITS) - decay.to(torch.int64))
         shifted = torch.sign(prod) * (prod.abs() >> _HW_BITS)
         out = (shifted + (w_scale * x).to(torch.int64)) / w_scale
-        ctx.save_for_backward(decay, state)
         return out.to(x.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[1], inputs[2])
 
     @staticmethod
     def backward(ctx, grad_output):

@@ -81,14 +81,18 @@ class LeakyIntegratorStep(torch.autograd.Function):
     """``apply(x, decay, state, w_scale)``: one leaky-integration step on Loihi's integer grid (module docstring).
     Backward: d/dx = 1, d/dstate = 1 - decay/4096, d/ddecay = -sum(state * g) / 4096."""
 
+    generate_vmap_rule = True  # PyTorch operations only (setup_context style: torch.func transforms apply it)
+
     @staticmethod
-    def forward(ctx, x, decay, state, w_scale):
+    def forward(x, decay, state, w_scale):
         unity = 1 << _hw_bits
         scaled = (state * w_scale).to(torch.int64)
         out = right_shift_to_zero(scaled * (unity - decay.to(torch.int64)), _hw_bits) + (w_scale * x).to(torch.int64)
-        if x.requires_grad or state.requires_grad:
-            ctx.save_for_backward(decay, state)
         return out / w_scale
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[1], inputs[2])
 
     @staticmethod
     def backward(ctx, grad_output):

@@ -25,9 +25,15 @@ __all__ = ["ReplaceforGrad", "GradwithTrace", "SpikeTraceOp", "OTTTSequential"]
 class ReplaceforGrad(torch.autograd.Function):
     """Forward: ``x_r``. Backward: the gradient of the output goes, unchanged, to both ``x`` and ``x_r``."""
 
+    generate_vmap_rule = True  # PyTorch operations only (setup_context style: torch.func transforms apply it)
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor, x_r: torch.Tensor) -> torch.Tensor:
+    def forward(x: torch.Tensor, x_r: torch.Tensor) -> torch.Tensor:
         return x_r
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):

@@ -69,12 +69,16 @@ def dSpike_backward(grad_output: Tensor, x: Tensor, alpha: float):
 class dSpike(torch.autograd.Function):
     """Heaviside forward, DSpike surrogate gradient backward."""
 
+    generate_vmap_rule = True  # PyTorch operations only (setup_context style: torch.func transforms apply it)
+
     @staticmethod
-    def forward(ctx, x: Tensor, alpha: float) -> Tensor:
-        if x.requires_grad:
-            ctx.save_for_backward(x)
-            ctx.alpha = alpha
+    def forward(x: Tensor, alpha: float) -> Tensor:
         return heaviside(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, ctx.alpha = inputs
+        ctx.save_for_backward(x)
 
     @staticmethod
     def backward(ctx, grad_output):

@@ -41,10 +41,10 @@ def _check_T(module, x_seq: torch.Tensor) -> None:
 
 
 class _DSRIF(torch.autograd.Function):
+    generate_vmap_rule = True  # PyTorch operations only (setup_context style: torch.func transforms apply it)
+
     @staticmethod
-    def forward(ctx, x_seq, T, v_threshold, alpha, grad_scaling):
-        ctx.save_for_backward(x_seq)
-        ctx.T, ctx.v_threshold, ctx.grad_scaling = T, v_threshold, grad_scaling
+    def forward(x_seq, T, v_threshold, alpha, grad_scaling):
         v = torch.zeros_like(x_seq[0])
         out = []
         for x in x_seq:
@@ -53,6 +53,11 @@ class _DSRIF(torch.autograd.Function):
             v = v - spike
             out.append(spike)
         return torch.stack(out)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x_seq, ctx.T, ctx.v_threshold, _, ctx.grad_scaling = inputs
+        ctx.save_for_backward(x_seq)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -94,10 +99,10 @@ class DSRIFNode(MemoryModule):
 
 
 class _DSRLIF(torch.autograd.Function):
+    generate_vmap_rule = True  # PyTorch operations only (setup_context style: torch.func transforms apply it)
+
     @staticmethod
-    def forward(ctx, x_seq, T, v_threshold, tau, delta_t, alpha, grad_scaling):
-        ctx.save_for_backward(x_seq)
-        ctx.T, ctx.v_threshold, ctx.tau, ctx.delta_t, ctx.grad_scaling = T, v_threshold, tau, delta_t, grad_scaling
+    def forward(x_seq, T, v_threshold, tau, delta_t, alpha, grad_scaling):
         beta = math.exp(-delta_t / tau)
         v = torch.zeros_like(x_seq[0])
         out = []
@@ -107,6 +112,11 @@ class _DSRLIF(torch.autograd.Function):
             v = v - spike
             out.append(spike / delta_t)
         return torch.stack(out)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x_seq, ctx.T, ctx.v_threshold, ctx.tau, ctx.delta_t, _, ctx.grad_scaling = inputs
+        ctx.save_for_backward(x_seq)
 
     @staticmethod
     def backward(ctx, grad_out):

@@ -38,7 +38,7 @@ import torch
 
 from . import _backend
 
-__all__ = ["Op", "InferenceOp", "inference_only", "tracing", "launcher", "register_op"]
+__all__ = ["Op", "InferenceOp", "inference_only", "tracing", "opaque", "launcher", "register_op", "vmap_by_loop"]
 
 _NAMESPACE = "fastspike"
 
@@ -50,6 +50,13 @@ def tracing(t: torch.Tensor) -> bool:
     """True when ``t`` must take the registered custom op: torch.compile/export is tracing, or ``t`` is not a
     plain tensor (FakeTensor, FunctionalTensor, another subclass)."""
     return torch.compiler.is_compiling() or type(t) is not torch.Tensor
+
+
+def opaque(t: torch.Tensor) -> bool:
+    """True when ``t``'s values cannot be read where the call is made: while tracing (see ``tracing``) and inside a
+    torch.func transform (``t`` may be a wrapper without storage: grad's, vmap's batched tensors). Code that looks
+    at the data (a density check, a binarity flag read back, a known-binary record) does what it does when tracing."""
+    return tracing(t) or _functorch_active()
 
 
 def launcher(t: torch.Tensor):
@@ -88,7 +95,31 @@ def register_op(name: str, impl: Callable, fake: Callable, triton: bool = False)
     else:
         op = torch.library.custom_op(qualname, impl, mutates_args=())
     op.register_fake(fake)
+    op.register_vmap(lambda info, in_dims, *args: vmap_by_loop(op, info, in_dims, args))
     return op
+
+
+def _entry(arg, dim, b: int):
+    """Batch entry ``b`` of a vmapped argument (``dim``: its batch dimension, None when not batched; a list or tuple
+    argument comes with a list of dimensions)."""
+    if dim is None:
+        return arg
+    if isinstance(arg, (list, tuple)):
+        return type(arg)(_entry(a, d, b) for a, d in zip(arg, dim))
+    return arg.select(dim, b)
+
+
+def vmap_by_loop(fn: Callable, info, in_dims, inputs):
+    """A vmap rule for any kernel-backed function (``torch.func.vmap``): ``fn`` on each batch entry's slice of the
+    batched inputs, outputs stacked along dim 0. The kernels read raw memory, so a batched tensor cannot reach
+    them; one call per entry is what vmap costs here (per-sample gradients of a few hundred samples are fine).
+    None outputs (an Op's Function leaves them out) stay None."""
+    per_entry = [fn(*(_entry(a, d, b) for a, d in zip(inputs, in_dims))) for b in range(info.batch_size)]
+    if not isinstance(per_entry[0], tuple):
+        return torch.stack(per_entry), 0
+    outs = tuple(None if first is None else torch.stack([e[i] for e in per_entry])
+                 for i, first in enumerate(per_entry[0]))
+    return outs, tuple(None if o is None else 0 for o in outs)
 
 
 def _register(name: str, impl: Callable, fake: Callable, triton: bool):
@@ -114,30 +145,45 @@ class Op:
         self.custom_forward.register_autograd(registered_backward, setup_context=setup_context)
 
         class Function(torch.autograd.Function):
+            # setup_context style, so that torch.func transforms (grad, vjp, jacrev, vmap) can apply it; eager
+            # calls reach it through autograd's C entry point (self._apply), which costs the same in either style
             @staticmethod
-            def forward(ctx, *inputs):
-                outputs = forward(*inputs)
+            def forward(*inputs):
+                return forward(*inputs)
+
+            @staticmethod
+            def setup_context(ctx, inputs, outputs):
                 setup_context(ctx, inputs, outputs)
-                return outputs
 
             @staticmethod
             def backward(ctx, *grads):
-                return backward(ctx, grads, backward_kernel)
+                if not _functorch_active():
+                    return backward(ctx, grads, backward_kernel)
+                # inside a torch.func transform the gradients may be batched (vmap over grad): the registered
+                # backward op has a vmap rule (the launcher reads raw memory). Run without grad mode, as in eager:
+                # the backward kernels have no derivative of their own (no double backward), and with grad mode
+                # on the op's autograd layer would refuse the transform
+                with torch.no_grad():
+                    return backward(ctx, grads, custom_backward)
+
+            @staticmethod
+            def vmap(info, in_dims, *inputs):
+                return vmap_by_loop(Function.apply, info, in_dims, inputs)
 
         Function.__name__ = Function.__qualname__ = f"{name}_function"
         self.function = Function
         # autograd's C entry point: what Function.apply calls after its Python preamble (default-argument binding
-        # for setup_context-style Functions, which this is not, and unwrapping functorch wrappers, needed only
-        # while a functorch transform is active). Calling it directly saves ~10 us per call with ~20 arguments.
+        # for setup_context-style Functions, and unwrapping functorch wrappers, needed only while a functorch
+        # transform is active). Calling it directly saves ~10-20 us per call with ~20 arguments.
         self._apply = super(torch.autograd.Function, Function).apply
 
     def __call__(self, *inputs):
         if tracing(inputs[0]):
             return self.custom_forward(*inputs)
+        if _functorch_active():  # torch.func transforms (also under no_grad: vmap) need Function.apply's handling
+            return self.function.apply(*inputs)
         if not torch.is_grad_enabled():  # inference: nothing to record, so not even autograd's Function (~10 us)
             return self.forward_kernel(*inputs)
-        if _functorch_active():  # vmap / grad transforms need Function.apply's own handling
-            return self.function.apply(*inputs)
         return self._apply(*inputs)
 
     def __repr__(self) -> str:
@@ -166,7 +212,7 @@ class InferenceOp:
 
     def __call__(self, *inputs):
         inference_only(f"{_NAMESPACE}::{self.name}", inputs)
-        if tracing(inputs[0]):
+        if opaque(inputs[0]):  # traced, or inside torch.func.vmap: the registered op (fake, vmap rule)
             return self.custom_forward(*inputs)
         return self.forward_kernel(*inputs)
 

@@ -34,14 +34,19 @@ def heaviside(x: torch.Tensor) -> torch.Tensor:
 
 
 class _Spike(torch.autograd.Function):
-    """Heaviside forward; backward multiplies by the surrogate's derivative ``grad_fn(x, *params)``."""
+    """Heaviside forward; backward multiplies by the surrogate's derivative ``grad_fn(x, *params)``. Both are
+    PyTorch operations, so torch.func transforms apply it (vmap by its generated rule)."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x, grad_fn, params):
-        ctx.save_for_backward(x)
-        ctx.grad_fn = grad_fn
-        ctx.params = params
+    def forward(x, grad_fn, params):
         return heaviside(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, ctx.grad_fn, ctx.params = inputs
+        ctx.save_for_backward(x)
 
     @staticmethod
     def backward(ctx, grad_output):

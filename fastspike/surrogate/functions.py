@@ -70,7 +70,8 @@ def _spike_function(name: str, grad: Callable, params: Sequence[Tuple[str, objec
 
     return type(name, (torch.autograd.Function,), {
         "__doc__": doc, "__module__": __name__, "forward": staticmethod(forward),
-        "setup_context": staticmethod(setup_context), "backward": staticmethod(backward)})
+        "setup_context": staticmethod(setup_context), "backward": staticmethod(backward),
+        "generate_vmap_rule": True})  # PyTorch operations only: torch.func.vmap applies it
 
 
 _E = inspect.Parameter.empty

@@ -17,7 +17,7 @@ from typing import Optional, Tuple
 import torch
 
 from .. import _backend, _validate, reference
-from .._contract import tracing
+from .._contract import opaque
 from . import cpu
 from .known import known_binary, mark_binary
 from .library import NOT_BINARY, pack, unpack
@@ -28,8 +28,9 @@ __all__ = ["pack_bits", "unpack_bits", "spike_stats", "compact", "restore", "Com
 
 
 def may_sync(t: torch.Tensor) -> bool:
-    """Whether a check may read a device value back to the host: not while tracing, not while capturing."""
-    if tracing(t):
+    """Whether a check may read a device value back to the host: not while tracing or inside a torch.func transform
+    (``_contract.opaque``), not while capturing."""
+    if opaque(t):
         return False
     return not (t.is_cuda and torch.cuda.is_current_stream_capturing())
 

@@ -18,9 +18,10 @@ address when they were marked. A consumer looks at the tensor it was given or, f
 * a tensor that shares the storage without being a view (``s.detach()``, ``s.data``) has no base and is not known
   (the consumer then keeps the input as it would have anyway); nor is another dtype's view of the same bytes (1.0
   is not 1 as an int);
-* nothing is recorded or found while tracing (torch.compile, tensor subclasses): the facts are about real storage;
-  nor for inference tensors (made under ``torch.inference_mode()``), which have no version counter to show an
-  in-place change (the record would serve a training step's weight gradient, which inference never takes).
+* nothing is recorded or found while tracing (torch.compile, tensor subclasses) or inside a torch.func transform
+  (its wrappers have no storage): the facts are about real storage; nor for inference tensors (made under
+  ``torch.inference_mode()``), which have no version counter to show an in-place change (the record would serve a
+  training step's weight gradient, which inference never takes).
 
 Setting the attribute costs about as much as a dictionary store, and it runs once per neuron call: the neuron's
 small-layer host time (the ``neuron.overhead`` benchmark case) counts it.
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import torch
 
-from .._contract import tracing
+from .._contract import opaque
 
 __all__ = ["mark_binary", "known_binary"]
 
@@ -38,7 +39,7 @@ _ATTR = "_fastspike_binary"  # (dtype, version, storage address) when marked
 
 def mark_binary(t: torch.Tensor) -> None:
     """Record that every element of ``t`` is 0 or 1 (call it on a fresh output that spans its whole storage)."""
-    if tracing(t) or t.is_inference():
+    if opaque(t) or t.is_inference():
         return
     storage = t.untyped_storage()
     numel = t.numel()
@@ -50,7 +51,7 @@ def mark_binary(t: torch.Tensor) -> None:
 
 def known_binary(x: torch.Tensor) -> bool:
     """Whether ``x`` is (a view of) spikes recorded by :func:`mark_binary` and unchanged since."""
-    if tracing(x) or x.numel() == 0 or x.is_inference():
+    if opaque(x) or x.numel() == 0 or x.is_inference():
         return False
     base = x._base
     if base is None:

@@ -13,10 +13,15 @@ class _SigmoidSpike(torch.autograd.Function):
     """Heaviside forward, the derivative of sigmoid(4 x) backward: SpikingJelly's default surrogate, written
     here so the reference depends on nothing else in fastspike."""
 
+    generate_vmap_rule = True  # torch.func transforms apply it, as they do the rest of the reference
+
     @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
+    def forward(x):
         return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
 
     @staticmethod
     def backward(ctx, g):

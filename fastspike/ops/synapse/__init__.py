@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _backend, _validate
-from .._contract import tracing
+from .._contract import opaque
 from ..bits import known_binary, may_sync, pack_bits, spike_stats, unpack_bits
 from .autograd import CONV2D, LINEAR, NOT_BINARY_MESSAGE
 from .crossover_store import DEFAULT_CROSSOVER, calibration_path, crossover, machine_key, save_crossover
@@ -68,10 +68,10 @@ def _run(op: str, ops: dict, be: str, x: torch.Tensor, weight: torch.Tensor, bia
     train = torch.is_grad_enabled() and weight.requires_grad
     # bits come out of the forward in EVENT_MODE; in eager 'auto' too (the C++ Linear packs them while it builds its
     # spike lists), but not under torch.compile, where 'auto' keeps x as it is (autograd.py)
-    want_bits = train and (known or (mode != DENSE and (mode == EVENT_MODE or not tracing(x))))
+    want_bits = train and (known or (mode != DENSE and (mode == EVENT_MODE or not opaque(x))))
     grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or
                                         (bias is not None and bias.requires_grad))
-    if grad or tracing(x):
+    if grad or opaque(x):
         out, _, status = ops[be](x, weight, bias, mode, train, want_bits, *conf)
     else:  # inference in eager mode: the forward kernel alone (autograd's Function costs ~5 us a call)
         out, _, status = ops[be].forward_kernel(x, weight, bias, mode, train, want_bits, *conf)

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from ... import _ext
 from .. import _alloc, _backend, _kernels, reference
-from .._contract import Op, launcher, tracing
+from .._contract import Op, launcher, opaque
 from ..bits import cpu as bits_cpu
 from . import cpu, dense, formula, weights
 from .crossover_store import crossover
@@ -263,7 +263,7 @@ def _setup(op: str, backend: str):
         ctx.conf = tuple(inputs[6:])
         ctx.x_shape, ctx.x_dtype = tuple(x.shape), x.dtype
         payload, saved = None, SavedInput(formula.RAW)
-        traced = tracing(x)
+        traced = opaque(x)  # torch.compile, or a torch.func transform: x is not read here
         # what the forward learnt: read now in eager mode (a host tensor), in the backward kernel when traced
         if backend == "triton":  # the Triton forward ran the event kernel, or (DENSE) was given known spikes
             ctx.known = KNOWN_BINARY if mode == DENSE else EVENT

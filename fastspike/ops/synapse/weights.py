@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from .._contract import tracing
+from .._contract import opaque
 from . import cpu
 
 __all__ = ["cached", "finite", "linear_blocked", "conv_transposed"]
@@ -29,7 +29,7 @@ _lock = threading.Lock()
 
 
 def _version(w: torch.Tensor):
-    if tracing(w):
+    if opaque(w):
         return None
     try:
         return w._version
