@@ -8,8 +8,24 @@
 // 'madvise') turns 512 faults into one: the same fill took 11.4 ms. PyTorch does the same for every
 // allocation when THP_MEM_ALLOC_ENABLE=1 is set before it starts; this lets fastspike do it for its own
 // outputs without a process-wide switch.
+//
+// Huge pages still fault (one zeroed 2 MiB page at a time), and glibc returns every block of more than 32 MiB
+// to the kernel when it is freed, so a training loop whose layers make the same large outputs every step paid
+// those faults every step: a LIF forward+backward at [256, 32, 8192] took 213 ms, 137 ms of it in the kernel,
+// against 130 ms with its two outputs reused. The block cache below keeps such blocks: an output is handed to
+// torch through DLPack, torch calls the DLPack deleter when the storage dies, and the deleter puts the block
+// (its pages still mapped) back into the cache, where the next output of the same rounded size takes it.
+// Cached bytes are capped (least recently freed blocks go first) and can be released from Python.
+#include <Python.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <mutex>
+#include <new>
+#include <vector>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -38,10 +54,170 @@ std::size_t advise_hugepages(std::uintptr_t address, std::size_t nbytes) {
 #endif
 }
 
+// -- DLPack (the legacy, unversioned ABI that torch.from_dlpack takes as a "dltensor" capsule) ----------------
+struct DLDevice {
+  std::int32_t device_type;  // 1: CPU
+  std::int32_t device_id;
+};
+struct DLDataType {
+  std::uint8_t code;  // 0 int, 1 uint, 2 float, 4 bfloat, 6 bool
+  std::uint8_t bits;
+  std::uint16_t lanes;
+};
+struct DLTensor {
+  void* data;
+  DLDevice device;
+  std::int32_t ndim;
+  DLDataType dtype;
+  std::int64_t* shape;
+  std::int64_t* strides;  // nullptr: compact row-major
+  std::uint64_t byte_offset;
+};
+struct DLManagedTensor {
+  DLTensor dl_tensor;
+  void* manager_ctx;
+  void (*deleter)(DLManagedTensor*);
+};
+
+// -- the block cache ----------------------------------------------------------------------------------------
+struct Block {
+  void* data;
+  std::size_t bytes;  // a multiple of kHugePage
+};
+
+struct BlockCache {
+  std::mutex mutex;
+  std::vector<Block> free;  // in the order they were freed: the front goes first when over the limit
+  std::size_t cached = 0;   // bytes in `free`
+  std::size_t limit = 0;    // the most bytes `free` may hold
+};
+
+// Never destroyed: torch may free a storage (and call the deleter) while the process exits.
+BlockCache& cache() {
+  static BlockCache* c = new BlockCache();
+  return *c;
+}
+
+struct Owner {  // manager_ctx of an output: its block and the shape array DLPack points to
+  Block block;
+  std::vector<std::int64_t> shape;
+};
+
+void release(Block b) {
+  BlockCache& c = cache();
+  std::vector<Block> evicted;
+  {
+    std::lock_guard<std::mutex> lock(c.mutex);
+    if (b.bytes <= c.limit) {
+      c.free.push_back(b);
+      c.cached += b.bytes;
+      b.data = nullptr;
+      std::size_t drop = 0;
+      while (c.cached > c.limit) {
+        c.cached -= c.free[drop].bytes;
+        evicted.push_back(c.free[drop++]);
+      }
+      c.free.erase(c.free.begin(), c.free.begin() + static_cast<std::ptrdiff_t>(drop));
+    }
+  }
+  if (b.data != nullptr) std::free(b.data);
+  for (const Block& e : evicted) std::free(e.data);
+}
+
+void delete_managed(DLManagedTensor* m) {
+  Owner* owner = static_cast<Owner*>(m->manager_ctx);
+  release(owner->block);
+  delete owner;
+  delete m;
+}
+
+void destroy_capsule(PyObject* capsule) {
+  // torch renames a capsule it took to "used_dltensor": only one that was never taken still owns its block
+  if (!PyCapsule_IsValid(capsule, "dltensor")) return;
+  auto* m = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(capsule, "dltensor"));
+  if (m != nullptr) m->deleter(m);
+}
+
+// A "dltensor" capsule of a contiguous CPU tensor of `shape` and DLPack type (code, bits) whose memory comes
+// from the cache when a block of the same rounded size is there (its old contents left in it: outputs are
+// written in full by their kernel) and else from a new 2 MiB-aligned block advised to use huge pages.
+pybind11::capsule cached_empty(const std::vector<std::int64_t>& shape, int code, int bits) {
+  check(bits % 8 == 0 && bits > 0, "cached_empty: bits must be a positive multiple of 8");
+  std::size_t nbytes = static_cast<std::size_t>(bits / 8);
+  for (std::int64_t d : shape) {
+    check(d >= 0, "cached_empty: negative dimension");
+    nbytes *= static_cast<std::size_t>(d);
+  }
+  const std::size_t bytes = std::max<std::size_t>(kHugePage, (nbytes + kHugePage - 1) & ~(kHugePage - 1));
+  Block block{nullptr, bytes};
+  {
+    BlockCache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mutex);
+    for (std::size_t i = c.free.size(); i-- > 0;) {  // the most recently freed block of this size: warmest
+      if (c.free[i].bytes == bytes) {
+        block = c.free[i];
+        c.free.erase(c.free.begin() + static_cast<std::ptrdiff_t>(i));
+        c.cached -= bytes;
+        break;
+      }
+    }
+  }
+  if (block.data == nullptr) {
+    block.data = std::aligned_alloc(kHugePage, bytes);
+    if (block.data == nullptr) throw std::bad_alloc();
+    advise_hugepages(reinterpret_cast<std::uintptr_t>(block.data), bytes);
+  }
+  auto* owner = new Owner{block, shape};
+  auto* m = new DLManagedTensor{};
+  m->dl_tensor.data = block.data;
+  m->dl_tensor.device = DLDevice{1, 0};
+  m->dl_tensor.ndim = static_cast<std::int32_t>(shape.size());
+  m->dl_tensor.dtype = DLDataType{static_cast<std::uint8_t>(code), static_cast<std::uint8_t>(bits), 1};
+  m->dl_tensor.shape = owner->shape.data();
+  m->dl_tensor.strides = nullptr;
+  m->dl_tensor.byte_offset = 0;
+  m->manager_ctx = owner;
+  m->deleter = &delete_managed;
+  return pybind11::capsule(m, "dltensor", &destroy_capsule);
+}
+
+// Sets the limit (bytes) and frees cached blocks beyond it (0 frees them all); returns the bytes still cached.
+std::size_t set_cache_limit(std::size_t limit) {
+  BlockCache& c = cache();
+  std::vector<Block> evicted;
+  std::size_t left;
+  {
+    std::lock_guard<std::mutex> lock(c.mutex);
+    c.limit = limit;
+    std::size_t drop = 0;
+    while (c.cached > c.limit) {
+      c.cached -= c.free[drop].bytes;
+      evicted.push_back(c.free[drop++]);
+    }
+    c.free.erase(c.free.begin(), c.free.begin() + static_cast<std::ptrdiff_t>(drop));
+    left = c.cached;
+  }
+  for (const Block& e : evicted) std::free(e.data);
+  return left;
+}
+
+std::size_t cached_bytes() {
+  BlockCache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mutex);
+  return c.cached;
+}
+
 void register_memory(pybind11::module_& m) {
   m.def("advise_hugepages", &advise_hugepages, pybind11::arg("address"), pybind11::arg("nbytes"),
         "Ask for transparent huge pages on the 2 MiB-aligned interior of a not yet touched buffer; returns the "
         "bytes advised.");
+  m.def("cached_empty", &cached_empty, pybind11::arg("shape"), pybind11::arg("code"), pybind11::arg("bits"),
+        "A DLPack capsule of a contiguous CPU tensor (DLPack type code and bits) whose memory returns to fastspike's "
+        "block cache when torch frees it; its contents are whatever the block held.");
+  m.def("set_cache_limit", &set_cache_limit, pybind11::arg("limit"),
+        "Cap the block cache at `limit` bytes, freeing the least recently cached blocks beyond it; returns the "
+        "bytes still cached.");
+  m.def("cached_bytes", &cached_bytes, "Bytes held by the block cache (freed outputs awaiting reuse).");
 }
 FASTSPIKE_REGISTER(register_memory);
 

@@ -3,8 +3,10 @@ function that validates and picks the backend, custom ops per backend with fake 
 autograd formula, launchers for the C++ (csrc/) and Triton (kernels/) kernels.
 
 Every op takes ``backend='auto' | 'torch' | 'triton' | 'cpp'``; ``fastspike.ops.reference`` holds the
-pure-PyTorch oracle of each, under the op's own name.
+pure-PyTorch oracle of each, under the op's own name. ``empty_cache()`` / ``cached_bytes()`` manage the CPU
+block cache that large kernel outputs come from (ops/_alloc.py).
 """
+from ._alloc import cached_bytes, empty_cache
 from ._backend import BACKENDS, get_default_backend, set_default_backend
 from .bits import pack_bits, spike_stats, unpack_bits
 from .gated_lif import multistep_gated_lif
@@ -18,4 +20,4 @@ from .synapse import synapse_conv2d, synapse_linear
 
 __all__ = ["BACKENDS", "get_default_backend", "set_default_backend", "multistep_neuron", "multistep_neuron2",
            "multistep_gated_lif", "linear_scan", "psn", "synapse_linear", "synapse_conv2d", "pack_bits",
-           "unpack_bits", "spike_stats", "max_pool", "stbif"]
+           "unpack_bits", "spike_stats", "max_pool", "stbif", "empty_cache", "cached_bytes"]
