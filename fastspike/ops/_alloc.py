@@ -75,6 +75,8 @@ def _from_cache(shape, dtype: torch.dtype) -> torch.Tensor:
 
 def empty(shape, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A contiguous CPU ``torch.empty``: from the block cache when large, else huge-page advised when large."""
+    if isinstance(shape, int):
+        shape = (shape,)
     if _CACHING and dtype in _DLPACK:
         numel = 1
         for d in shape:
