@@ -103,6 +103,19 @@ struct Owner {  // manager_ctx of an output: its block and the shape array DLPac
   std::vector<std::int64_t> shape;
 };
 
+// Takes the least recently freed blocks out of the cache until it is within its limit (the caller holds the
+// mutex and frees what is returned after releasing it).
+std::vector<Block> over_limit(BlockCache& c) {
+  std::size_t drop = 0;
+  std::vector<Block> evicted;
+  while (c.cached > c.limit) {
+    c.cached -= c.free[drop].bytes;
+    evicted.push_back(c.free[drop++]);
+  }
+  c.free.erase(c.free.begin(), c.free.begin() + static_cast<std::ptrdiff_t>(drop));
+  return evicted;
+}
+
 void release(Block b) {
   BlockCache& c = cache();
   std::vector<Block> evicted;
@@ -112,12 +125,7 @@ void release(Block b) {
       c.free.push_back(b);
       c.cached += b.bytes;
       b.data = nullptr;
-      std::size_t drop = 0;
-      while (c.cached > c.limit) {
-        c.cached -= c.free[drop].bytes;
-        evicted.push_back(c.free[drop++]);
-      }
-      c.free.erase(c.free.begin(), c.free.begin() + static_cast<std::ptrdiff_t>(drop));
+      evicted = over_limit(c);
     }
   }
   if (b.data != nullptr) std::free(b.data);
@@ -189,12 +197,7 @@ std::size_t set_cache_limit(std::size_t limit) {
   {
     std::lock_guard<std::mutex> lock(c.mutex);
     c.limit = limit;
-    std::size_t drop = 0;
-    while (c.cached > c.limit) {
-      c.cached -= c.free[drop].bytes;
-      evicted.push_back(c.free[drop++]);
-    }
-    c.free.erase(c.free.begin(), c.free.begin() + static_cast<std::ptrdiff_t>(drop));
+    evicted = over_limit(c);
     left = c.cached;
   }
   for (const Block& e : evicted) std::free(e.data);
