@@ -293,3 +293,24 @@ def test_pack_conv_bn_train_modules():
     assert_close("packed grad", g_ref, g, 1e-4)
     with pytest.raises(ValueError, match="train mode"):
         conv_bn_fusion.pack_conv_bn_train_modules(net.eval())
+
+
+def test_reset_net_walk_matches_modules_and_getattr():
+    """reset_net's own walk visits what net.modules() visits, in its order (a shared module once, None children
+    skipped), and finds reset() where getattr finds it: on the class, on the instance, or not at all."""
+    from fastspike.functional import net_config
+    shared = neuron.LIFNode()
+    inner = nn.Sequential(nn.Linear(2, 2), shared, nn.Identity())
+    net = nn.Sequential(inner, shared, nn.ModuleList([nn.ReLU(), inner]), neuron.IFNode())
+    net.add_module("gap", None)
+    assert list(net_config._modules(net)) == list(net.modules())
+    plain = nn.Linear(2, 2)
+    calls = []
+    plain.reset = lambda: calls.append(1)  # an instance attribute counts, as getattr sees it
+    net.add_module("plain", plain)
+    for m in net.modules():
+        assert net_config._reset_method(m) == getattr(m, "reset", None)
+    assert F.collect_reset_modules(net) == tuple(m for m in net.modules() if callable(getattr(m, "reset", None)))
+    shared.v = torch.ones(2)
+    F.reset_net(net)
+    assert calls == [1] and shared.v == 0.0

@@ -31,10 +31,32 @@ def children_keep_step_mode(m: nn.Module) -> bool:
     return bool(getattr(m, "children_keep_step_mode", False))
 
 
+def _reset_method(m: nn.Module):
+    """``getattr(m, "reset", None)`` without its slow case: nn.Module.__getattr__ raises (and catches) an
+    AttributeError for every module that has no such attribute, which was most of reset_net's time."""
+    if "reset" in m.__dict__ or hasattr(type(m), "reset") or "reset" in m._modules or "reset" in m._parameters \
+            or "reset" in m._buffers:
+        return getattr(m, "reset", None)
+    return None
+
+
+def _modules(net: nn.Module):
+    """``net.modules()`` (each module once, depth first, a parent before its children) without the names that
+    ``named_modules`` builds for every module on the way."""
+    seen, stack = set(), [net]
+    while stack:
+        m = stack.pop()
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        yield m
+        stack.extend(c for c in reversed(m._modules.values()) if c is not None)
+
+
 def collect_reset_modules(net: nn.Module) -> Tuple[nn.Module, ...]:
     """Every module of ``net`` (itself included) that has a callable ``reset()``, in ``net.modules()`` order."""
     _check_net("collect_reset_modules", net)
-    return tuple(m for m in net.modules() if callable(getattr(m, "reset", None)))
+    return tuple(m for m in _modules(net) if callable(_reset_method(m)))
 
 
 def reset_collected_modules(modules: Iterable[nn.Module]) -> None:
@@ -60,7 +82,10 @@ def reset_net(net: nn.Module) -> None:
     Call it between two independent input sequences (typically after every batch).
     """
     _check_net("reset_net", net)
-    reset_collected_modules(collect_reset_modules(net))
+    for m in _modules(net):  # walked on every call (no cache), so a swapped or added module is reset too
+        r = _reset_method(m)
+        if callable(r):
+            r()
 
 
 def set_step_mode(net: nn.Module, step_mode: str) -> None:
