@@ -28,6 +28,8 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from ._apply import fast_apply
+
 __all__ = [
     "round",
     "ceil",
@@ -80,6 +82,9 @@ class StraightThroughATGF(torch.autograd.Function):
         return grad_output * inside.to(grad_output.dtype), None, None, None
 
 
+_ste = fast_apply(StraightThroughATGF)
+
+
 def _levels(k: int) -> float:
     return float(2 ** k - 1)
 
@@ -89,7 +94,7 @@ class RoundATGF:
 
     @staticmethod
     def apply(x: torch.Tensor) -> torch.Tensor:
-        return StraightThroughATGF.apply(x, torch.round)
+        return _ste(x, torch.round)
 
 
 class CeilATGF:
@@ -97,7 +102,7 @@ class CeilATGF:
 
     @staticmethod
     def apply(x: torch.Tensor) -> torch.Tensor:
-        return StraightThroughATGF.apply(x, torch.ceil)
+        return _ste(x, torch.ceil)
 
 
 class FloorATGF:
@@ -105,7 +110,7 @@ class FloorATGF:
 
     @staticmethod
     def apply(x: torch.Tensor) -> torch.Tensor:
-        return StraightThroughATGF.apply(x, torch.floor)
+        return _ste(x, torch.floor)
 
 
 class ClampATGF:
@@ -113,7 +118,7 @@ class ClampATGF:
 
     @staticmethod
     def apply(x: torch.Tensor, min_value, max_value) -> torch.Tensor:
-        return StraightThroughATGF.apply(x, lambda t: torch.clamp(t, min_value, max_value), min_value, max_value)
+        return _ste(x, lambda t: torch.clamp(t, min_value, max_value), min_value, max_value)
 
 
 class StepQuantizeATGF:
@@ -121,7 +126,7 @@ class StepQuantizeATGF:
 
     @staticmethod
     def apply(x: torch.Tensor, step: float) -> torch.Tensor:
-        return StraightThroughATGF.apply(x, lambda t: torch.round(t / step) * step)
+        return _ste(x, lambda t: torch.round(t / step) * step)
 
 
 class MultiLevelSpikeCountATGF:
@@ -129,7 +134,7 @@ class MultiLevelSpikeCountATGF:
 
     @staticmethod
     def apply(x: torch.Tensor, max_spike_count: int, grad_min: float, grad_max: float) -> torch.Tensor:
-        return StraightThroughATGF.apply(x, lambda t: torch.round(torch.clamp(t, 0, max_spike_count)), grad_min,
+        return _ste(x, lambda t: torch.round(torch.clamp(t, 0, max_spike_count)), grad_min,
                                          grad_max)
 
 
@@ -138,7 +143,7 @@ class KBitQuantizeATGF:
 
     @staticmethod
     def apply(x: torch.Tensor, k: int) -> torch.Tensor:
-        return StraightThroughATGF.apply(x, lambda t: torch.round(t * _levels(k)) / _levels(k))
+        return _ste(x, lambda t: torch.round(t * _levels(k)) / _levels(k))
 
 
 def round(x: torch.Tensor) -> torch.Tensor:

@@ -129,3 +129,22 @@ def test_configuration_is_validated_once_and_follows_changes(monkeypatch):
         ilif.surrogate_function.max_spike_count = 2  # in place, read per call
         ilif.surrogate_function.grad_max = 2.0
         assert ilif(x * 8).max() == 2
+
+
+def test_surrogate_spike_skips_function_apply_preamble(monkeypatch):
+    """Surrogate spikes (once per neuron per step on the Python paths) call autograd's C entry point on plain tensors
+    (fastspike/_apply.py: Function.apply's preamble cost ~15 us a call for setup_context-style Functions), and
+    Function.apply inside torch.func transforms; both give the same spikes and gradients."""
+    from fastspike.surrogate import base
+    calls = []
+    real = base._Spike.apply
+    monkeypatch.setattr(base._Spike, "apply", lambda *a: calls.append(1) or real(*a))
+    sg = surrogate.ATan()
+    x = torch.randn(5, 7, device=DEVICE)
+    xr = x.clone().requires_grad_()
+    s = sg(xr)
+    (g,) = torch.autograd.grad((s * x).sum(), xr)
+    assert calls == []
+    g_func = torch.func.grad(lambda t: (sg(t) * x).sum())(x)
+    assert calls  # (functorch applies it again one level down: how often is torch's business)
+    assert torch.equal(s.detach(), (x >= 0).to(x)) and torch.allclose(g, g_func) and g.abs().sum() > 0

@@ -16,6 +16,8 @@ from typing import Callable
 
 import torch
 
+from .._apply import fast_apply
+
 from ..neuron.dynamics import (activation_aware_if_step, clif_step, cuba_lif_step, eif_step, gated_lif_step,
                                izhikevich_step, klif_step, liaf_step, lif_charge, qif_step, raf_step, stbif_step,
                                ternary_if_step, ternary_lif_step)
@@ -90,9 +92,12 @@ class _LeakyIntegrator(torch.autograd.Function):
         return grad_output, grad_decay, (1 - decay / scale) * grad_output, None
 
 
+_leaky_integrator = fast_apply(_LeakyIntegrator)
+
+
 def leaky_integrator_step(x: torch.Tensor, decay: torch.Tensor, state: torch.Tensor, w_scale: int) -> torch.Tensor:
     """Loihi's fixed-point leaky integrator (SpikingJelly's ``lava_exchange.LeakyIntegratorStep.apply``)."""
-    return _LeakyIntegrator.apply(x, decay, state, w_scale)
+    return _leaky_integrator(x, decay, state, w_scale)
 
 
 def lava_cuba_lif_step(x, current_state, voltage_state, current_decay, voltage_decay, s_scale, v_threshold,

@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import base, quantize, surrogate
+from .._apply import fast_apply
 
 from ._lava_dl import (_LAVA_SCALE, _conv_args, _decays, _slayer, avgpool2d_to_lava_synapse_pool,
                        check_instance, check_no_bias, conv2d_to_lava_synapse_conv, linear_to_lava_synapse_dense,
@@ -99,6 +100,9 @@ class LeakyIntegratorStep(torch.autograd.Function):
         decay, state = ctx.saved_tensors
         unity = 1 << _hw_bits
         return grad_output, (-state / unity * grad_output).sum(), (1 - decay / unity) * grad_output, None
+
+
+_leaky_step = fast_apply(LeakyIntegratorStep)
 
 
 class BatchNorm2d(nn.Module):
@@ -205,11 +209,11 @@ class CubaLIFNode(base.MemoryModule):
         cd, vd = self.current_decay, self.voltage_decay
         if self.requires_grad:
             cd, vd = cd.clamp(min=0.0, max=self.p_scale), vd.clamp(min=0.0, max=self.p_scale)
-        i = LeakyIntegratorStep.apply(x, step_quantize(cd), self._state(self.current_state, x).contiguous(),
+        i = _leaky_step(x, step_quantize(cd), self._state(self.current_state, x).contiguous(),
                                       self.s_scale)
         if self.norm is not None:
             i = self.norm(i)
-        v = LeakyIntegratorStep.apply(i, step_quantize(vd), self._state(self.voltage_state, x).contiguous(),
+        v = _leaky_step(i, step_quantize(vd), self._state(self.voltage_state, x).contiguous(),
                                       self.s_scale)
         spike = self.surrogate_function(v - (self.v_threshold + self.v_threshold_eps))
         s = spike.detach() if self.detach_reset else spike

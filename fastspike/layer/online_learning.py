@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .._apply import fast_apply
+
 __all__ = ["ReplaceforGrad", "GradwithTrace", "SpikeTraceOp", "OTTTSequential"]
 
 
@@ -40,12 +42,15 @@ class ReplaceforGrad(torch.autograd.Function):
         return grad, grad
 
 
+_replace = fast_apply(ReplaceforGrad)
+
+
 def _forward_spike_grad_trace(module: nn.Module, pair) -> torch.Tensor:
     spike, trace = pair
     with torch.no_grad():
         out = module(spike)
     # the value of module(spike), the gradient of module(trace) (with respect to the weights and the trace)
-    return ReplaceforGrad.apply(module(ReplaceforGrad.apply(spike, trace)), out)
+    return _replace(module(_replace(spike, trace)), out)
 
 
 def _map_spike_and_trace(module: nn.Module, pair) -> list:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import layer
+from .._apply import fast_apply
 from .._errors import ArgumentError
 from ..neuron import LIFNode
 from ..surrogate import SurrogateFunctionBase, heaviside
@@ -85,6 +86,9 @@ class dSpike(torch.autograd.Function):
         return dSpike_backward(grad_output, ctx.saved_tensors[0], ctx.alpha)
 
 
+_dspike = fast_apply(dSpike)
+
+
 class DSpike(SurrogateFunctionBase):
     """The DSpike surrogate; ``alpha`` > 0 sets its sharpness. With ``spiking=False`` it returns the smooth
     function itself, ``0.5 + tanh(alpha x) / (2 tanh(alpha/2))`` clamped to [0, 1] outside |x| <= 0.5."""
@@ -96,7 +100,7 @@ class DSpike(SurrogateFunctionBase):
 
     @classmethod
     def spiking_function(cls, x: Tensor, alpha: float):
-        return dSpike.apply(x, alpha)
+        return _dspike(x, alpha)
 
     @staticmethod
     def grad(x: Tensor, alpha: float) -> Tensor:

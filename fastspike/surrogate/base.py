@@ -19,6 +19,7 @@ from typing import Dict, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from .._apply import fast_apply
 
 __all__ = ["heaviside", "SurrogateFunctionBase", "check_manual_grad", "plot_surrogate_function"]
 
@@ -52,6 +53,9 @@ class _Spike(torch.autograd.Function):
     def backward(ctx, grad_output):
         (x,) = ctx.saved_tensors
         return grad_output * ctx.grad_fn(x, *ctx.params), None, None
+
+
+_spike = fast_apply(_Spike)
 
 
 class SurrogateFunctionBase(nn.Module):
@@ -121,7 +125,7 @@ class SurrogateFunctionBase(nn.Module):
         position or by name (SpikingJelly 2.0 passes them by name)."""
         if kwargs:
             params = params + tuple(kwargs[k] for k in cls._param_names[len(params):])
-        return _Spike.apply(x, cls.grad, params)
+        return _spike(x, cls.grad, params)
 
     @staticmethod
     def grad(x: torch.Tensor, *params) -> torch.Tensor:

@@ -52,12 +52,12 @@ def _fake_bits(x2):
 
 pack_bits_cpp = register_op("pack_bits_cpp", _pack_cpp, _fake_bits)
 pack_bits_triton = register_op("pack_bits_triton", _pack_triton,
-                            lambda x2: (_fake_bits(x2), x2.new_empty((1,), dtype=torch.int32)), triton=True)
+                               lambda x2: (_fake_bits(x2), x2.new_empty((1,), dtype=torch.int32)), triton=True)
 unpack_bits_cpp = register_op("unpack_bits_cpp", _unpack_cpp,
-                           lambda bits, cols: bits.new_empty((bits.shape[0], cols), dtype=torch.float32))
+                              lambda bits, cols: bits.new_empty((bits.shape[0], cols), dtype=torch.float32))
 unpack_bits_triton = register_op("unpack_bits_triton", _unpack_triton,
-                              lambda bits, cols, dtype: bits.new_empty((bits.shape[0], cols), dtype=dtype),
-                              triton=True)
+                                 lambda bits, cols, dtype: bits.new_empty((bits.shape[0], cols), dtype=dtype),
+                                 triton=True)
 
 
 def pack(x2: Tensor, backend: str) -> Tuple[Tensor, Optional[Tensor]]:
