@@ -14,9 +14,23 @@ from typing import Callable
 
 import torch
 
-__all__ = ["fast_apply"]
+__all__ = ["fast_apply", "tracing", "opaque"]
 
 _functorch_active = torch._C._are_functorch_transforms_active
+
+
+def tracing(t: torch.Tensor) -> bool:
+    """True when ``t`` must take the registered custom op: torch.compile/export is tracing, or ``t`` is not a
+    plain tensor (FakeTensor, FunctionalTensor, another subclass)."""
+    return torch.compiler.is_compiling() or type(t) is not torch.Tensor
+
+
+def opaque(t: torch.Tensor) -> bool:
+    """True when ``t``'s values cannot be read where the call is made: while tracing (see ``tracing``) and inside a
+    torch.func transform (``t`` may be a wrapper without storage: grad's, vmap's batched tensors). Code that looks
+    at the data (a density check, a binarity flag read back, a known-binary record) does what it does when tracing,
+    and a Function is applied through ``Function.apply`` (which handles both)."""
+    return tracing(t) or _functorch_active()
 
 
 def fast_apply(function: type) -> Callable:
@@ -25,7 +39,7 @@ def fast_apply(function: type) -> Callable:
     c_apply = super(torch.autograd.Function, function).apply
 
     def apply(*args):
-        if not torch.compiler.is_compiling() and type(args[0]) is torch.Tensor and not _functorch_active():
+        if not opaque(args[0]):
             return c_apply(*args)
         return function.apply(*args)  # looked up per call: the neuron compiler patches Function.apply
     apply.__name__ = apply.__qualname__ = f"{function.__name__}.apply"

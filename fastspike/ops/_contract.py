@@ -36,27 +36,12 @@ from typing import Callable
 
 import torch
 
+from .._apply import _functorch_active, opaque, tracing
 from . import _backend
 
 __all__ = ["Op", "InferenceOp", "inference_only", "tracing", "opaque", "launcher", "register_op", "vmap_by_loop"]
 
 _NAMESPACE = "fastspike"
-
-
-_functorch_active = torch._C._are_functorch_transforms_active
-
-
-def tracing(t: torch.Tensor) -> bool:
-    """True when ``t`` must take the registered custom op: torch.compile/export is tracing, or ``t`` is not a
-    plain tensor (FakeTensor, FunctionalTensor, another subclass)."""
-    return torch.compiler.is_compiling() or type(t) is not torch.Tensor
-
-
-def opaque(t: torch.Tensor) -> bool:
-    """True when ``t``'s values cannot be read where the call is made: while tracing (see ``tracing``) and inside a
-    torch.func transform (``t`` may be a wrapper without storage: grad's, vmap's batched tensors). Code that looks
-    at the data (a density check, a binarity flag read back, a known-binary record) does what it does when tracing."""
-    return tracing(t) or _functorch_active()
 
 
 def launcher(t: torch.Tensor):
