@@ -46,22 +46,6 @@ constexpr std::int64_t kBlock = 256;
 constexpr std::int64_t kMinForwardPerThread = std::int64_t(1) << 17;
 constexpr std::int64_t kMinBackwardPerThread = std::int64_t(1) << 15;
 
-constexpr int kNumModes = 6;
-// The kernels' own LIF variant (never a `mode` argument): LIF whose tau is a power of two, charged with X * (1 / tau)
-// instead of X / tau. The two are equal for every X (1 / tau is exact, and both round the same real number), and a
-// vector multiply is several times cheaper than a vector division where the division is slow (Zen 1 runs the
-// forward at half the time). tau = 2, SpikingJelly's default, is the common case.
-constexpr int kLifExact = 6;
-
-// Charges whose form depends on decay_input (LIF, PLIF); the others are instantiated for decay_input = true only.
-constexpr bool takes_decay_input(int mode) { return mode == 1 || mode == 2 || mode == kLifExact; }
-
-// True when d is a power of two whose reciprocal is a float (then x / d == x * (1 / d) for every float x).
-inline bool exact_reciprocal(float d) {
-  int e = 0;
-  return std::isfinite(d) && d > 0.0f && std::frexp(d, &e) == 0.5f && e >= -125 && e <= 127;
-}
-
 // exp for the EIF charge: vexp, and +inf past float's range as torch.exp (vexp clamps its input).
 inline float charge_exp(float x) { return x > 88.72283f ? __builtin_inff() : vexp(x); }
 
@@ -187,52 +171,6 @@ void recompute_block(const float* x, const float* v0, float* hbuf, std::int64_t 
 
 using RecomputeFn = void (*)(const float*, const float*, float*, std::int64_t, std::int64_t, std::int64_t,
                              const StepParams, const float*, const float*);
-
-template <typename F>
-void dispatch_bool(bool flag, F&& f) {
-  if (flag) f(std::true_type{});
-  else f(std::false_type{});
-}
-
-template <int V>
-using IntC = std::integral_constant<int, V>;
-
-// f(PC): per-channel thresholds / offsets are instantiated for the offset fire only.
-template <int FIRE, typename F>
-void dispatch_channels(bool pc, F&& f) {
-  if constexpr (FIRE == kOffset) dispatch_bool(pc, f);
-  else f(std::false_type{});
-}
-
-// f(MODE, FIRE, ACT) for the combinations the op allows: every charge with the spike fire; KLIF and the analog
-// output on the LIF charge; the count on the leaky charge (checked by the Python side and by check_variant).
-// exact: LIF (mode 1) with the spike fire runs as kLifExact (the caller checked exact_reciprocal(tau)).
-template <typename F>
-void dispatch_variant(int mode, int fire, int act, F&& f, bool exact = false) {
-  if (fire == kSpike) {
-    if (mode == 0) f(IntC<0>{}, IntC<kSpike>{}, IntC<0>{});
-    else if (mode == 1 && exact) f(IntC<kLifExact>{}, IntC<kSpike>{}, IntC<0>{});
-    else if (mode == 1) f(IntC<1>{}, IntC<kSpike>{}, IntC<0>{});
-    else if (mode == 2) f(IntC<2>{}, IntC<kSpike>{}, IntC<0>{});
-    else if (mode == 3) f(IntC<3>{}, IntC<kSpike>{}, IntC<0>{});
-    else f(IntC<4>{}, IntC<kSpike>{}, IntC<0>{});
-  } else if (fire == kKlif) f(IntC<1>{}, IntC<kKlif>{}, IntC<0>{});
-  else if (fire == kKlifScaled) f(IntC<1>{}, IntC<kKlifScaled>{}, IntC<0>{});
-  else if (fire == kCount) f(IntC<5>{}, IntC<kCount>{}, IntC<0>{});
-  else if (fire == kOffset) f(IntC<0>{}, IntC<kOffset>{}, IntC<0>{});
-  else if (act == 0) f(IntC<1>{}, IntC<kAnalog>{}, IntC<0>{});
-  else if (act == 1) f(IntC<1>{}, IntC<kAnalog>{}, IntC<1>{});
-  else f(IntC<1>{}, IntC<kAnalog>{}, IntC<2>{});
-}
-
-void check_variant(int mode, int fire, int act) {
-  check(mode >= 0 && mode < kNumModes, "mode must be 0 (IF), 1 (LIF), 2 (PLIF), 3 (QIF), 4 (EIF) or 5 (leaky)");
-  check(fire >= 0 && fire < kNumFires, "fire must be 0 (spike), 1-2 (KLIF), 3 (count), 4 (analog) or 5 (offset)");
-  check(fire == kSpike ? mode != 5 : (fire == kCount ? mode == 5 : (fire == kOffset ? mode == 0 : mode == 1)),
-        "fire and mode do not combine: spike takes modes 0-4, KLIF and analog the LIF charge (1), count mode 5, "
-        "offset the IF charge (0)");
-  check(act >= 0 && act < kNumActs, "act must be 0 (identity), 1 (relu) or 2 (sigmoid)");
-}
 
 RecomputeFn select_recompute(int mode, int fire, bool decay_input, bool soft, bool pc, bool exact) {
   RecomputeFn fn = nullptr;

@@ -114,12 +114,6 @@ void forward_impl(const Params& c, const float* x, const float* v0, float v0_val
 }
 
 template <typename F>
-void dispatch_bool(bool flag, F&& f) {
-  if (flag) f(std::true_type{});
-  else f(std::false_type{});
-}
-
-template <typename F>
 void dispatch_mode(int mode, F&& f) {
   if (mode == 0) f(std::integral_constant<int, 0>{});
   else if (mode == 1) f(std::integral_constant<int, 1>{});

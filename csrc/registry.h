@@ -15,6 +15,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -115,6 +116,16 @@ class ThreadErrors {
   std::exception_ptr first_;
   std::atomic<bool> failed_{false};
 };
+
+// Compile-time dispatch: f(std::true_type{}) or f(std::false_type{}) by a run-time flag; IntC<V> names an int constant.
+template <typename F>
+void dispatch_bool(bool flag, F&& f) {
+  if (flag) f(std::true_type{});
+  else f(std::false_type{});
+}
+
+template <int V>
+using IntC = std::integral_constant<int, V>;
 
 }  // namespace fastspike
 
