@@ -11,7 +11,8 @@
 # When .gpu/wheels/ holds wheels (bench/gpu_prepare.sh), they are installed into a folder on PYTHONPATH first (no
 # network, no dependency resolution), and .gpu/data/neuromorphic becomes FASTSPIKE_NEURO_DATA.
 # Knobs (environment): PYTHON (default python3, else python), GPU_CHECK_SKIP_BUILD=1, GPU_CHECK_SKIP_TESTS=1,
-# GPU_CHECK_TEST_ARGS (default "tests": the whole suite; "-n 8" is added when pytest-xdist imports),
+# GPU_CHECK_TEST_ARGS (default "tests": the whole suite; "-n 8 --dist loadfile" is added when pytest-xdist imports:
+# each test file on one worker, so a module fixture such as tests/test_triton_compile.py's compilation runs once),
 # GPU_CHECK_BUDGET (s, default 560: the whole script, so that it ends inside the tool's 600 s),
 # GPU_CHECK_TEST_TIMEOUT (s, default 330), GPU_CHECK_BENCH_TIMEOUT (s, default 240; both are cut to what the
 # budget leaves, the tests keeping GPU_CHECK_BENCH_MIN, default 120 s, for the benchmark),
@@ -124,7 +125,7 @@ fi
 # 2. the whole test suite on the GPU (tests put their tensors on CUDA when it is there: tests/helpers.py DEVICE)
 if [ "${GPU_CHECK_SKIP_TESTS:-0}" != "1" ]; then
   TEST_ARGS="${GPU_CHECK_TEST_ARGS:-tests}"
-  if [ -z "${GPU_CHECK_TEST_ARGS:-}" ] && "$PY" -c "import xdist" 2>/dev/null; then TEST_ARGS="$TEST_ARGS -n 8"; fi
+  if [ -z "${GPU_CHECK_TEST_ARGS:-}" ] && "$PY" -c "import xdist" 2>/dev/null; then TEST_ARGS="$TEST_ARGS -n 8 --dist loadfile"; fi
   limit=$(( $(left) - ${GPU_CHECK_BENCH_MIN:-120} ))
   [ "$limit" -lt "${GPU_CHECK_TEST_TIMEOUT:-330}" ] || limit="${GPU_CHECK_TEST_TIMEOUT:-330}"
   [ "$limit" -gt 10 ] || limit=10

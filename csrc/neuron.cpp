@@ -248,16 +248,16 @@ enum Kind { kConstant = 0, kPlif = 1, kQif = 2, kEif = 3 };
 constexpr int kind_of(int mode) { return (mode < 2 || mode > 4) ? kConstant : mode - 1; }
 
 // dL/dH of one element from dL/d(output) (go) and dL/dV (gv) for each fire variant; KLIF adds dL/dk to gk.
-// v_th / f1: the element's threshold and offset (c.v_th / c.f1, or its channel's).
-template <int SG, int FIRE, int ACT, bool SOFT>
-inline float grad_h(const BackwardConsts& c, float qv, float go, float gv, float& gk, float v_th, float f1) {
+// v_th / f1: the element's threshold and offset (c.v_th / c.f1, or its channel's); sg: the surrogate gradient at
+// qv - v_th (unused by the count, which has its own window).
+template <int FIRE, int ACT, bool SOFT>
+inline float grad_h(const BackwardConsts& c, float qv, float sg, float go, float gv, float& gk, float v_th, float f1) {
   if constexpr (FIRE == kCount) {
     const float sc = qv / v_th;
     const float win = (sc >= c.f2 && sc <= c.f3) ? 1.0f : 0.0f;
     return go * win / v_th + gv * (1.0f - c.detach * win);
   } else {
     const float sv = qv >= v_th ? 1.0f : 0.0f;
-    const float sg = surrogate_grad<SG>(qv - v_th, c.a, c.b);
     if constexpr (is_klif<FIRE>()) {  // qv = F = relu(k H)
       const bool scaled = FIRE == kKlifScaled;
       const float rv = scaled ? qv / c.k : qv;
@@ -281,20 +281,20 @@ inline float grad_h(const BackwardConsts& c, float qv, float go, float gv, float
 
 // One reverse time step over one block of neurons. A plain function with restrict pointers (not a
 // lambda): captured state hides the access pattern from gcc's vectoriser. FIRST marks t == 0, where
-// V[t-1] is V0 rather than reset(H[t-1]).
-template <int SG, int KIND, int FIRE, int ACT, bool SOFT, bool HAS_GVSEQ, bool FIRST, bool PC>
+// V[t-1] is V0 rather than reset(H[t-1]). sgt: the surrogate gradients of this step (surrogate_row).
+template <int KIND, int FIRE, int ACT, bool SOFT, bool HAS_GVSEQ, bool FIRST, bool PC>
 inline void backward_step(const BackwardConsts c, std::int64_t len, const float* __restrict ht,
-                          const float* __restrict gst, const float* __restrict gvt, const float* __restrict hp,
-                          const float* __restrict xt, const float* __restrict v0b, float* __restrict gxt,
-                          float* __restrict carry, float* __restrict gk_acc, const float* __restrict thr_b,
-                          const float* __restrict off_b) {
+                          const float* __restrict sgt, const float* __restrict gst, const float* __restrict gvt,
+                          const float* __restrict hp, const float* __restrict xt, const float* __restrict v0b,
+                          float* __restrict gxt, float* __restrict carry, float* __restrict gk_acc,
+                          const float* __restrict thr_b, const float* __restrict off_b) {
 #pragma omp simd
   for (std::int64_t i = 0; i < len; ++i) {
     float gv = carry[i];
     if constexpr (HAS_GVSEQ) gv += gvt[i];
     float gk = gk_acc[i];
     const float gh =
-        grad_h<SG, FIRE, ACT, SOFT>(c, ht[i], gst[i], gv, gk, PC ? thr_b[i] : c.v_th, PC ? off_b[i] : c.f1);
+        grad_h<FIRE, ACT, SOFT>(c, ht[i], sgt[i], gst[i], gv, gk, PC ? thr_b[i] : c.v_th, PC ? off_b[i] : c.f1);
     if constexpr (is_klif<FIRE>()) gk_acc[i] = gk;
     gxt[i] = gh * c.dh_dx;
     if constexpr (KIND == kConstant) {
@@ -320,11 +320,11 @@ inline void backward_step(const BackwardConsts c, std::int64_t len, const float*
   }
 }
 
-template <int SG, int KIND, int FIRE, int ACT, bool SOFT, bool HAS_GVSEQ, bool PC>
-void backward_impl(const NeuronParams& p, const StepParams& sp, RecomputeFn recompute, float a, float bpar,
-                   const float* gs, const float* gvseq, const float* gvlast, const float* x, const float* v0,
-                   float v0_value, float* gx, float* gv0, double* gk_partial, std::int64_t T, std::int64_t N,
-                   const Channels ch, int nthreads) {
+template <int KIND, int FIRE, int ACT, bool SOFT, bool HAS_GVSEQ, bool PC>
+void backward_impl(const NeuronParams& p, const StepParams& sp, RecomputeFn recompute, SurrogateRow sg_row, float a,
+                   float bpar, const float* gs, const float* gvseq, const float* gvlast, const float* x,
+                   const float* v0, float v0_value, float* gx, float* gv0, double* gk_partial, std::int64_t T,
+                   std::int64_t N, const Channels ch, int nthreads) {
   const std::int64_t nblocks = (N + kBlock - 1) / kBlock;
   BackwardConsts c;
   c.a = a;
@@ -360,6 +360,7 @@ void backward_impl(const NeuronParams& p, const StepParams& sp, RecomputeFn reco
       float v0blk[kBlock];  // V[-1] of this block: the given v0 or the constant v0_value
       float carry[kBlock];
       float gk_acc[kBlock];
+      float sgbuf[kBlock];  // the surrogate gradients of one step
       float thr_b[PC ? kBlock : 1], off_b[PC ? kBlock : 1];
       if constexpr (PC) gather_channels(ch, n0, len, thr_b, off_b);
       for (std::int64_t i = 0; i < len; ++i) {
@@ -373,12 +374,13 @@ void backward_impl(const NeuronParams& p, const StepParams& sp, RecomputeFn reco
         const float* ht = hbuf.data() + t * kBlock;
         const float* gvt = HAS_GVSEQ ? gvseq + o : nullptr;
         const float* xt = KIND == kPlif ? x + o : nullptr;
+        if constexpr (FIRE != kCount) sg_row(ht, PC ? thr_b : nullptr, c.v_th, len, c.a, c.b, sgbuf);
         if (t > 0) {
-          backward_step<SG, KIND, FIRE, ACT, SOFT, HAS_GVSEQ, false, PC>(c, len, ht, gs + o, gvt, ht - kBlock, xt,
-                                                                         v0blk, gx + o, carry, gk_acc, thr_b, off_b);
+          backward_step<KIND, FIRE, ACT, SOFT, HAS_GVSEQ, false, PC>(c, len, ht, sgbuf, gs + o, gvt, ht - kBlock, xt,
+                                                                     v0blk, gx + o, carry, gk_acc, thr_b, off_b);
         } else {
-          backward_step<SG, KIND, FIRE, ACT, SOFT, HAS_GVSEQ, true, PC>(c, len, ht, gs + o, gvt, nullptr, xt, v0blk,
-                                                                        gx + o, carry, gk_acc, thr_b, off_b);
+          backward_step<KIND, FIRE, ACT, SOFT, HAS_GVSEQ, true, PC>(c, len, ht, sgbuf, gs + o, gvt, nullptr, xt, v0blk,
+                                                                    gx + o, carry, gk_acc, thr_b, off_b);
         }
       }
       if (gv0)
@@ -409,20 +411,18 @@ void backward(std::uintptr_t gs_, std::uintptr_t gvseq_, std::uintptr_t gvlast_,
   const NeuronParams p{mode,       decay,        p1, p2, p3, decay_input, v_th, soft_reset ? 0.0f : v_reset,
                        soft_reset, detach_reset, q2, q3};
   const StepParams sp{decay, v_th, v_reset, p1, p2, p3, k, q1, 1.0f / decay};
-  if (fire == kCount) sg = 0;  // the count has its own gradient window: one instantiation
-  dispatch_surrogate(sg, [&](auto id) {
-    dispatch_variant(mode, fire, act, [&](auto m, auto fi, auto ac) {
-      dispatch_bool(soft_reset, [&](auto soft) {
-        dispatch_bool(gvseq_ != 0, [&](auto has_gvseq) {
-          dispatch_channels<decltype(fi)::value>(ch.pc != nullptr, [&](auto pcf) {
-            constexpr int SG = decltype(fi)::value == kCount ? 0 : decltype(id)::value;
-            backward_impl<SG, kind_of(decltype(m)::value), decltype(fi)::value, decltype(ac)::value,
-                          decltype(soft)::value, decltype(has_gvseq)::value, decltype(pcf)::value>(
-                p, sp, recompute, a, b, ptr<const float>(gs_), gvseq_ ? ptr<const float>(gvseq_) : nullptr,
-                gvlast_ ? ptr<const float>(gvlast_) : nullptr, ptr<const float>(x_),
-                v0_ ? ptr<const float>(v0_) : nullptr, v0_value, ptr<float>(gx_), gv0_ ? ptr<float>(gv0_) : nullptr,
-                gk_partial_ ? ptr<double>(gk_partial_) : nullptr, T, N, ch, nthreads);
-          });
+  // the count has its own gradient window (no surrogate row)
+  const SurrogateRow sg_row = surrogate_row_fn(fire == kCount ? 0 : sg);
+  dispatch_variant(mode, fire, act, [&](auto m, auto fi, auto ac) {
+    dispatch_bool(soft_reset, [&](auto soft) {
+      dispatch_bool(gvseq_ != 0, [&](auto has_gvseq) {
+        dispatch_channels<decltype(fi)::value>(ch.pc != nullptr, [&](auto pcf) {
+          backward_impl<kind_of(decltype(m)::value), decltype(fi)::value, decltype(ac)::value, decltype(soft)::value,
+                        decltype(has_gvseq)::value, decltype(pcf)::value>(
+              p, sp, recompute, sg_row, a, b, ptr<const float>(gs_), gvseq_ ? ptr<const float>(gvseq_) : nullptr,
+              gvlast_ ? ptr<const float>(gvlast_) : nullptr, ptr<const float>(x_),
+              v0_ ? ptr<const float>(v0_) : nullptr, v0_value, ptr<float>(gx_), gv0_ ? ptr<float>(gv0_) : nullptr,
+              gk_partial_ ? ptr<double>(gk_partial_) : nullptr, T, N, ch, nthreads);
         });
       });
     });

@@ -39,9 +39,9 @@ inline float madd(float a, float b, float c) {
 // exp and log written so that `#pragma omp simd` loops vectorise them (libm's expf/logf are scalar
 // calls unless -ffast-math, which would also break NaN handling). Range reduction to 2^n * e^r and a
 // degree-6 minimax polynomial (the classic Cephes single-precision coefficients): about 1 ulp on
-// [-87, 88]; inputs are clamped to that range, which only matters for gradients that are ~0 anyway.
-// exp_in_range takes x already in that range (or NaN, which stays NaN).
-inline float exp_in_range(float x) {
+// [-87, 88]; inputs are clamped to that range, which only matters for gradients that are ~0 anyway (NaN stays NaN).
+inline float vexp(float x) {
+  x = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
   const float n = std::floor(madd(x, 1.44269504088896341f, 0.5f));
   float r = madd(n, -0.693359375f, x);
   r = madd(n, 2.12194440e-4f, r);
@@ -55,8 +55,6 @@ inline float exp_in_range(float x) {
   const float scale = bitcast<float>((static_cast<std::int32_t>(n) + 127) << 23);
   return p * scale;
 }
-
-inline float vexp(float x) { return exp_in_range(x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x)); }
 
 // s (1 - s) for s = sigmoid(z): the sigmoid's slope, evaluated as torch (and SpikingJelly) evaluate it, cancellation
 // in 1 - s for large z included. The more accurate e / (1 + e)^2 with e = exp(-|z|) is also cheaper (one exponent
@@ -141,6 +139,31 @@ inline void dispatch_surrogate(int sg, F&& f) {
   } else {
     throw std::invalid_argument("surrogate id must be in [0, 13]");
   }
+}
+
+// The surrogate gradient over one row of neurons: out[i] = surrogate_grad<SG>(h[i] - thr_i, a, b), with thr_i = thr[i]
+// where thr is given (per-channel thresholds), else v_th. The neuron backward kernels take it through a pointer chosen
+// once per call (surrogate_row_fn) and read the row from L1, so that their own templates are not instantiated once per
+// surrogate: that multiplication made csrc/neuron.cpp and csrc/neuron2.cpp 70% of the extension's build time.
+using SurrogateRow = void (*)(const float* h, const float* thr, float v_th, std::int64_t len, float a, float b,
+                              float* out);
+
+template <int SG>
+void surrogate_row(const float* __restrict h, const float* __restrict thr, float v_th, std::int64_t len, float a,
+                   float b, float* __restrict out) {
+  if (thr) {
+#pragma omp simd
+    for (std::int64_t i = 0; i < len; ++i) out[i] = surrogate_grad<SG>(h[i] - thr[i], a, b);
+  } else {
+#pragma omp simd
+    for (std::int64_t i = 0; i < len; ++i) out[i] = surrogate_grad<SG>(h[i] - v_th, a, b);
+  }
+}
+
+inline SurrogateRow surrogate_row_fn(int sg) {
+  SurrogateRow fn = nullptr;
+  dispatch_surrogate(sg, [&](auto id) { fn = &surrogate_row<decltype(id)::value>; });
+  return fn;
 }
 
 }  // namespace fastspike
