@@ -281,8 +281,8 @@ inline float grad_h(const BackwardConsts& c, float qv, float sg, float go, float
 
 // One reverse time step over one block of neurons. A plain function with restrict pointers (not a
 // lambda): captured state hides the access pattern from gcc's vectoriser. FIRST marks t == 0, where
-// V[t-1] is V0 rather than reset(H[t-1]). sgt: the surrogate gradients of this step (surrogate_row).
-template <int KIND, int FIRE, int ACT, bool SOFT, bool HAS_GVSEQ, bool FIRST, bool PC>
+// V[t-1] is V0 rather than reset(H[t-1]). SG: a fused surrogate, or kSurrogateRow to read sgt, this step's row.
+template <int SG, int KIND, int FIRE, int ACT, bool SOFT, bool HAS_GVSEQ, bool FIRST, bool PC>
 inline void backward_step(const BackwardConsts c, std::int64_t len, const float* __restrict ht,
                           const float* __restrict sgt, const float* __restrict gst, const float* __restrict gvt,
                           const float* __restrict hp, const float* __restrict xt, const float* __restrict v0b,
@@ -293,8 +293,9 @@ inline void backward_step(const BackwardConsts c, std::int64_t len, const float*
     float gv = carry[i];
     if constexpr (HAS_GVSEQ) gv += gvt[i];
     float gk = gk_acc[i];
-    const float gh =
-        grad_h<FIRE, ACT, SOFT>(c, ht[i], sgt[i], gst[i], gv, gk, PC ? thr_b[i] : c.v_th, PC ? off_b[i] : c.f1);
+    const float thr = PC ? thr_b[i] : c.v_th;
+    const float sg = FIRE == kCount ? 0.0f : step_surrogate<SG>(sgt, i, ht[i] - thr, c.a, c.b);
+    const float gh = grad_h<FIRE, ACT, SOFT>(c, ht[i], sg, gst[i], gv, gk, thr, PC ? off_b[i] : c.f1);
     if constexpr (is_klif<FIRE>()) gk_acc[i] = gk;
     gxt[i] = gh * c.dh_dx;
     if constexpr (KIND == kConstant) {
@@ -320,7 +321,7 @@ inline void backward_step(const BackwardConsts c, std::int64_t len, const float*
   }
 }
 
-template <int KIND, int FIRE, int ACT, bool SOFT, bool HAS_GVSEQ, bool PC>
+template <int SG, int KIND, int FIRE, int ACT, bool SOFT, bool HAS_GVSEQ, bool PC>
 void backward_impl(const NeuronParams& p, const StepParams& sp, RecomputeFn recompute, SurrogateRow sg_row, float a,
                    float bpar, const float* gs, const float* gvseq, const float* gvlast, const float* x,
                    const float* v0, float v0_value, float* gx, float* gv0, double* gk_partial, std::int64_t T,
@@ -374,13 +375,14 @@ void backward_impl(const NeuronParams& p, const StepParams& sp, RecomputeFn reco
         const float* ht = hbuf.data() + t * kBlock;
         const float* gvt = HAS_GVSEQ ? gvseq + o : nullptr;
         const float* xt = KIND == kPlif ? x + o : nullptr;
-        if constexpr (FIRE != kCount) sg_row(ht, PC ? thr_b : nullptr, c.v_th, len, c.a, c.b, sgbuf);
+        if constexpr (SG == kSurrogateRow && FIRE != kCount)
+          sg_row(ht, PC ? thr_b : nullptr, c.v_th, len, c.a, c.b, sgbuf);
         if (t > 0) {
-          backward_step<KIND, FIRE, ACT, SOFT, HAS_GVSEQ, false, PC>(c, len, ht, sgbuf, gs + o, gvt, ht - kBlock, xt,
-                                                                     v0blk, gx + o, carry, gk_acc, thr_b, off_b);
+          backward_step<SG, KIND, FIRE, ACT, SOFT, HAS_GVSEQ, false, PC>(
+              c, len, ht, sgbuf, gs + o, gvt, ht - kBlock, xt, v0blk, gx + o, carry, gk_acc, thr_b, off_b);
         } else {
-          backward_step<KIND, FIRE, ACT, SOFT, HAS_GVSEQ, true, PC>(c, len, ht, sgbuf, gs + o, gvt, nullptr, xt, v0blk,
-                                                                    gx + o, carry, gk_acc, thr_b, off_b);
+          backward_step<SG, KIND, FIRE, ACT, SOFT, HAS_GVSEQ, true, PC>(c, len, ht, sgbuf, gs + o, gvt, nullptr, xt,
+                                                                        v0blk, gx + o, carry, gk_acc, thr_b, off_b);
         }
       }
       if (gv0)
@@ -411,18 +413,21 @@ void backward(std::uintptr_t gs_, std::uintptr_t gvseq_, std::uintptr_t gvlast_,
   const NeuronParams p{mode,       decay,        p1, p2, p3, decay_input, v_th, soft_reset ? 0.0f : v_reset,
                        soft_reset, detach_reset, q2, q3};
   const StepParams sp{decay, v_th, v_reset, p1, p2, p3, k, q1, 1.0f / decay};
-  // the count has its own gradient window (no surrogate row)
-  const SurrogateRow sg_row = surrogate_row_fn(fire == kCount ? 0 : sg);
-  dispatch_variant(mode, fire, act, [&](auto m, auto fi, auto ac) {
-    dispatch_bool(soft_reset, [&](auto soft) {
-      dispatch_bool(gvseq_ != 0, [&](auto has_gvseq) {
-        dispatch_channels<decltype(fi)::value>(ch.pc != nullptr, [&](auto pcf) {
-          backward_impl<kind_of(decltype(m)::value), decltype(fi)::value, decltype(ac)::value, decltype(soft)::value,
-                        decltype(has_gvseq)::value, decltype(pcf)::value>(
-              p, sp, recompute, sg_row, a, b, ptr<const float>(gs_), gvseq_ ? ptr<const float>(gvseq_) : nullptr,
-              gvlast_ ? ptr<const float>(gvlast_) : nullptr, ptr<const float>(x_),
-              v0_ ? ptr<const float>(v0_) : nullptr, v0_value, ptr<float>(gx_), gv0_ ? ptr<float>(gv0_) : nullptr,
-              gk_partial_ ? ptr<double>(gk_partial_) : nullptr, T, N, ch, nthreads);
+  SurrogateRow sg_row = nullptr;
+  // the count has its own gradient window: one instantiation, no surrogate
+  dispatch_fused_surrogate(fire == kCount ? 2 : sg, sg_row, [&](auto id) {
+    dispatch_variant(mode, fire, act, [&](auto m, auto fi, auto ac) {
+      dispatch_bool(soft_reset, [&](auto soft) {
+        dispatch_bool(gvseq_ != 0, [&](auto has_gvseq) {
+          dispatch_channels<decltype(fi)::value>(ch.pc != nullptr, [&](auto pcf) {
+            constexpr int SG = decltype(fi)::value == kCount ? kSurrogateRow : decltype(id)::value;
+            backward_impl<SG, kind_of(decltype(m)::value), decltype(fi)::value, decltype(ac)::value,
+                          decltype(soft)::value, decltype(has_gvseq)::value, decltype(pcf)::value>(
+                p, sp, recompute, sg_row, a, b, ptr<const float>(gs_), gvseq_ ? ptr<const float>(gvseq_) : nullptr,
+                gvlast_ ? ptr<const float>(gvlast_) : nullptr, ptr<const float>(x_),
+                v0_ ? ptr<const float>(v0_) : nullptr, v0_value, ptr<float>(gx_), gv0_ ? ptr<float>(gv0_) : nullptr,
+                gk_partial_ ? ptr<double>(gk_partial_) : nullptr, T, N, ch, nthreads);
+          });
         });
       });
     });

@@ -147,20 +147,20 @@ void forward(std::uintptr_t x_, std::uintptr_t v0_, float v0_value, std::uintptr
   });
 }
 
-// One reverse time step over one block: carries cv = dL/dV[t], cu = dL/dU[t] become dL/dV[t-1], dL/dU[t-1]. sgt:
-// the surrogate gradients of this step (surrogate_row).
-template <int MODE, bool SOFT, bool DETACH, bool HAS_GSEQ>
-inline void backward_step(const Params& c, std::int64_t len, const float* __restrict ht, const float* __restrict sgt,
-                          const float* __restrict pt, const float* __restrict gst, const float* __restrict gvt,
-                          const float* __restrict gut, float* __restrict gxt, float* __restrict cv,
-                          float* __restrict cu) {
+// One reverse time step over one block: carries cv = dL/dV[t], cu = dL/dU[t] become dL/dV[t-1], dL/dU[t-1]. SG: a
+// fused surrogate, or kSurrogateRow to read sgt, this step's row.
+template <int SG, int MODE, bool SOFT, bool DETACH, bool HAS_GSEQ>
+inline void backward_step(const Params& c, float a, float b, std::int64_t len, const float* __restrict ht,
+                          const float* __restrict sgt, const float* __restrict pt, const float* __restrict gst,
+                          const float* __restrict gvt, const float* __restrict gut, float* __restrict gxt,
+                          float* __restrict cv, float* __restrict cu) {
   const float v_th = c.v_th, vr = c.v_reset;
   const float p0 = c.p[0], p1 = c.p[1], p2 = c.p[2], p3 = c.p[3], p4 = c.p[4], p5 = c.p[5], p6 = c.p[6];
 #pragma omp simd
   for (std::int64_t i = 0; i < len; ++i) {
     const float hv = ht[i];
     const float sv = hv >= v_th ? 1.0f : 0.0f;
-    const float sg = sgt[i];
+    const float sg = step_surrogate<SG>(sgt, i, hv - v_th, a, b);
     float gv = cv[i], gu = cu[i];
     if constexpr (HAS_GSEQ) {
       gv += gvt[i];
@@ -196,7 +196,7 @@ inline void backward_step(const Params& c, std::int64_t len, const float* __rest
   }
 }
 
-template <int MODE, bool SOFT, bool DETACH, bool HAS_GSEQ>
+template <int SG, int MODE, bool SOFT, bool DETACH, bool HAS_GSEQ>
 void backward_impl(const Params& c, SurrogateRow sg_row, float a, float b, const float* gs, const float* gvseq,
                    const float* guseq, const float* gvlast, const float* gulast, const float* x, const float* v0,
                    float v0_value, const float* u0, float u0_value, float* gx, float* gv0, float* gu0, std::int64_t T,
@@ -229,10 +229,10 @@ void backward_impl(const Params& c, SurrogateRow sg_row, float a, float b, const
       for (std::int64_t t = T - 1; t >= 0; --t) {
         const std::int64_t o = t * N + n0;
         const float* ht = hbuf.data() + t * kBlock;
-        sg_row(ht, nullptr, c.v_th, len, a, b, sgbuf);
-        backward_step<MODE, SOFT, DETACH, HAS_GSEQ>(c, len, ht, sgbuf, pbuf.data() + t * kBlock, gs + o,
-                                                    HAS_GSEQ ? gvseq + o : nullptr, HAS_GSEQ ? guseq + o : nullptr,
-                                                    gx + o, cv, cu);
+        if constexpr (SG == kSurrogateRow) sg_row(ht, nullptr, c.v_th, len, a, b, sgbuf);
+        backward_step<SG, MODE, SOFT, DETACH, HAS_GSEQ>(c, a, b, len, ht, sgbuf, pbuf.data() + t * kBlock, gs + o,
+                                                        HAS_GSEQ ? gvseq + o : nullptr, HAS_GSEQ ? guseq + o : nullptr,
+                                                        gx + o, cv, cu);
       }
       if (gv0)
         for (std::int64_t i = 0; i < len; ++i) gv0[n0 + i] = cv[i];
@@ -252,17 +252,20 @@ void backward(std::uintptr_t gs_, std::uintptr_t gvseq_, std::uintptr_t guseq_, 
   check(gs_ != 0 && x_ != 0 && gx_ != 0, "neuron2_backward needs grad_spike, x and grad_x");
   check((gvseq_ == 0) == (guseq_ == 0), "grad_v_seq and grad_u_seq must both be given or both be 0");
   const Params c = make_params(v_th, v_reset, soft_reset, p0, p1, p2, p3, p4, p5, p6);
-  const SurrogateRow sg_row = surrogate_row_fn(sg);
-  dispatch_mode(mode, [&](auto m) {
-    dispatch_bool(soft_reset || m.value == 2, [&](auto soft) {
-      dispatch_bool(detach_reset && m.value != 2, [&](auto det) {
-        dispatch_bool(gvseq_ != 0, [&](auto has_gseq) {
-          backward_impl<decltype(m)::value, decltype(soft)::value, decltype(det)::value, decltype(has_gseq)::value>(
-              c, sg_row, a, b, ptr<const float>(gs_), gvseq_ ? ptr<const float>(gvseq_) : nullptr,
-              guseq_ ? ptr<const float>(guseq_) : nullptr, gvlast_ ? ptr<const float>(gvlast_) : nullptr,
-              gulast_ ? ptr<const float>(gulast_) : nullptr, ptr<const float>(x_),
-              v0_ ? ptr<const float>(v0_) : nullptr, v0_value, u0_ ? ptr<const float>(u0_) : nullptr, u0_value,
-              ptr<float>(gx_), gv0_ ? ptr<float>(gv0_) : nullptr, gu0_ ? ptr<float>(gu0_) : nullptr, T, N, nthreads);
+  SurrogateRow sg_row = nullptr;
+  dispatch_fused_surrogate(sg, sg_row, [&](auto id) {
+    dispatch_mode(mode, [&](auto m) {
+      dispatch_bool(soft_reset || m.value == 2, [&](auto soft) {
+        dispatch_bool(detach_reset && m.value != 2, [&](auto det) {
+          dispatch_bool(gvseq_ != 0, [&](auto has_gseq) {
+            backward_impl<decltype(id)::value, decltype(m)::value, decltype(soft)::value, decltype(det)::value,
+                          decltype(has_gseq)::value>(
+                c, sg_row, a, b, ptr<const float>(gs_), gvseq_ ? ptr<const float>(gvseq_) : nullptr,
+                guseq_ ? ptr<const float>(guseq_) : nullptr, gvlast_ ? ptr<const float>(gvlast_) : nullptr,
+                gulast_ ? ptr<const float>(gulast_) : nullptr, ptr<const float>(x_),
+                v0_ ? ptr<const float>(v0_) : nullptr, v0_value, u0_ ? ptr<const float>(u0_) : nullptr, u0_value,
+                ptr<float>(gx_), gv0_ ? ptr<float>(gv0_) : nullptr, gu0_ ? ptr<float>(gu0_) : nullptr, T, N, nthreads);
+          });
         });
       });
     });
