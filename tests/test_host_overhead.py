@@ -1,8 +1,11 @@
 """What keeps a neuron layer's per-call host work small (issue 16 item 4); speed itself is measured by the
 ``neuron.overhead`` case of ``python -m fastspike.bench``, never timed here."""
 import math
+from typing import Optional
 
+import pytest
 import torch
+from torch import Tensor
 
 from fastspike import functional, neuron, surrogate
 from fastspike.ops import neuron as ops_neuron
@@ -148,3 +151,39 @@ def test_surrogate_spike_skips_function_apply_preamble(monkeypatch):
     g_func = torch.func.grad(lambda t: (sg(t) * x).sum())(x)
     assert calls  # (functorch applies it again one level down: how often is torch's business)
     assert torch.equal(s.detach(), (x >= 0).to(x)) and torch.allclose(g, g_func) and g.abs().sum() > 0
+
+
+def test_eager_function_takes_the_scalars_as_one_tuple(monkeypatch):
+    """The eager Function receives the op's tensor arguments, then one tuple of the others (ops/_contract.py: autograd
+    examines every argument of a Function per call); the gradient is the reference's."""
+    op = ops_neuron.OPS["triton" if DEVICE.type == "cuda" else "cpp"]
+    seen = []
+    real_apply = op._apply
+    monkeypatch.setattr(op, "_apply", lambda *a: seen.append(a) or real_apply(*a))
+    x = (torch.rand(5, 3, 7, device=DEVICE) * 2).requires_grad_()
+    node = neuron.LIFNode(step_mode="m").to(DEVICE)
+    s = node(x)
+    (gx,) = torch.autograd.grad(s.sum(), x)
+    (args,) = seen
+    assert len(args) == op.tensors + 1 == 5 and isinstance(args[-1], tuple)
+    assert args[0] is x and all(a is None or isinstance(a, torch.Tensor) for a in args[:-1])
+    assert not any(isinstance(a, torch.Tensor) for a in args[-1])
+    ref_s = neuron.LIFNode(step_mode="m", backend="torch").to(DEVICE)(x)
+    (ref_gx,) = torch.autograd.grad(ref_s.sum(), x)
+    torch.testing.assert_close((s, gx), (ref_s, ref_gx))
+    assert s.sum() > 0 and gx.abs().sum() > 0
+
+
+def test_op_contract_takes_tensor_arguments_first():
+    """An op whose forward lists a tensor after a scalar is refused at definition, naming the argument."""
+    from fastspike.ops._contract import _tensor_arguments
+
+    def good(x: Tensor, v0: Optional[Tensor], tau: float, n: int) -> Tensor:
+        return x
+
+    def bad(x: Tensor, tau: float, v0: Optional[Tensor]) -> Tensor:
+        return x
+
+    assert _tensor_arguments("good", good) == 2
+    with pytest.raises(TypeError, match="'v0' follows 'tau'"):
+        _tensor_arguments("bad", bad)

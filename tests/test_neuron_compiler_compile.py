@@ -162,7 +162,7 @@ def _op_args(compiled, x, states, params, store_seq, need_grad):
     vs = [s if isinstance(s, float) else 0.0 for s in states]
     ps = [(p.reshape(1) if p.numel() == 1 else p.expand(B, C)).detach().contiguous().requires_grad_(need_grad)
           for p in params]
-    return (x.detach().requires_grad_(need_grad), *ss, *vs, *ps, store_seq, need_grad)
+    return (x.detach().requires_grad_(need_grad), *ss, *ps, *vs, store_seq, need_grad)
 
 
 def _backward_args(compiled, backend, fwd_args, outputs, none_grads: bool):

@@ -177,7 +177,7 @@ class CompiledNeuron:
               for p in params]
         ps = [p if p.dtype is torch.float32 else p.float() for p in ps]
         needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (*xs, *ss, *ps))
-        res = self.op(backend)(*xs, *ss, *vs, *ps, store_state_seqs, needs_grad)
+        res = self.op(backend)(*xs, *ss, *ps, *vs, store_state_seqs, needs_grad)
         NO, NS = self.num_outputs, self.num_states
         dtype = x0.dtype
         if dtype is torch.float32:

@@ -8,13 +8,13 @@ meets an unregistered op. The kernels are built on an op's first call for each p
 are scalars): generated C++ compiled once and loaded through ctypes (cpp.py), or generated Triton (triton_gen.py).
 Registering needs no compiler.
 
-Forward, all float32: ``(x_0.. [T, *], state_0.. [*] or None, state_0_value.. float, param_0.. [1] or [*],
+Forward, all float32: ``(x_0.. [T, *], state_0.. [*] or None, param_0.. [1] or [*], state_0_value.. float,
 store_seq: bool, need_grad: bool) -> (outputs [T, *] per output, final states [*], state sequences [T, *])``. A
 state given as None starts at its float value in every neuron (the kernels take a null state pointer so). The
 sequences are None (an empty tensor through the custom op) unless ``store_seq``, or, for Triton, ``need_grad``
 (its backward reads them; the C++ backward recomputes the states).
 
-Backward: ``(x.., state.., state_value.., param.., sequence.. (Triton's saved ones, else None), grad_output..,
+Backward: ``(x.., state.., param.., state_value.., sequence.. (Triton's saved ones, else None), grad_output..,
 grad_final_state.., grad_sequence.. (each None when no gradient reached it), need_state_grads: bool) ->
 (grad_x [T, *] per input, grad_state [*] (None for a state given as a value, or when not needed), grad_param [N]
 per neuron)``; the formula sums a scalar parameter's gradient.
@@ -108,7 +108,7 @@ class _OpBuilder:
     def split(self, args):
         NI, NS, NP, _ = self.counts
         xs, ss = args[:NI], args[NI:NI + NS]
-        vs, ps = args[NI + NS:NI + 2 * NS], args[NI + 2 * NS:NI + 2 * NS + NP]
+        ps, vs = args[NI + NS:NI + NS + NP], args[NI + NS + NP:NI + 2 * NS + NP]
         return xs, ss, vs, ps, args[NI + 2 * NS + NP:]
 
     # -- C++ --------------------------------------------------------------------------------------------------
@@ -244,21 +244,22 @@ class _OpBuilder:
         gqs = grads[NO + NS:] if ctx.store_seq else (None,) * NS
         need = ctx.needs_input_grad
         need_gs = any(s is not None and need[NI + j] for j, s in enumerate(ss))
-        out = kernel(*xs, *ss, *ctx.values, *ps, *seqs, *grads[:NO], *grads[NO:NO + NS], *gqs, need_gs)
+        out = kernel(*xs, *ss, *ps, *ctx.values, *seqs, *grads[:NO], *grads[NO:NO + NS], *gqs, need_gs)
         gx, gs, gp = out[:NI], out[NI:NI + NS], out[NI + NS:]
         gx = [g if need[k] else None for k, g in enumerate(gx)]
         gs = [g if s is not None and need[NI + j] else None for j, (g, s) in enumerate(zip(gs, ss))]
-        first_p = NI + 2 * NS
+        first_p = NI + NS
         gp = [None if not need[first_p + k] else (g.sum() if p.numel() == 1 else g).reshape(p.shape)
               for k, (g, p) in enumerate(zip(gp, ps))]
-        return (*gx, *gs, *(None,) * NS, *gp, None, None)
+        return (*gx, *gs, *gp, *(None,) * NS, None, None)
 
     # -- registration -----------------------------------------------------------------------------------------
     def build(self, name: str) -> Op:
         NI, NS, NP, NO = self.counts
         opt = Optional[Tensor]
+        # the tensors first (ops/_contract.py)
         head = ([(f"x{k}", Tensor) for k in range(NI)] + [(f"state{j}", opt) for j in range(NS)]
-                + [(f"state{j}_value", float) for j in range(NS)] + [(f"param{k}", Tensor) for k in range(NP)])
+                + [(f"param{k}", Tensor) for k in range(NP)] + [(f"state{j}_value", float) for j in range(NS)])
         fwd_sig = _signature(head + [("store_seq", bool), ("need_grad", bool)], NO + 2 * NS)
         bwd_sig = _signature(head + [(f"seq{j}", opt) for j in range(NS)] + [(f"grad_out{k}", opt) for k in range(NO)]
                              + [(f"grad_final{j}", opt) for j in range(NS)]

@@ -5,9 +5,9 @@ An op is defined once, by:
 
 * ``forward(*inputs) -> tuple of tensors``: runs the forward kernel (a launcher). Its type annotations are the
   custom op's schema, so scalars reach the kernels as fixed types (float, int, bool); optional tensors are
-  ``Optional[Tensor]``. An output that a configuration does not produce is None: the eager Function returns it
-  as None, the registered custom op (whose schema cannot hold None) as an empty tensor, so the formula treats
-  None and empty alike.
+  ``Optional[Tensor]``. The tensor arguments come first, then the others (``Op`` checks this). An output that a
+  configuration does not produce is None: the eager Function returns it as None, the registered custom op (whose
+  schema cannot hold None) as an empty tensor, so the formula treats None and empty alike.
 * ``backward_kernel(*args) -> tuple of tensors``: the backward kernel, with the same rules.
 * ``fake_forward`` / ``fake_backward``: the output shapes and dtypes, for tracing (torch.compile, export).
 * ``setup_context(ctx, inputs, output)``: what the backward needs (``ctx.save_for_backward`` and plain
@@ -17,11 +17,14 @@ An op is defined once, by:
 From these, ``Op`` registers ``fastspike::<name>`` and ``fastspike::<name>_backward`` (through
 ``torch.library.triton_op`` for Triton launchers, so Inductor sees the kernels inside, and
 ``torch.library.custom_op`` otherwise) with ``register_autograd``, and builds an equivalent
-``torch.autograd.Function``. ``Op.__call__`` takes the Function in eager mode on plain tensors (no dispatcher
-round trip: about 15 us less per call, which is most of a small layer's host time), the forward launcher alone
-when grad mode is off (inference records nothing: the Function's own cost is saved too), and the custom op
-whenever torch.compile / export is tracing or the inputs are tensor subclasses (fake or functional tensors). All
-paths run the same launchers and the same formula; tests/test_compile.py checks that they agree.
+``torch.autograd.Function``, which takes the tensor arguments and then the other arguments as one tuple (autograd
+examines every argument of a Function on every call and returns a gradient slot for each; a neuron op has ~20
+scalars, and passing them as one tuple took 2% off the instructions of a small LIF layer's forward+backward).
+``Op.__call__`` takes the Function in eager mode on plain tensors (no dispatcher round trip: about 15 us less per
+call, which is most of a small layer's host time), the forward launcher alone when grad mode is off (inference
+records nothing: the Function's own cost is saved too), and the custom op whenever torch.compile / export is
+tracing or the inputs are tensor subclasses (fake or functional tensors). All paths run the same launchers and the
+same formula; tests/test_compile.py checks that they agree.
 
 A forward-only op (an inference transition with no gradient, such as SpikeZIP's ST-BIF neuron) is an
 ``InferenceOp``: ``forward`` and ``fake_forward`` only, registered as ``fastspike::<name>`` the same way, with no
@@ -32,7 +35,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -111,6 +114,21 @@ def _register(name: str, impl: Callable, fake: Callable, triton: bool):
     return register_op(name, _no_none(impl), _no_none(fake), triton)
 
 
+def _tensor_arguments(name: str, fn: Callable) -> int:
+    """How many arguments of ``fn`` are tensors (annotated ``Tensor`` or ``Optional[Tensor]``); they must come
+    before every other argument."""
+    count, others = 0, []
+    for p in inspect.signature(fn, eval_str=True).parameters.values():
+        if p.annotation in (torch.Tensor, Optional[torch.Tensor]):
+            if others:
+                raise TypeError(f"op {name}: the tensor argument {p.name!r} follows {others[-1]!r}; the op contract "
+                                "takes the tensor arguments first (ops/_contract.py).")
+            count += 1
+        else:
+            others.append(p.name)
+    return count
+
+
 class Op:
     """One differentiable kernel-backed op (see the module docstring). ``name`` is unique per backend, e.g.
     'neuron_cpp' and 'neuron_triton'."""
@@ -120,6 +138,7 @@ class Op:
         self.name = name
         self.forward_kernel = forward
         self.backward_kernel = backward_kernel
+        self.tensors = k = _tensor_arguments(name, forward)
         self.custom_forward = _register(name, forward, fake_forward, triton)
         self.custom_backward = _register(name + "_backward", backward_kernel, fake_backward, triton)
         custom_backward = self.custom_backward
@@ -131,25 +150,26 @@ class Op:
 
         class Function(torch.autograd.Function):
             # setup_context style, so that torch.func transforms (grad, vjp, jacrev, vmap) can apply it; eager
-            # calls reach it through autograd's C entry point (self._apply), which costs the same in either style
+            # calls reach it through autograd's C entry point (self._apply), which costs the same in either style.
+            # Its arguments: the op's k tensor arguments, then a tuple of the others (see the module docstring)
             @staticmethod
-            def forward(*inputs):
-                return forward(*inputs)
+            def forward(*args):
+                return forward(*args[:-1], *args[-1])
 
             @staticmethod
-            def setup_context(ctx, inputs, outputs):
-                setup_context(ctx, inputs, outputs)
+            def setup_context(ctx, args, outputs):
+                setup_context(ctx, args[:-1] + args[-1], outputs)
 
             @staticmethod
             def backward(ctx, *grads):
                 if not _functorch_active():
-                    return backward(ctx, grads, backward_kernel)
+                    return backward(ctx, grads, backward_kernel)[:k] + (None,)
                 # inside a torch.func transform the gradients may be batched (vmap over grad): the registered
                 # backward op has a vmap rule (the launcher reads raw memory). Run without grad mode, as in eager:
                 # the backward kernels have no derivative of their own (no double backward), and with grad mode
                 # on the op's autograd layer would refuse the transform
                 with torch.no_grad():
-                    return backward(ctx, grads, custom_backward)
+                    return backward(ctx, grads, custom_backward)[:k] + (None,)
 
             @staticmethod
             def vmap(info, in_dims, *inputs):
@@ -165,11 +185,12 @@ class Op:
     def __call__(self, *inputs):
         if tracing(inputs[0]):
             return self.custom_forward(*inputs)
+        k = self.tensors
         if _functorch_active():  # torch.func transforms (also under no_grad: vmap) need Function.apply's handling
-            return self.function.apply(*inputs)
+            return self.function.apply(*inputs[:k], inputs[k:])
         if not torch.is_grad_enabled():  # inference: nothing to record, so not even autograd's Function (~10 us)
             return self.forward_kernel(*inputs)
-        return self._apply(*inputs)
+        return self._apply(*inputs[:k], inputs[k:])
 
     def __repr__(self) -> str:
         return f"Op({_NAMESPACE}::{self.name})"

@@ -367,7 +367,7 @@ def _run(plan: NeuronPlan, x_seq, v_init, store_v_seq: bool, w, k):
         need_grad = torch.is_grad_enabled() and (x_seq.requires_grad or (v0 is not None and v0.requires_grad)
                                                  or (kt is not None and kt.requires_grad))
         pc, inner = (None, 1) if channels is None else (channels[0], _inner(x_seq, channels[1], perm))
-        spikes, v_last, v_seq, _ = OPS[name](x_seq, v0, kt, v0_value, *cfg, store_v_seq, need_grad, pc, inner)
+        spikes, v_last, v_seq, _ = OPS[name](x_seq, v0, kt, pc, v0_value, *cfg, store_v_seq, need_grad, inner)
         v_seq = v_seq if store_v_seq else None
     if plan.binary:  # a fused surrogate: the forward is Heaviside, binary spikes
         mark_binary(spikes)

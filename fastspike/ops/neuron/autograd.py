@@ -2,9 +2,9 @@
 backend as custom ops, and one autograd formula.
 
 Forward inputs: x [T, *], v0 [*] or None (then every neuron starts at ``v0_value``), k (ParametricLIF's decay
-sigmoid(w), a 0-d tensor) or None, then the configuration as scalars (``CONFIG``), store_v_seq, need_grad, and
-last ``pc`` (None, or the offset fire's per-channel thresholds and offsets, [2, C] float32) with ``inner`` (neuron
-n of a step, flattened in x's layout, is in channel (n // inner) % C). Forward outputs: spikes
+sigmoid(w), a 0-d tensor) or None, ``pc`` (None, or the offset fire's per-channel thresholds and offsets, [2, C]
+float32), then the configuration as scalars (``CONFIG``), store_v_seq, need_grad and ``inner`` (neuron n of a step,
+flattened in x's layout, is in channel (n // inner) % C). Forward outputs: spikes
 [T, *], V after the last step [*], V after every step [T, *] (empty unless ``store_v_seq``) and what the
 backward reads besides x (Triton: H [T, N] in x's dtype; C++: None, its backward recomputes H from x).
 """
@@ -22,7 +22,7 @@ from . import cpu
 
 __all__ = ["OPS", "CONFIG"]
 
-# the scalar configuration, in the order the custom ops take it after (x, v0, k)
+# the scalar configuration, in the order the custom ops take it after (x, v0, k, pc)
 CONFIG = ("v0_value", "mode", "tau", "decay_input", "v_threshold", "v_reset", "soft_reset", "detach_reset",
           "sg", "sg_a", "sg_b", "p1", "p2", "p3", "fire", "act", "q1", "q2", "q3")
 
@@ -49,11 +49,10 @@ def _klif_k(k: Optional[Tensor], fire: int) -> float:
     return value
 
 
-def _cpp_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], v0_value: float, mode: int, tau: float,
-                 decay_input: bool, v_threshold: float, v_reset: float, soft_reset: bool, detach_reset: bool,
-                 sg: int, sg_a: float, sg_b: float, p1: float, p2: float, p3: float, fire: int, act: int,
-                 q1: float, q2: float, q3: float, store_v_seq: bool, need_grad: bool, pc: Optional[Tensor],
-                 inner: int) -> _Fwd:
+def _cpp_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], pc: Optional[Tensor], v0_value: float,
+                 mode: int, tau: float, decay_input: bool, v_threshold: float, v_reset: float, soft_reset: bool,
+                 detach_reset: bool, sg: int, sg_a: float, sg_b: float, p1: float, p2: float, p3: float, fire: int,
+                 act: int, q1: float, q2: float, q3: float, store_v_seq: bool, need_grad: bool, inner: int) -> _Fwd:
     decay = _plif_decay(k) if mode == 2 else tau
     spikes, v_seq, v_last = cpu.forward(_alloc.f32(x), _alloc.f32(v0), v0_value, decay, mode, decay_input, v_threshold,
                                         v_reset, soft_reset, store_v_seq, (p1, p2, p3),
@@ -80,10 +79,10 @@ def _cpp_backward(gs: Optional[Tensor], gv_seq: Optional[Tensor], gv_last: Optio
 
 
 # ---------------------------------------------------------------------------------------------- Triton
-def _triton_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], v0_value: float, mode: int, tau: float,
-                    decay_input: bool, v_threshold: float, v_reset: float, soft_reset: bool, detach_reset: bool,
-                    sg: int, sg_a: float, sg_b: float, p1: float, p2: float, p3: float, fire: int, act: int,
-                    q1: float, q2: float, q3: float, store_v_seq: bool, need_grad: bool, pc: Optional[Tensor],
+def _triton_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], pc: Optional[Tensor], v0_value: float,
+                    mode: int, tau: float, decay_input: bool, v_threshold: float, v_reset: float, soft_reset: bool,
+                    detach_reset: bool, sg: int, sg_a: float, sg_b: float, p1: float, p2: float, p3: float, fire: int,
+                    act: int, q1: float, q2: float, q3: float, store_v_seq: bool, need_grad: bool,
                     inner: int) -> _Fwd:
     K = _kernels.load("neuron")
     T = x.shape[0]
@@ -119,8 +118,8 @@ def _triton_backward(gs: Optional[Tensor], gv_seq: Optional[Tensor], gv_last: Op
 
 
 # --------------------------------------------------------------------------------------- shared parts
-def _fake_forward(x, v0, k, v0_value, mode, tau, decay_input, v_threshold, v_reset, soft_reset, detach_reset, sg,
-                  sg_a, sg_b, p1, p2, p3, fire, act, q1, q2, q3, store_v_seq, need_grad, pc, inner,
+def _fake_forward(x, v0, k, pc, v0_value, mode, tau, decay_input, v_threshold, v_reset, soft_reset, detach_reset,
+                  sg, sg_a, sg_b, p1, p2, p3, fire, act, q1, q2, q3, store_v_seq, need_grad, inner,
                   keeps_h: bool = False):
     T = x.shape[0]
     n = x[0].numel() if T else 0
@@ -145,9 +144,9 @@ def _fake_backward(gs, gv_seq, gv_last, x, h, v0, k, v0_value, mode, *rest):
 
 def _make_setup(keeps_h: bool):
     def setup_context(ctx, inputs, output):
-        x, v0, k = inputs[:3]
+        x, v0, k, pc = inputs[:4]
         ctx.set_materialize_grads(False)
-        ctx.config = inputs[3:3 + len(CONFIG)]
+        ctx.config = inputs[4:4 + len(CONFIG)]
         ctx.x_dtype, ctx.x_shape = x.dtype, x.shape
         ctx.v0_dtype = v0.dtype if v0 is not None else None
         ctx.inner = inputs[-1]
@@ -155,7 +154,7 @@ def _make_setup(keeps_h: bool):
         # Triton keeps H (and x for ParametricLIF's dH/dk; QIF / EIF recompute V[t-1] from H); C++ keeps x and
         # recomputes H
         keep_x = (not keeps_h) or mode == 2
-        ctx.save_for_backward(x if keep_x else None, output[3], v0, k, inputs[-2])
+        ctx.save_for_backward(x if keep_x else None, output[3], v0, k, pc)
     return setup_context
 
 
