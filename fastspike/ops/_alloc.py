@@ -88,7 +88,9 @@ def empty(shape, dtype: torch.dtype = torch.float32) -> torch.Tensor:
 
 def empty_like(x: torch.Tensor) -> torch.Tensor:
     """``torch.empty_like(x, memory_format=torch.contiguous_format)`` for a CPU tensor ``x``, as ``empty``."""
-    if _CACHING and x.numel() * x.element_size() >= HUGEPAGE_MIN_BYTES and x.dtype in _DLPACK:
+    if x.numel() * x.element_size() < HUGEPAGE_MIN_BYTES:  # the common small case: nothing to decide (per call)
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
+    if _CACHING and x.dtype in _DLPACK:
         return _from_cache(x.shape, x.dtype)
     return _advise(torch.empty_like(x, memory_format=torch.contiguous_format))
 
