@@ -31,7 +31,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <vector>
 
 #include "neuron_fire.h"
 #include "registry.h"
@@ -351,8 +350,10 @@ void backward_impl(const NeuronParams& p, const StepParams& sp, RecomputeFn reco
   ThreadErrors errors;  // a thread's buffer could not be allocated: raised after the region
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<float> hbuf;  // this thread's H, [T][kBlock]
-    errors.run([&] { hbuf.resize(static_cast<std::size_t>(T) * kBlock); });
+    // this thread's H, [T][kBlock]: scratch kept between calls (registry.h), neither allocated nor zeroed per call;
+    // every element read was written by recompute (the first len of each row)
+    float* hbuf = nullptr;
+    errors.run([&] { hbuf = scratch<struct NeuronBackwardH, float>(static_cast<std::size_t>(T) * kBlock); });
 #pragma omp for schedule(static)
     for (std::int64_t b = 0; b < nblocks; ++b) {
       if (errors.failed()) continue;
@@ -369,10 +370,10 @@ void backward_impl(const NeuronParams& p, const StepParams& sp, RecomputeFn reco
         carry[i] = gvlast ? gvlast[n0 + i] : 0.0f;
         gk_acc[i] = 0.0f;
       }
-      recompute(x + n0, v0blk, hbuf.data(), T, N, len, rp, thr_b, off_b);
+      recompute(x + n0, v0blk, hbuf, T, N, len, rp, thr_b, off_b);
       for (std::int64_t t = T - 1; t >= 0; --t) {
         const std::int64_t o = t * N + n0;
-        const float* ht = hbuf.data() + t * kBlock;
+        const float* ht = hbuf + t * kBlock;
         const float* gvt = HAS_GVSEQ ? gvseq + o : nullptr;
         const float* xt = KIND == kPlif ? x + o : nullptr;
         if constexpr (SG == kSurrogateRow && FIRE != kCount)

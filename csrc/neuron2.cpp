@@ -21,7 +21,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <vector>
 
 #include "registry.h"
 #include "surrogate.h"
@@ -206,10 +205,12 @@ void backward_impl(const Params& c, SurrogateRow sg_row, float a, float b, const
   ThreadErrors errors;
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<float> hbuf, pbuf;  // this thread's H and previous state, [T][kBlock]
+    // this thread's H and previous state, [T][kBlock]: scratch kept between calls (registry.h), neither allocated
+    // nor zeroed per call; every element read was written by the recomputation below (the first len of each row)
+    float *hbuf = nullptr, *pbuf = nullptr;
     errors.run([&] {
-      hbuf.resize(static_cast<std::size_t>(T) * kBlock);
-      pbuf.resize(static_cast<std::size_t>(T) * kBlock);
+      hbuf = scratch<struct Neuron2BackwardH, float>(static_cast<std::size_t>(T) * kBlock);
+      pbuf = scratch<struct Neuron2BackwardPrev, float>(static_cast<std::size_t>(T) * kBlock);
     });
 #pragma omp for schedule(static)
     for (std::int64_t blk = 0; blk < nblocks; ++blk) {
@@ -224,13 +225,13 @@ void backward_impl(const Params& c, SurrogateRow sg_row, float a, float b, const
         cu[i] = gulast ? gulast[n0 + i] : 0.0f;
       }
       for (std::int64_t t = 0; t < T; ++t)
-        step_row<MODE, SOFT, false, true, false>(c, x + t * N + n0, v, u, nullptr, hbuf.data() + t * kBlock,
-                                                 pbuf.data() + t * kBlock, nullptr, nullptr, len);
+        step_row<MODE, SOFT, false, true, false>(c, x + t * N + n0, v, u, nullptr, hbuf + t * kBlock, pbuf + t * kBlock,
+                                                 nullptr, nullptr, len);
       for (std::int64_t t = T - 1; t >= 0; --t) {
         const std::int64_t o = t * N + n0;
-        const float* ht = hbuf.data() + t * kBlock;
+        const float* ht = hbuf + t * kBlock;
         if constexpr (SG == kSurrogateRow) sg_row(ht, nullptr, c.v_th, len, a, b, sgbuf);
-        backward_step<SG, MODE, SOFT, DETACH, HAS_GSEQ>(c, a, b, len, ht, sgbuf, pbuf.data() + t * kBlock, gs + o,
+        backward_step<SG, MODE, SOFT, DETACH, HAS_GSEQ>(c, a, b, len, ht, sgbuf, pbuf + t * kBlock, gs + o,
                                                         HAS_GSEQ ? gvseq + o : nullptr, HAS_GSEQ ? guseq + o : nullptr,
                                                         gx + o, cv, cu);
       }

@@ -95,3 +95,9 @@ def record_statuses(monkeypatch, module, name: str, index: int) -> list:
 
     monkeypatch.setattr(module, name, spy)
     return statuses
+
+
+def op_arguments(function_args: tuple) -> tuple:
+    """An op's arguments in its forward's order, from what ``Op`` hands its autograd Function (``Op._apply`` /
+    ``Op.function.apply``): the tensor arguments, then one tuple of the others (fastspike/ops/_contract.py)."""
+    return function_args[:-1] + function_args[-1]

@@ -9,11 +9,11 @@ import torch.nn.functional as F
 
 from fastspike import neuron, surrogate as sg
 from fastspike.ops.neuron import autograd as neuron_autograd
-from helpers import DEVICE, assert_close
+from helpers import DEVICE, assert_close, op_arguments
 from test_neuron_sj_helpers import compare, pair
 
-FIRE_ARG = 3 + neuron_autograd.CONFIG.index("fire")  # position of 'fire' in the custom op's arguments
-MODE_ARG = 3 + neuron_autograd.CONFIG.index("mode")
+FIRE_ARG = 4 + neuron_autograd.CONFIG.index("fire")  # position of 'fire' in the op's arguments (x, v0, k, pc, ...)
+MODE_ARG = 4 + neuron_autograd.CONFIG.index("mode")
 
 
 @pytest.fixture
@@ -24,8 +24,8 @@ def op_calls(monkeypatch):
         for owner, attr in ((op.function, "apply"), (op, "_apply")):
             if hasattr(owner, attr):
                 real = getattr(owner, attr)
-                monkeypatch.setattr(owner, attr,
-                                    lambda *a, _r=real: calls.append((a[MODE_ARG], a[FIRE_ARG])) or _r(*a))
+                monkeypatch.setattr(owner, attr, lambda *a, _r=real: calls.append(
+                    (op_arguments(a)[MODE_ARG], op_arguments(a)[FIRE_ARG])) or _r(*a))
     return calls
 
 
@@ -193,6 +193,10 @@ def test_liaf_multi_step_equals_single_steps(op_calls):
     assert {c[1] for c in op_calls} == {4} and len(op_calls) == 1 + x.shape[0]
 
 
+def _pc_call(args):
+    return args[FIRE_ARG], None if args[3] is None else tuple(args[3].shape), args[-1]
+
+
 @pytest.fixture
 def pc_calls(monkeypatch):
     """For every call into the fused op: (fire, the per-channel [2, C] tensor's shape or None, inner)."""
@@ -201,8 +205,7 @@ def pc_calls(monkeypatch):
         for owner, attr in ((op.function, "apply"), (op, "_apply")):
             if hasattr(owner, attr):
                 real = getattr(owner, attr)
-                monkeypatch.setattr(owner, attr, lambda *a, _r=real: calls.append(
-                    (a[FIRE_ARG], None if a[-2] is None else tuple(a[-2].shape), a[-1])) or _r(*a))
+                monkeypatch.setattr(owner, attr, lambda *a, _r=real: calls.append(_pc_call(op_arguments(a))) or _r(*a))
     return calls
 
 

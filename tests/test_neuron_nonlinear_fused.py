@@ -9,7 +9,9 @@ from fastspike import neuron, surrogate as sg
 from fastspike.neuron import dynamics
 from fastspike.ops import multistep_neuron
 from fastspike.ops.neuron import autograd as neuron_autograd
-from helpers import TOL, assert_close
+from helpers import TOL, assert_close, op_arguments
+
+MODE_ARG = 4 + neuron_autograd.CONFIG.index("mode")  # position of "mode" in the op's arguments (x, v0, k, pc, ...)
 
 BACKENDS = ["torch", "cpp", "triton"]
 KERNEL_BACKENDS = ["cpp", "triton"]
@@ -206,7 +208,7 @@ def op_calls(monkeypatch):
         for owner, attr in ((op.function, "apply"), (op, "_apply")):
             if hasattr(owner, attr):
                 real = getattr(owner, attr)
-                monkeypatch.setattr(owner, attr, lambda *a, _r=real: calls.append(a[4]) or _r(*a))
+                monkeypatch.setattr(owner, attr, lambda *a, _r=real: calls.append(op_arguments(a)[MODE_ARG]) or _r(*a))
     return calls
 
 
