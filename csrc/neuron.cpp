@@ -45,18 +45,6 @@ constexpr std::int64_t kBlock = 256;
 constexpr std::int64_t kMinForwardPerThread = std::int64_t(1) << 17;
 constexpr std::int64_t kMinBackwardPerThread = std::int64_t(1) << 15;
 
-// The kernels walk a [T, N] buffer one kBlock-wide strip at a time: each step reads a 1 KiB run of a row, N floats
-// after the previous one, a pattern the hardware prefetchers (which follow streams within a page) do not foresee.
-// The rows kAhead steps ahead are prefetched instead: -14% forward and -12..16% backward time at [64, 16 x 4096]
-// and [256, 32 x 8192] on a Zen 3 EPYC (docs/cpu_kernels.md); results unchanged (a hint only).
-constexpr std::int64_t kAhead = 4;
-inline void prefetch_row(const float* p, std::int64_t len) {
-  for (std::int64_t i = 0; i < len; i += 16) __builtin_prefetch(p + i, 0, 3);
-}
-inline void prefetch_row_for_write(const float* p, std::int64_t len) {
-  for (std::int64_t i = 0; i < len; i += 16) __builtin_prefetch(p + i, 1, 3);
-}
-
 // exp for the EIF charge: vexp, and +inf past float's range as torch.exp (vexp clamps its input).
 inline float charge_exp(float x) { return x > 88.72283f ? __builtin_inff() : vexp(x); }
 
@@ -162,9 +150,9 @@ void forward_impl(const float* x, const float* v0, float v0_value, float* s, flo
     for (std::int64_t i = 0; i < len; ++i) v[i] = v0 ? v0[n0 + i] : v0_value;
     for (std::int64_t t = 0; t < T; ++t) {
       const std::int64_t o = t * N + n0;
-      if (t + kAhead < T) {
-        prefetch_row(x + o + kAhead * N, len);
-        prefetch_row_for_write(s + o + kAhead * N, len);
+      if (t + kRowsAhead < T) {
+        prefetch_row(x + o + kRowsAhead * N, len);
+        prefetch_row_for_write(s + o + kRowsAhead * N, len);
       }
       step_row<MODE, FIRE, ACT, DECAY_INPUT, SOFT, true, STORE_H, STORE_VSEQ, PC>(
           x + o, v, s + o, STORE_H ? h + o : nullptr, STORE_VSEQ ? vseq + o : nullptr, len, p, thr_b, off_b);
@@ -180,7 +168,7 @@ void recompute_block(const float* x, const float* v0, float* hbuf, std::int64_t 
   float v[kBlock];
   for (std::int64_t i = 0; i < len; ++i) v[i] = v0[i];
   for (std::int64_t t = 0; t < T; ++t) {
-    if (t + kAhead < T) prefetch_row(x + (t + kAhead) * N, len);
+    if (t + kRowsAhead < T) prefetch_row(x + (t + kRowsAhead) * N, len);
     step_row<MODE, FIRE, 0, DECAY_INPUT, SOFT, false, true, false, PC>(x + t * N, v, nullptr, hbuf + t * kBlock,
                                                                        nullptr, len, p, thr_b, off_b);
   }
@@ -391,9 +379,9 @@ void backward_impl(const NeuronParams& p, const StepParams& sp, RecomputeFn reco
       recompute(x + n0, v0blk, hbuf, T, N, len, rp, thr_b, off_b);
       for (std::int64_t t = T - 1; t >= 0; --t) {
         const std::int64_t o = t * N + n0;
-        if (t >= kAhead) {
-          prefetch_row(gs + o - kAhead * N, len);
-          prefetch_row_for_write(gx + o - kAhead * N, len);
+        if (t >= kRowsAhead) {
+          prefetch_row(gs + o - kRowsAhead * N, len);
+          prefetch_row_for_write(gx + o - kRowsAhead * N, len);
         }
         const float* ht = hbuf + t * kBlock;
         const float* gvt = HAS_GVSEQ ? gvseq + o : nullptr;

@@ -102,6 +102,10 @@ void forward_impl(const Params& c, const float* x, const float* v0, float v0_val
     }
     for (std::int64_t t = 0; t < T; ++t) {
       const std::int64_t o = t * N + n0;
+      if (t + kRowsAhead < T) {
+        prefetch_row(x + o + kRowsAhead * N, len);
+        prefetch_row_for_write(s + o + kRowsAhead * N, len);
+      }
       step_row<MODE, SOFT, true, false, STORE_SEQ>(c, x + o, v, u, s + o, nullptr, nullptr,
                                                    STORE_SEQ ? vseq + o : nullptr, STORE_SEQ ? useq + o : nullptr, len);
     }
@@ -224,11 +228,17 @@ void backward_impl(const Params& c, SurrogateRow sg_row, float a, float b, const
         cv[i] = gvlast ? gvlast[n0 + i] : 0.0f;
         cu[i] = gulast ? gulast[n0 + i] : 0.0f;
       }
-      for (std::int64_t t = 0; t < T; ++t)
+      for (std::int64_t t = 0; t < T; ++t) {
+        if (t + kRowsAhead < T) prefetch_row(x + (t + kRowsAhead) * N + n0, len);
         step_row<MODE, SOFT, false, true, false>(c, x + t * N + n0, v, u, nullptr, hbuf + t * kBlock, pbuf + t * kBlock,
                                                  nullptr, nullptr, len);
+      }
       for (std::int64_t t = T - 1; t >= 0; --t) {
         const std::int64_t o = t * N + n0;
+        if (t >= kRowsAhead) {
+          prefetch_row(gs + o - kRowsAhead * N, len);
+          prefetch_row_for_write(gx + o - kRowsAhead * N, len);
+        }
         const float* ht = hbuf + t * kBlock;
         if constexpr (SG == kSurrogateRow) sg_row(ht, nullptr, c.v_th, len, a, b, sgbuf);
         backward_step<SG, MODE, SOFT, DETACH, HAS_GSEQ>(c, a, b, len, ht, sgbuf, pbuf + t * kBlock, gs + o,

@@ -40,6 +40,19 @@ inline void check(bool cond, const std::string& msg) {
   if (!cond) throw std::invalid_argument(msg);
 }
 
+// Kernels that walk a [T, N] buffer one strip of neurons at a time read a short run of each row (1 KiB for a strip of
+// 256), N floats after the run of the step before: a pattern the hardware prefetchers, which follow streams within
+// a page, do not foresee. Such a kernel prefetches the rows it reads (and writes) kRowsAhead steps ahead; a hint
+// only, results are unchanged. LIF at [64, 16 x 4096] on a Zen 3 EPYC: forward -14%, backward -12..16%
+// (docs/cpu_kernels.md, which also says where it did not pay).
+constexpr std::int64_t kRowsAhead = 4;
+inline void prefetch_row(const float* p, std::int64_t len) {
+  for (std::int64_t i = 0; i < len; i += 16) __builtin_prefetch(p + i, 0, 3);
+}
+inline void prefetch_row_for_write(const float* p, std::int64_t len) {
+  for (std::int64_t i = 0; i < len; i += 16) __builtin_prefetch(p + i, 1, 3);
+}
+
 // Threads used by a kernel: never more than asked (torch.get_num_threads()), never more than work items.
 inline int clamp_threads(int requested, std::int64_t work_items) {
   if (requested < 1) requested = 1;

@@ -40,10 +40,6 @@ inline float decay_at(int mode, const float* a, float a_scalar, std::int64_t t, 
 // is the same (multiply then add, no FMA), so both paths give identical h.
 constexpr std::int64_t kStreamMinBytes = std::int64_t(16) << 20;
 
-inline void prefetch_row(const float* p, std::int64_t len) {
-  for (std::int64_t i = 0; i < len; i += 16) __builtin_prefetch(p + i, 0, 3);
-}
-
 inline bool can_stream(std::int64_t T, std::int64_t M, std::initializer_list<const void*> outs) {
   if (!simd::kHasStream) return false;
   if (T * M * static_cast<std::int64_t>(sizeof(float)) < kStreamMinBytes || M % 16 != 0) return false;

@@ -45,6 +45,10 @@ void forward(std::uintptr_t x_, std::uintptr_t q0_, std::uintptr_t acc0_, std::u
       a[i] = acc0[n0 + i];
     }
     for (std::int64_t t = 0; t < T; ++t) {
+      if (t + kRowsAhead < T) {
+        prefetch_row(x + (t + kRowsAhead) * N + n0, len);
+        prefetch_row_for_write(out + (t + kRowsAhead) * N + n0, len);
+      }
       const float* __restrict xt = x + t * N + n0;
       float* __restrict ot = out + t * N + n0;
 #pragma omp simd
