@@ -21,16 +21,52 @@ T, N = 8, 1024 * 160  # 5 MiB of float32 per [T, N] tensor: above HUGEPAGE_MIN_B
 def test_a_freed_output_is_reused_and_counted():
     _alloc.empty_cache()
     x = torch.randn(T, N)
-    s, _, _ = multistep_neuron(x, 0.0)
+    s, v, _ = multistep_neuron(x, 0.0)  # v: [N], 640 KiB, a medium block (see the test below)
     assert s.untyped_storage().nbytes() >= _alloc.HUGEPAGE_MIN_BYTES and s._base is None and s.is_contiguous()
     address, block = s.data_ptr(), -(-s.numel() * 4 // (2 << 20)) * (2 << 20)
     del s
     assert _alloc.cached_bytes() == block
-    s2, _, _ = multistep_neuron(x, 0.0)
+    s2, v2, _ = multistep_neuron(x, 0.0)
     assert s2.data_ptr() == address and _alloc.cached_bytes() == 0
     assert torch.equal(s2, reference.multistep_neuron(x, torch.zeros(N), "lif", tau=2.0)[0])
-    del s2
-    assert _alloc.empty_cache() == block and _alloc.cached_bytes() == 0
+    del s2, v, v2
+    assert _alloc.empty_cache() == block + 2 * (640 << 10) and _alloc.cached_bytes() == 0
+
+
+def test_medium_outputs_come_from_the_cache_in_64_kib_granules():
+    """From CACHE_MIN_BYTES (below HUGEPAGE_MIN_BYTES) outputs take page-aligned blocks rounded up to 64 KiB: a
+    single-step layer whose spikes a network keeps for every step reuses the blocks of the previous sequence (no
+    fresh pages to fault in), and smaller outputs stay torch's."""
+    C = _ext.get()
+    assert C.HUGEPAGE_MIN_BYTES == _alloc.HUGEPAGE_MIN_BYTES and C.CACHE_BLOCK_GRANULE == 64 << 10
+    _alloc.empty_cache()
+    node = neuron.LIFNode()  # single-step, SpikingJelly's default
+    x = torch.randn(4, 32, 4096)  # 512 KiB per step
+
+    def run():  # the spikes of every step, and the addresses of the spikes and states it made
+        node.reset()
+        spikes, made = [], set()
+        for t in range(4):
+            spikes.append(node(x[t]))
+            made |= {spikes[-1].data_ptr(), node.v.data_ptr()}
+        return spikes, made
+
+    first, addresses = run()
+    assert all(a % 4096 == 0 for a in addresses)
+    del first
+    assert _alloc.cached_bytes() >= 4 * (512 << 10)
+    second, made = run()
+    assert made <= addresses  # the blocks of the first sequence again: nothing new to fault in
+    ref = reference.multistep_neuron(x, torch.zeros(32, 4096), "lif", tau=2.0)[0]
+    assert torch.equal(torch.stack(second), ref)
+    del second
+    _alloc.empty_cache()
+    odd = _alloc.empty((_alloc.CACHE_MIN_BYTES // 4 + 1,))  # 128 KiB + 4 bytes: a 192 KiB block
+    del odd
+    assert _alloc.cached_bytes() == 192 << 10
+    small = _alloc.empty((_alloc.CACHE_MIN_BYTES // 4 - 1,))  # torch's own, not the cache's
+    del small
+    assert _alloc.empty_cache() == 192 << 10
 
 
 def _poison_cache(nbytes_list):

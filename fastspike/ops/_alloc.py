@@ -6,10 +6,12 @@ at least ``HUGEPAGE_MIN_BYTES`` are therefore advised to use transparent huge pa
 writes them. ``FASTSPIKE_HUGEPAGES=0`` in the environment turns the advice off.
 
 Huge pages fault too, and glibc unmaps every large block it frees, so a training loop that makes the same
-large outputs each step would fault them in each step. Buffers of at least ``HUGEPAGE_MIN_BYTES`` therefore come
-from a block cache in the C++ extension (csrc/memory.cpp): the tensor reaches torch through DLPack, and when torch
-frees its storage the block (pages still mapped) waits in the cache for the next output of the same size (rounded
-up to 2 MiB). The cache holds at most ``FASTSPIKE_CPU_CACHE_MB`` megabytes of freed blocks (default: a quarter of
+large outputs each step would fault them in each step; so do medium outputs, from ``CACHE_MIN_BYTES`` (where glibc
+starts mapping blocks of their own), e.g. the spikes of a single-step layer that a network keeps for each step.
+Buffers of at least ``CACHE_MIN_BYTES`` therefore come from a block cache in the C++ extension (csrc/memory.cpp):
+the tensor reaches torch through DLPack, and when torch frees its storage the block (pages still mapped) waits in
+the cache for the next output of the same size (rounded up to 2 MiB from ``HUGEPAGE_MIN_BYTES``, to 64 KiB
+below). The cache holds at most ``FASTSPIKE_CPU_CACHE_MB`` megabytes of freed blocks (default: a quarter of
 the machine's memory; 0 turns the cache off), dropping the least recently freed first; ``fastspike.ops.empty_cache()``
 frees them all and ``fastspike.ops.cached_bytes()`` says how much is held. Like ``torch.empty``, a buffer's contents
 are undefined: the kernels write every element of their outputs. Memory made through DLPack is not torch's
@@ -27,9 +29,11 @@ import torch
 
 from .. import _ext
 
-__all__ = ["empty_like", "empty", "f32", "HUGEPAGE_MIN_BYTES", "empty_cache", "cached_bytes", "cache_disabled"]
+__all__ = ["empty_like", "empty", "f32", "HUGEPAGE_MIN_BYTES", "CACHE_MIN_BYTES", "empty_cache", "cached_bytes",
+           "cache_disabled"]
 
-HUGEPAGE_MIN_BYTES = 4 << 20
+HUGEPAGE_MIN_BYTES = 4 << 20  # csrc/memory.cpp's kHugeMin
+CACHE_MIN_BYTES = 128 << 10  # glibc's default M_MMAP_THRESHOLD
 _ENABLED = os.environ.get("FASTSPIKE_HUGEPAGES", "1") not in ("0", "", "false", "False")
 # DLPack's (type code, bits) of the dtypes a kernel output may have
 _DLPACK = {torch.float32: (2, 32), torch.float64: (2, 64), torch.float16: (2, 16), torch.bfloat16: (4, 16),
@@ -74,21 +78,22 @@ def _from_cache(shape, dtype: torch.dtype) -> torch.Tensor:
 
 
 def empty(shape, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A contiguous CPU ``torch.empty``: from the block cache when large, else huge-page advised when large."""
+    """A contiguous CPU ``torch.empty``: from the block cache from ``CACHE_MIN_BYTES``, else huge-page advised when
+    large (the cache is off)."""
     if isinstance(shape, int):
         shape = (shape,)
     if _CACHING and dtype in _DLPACK:
         numel = 1
         for d in shape:
             numel *= d
-        if numel * _DLPACK[dtype][1] >= HUGEPAGE_MIN_BYTES * 8:
+        if numel * _DLPACK[dtype][1] >= CACHE_MIN_BYTES * 8:
             return _from_cache(shape, dtype)
     return _advise(torch.empty(shape, dtype=dtype))
 
 
 def empty_like(x: torch.Tensor) -> torch.Tensor:
     """``torch.empty_like(x, memory_format=torch.contiguous_format)`` for a CPU tensor ``x``, as ``empty``."""
-    if x.numel() * x.element_size() < HUGEPAGE_MIN_BYTES:  # the common small case: nothing to decide (per call)
+    if x.numel() * x.element_size() < CACHE_MIN_BYTES:  # the common small case: nothing to decide (per call)
         return torch.empty_like(x, memory_format=torch.contiguous_format)
     if _CACHING and x.dtype in _DLPACK:
         return _from_cache(x.shape, x.dtype)

@@ -30,7 +30,7 @@ def forward(x, v0, v0_value: float, decay: float, mode: int, decay_input: bool, 
     N = math.prod(x.shape[1:])
     spikes = _alloc.empty_like(x)
     v_seq = _alloc.empty_like(x) if store_v_seq else None
-    v_last = torch.empty(size=x.shape[1:])
+    v_last = _alloc.empty(x.shape[1:])
     C.neuron_forward(x.data_ptr(), 0 if v0 is None else v0.data_ptr(), v0_value, spikes.data_ptr(), 0,
                      v_seq.data_ptr() if store_v_seq else 0, v_last.data_ptr(), T, N, mode, decay, decay_input,
                      v_th, v_reset, soft_reset, _backend.num_threads(), *params, *fire, *_channels(pc, inner))
@@ -50,7 +50,7 @@ def backward(gs, gv_seq, gv_last, x, v0, v0_value: float, decay: float, mode: in
     if gs is None:
         gs = torch.zeros(x.shape)
     gx = _alloc.empty_like(x)
-    gv0 = torch.empty(size=x.shape[1:]) if need_gv0 else None
+    gv0 = _alloc.empty(x.shape[1:]) if need_gv0 else None
     gk = torch.empty((max(1, -(-N // C.NEURON_BLOCK)),), dtype=torch.float64) if plif else None
     C.neuron_backward(gs.data_ptr(), gv_seq.data_ptr() if gv_seq is not None else 0,
                       gv_last.data_ptr() if gv_last is not None else 0, x.data_ptr(),
