@@ -19,7 +19,7 @@
 //
 // Medium outputs (from 128 KiB, where glibc starts to map blocks of their own and to unmap them when freed) fault
 // the same way, one 4 KiB page at a time: a single-step LIF loop over 16 steps at [32, 4096] that kept its spikes
-// (as a network does) faulted 2273 pages per loop and took 11.4 ms, 2.5 ms with no faults. They come from the
+// (as a network does) faulted 2273 pages per loop and took 11.4 ms, 2.9 ms with no faults. They come from the
 // cache as well, in page-aligned blocks rounded up to 64 KiB (no huge pages: a block is then at most 1/2 larger
 // than the output, for outputs of 128 KiB).
 #include <Python.h>
