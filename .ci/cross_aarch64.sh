@@ -53,6 +53,5 @@ echo "cross_aarch64: fastspike._C cross-compiled and linked for aarch64 with -We
 flags=$(sed -n 's/^CXX_FLAGS = //p' "$BUILD/cmake/CMakeFiles/_C.dir/flags.make" | sed 's/-Werror//; s/-Wall//; s/-Wextra//')
 includes=$(sed -n 's/^CXX_INCLUDES = //p' "$BUILD/cmake/CMakeFiles/_C.dir/flags.make")
 # shellcheck disable=SC2086  # word splitting of the flag lists is intended
-run aarch64-linux-gnu-g++ $flags $includes -w .ci/kernel_check.cpp -o "$BUILD/kernel_check" -static \
-  -Wl,--unresolved-symbols=ignore-all
+run aarch64-linux-gnu-g++ $flags $includes -w .ci/kernel_check.cpp -o "$BUILD/kernel_check" -static
 qemu-aarch64-static "$BUILD/kernel_check"

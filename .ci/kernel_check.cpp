@@ -1,6 +1,6 @@
 // A standalone check of the C++ kernels without Python, for builds that cannot be imported here (the aarch64
-// cross build run under qemu-user by .ci/cross_aarch64.sh). The kernel sources are included whole (their
-// functions live in anonymous namespaces); their pybind11 registration functions are compiled but never called.
+// cross build run under qemu-user by .ci/cross_aarch64.sh). The kernel sources are included whole (their helpers
+// live in anonymous namespaces); they need neither Python nor pybind11 (their bindings are in csrc/bindings.cpp).
 // Each kernel is compared with a naive loop in double precision. Prints the ISA branch of csrc/simd.h and exits
 // non-zero on the first mismatch.
 #include <cmath>
@@ -15,13 +15,6 @@
 #include "../csrc/linear.cpp"
 #include "../csrc/saved.cpp"
 #include "../csrc/scan.cpp"
-
-namespace fastspike {
-std::vector<Registrar>& registrars() {  // module.cpp's, without the Python module around it
-  static std::vector<Registrar> all;
-  return all;
-}
-}  // namespace fastspike
 
 namespace {
 

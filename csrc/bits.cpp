@@ -4,13 +4,16 @@
 #include <cstdint>
 #include <utility>
 
+#include "api.h"
 #include "bits.h"
-#include "registry.h"
+#include "common.h"
 
 namespace fastspike {
 namespace {
 
 constexpr std::int64_t kChunk = 4096;  // elements per work item of pack / unpack / stats (multiple of 8)
+
+}  // namespace
 
 bool spike_pack(std::uintptr_t x_, std::uintptr_t out_, std::int64_t rows, std::int64_t cols, int nthreads) {
   const float* x = ptr<const float>(x_);
@@ -47,7 +50,11 @@ void spike_unpack(std::uintptr_t bits_, std::uintptr_t out_, std::int64_t rows, 
   }
 }
 
+namespace {
+
 // (number of nonzeros, every value in {0, 1})
+}  // namespace
+
 std::pair<std::int64_t, bool> spike_stats(std::uintptr_t x_, std::int64_t n, int nthreads) {
   const float* x = ptr<const float>(x_);
   const std::int64_t items = (n + kChunk - 1) / kChunk;
@@ -72,17 +79,4 @@ std::pair<std::int64_t, bool> spike_stats(std::uintptr_t x_, std::int64_t n, int
   return {nnz, !bad};
 }
 
-void register_bits(pybind11::module_& m) {
-  namespace py = pybind11;
-  const auto nogil = py::call_guard<py::gil_scoped_release>();
-  m.def("spike_pack", &spike_pack, nogil, py::arg("x"), py::arg("out"), py::arg("rows"), py::arg("cols"),
-        py::arg("nthreads"), "Pack float32 [rows, cols] to uint8 [rows, ceil(cols/8)] bits; returns True if binary.");
-  m.def("spike_unpack", &spike_unpack, nogil, py::arg("bits"), py::arg("out"), py::arg("rows"), py::arg("cols"),
-        py::arg("nthreads"), "Unpack uint8 [rows, ceil(cols/8)] bits to float32 [rows, cols].");
-  m.def("spike_stats", &spike_stats, nogil, py::arg("x"), py::arg("n"), py::arg("nthreads"),
-        "(number of nonzeros, all values in {0, 1}) of a float32 buffer.");
-}
-FASTSPIKE_REGISTER(register_bits);
-
-}  // namespace
 }  // namespace fastspike

@@ -9,8 +9,9 @@
 #include <cstdint>
 #include <cstring>
 
+#include "api.h"
 #include "bits.h"
-#include "registry.h"
+#include "common.h"
 #include "simd.h"
 #include "synapse.h"
 #include "transpose.h"
@@ -58,7 +59,8 @@ const float* transpose_conv_weight(const float* w, const ConvShape& s, int nthre
 // bias [Cout] or 0; alloc -> out [B, Cout, OH, OW]. Returns kDone, or kNotBinary / kTooDense (more than max_nnz spikes;
 // max_nnz < 0: no limit) with out unwritten. Both stop the compaction early: kTooDense says nothing about
 // whether x is binary.
-// alloc() -> out: called once the input is accepted (the binding below asks Python; tests pass a plain callable).
+// alloc() -> out: called once the input is accepted (bindings.cpp passes a Python callable; .ci/kernel_check.cpp a
+// lambda).
 template <typename Alloc>
 int conv2d_forward_impl(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, Alloc&& alloc, const ConvShape& s,
                         std::int64_t max_nnz, bool torch_layout, int nthreads) {
@@ -282,27 +284,15 @@ int conv2d_forward_impl(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bi
   return kDone;
 }
 
-int conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, const pybind11::function& alloc,
-                   std::int64_t B, std::int64_t Cin, std::int64_t H, std::int64_t W, std::int64_t Cout, std::int64_t OH,
-                   std::int64_t OW, std::int64_t KH, std::int64_t KW, std::int64_t sh, std::int64_t sw, std::int64_t ph,
-                   std::int64_t pw, std::int64_t dh, std::int64_t dw, std::int64_t G, std::int64_t max_nnz,
-                   bool torch_layout, int nthreads) {
-  const ConvShape s{B, Cin, H, W, Cout, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, G};
-  return conv2d_forward_impl(x_, wt_, bias_, [&] { return output_buffer(alloc); }, s, max_nnz, torch_layout, nthreads);
-}
-
-void register_conv2d_forward(pybind11::module_& m) {
-  namespace py = pybind11;
-  m.def("synapse_conv2d_forward", &conv2d_forward, py::call_guard<py::gil_scoped_release>(), py::arg("x"),
-        py::arg("wt"), py::arg("bias"), py::arg("alloc"), py::arg("B"), py::arg("Cin"), py::arg("H"), py::arg("W"),
-        py::arg("Cout"), py::arg("OH"), py::arg("OW"), py::arg("KH"), py::arg("KW"), py::arg("sh"), py::arg("sw"),
-        py::arg("ph"), py::arg("pw"), py::arg("dh"), py::arg("dw"), py::arg("groups"), py::arg("max_nnz"),
-        py::arg("torch_layout"), py::arg("nthreads"),
-        "Event-driven conv2d forward (gather per output row); wt pre-transposed, or torch's layout with "
-        "torch_layout=True; alloc() -> address of out, called only when the kernel runs. Returns 1 (done), 0 "
-        "(x not binary) or 2 (more than max_nnz spikes; max_nnz < 0: no limit).");
-}
-FASTSPIKE_REGISTER(register_conv2d_forward);
-
 }  // namespace
+
+int conv2d_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_,
+                   const std::function<std::uintptr_t()>& alloc, std::int64_t B, std::int64_t Cin, std::int64_t H,
+                   std::int64_t W, std::int64_t Cout, std::int64_t OH, std::int64_t OW, std::int64_t KH,
+                   std::int64_t KW, std::int64_t sh, std::int64_t sw, std::int64_t ph, std::int64_t pw, std::int64_t dh,
+                   std::int64_t dw, std::int64_t G, std::int64_t max_nnz, bool torch_layout, int nthreads) {
+  const ConvShape s{B, Cin, H, W, Cout, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, G};
+  return conv2d_forward_impl(x_, wt_, bias_, [&] { return ptr<float>(alloc()); }, s, max_nnz, torch_layout, nthreads);
+}
+
 }  // namespace fastspike

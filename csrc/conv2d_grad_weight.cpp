@@ -9,8 +9,9 @@
 #include <cstdint>
 #include <vector>
 
+#include "api.h"
 #include "bits.h"
-#include "registry.h"
+#include "common.h"
 #include "simd.h"
 #include "synapse.h"
 #include "transpose.h"
@@ -208,6 +209,8 @@ void conv2d_grad_weight_impl(const std::uint8_t* data, std::int64_t nbytes, cons
   errors.rethrow();
 }
 
+}  // namespace
+
 void conv2d_grad_weight(std::uintptr_t data_, std::int64_t nbytes, bool bytes, std::uintptr_t g_, std::uintptr_t gw_,
                         std::int64_t B, std::int64_t Cin, std::int64_t H, std::int64_t W, std::int64_t Cout,
                         std::int64_t OH, std::int64_t OW, std::int64_t KH, std::int64_t KW, std::int64_t sh,
@@ -235,17 +238,4 @@ void conv2d_grad_weight(std::uintptr_t data_, std::int64_t nbytes, bool bytes, s
                                    pw, dh, dw, G, nthreads);
 }
 
-void register_conv2d_grad_weight(pybind11::module_& m) {
-  namespace py = pybind11;
-  m.def("synapse_conv2d_grad_weight", &conv2d_grad_weight, py::call_guard<py::gil_scoped_release>(), py::arg("data"),
-        py::arg("nbytes"), py::arg("bytes"), py::arg("g"), py::arg("gw"), py::arg("B"), py::arg("Cin"), py::arg("H"),
-        py::arg("W"), py::arg("Cout"), py::arg("OH"), py::arg("OW"), py::arg("KH"), py::arg("KW"), py::arg("sh"),
-        py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("dh"), py::arg("dw"), py::arg("groups"),
-        py::arg("nthreads"),
-        "Event-driven conv2d weight gradient from x as packed bits (bytes=False) or one uint8 value per element "
-        "(bytes=True) and g [B, Cout, OH, OW] (contiguous); writes gw [Cout][Cin/G][KH][KW].");
-}
-FASTSPIKE_REGISTER(register_conv2d_grad_weight);
-
-}  // namespace
 }  // namespace fastspike

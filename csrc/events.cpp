@@ -16,7 +16,8 @@
 #include <limits>
 #include <tuple>
 
-#include "registry.h"
+#include "api.h"
+#include "common.h"
 
 namespace fastspike {
 namespace {
@@ -28,10 +29,13 @@ inline T load(const char* rec, std::int64_t off) {
   return v;
 }
 
-std::tuple<std::int64_t, bool> integrate(std::uintptr_t ev_, std::int64_t n, std::int64_t stride, std::int64_t off_t,
-                                         std::int64_t off_x, std::int64_t off_y, std::int64_t off_p, std::uintptr_t jl_,
-                                         std::uintptr_t jr_, std::int64_t T, std::int64_t P, std::int64_t H,
-                                         std::int64_t W, std::uintptr_t out_, bool check_sorted, int nthreads) {
+}  // namespace
+
+std::tuple<std::int64_t, bool> events_integrate(std::uintptr_t ev_, std::int64_t n, std::int64_t stride,
+                                                std::int64_t off_t, std::int64_t off_x, std::int64_t off_y,
+                                                std::int64_t off_p, std::uintptr_t jl_, std::uintptr_t jr_,
+                                                std::int64_t T, std::int64_t P, std::int64_t H, std::int64_t W,
+                                                std::uintptr_t out_, bool check_sorted, int nthreads) {
   check(stride > 0 && n >= 0 && T >= 0 && (P == 1 || P == 2) && H > 0 && W > 0, "events_integrate: bad sizes");
   const char* ev = ptr<const char>(ev_);
   const std::int64_t* jl = ptr<const std::int64_t>(jl_);
@@ -66,17 +70,5 @@ std::tuple<std::int64_t, bool> integrate(std::uintptr_t ev_, std::int64_t n, std
   }
   return {first_bad == std::numeric_limits<std::int64_t>::max() ? -1 : first_bad, unsorted};
 }
-
-}  // namespace
-
-static void register_events(pybind11::module_& m) {
-  namespace py = pybind11;
-  m.def("events_integrate", &integrate, py::call_guard<py::gil_scoped_release>(), py::arg("events"), py::arg("n"),
-        py::arg("stride"), py::arg("off_t"), py::arg("off_x"), py::arg("off_y"), py::arg("off_p"), py::arg("j_l"),
-        py::arg("j_r"), py::arg("T"), py::arg("P"), py::arg("H"), py::arg("W"), py::arg("out"), py::arg("check_sorted"),
-        py::arg("nthreads"), "Integrate EVENT_DTYPE records into float32 frames [T, P, H, W] over index segments.");
-}
-
-FASTSPIKE_REGISTER(register_events);
 
 }  // namespace fastspike

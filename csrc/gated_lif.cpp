@@ -21,13 +21,14 @@
 #include <cstdint>
 #include <vector>
 
-#include "registry.h"
+#include "api.h"
+#include "common.h"
 #include "surrogate.h"
 
 namespace fastspike {
 namespace {
 
-constexpr std::int64_t kBlock = 256;
+constexpr std::int64_t kBlock = kGatedLifBlock;
 constexpr std::int64_t kMinForwardPerThread = std::int64_t(1) << 17;
 constexpr std::int64_t kMinBackwardPerThread = std::int64_t(1) << 15;
 constexpr int kCoefs = 5;  // L, K, gamma, R, v_th
@@ -43,9 +44,11 @@ inline Unit unit_of(std::int64_t u, std::int64_t nsb, std::int64_t C, std::int64
   return Unit{r * S + sb * kBlock, std::min(kBlock, S - sb * kBlock), r % C};
 }
 
-void forward(std::uintptr_t x_, std::uintptr_t v0_, float v0_value, std::uintptr_t coef_, std::uintptr_t inc_,
-             std::uintptr_t s_, std::uintptr_t vseq_, std::uintptr_t vlast_, std::int64_t T, std::int64_t NB,
-             std::int64_t C, std::int64_t S, int nthreads) {
+}  // namespace
+
+void gated_lif_forward(std::uintptr_t x_, std::uintptr_t v0_, float v0_value, std::uintptr_t coef_, std::uintptr_t inc_,
+                       std::uintptr_t s_, std::uintptr_t vseq_, std::uintptr_t vlast_, std::int64_t T, std::int64_t NB,
+                       std::int64_t C, std::int64_t S, int nthreads) {
   check(T >= 0 && NB >= 0 && C >= 1 && S >= 0, "gated_lif_forward: T, NB, S must be >= 0 and C >= 1");
   const float* x = ptr<const float>(x_);
   const float* v0 = v0_ ? ptr<const float>(v0_) : nullptr;
@@ -90,6 +93,8 @@ void forward(std::uintptr_t x_, std::uintptr_t v0_, float v0_value, std::uintptr
     for (std::int64_t i = 0; i < w.len; ++i) vlast[w.base + i] = v[i];
   }
 }
+
+namespace {
 
 // One unit's reverse-time loop. gv: dL/dV[t] carried from step t+1; gsc: dL/dS[t] from step t+1's reset terms.
 // part: the unit's row of sums (kCoefs, then T entries for inc).
@@ -149,10 +154,13 @@ void backward_unit(const Unit& w, float a, float b, const float* gs, const float
     for (std::int64_t i = 0; i < w.len; ++i) gv0[w.base + i] = gv[i];
 }
 
-void backward(std::uintptr_t gs_, std::uintptr_t gvlast_, std::uintptr_t x_, std::uintptr_t vseq_, std::uintptr_t v0_,
-              float v0_value, std::uintptr_t coef_, std::uintptr_t inc_, std::uintptr_t gx_, std::uintptr_t gv0_,
-              std::uintptr_t gcoef_, std::uintptr_t ginc_, std::int64_t T, std::int64_t NB, std::int64_t C,
-              std::int64_t S, int sg, float a, float b, int nthreads) {
+}  // namespace
+
+void gated_lif_backward(std::uintptr_t gs_, std::uintptr_t gvlast_, std::uintptr_t x_, std::uintptr_t vseq_,
+                        std::uintptr_t v0_, float v0_value, std::uintptr_t coef_, std::uintptr_t inc_,
+                        std::uintptr_t gx_, std::uintptr_t gv0_, std::uintptr_t gcoef_, std::uintptr_t ginc_,
+                        std::int64_t T, std::int64_t NB, std::int64_t C, std::int64_t S, int sg, float a, float b,
+                        int nthreads) {
   check(gs_ != 0 && x_ != 0 && vseq_ != 0 && gx_ != 0 && gcoef_ != 0 && ginc_ != 0,
         "gated_lif_backward needs grad_spike, x, v_seq, grad_x, grad_coef and grad_inc");
   check(T >= 0 && NB >= 0 && C >= 1 && S >= 0, "gated_lif_backward: T, NB, S must be >= 0 and C >= 1");
@@ -194,23 +202,4 @@ void backward(std::uintptr_t gs_, std::uintptr_t gvlast_, std::uintptr_t x_, std
   }
 }
 
-void register_gated_lif(pybind11::module_& m) {
-  namespace py = pybind11;
-  m.attr("GATED_LIF_BLOCK") = kBlock;
-  m.def("gated_lif_forward", &forward, py::call_guard<py::gil_scoped_release>(), py::arg("x"), py::arg("v0"),
-        py::arg("v0_value"), py::arg("coef"), py::arg("inc"), py::arg("spike"), py::arg("v_seq"), py::arg("v_last"),
-        py::arg("T"), py::arg("NB"), py::arg("C"), py::arg("S"), py::arg("nthreads"),
-        "Fused multi-step GLIF forward on [T, NB x C x S] float32 buffers (addresses); v_seq may be 0 (not "
-        "stored); v0 = 0 starts every neuron at v0_value.");
-  m.def("gated_lif_backward", &backward, py::call_guard<py::gil_scoped_release>(), py::arg("grad_spike"),
-        py::arg("grad_v_last"), py::arg("x"), py::arg("v_seq"), py::arg("v0"), py::arg("v0_value"), py::arg("coef"),
-        py::arg("inc"), py::arg("grad_x"), py::arg("grad_v0"), py::arg("grad_coef"), py::arg("grad_inc"), py::arg("T"),
-        py::arg("NB"), py::arg("C"), py::arg("S"), py::arg("surrogate"), py::arg("alpha"), py::arg("beta"),
-        py::arg("nthreads"),
-        "Reverse-time backward of gated_lif_forward from the stored V sequence; grad_v_last / grad_v0 may be 0; "
-        "grad_coef [5, C] and grad_inc [T, C] get the per-channel sums (deterministic).");
-}
-FASTSPIKE_REGISTER(register_gated_lif);
-
-}  // namespace
 }  // namespace fastspike

@@ -17,8 +17,9 @@
 #include <cstring>
 #include <vector>
 
+#include "api.h"
 #include "bits.h"
-#include "registry.h"
+#include "common.h"
 #include "simd.h"
 #include "synapse.h"
 #include "transpose.h"
@@ -170,7 +171,8 @@ const float* tile_linear_weight(const float* w, std::int64_t K, std::int64_t N, 
 // here once the input is known to be sparse enough); bias [N] or 0; alloc -> out [M, N];
 // bits [M, ceil(K/8)] or 0 (filled with the packed spikes on the way, also when the result is kTooDense);
 // max_nnz < 0: no density limit.
-// alloc() -> out: called once the input is accepted (the binding below asks Python; tests pass a plain callable).
+// alloc() -> out: called once the input is accepted (bindings.cpp passes a Python callable; .ci/kernel_check.cpp a
+// lambda).
 template <typename Alloc>
 int linear_forward_impl(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, Alloc&& alloc,
                         std::uintptr_t bits_, std::int64_t M, std::int64_t K, std::int64_t N, std::int64_t max_nnz,
@@ -258,15 +260,21 @@ int linear_forward_impl(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bi
   return kDone;
 }
 
-int linear_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_, const pybind11::function& alloc,
-                   std::uintptr_t bits_, std::int64_t M, std::int64_t K, std::int64_t N, std::int64_t max_nnz,
-                   bool torch_layout, int nthreads) {
+}  // namespace
+
+int linear_forward(std::uintptr_t x_, std::uintptr_t wt_, std::uintptr_t bias_,
+                   const std::function<std::uintptr_t()>& alloc, std::uintptr_t bits_, std::int64_t M, std::int64_t K,
+                   std::int64_t N, std::int64_t max_nnz, bool torch_layout, int nthreads) {
   return linear_forward_impl(
-      x_, wt_, bias_, [&] { return output_buffer(alloc); }, bits_, M, K, N, max_nnz, torch_layout, nthreads);
+      x_, wt_, bias_, [&] { return ptr<float>(alloc()); }, bits_, M, K, N, max_nnz, torch_layout, nthreads);
 }
+
+namespace {
 
 // bits [M, ceil(K/8)] (packed x); gt [ceil(N/64)][M][64] (tile-blocked upstream gradient, zero padded);
 // gw [N, K] = g^T x, accumulated only over the active inputs.
+}  // namespace
+
 void linear_grad_weight(std::uintptr_t bits_, std::uintptr_t gt_, std::uintptr_t gw_, std::int64_t M, std::int64_t K,
                         std::int64_t N, int nthreads) {
   const std::uint8_t* bits = ptr<const std::uint8_t>(bits_);
@@ -327,22 +335,4 @@ void linear_grad_weight(std::uintptr_t bits_, std::uintptr_t gt_, std::uintptr_t
   }
 }
 
-void register_linear(pybind11::module_& m) {
-  namespace py = pybind11;
-  m.attr("SYNAPSE_TILE") = kTile;
-  const auto nogil = py::call_guard<py::gil_scoped_release>();
-  m.def("synapse_linear_forward", &linear_forward, nogil, py::arg("x"), py::arg("wt"), py::arg("bias"),
-        py::arg("alloc"), py::arg("bits"), py::arg("M"), py::arg("K"), py::arg("N"), py::arg("max_nnz"),
-        py::arg("torch_layout"), py::arg("nthreads"),
-        "Event-driven x @ W^T + b on float32 buffers; wt tile-blocked, or W [N, K] with torch_layout=True; "
-        "alloc() -> address of out [M, N], called only when the "
-        "kernel runs. Returns 1 (done), 0 (x not binary) or 2 (more than max_nnz spikes; max_nnz < 0: no "
-        "limit); bits (if given) are written unless 0.");
-  m.def("synapse_linear_grad_weight", &linear_grad_weight, nogil, py::arg("bits"), py::arg("gt"), py::arg("gw"),
-        py::arg("M"), py::arg("K"), py::arg("N"), py::arg("nthreads"),
-        "Event-driven grad of W = g^T x from packed x bits and the tile-blocked g.");
-}
-FASTSPIKE_REGISTER(register_linear);
-
-}  // namespace
 }  // namespace fastspike

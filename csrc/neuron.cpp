@@ -32,14 +32,15 @@
 #include <cmath>
 #include <cstdint>
 
+#include "api.h"
+#include "common.h"
 #include "neuron_fire.h"
-#include "registry.h"
 #include "surrogate.h"
 
 namespace fastspike {
 namespace {
 
-constexpr std::int64_t kBlock = 256;
+constexpr std::int64_t kBlock = kNeuronBlock;
 // Minimum [T x N] elements per thread before a kernel goes parallel (forward / backward: the backward
 // does about six times the work per element).
 constexpr std::int64_t kMinForwardPerThread = std::int64_t(1) << 17;
@@ -201,10 +202,13 @@ Channels channels_of(std::uintptr_t pc_, std::int64_t channels, std::int64_t inn
   return Channels{pc_ ? ptr<const float>(pc_) : nullptr, channels, inner};
 }
 
-void forward(std::uintptr_t x_, std::uintptr_t v0_, float v0_value, std::uintptr_t s_, std::uintptr_t h_,
-             std::uintptr_t vseq_, std::uintptr_t vlast_, std::int64_t T, std::int64_t N, int mode, float decay,
-             bool decay_input, float v_th, float v_reset, bool soft_reset, int nthreads, float p1, float p2, float p3,
-             int fire, int act, float k, float q1, std::uintptr_t pc_, std::int64_t channels, std::int64_t inner) {
+}  // namespace
+
+void neuron_forward(std::uintptr_t x_, std::uintptr_t v0_, float v0_value, std::uintptr_t s_, std::uintptr_t h_,
+                    std::uintptr_t vseq_, std::uintptr_t vlast_, std::int64_t T, std::int64_t N, int mode, float decay,
+                    bool decay_input, float v_th, float v_reset, bool soft_reset, int nthreads, float p1, float p2,
+                    float p3, int fire, int act, float k, float q1, std::uintptr_t pc_, std::int64_t channels,
+                    std::int64_t inner) {
   check_variant(mode, fire, act);
   const Channels ch = channels_of(pc_, channels, inner, fire);
   check(fire != kCount || soft_reset, "the count fire resets softly");
@@ -234,6 +238,8 @@ void forward(std::uintptr_t x_, std::uintptr_t v0_, float v0_value, std::uintptr
       },
       exact_reciprocal(decay));
 }
+
+namespace {
 
 // Per-step constants of the backward.
 struct BackwardConsts {
@@ -356,7 +362,7 @@ void backward_impl(const NeuronParams& p, const StepParams& sp, RecomputeFn reco
   ThreadErrors errors;  // a thread's buffer could not be allocated: raised after the region
 #pragma omp parallel num_threads(threads)
   {
-    // this thread's H, [T][kBlock]: scratch kept between calls (registry.h), neither allocated nor zeroed per call;
+    // this thread's H, [T][kBlock]: scratch kept between calls (common.h), neither allocated nor zeroed per call;
     // every element read was written by recompute (the first len of each row)
     float* hbuf = nullptr;
     errors.run([&] { hbuf = scratch<struct NeuronBackwardH, float>(static_cast<std::size_t>(T) * kBlock); });
@@ -408,12 +414,14 @@ void backward_impl(const NeuronParams& p, const StepParams& sp, RecomputeFn reco
   errors.rethrow();
 }
 
-void backward(std::uintptr_t gs_, std::uintptr_t gvseq_, std::uintptr_t gvlast_, std::uintptr_t x_, std::uintptr_t v0_,
-              float v0_value, std::uintptr_t gx_, std::uintptr_t gv0_, std::uintptr_t gk_partial_, std::int64_t T,
-              std::int64_t N, int mode, float decay, bool decay_input, float v_th, float v_reset, bool soft_reset,
-              bool detach_reset, int sg, float a, float b, int nthreads, float p1, float p2, float p3, int fire,
-              int act, float k, float q1, float q2, float q3, std::uintptr_t pc_, std::int64_t channels,
-              std::int64_t inner) {
+}  // namespace
+
+void neuron_backward(std::uintptr_t gs_, std::uintptr_t gvseq_, std::uintptr_t gvlast_, std::uintptr_t x_,
+                     std::uintptr_t v0_, float v0_value, std::uintptr_t gx_, std::uintptr_t gv0_,
+                     std::uintptr_t gk_partial_, std::int64_t T, std::int64_t N, int mode, float decay,
+                     bool decay_input, float v_th, float v_reset, bool soft_reset, bool detach_reset, int sg, float a,
+                     float b, int nthreads, float p1, float p2, float p3, int fire, int act, float k, float q1,
+                     float q2, float q3, std::uintptr_t pc_, std::int64_t channels, std::int64_t inner) {
   check_variant(mode, fire, act);
   const Channels ch = channels_of(pc_, channels, inner, fire);
   check(x_ != 0, "neuron_backward needs x (it recomputes H from x and v0)");
@@ -445,33 +453,4 @@ void backward(std::uintptr_t gs_, std::uintptr_t gvseq_, std::uintptr_t gvlast_,
   });
 }
 
-void register_neuron(pybind11::module_& m) {
-  namespace py = pybind11;
-  m.attr("NEURON_BLOCK") = kBlock;
-  m.def("neuron_forward", &forward, py::call_guard<py::gil_scoped_release>(), py::arg("x"), py::arg("v0"),
-        py::arg("v0_value"), py::arg("spike"), py::arg("h"), py::arg("v_seq"), py::arg("v_last"), py::arg("T"),
-        py::arg("N"), py::arg("mode"), py::arg("decay"), py::arg("decay_input"), py::arg("v_threshold"),
-        py::arg("v_reset"), py::arg("soft_reset"), py::arg("nthreads"), py::arg("p1") = 0.0f, py::arg("p2") = 0.0f,
-        py::arg("p3") = 0.0f, py::arg("fire") = 0, py::arg("act") = 0, py::arg("k") = 1.0f, py::arg("q1") = 0.0f,
-        py::arg("pc") = 0, py::arg("channels") = 1, py::arg("inner") = 1,
-        "Fused multi-step neuron forward on [T, N] float32 buffers (addresses); h and v_seq may be 0; v0 = 0 "
-        "starts every neuron at v0_value; p1-p3: QIF's (a0, v_rest, v_c), EIF's (delta_T, theta_rh, v_rest) or leaky's "
-        "decay in p1; fire / act / k / q1: "
-        "csrc/neuron_fire.h; pc: 0 or a [2, channels] buffer of per-channel thresholds and offsets (the offset fire), "
-        "neuron n of a row in channel (n / inner) % channels.");
-  m.def("neuron_backward", &backward, py::call_guard<py::gil_scoped_release>(), py::arg("grad_spike"),
-        py::arg("grad_v_seq"), py::arg("grad_v_last"), py::arg("x"), py::arg("v0"), py::arg("v0_value"),
-        py::arg("grad_x"), py::arg("grad_v0"), py::arg("grad_k_partial"), py::arg("T"), py::arg("N"), py::arg("mode"),
-        py::arg("decay"), py::arg("decay_input"), py::arg("v_threshold"), py::arg("v_reset"), py::arg("soft_reset"),
-        py::arg("detach_reset"), py::arg("surrogate"), py::arg("alpha"), py::arg("beta"), py::arg("nthreads"),
-        py::arg("p1") = 0.0f, py::arg("p2") = 0.0f, py::arg("p3") = 0.0f, py::arg("fire") = 0, py::arg("act") = 0,
-        py::arg("k") = 1.0f, py::arg("q1") = 0.0f, py::arg("q2") = 0.0f, py::arg("q3") = 0.0f, py::arg("pc") = 0,
-        py::arg("channels") = 1, py::arg("inner") = 1,
-        "Reverse-time backward of neuron_forward (recomputes H from x and v0 per block; v0 = 0 means the "
-        "constant v0_value); grad_v0 may be 0 (not wanted); grad_k_partial gets one float64 per block of "
-        "NEURON_BLOCK neurons.");
-}
-FASTSPIKE_REGISTER(register_neuron);
-
-}  // namespace
 }  // namespace fastspike

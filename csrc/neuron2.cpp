@@ -22,13 +22,14 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "registry.h"
+#include "api.h"
+#include "common.h"
 #include "surrogate.h"
 
 namespace fastspike {
 namespace {
 
-constexpr std::int64_t kBlock = 256;
+constexpr std::int64_t kBlock = kNeuron2Block;
 constexpr std::int64_t kMinForwardPerThread = std::int64_t(1) << 17;
 constexpr std::int64_t kMinBackwardPerThread = std::int64_t(1) << 15;
 constexpr int kNumModes = 3;
@@ -128,10 +129,13 @@ Params make_params(float v_th, float v_reset, bool soft, float p0, float p1, flo
   return Params{{p0, p1, p2, p3, p4, p5, p6}, v_th, soft ? 0.0f : v_reset};
 }
 
-void forward(std::uintptr_t x_, std::uintptr_t v0_, float v0_value, std::uintptr_t u0_, float u0_value,
-             std::uintptr_t s_, std::uintptr_t vseq_, std::uintptr_t useq_, std::uintptr_t vlast_,
-             std::uintptr_t ulast_, std::int64_t T, std::int64_t N, int mode, float v_th, float v_reset,
-             bool soft_reset, int nthreads, float p0, float p1, float p2, float p3, float p4, float p5, float p6) {
+}  // namespace
+
+void neuron2_forward(std::uintptr_t x_, std::uintptr_t v0_, float v0_value, std::uintptr_t u0_, float u0_value,
+                     std::uintptr_t s_, std::uintptr_t vseq_, std::uintptr_t useq_, std::uintptr_t vlast_,
+                     std::uintptr_t ulast_, std::int64_t T, std::int64_t N, int mode, float v_th, float v_reset,
+                     bool soft_reset, int nthreads, float p0, float p1, float p2, float p3, float p4, float p5,
+                     float p6) {
   check(mode >= 0 && mode < kNumModes, "mode must be 0 (Izhikevich), 1 (CUBA-LIF) or 2 (CLIF)");
   check((vseq_ == 0) == (useq_ == 0), "v_seq and u_seq must both be given or both be 0");
   const Params c = make_params(v_th, v_reset, soft_reset, p0, p1, p2, p3, p4, p5, p6);
@@ -149,6 +153,8 @@ void forward(std::uintptr_t x_, std::uintptr_t v0_, float v0_value, std::uintptr
     });
   });
 }
+
+namespace {
 
 // One reverse time step over one block: carries cv = dL/dV[t], cu = dL/dU[t] become dL/dV[t-1], dL/dU[t-1]. SG: a
 // fused surrogate, or kSurrogateRow to read sgt, this step's row.
@@ -209,7 +215,7 @@ void backward_impl(const Params& c, SurrogateRow sg_row, float a, float b, const
   ThreadErrors errors;
 #pragma omp parallel num_threads(threads)
   {
-    // this thread's H and previous state, [T][kBlock]: scratch kept between calls (registry.h), neither allocated
+    // this thread's H and previous state, [T][kBlock]: scratch kept between calls (common.h), neither allocated
     // nor zeroed per call; every element read was written by the recomputation below (the first len of each row)
     float *hbuf = nullptr, *pbuf = nullptr;
     errors.run([&] {
@@ -254,11 +260,14 @@ void backward_impl(const Params& c, SurrogateRow sg_row, float a, float b, const
   errors.rethrow();
 }
 
-void backward(std::uintptr_t gs_, std::uintptr_t gvseq_, std::uintptr_t guseq_, std::uintptr_t gvlast_,
-              std::uintptr_t gulast_, std::uintptr_t x_, std::uintptr_t v0_, float v0_value, std::uintptr_t u0_,
-              float u0_value, std::uintptr_t gx_, std::uintptr_t gv0_, std::uintptr_t gu0_, std::int64_t T,
-              std::int64_t N, int mode, float v_th, float v_reset, bool soft_reset, bool detach_reset, int sg, float a,
-              float b, int nthreads, float p0, float p1, float p2, float p3, float p4, float p5, float p6) {
+}  // namespace
+
+void neuron2_backward(std::uintptr_t gs_, std::uintptr_t gvseq_, std::uintptr_t guseq_, std::uintptr_t gvlast_,
+                      std::uintptr_t gulast_, std::uintptr_t x_, std::uintptr_t v0_, float v0_value, std::uintptr_t u0_,
+                      float u0_value, std::uintptr_t gx_, std::uintptr_t gv0_, std::uintptr_t gu0_, std::int64_t T,
+                      std::int64_t N, int mode, float v_th, float v_reset, bool soft_reset, bool detach_reset, int sg,
+                      float a, float b, int nthreads, float p0, float p1, float p2, float p3, float p4, float p5,
+                      float p6) {
   check(mode >= 0 && mode < kNumModes, "mode must be 0 (Izhikevich), 1 (CUBA-LIF) or 2 (CLIF)");
   check(gs_ != 0 && x_ != 0 && gx_ != 0, "neuron2_backward needs grad_spike, x and grad_x");
   check((gvseq_ == 0) == (guseq_ == 0), "grad_v_seq and grad_u_seq must both be given or both be 0");
@@ -283,27 +292,4 @@ void backward(std::uintptr_t gs_, std::uintptr_t gvseq_, std::uintptr_t guseq_, 
   });
 }
 
-void register_neuron2(pybind11::module_& m) {
-  namespace py = pybind11;
-  m.attr("NEURON2_BLOCK") = kBlock;
-  m.def("neuron2_forward", &forward, py::call_guard<py::gil_scoped_release>(), py::arg("x"), py::arg("v0"),
-        py::arg("v0_value"), py::arg("u0"), py::arg("u0_value"), py::arg("spike"), py::arg("v_seq"), py::arg("u_seq"),
-        py::arg("v_last"), py::arg("u_last"), py::arg("T"), py::arg("N"), py::arg("mode"), py::arg("v_threshold"),
-        py::arg("v_reset"), py::arg("soft_reset"), py::arg("nthreads"), py::arg("p0"), py::arg("p1"), py::arg("p2"),
-        py::arg("p3"), py::arg("p4"), py::arg("p5"), py::arg("p6"),
-        "Fused multi-step two-state neuron forward on [T, N] float32 buffers (addresses); v_seq / u_seq may be "
-        "0; v0 / u0 = 0 start every neuron at v0_value / u0_value.");
-  m.def("neuron2_backward", &backward, py::call_guard<py::gil_scoped_release>(), py::arg("grad_spike"),
-        py::arg("grad_v_seq"), py::arg("grad_u_seq"), py::arg("grad_v_last"), py::arg("grad_u_last"), py::arg("x"),
-        py::arg("v0"), py::arg("v0_value"), py::arg("u0"), py::arg("u0_value"), py::arg("grad_x"), py::arg("grad_v0"),
-        py::arg("grad_u0"), py::arg("T"), py::arg("N"), py::arg("mode"), py::arg("v_threshold"), py::arg("v_reset"),
-        py::arg("soft_reset"), py::arg("detach_reset"), py::arg("surrogate"), py::arg("alpha"), py::arg("beta"),
-        py::arg("nthreads"), py::arg("p0"), py::arg("p1"), py::arg("p2"), py::arg("p3"), py::arg("p4"), py::arg("p5"),
-        py::arg("p6"),
-        "Reverse-time backward of neuron2_forward (recomputes H per block from x, v0, u0); grad_v_seq / "
-        "grad_u_seq / grad_v_last / grad_u_last / grad_v0 / grad_u0 may be 0.");
-}
-FASTSPIKE_REGISTER(register_neuron2);
-
-}  // namespace
 }  // namespace fastspike

@@ -11,7 +11,7 @@
 #pragma once
 #include <cmath>
 
-#include "registry.h"
+#include "common.h"
 #include "surrogate.h"
 
 namespace fastspike {

@@ -12,7 +12,8 @@
 #include <limits>
 #include <vector>
 
-#include "registry.h"
+#include "api.h"
+#include "common.h"
 #include "simd.h"
 
 namespace fastspike {
@@ -238,6 +239,8 @@ void max_pool2d_impl(const float* x, float* out, Index* idx, std::int64_t planes
   errors.rethrow();
 }
 
+}  // namespace
+
 void max_pool2d(std::uintptr_t x_, std::uintptr_t out_, std::uintptr_t idx_, int index_bytes, std::int64_t planes,
                 std::int64_t H, std::int64_t W, std::int64_t OH, std::int64_t OW, std::int64_t kh, std::int64_t kw,
                 std::int64_t sh, std::int64_t sw, std::int64_t ph, std::int64_t pw, std::int64_t dh, std::int64_t dw,
@@ -250,6 +253,8 @@ void max_pool2d(std::uintptr_t x_, std::uintptr_t out_, std::uintptr_t idx_, int
     max_pool2d_impl(x, out, ptr<std::int16_t>(idx_), planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, nthreads);
   else max_pool2d_impl(x, out, ptr<std::int32_t>(idx_), planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, nthreads);
 }
+
+namespace {
 
 // The backward: gx [rows, cols] = 0, then gx[r, idx[r, j]] += g[r, j] in the order of j (torch's scatter_add_
 // order, so the sums are the same to the bit). One pass per row while the row is in cache, instead of zeroing
@@ -277,6 +282,8 @@ void max_pool_backward_impl(const Index* idx, const float* g, float* gx, std::in
   check(!bad, "max_pool_backward: an index lies outside [0, cols)");
 }
 
+}  // namespace
+
 void max_pool_backward(std::uintptr_t idx_, int index_bytes, std::uintptr_t g_, std::uintptr_t gx_, std::int64_t rows,
                        std::int64_t L, std::int64_t cols, int nthreads) {
   check(index_bytes == 2 || index_bytes == 4, "max_pool_backward: index_bytes must be 2 (int16) or 4 (int32)");
@@ -288,21 +295,4 @@ void max_pool_backward(std::uintptr_t idx_, int index_bytes, std::uintptr_t g_, 
                            nthreads);
 }
 
-void register_pool(pybind11::module_& m) {
-  namespace py = pybind11;
-  m.def("max_pool2d", &max_pool2d, py::call_guard<py::gil_scoped_release>(), py::arg("x"), py::arg("out"),
-        py::arg("indices"), py::arg("index_bytes"), py::arg("planes"), py::arg("H"), py::arg("W"), py::arg("OH"),
-        py::arg("OW"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"),
-        py::arg("dh"), py::arg("dw"), py::arg("nthreads"),
-        "Max pooling of float32 [planes, H, W] into [planes, OH, OW] with plane-offset indices (int16 or int32), "
-        "torch's semantics (first maximum, NaN wins).");
-  m.def("max_pool_backward", &max_pool_backward, py::call_guard<py::gil_scoped_release>(), py::arg("indices"),
-        py::arg("index_bytes"), py::arg("g"), py::arg("gx"), py::arg("rows"), py::arg("L"), py::arg("cols"),
-        py::arg("nthreads"),
-        "gx [rows, cols] (float32, written) = scatter-add of g [rows, L] into the columns indices [rows, L] "
-        "(int16 or int32, each in [0, cols)).");
-}
-FASTSPIKE_REGISTER(register_pool);
-
-}  // namespace
 }  // namespace fastspike

@@ -22,13 +22,13 @@
 #include <cstring>
 #include <vector>
 
-#include "registry.h"
+#include "api.h"
+#include "common.h"
 #include "surrogate.h"
 
 namespace fastspike {
 namespace {
 
-constexpr std::int64_t kPsnBlock = 64;
 // dW accumulates in kLanes-wide lane sums per (t, j) (one vector register), reduced once per flush, instead of
 // one horizontal reduction per (t, j) per block, which dominated the backward.
 constexpr std::int64_t kLanes = 16;
@@ -88,6 +88,8 @@ inline void forward_block(const float* x_in, const float* w, const float* b, flo
   }
 }
 
+}  // namespace
+
 void psn_forward(std::uintptr_t x_, std::uintptr_t w_, std::uintptr_t b_, std::uintptr_t s_, std::uintptr_t h_,
                  std::int64_t T, std::int64_t N, std::int64_t band_k, int nthreads) {
   check(band_k >= 0, "psn: band must be >= 0 (0 = dense)");
@@ -114,6 +116,8 @@ void psn_forward(std::uintptr_t x_, std::uintptr_t w_, std::uintptr_t b_, std::u
   }
   errors.rethrow();
 }
+
+namespace {
 
 // One block of columns of the backward: dH (in gh, T x kPsnBlock), dX, and the float block sums of dW, dB.
 template <int SG, bool FULL>
@@ -232,6 +236,8 @@ void psn_backward_impl(const float* x, const float* gs, const float* w, const fl
   errors.rethrow();
 }
 
+}  // namespace
+
 void psn_backward(std::uintptr_t x_, std::uintptr_t gs_, std::uintptr_t w_, std::uintptr_t b_, std::uintptr_t gx_,
                   std::uintptr_t gw_part_, std::uintptr_t gb_part_, std::uintptr_t gh_out_, std::int64_t T,
                   std::int64_t N, std::int64_t band_k, std::int64_t nchunks, int sg, float a, float bpar,
@@ -246,21 +252,4 @@ void psn_backward(std::uintptr_t x_, std::uintptr_t gs_, std::uintptr_t w_, std:
   });
 }
 
-void register_psn(pybind11::module_& m) {
-  namespace py = pybind11;
-  m.attr("PSN_BLOCK") = kPsnBlock;
-  m.def("psn_forward", &psn_forward, py::call_guard<py::gil_scoped_release>(), py::arg("x"), py::arg("w"), py::arg("b"),
-        py::arg("spike"), py::arg("h"), py::arg("T"), py::arg("N"), py::arg("band"), py::arg("nthreads"),
-        "S = (W X + B >= 0) on [T, N] float32 buffers (addresses); h (may be 0) receives W X + B.");
-  m.def("psn_backward", &psn_backward, py::call_guard<py::gil_scoped_release>(), py::arg("x"), py::arg("grad_spike"),
-        py::arg("w"), py::arg("b"), py::arg("grad_x"), py::arg("grad_w_partial"), py::arg("grad_b_partial"),
-        py::arg("grad_h"), py::arg("T"), py::arg("N"), py::arg("band"), py::arg("nchunks"), py::arg("surrogate"),
-        py::arg("alpha"), py::arg("beta"), py::arg("nthreads"),
-        "Fused backward: grad_x [T, N]; float64 partials grad_w [nchunks, T, T] and grad_b [nchunks, T]. With a "
-        "grad_h buffer [T, N] (else 0), dH is stored there instead and grad_w is left untouched (the caller's "
-        "GEMM dH X^T).");
-}
-FASTSPIKE_REGISTER(register_psn);
-
-}  // namespace
 }  // namespace fastspike

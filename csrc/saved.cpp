@@ -10,8 +10,9 @@
 #include <cstring>
 #include <utility>
 
+#include "api.h"
 #include "bits.h"
-#include "registry.h"
+#include "common.h"
 #include "simd.h"
 
 namespace fastspike {
@@ -53,6 +54,8 @@ inline void classify_group(const float* p, std::int64_t n, std::uint8_t* out, bo
 // 8 b + j) and bytes; the caller keeps the one the kind calls for (neither means anything for kind 0).
 // Classifying first and converting afterwards read the tensor twice, and the two calls' fixed costs were most
 // of the time on the small maps of deep layers.
+}  // namespace
+
 std::pair<int, std::int64_t> compact_saved(std::uintptr_t x_, std::int64_t n, std::uintptr_t bits_,
                                            std::uintptr_t bytes_, int nthreads) {
   const float* x = ptr<const float>(x_);
@@ -86,17 +89,4 @@ std::pair<int, std::int64_t> compact_saved(std::uintptr_t x_, std::int64_t n, st
   return {not_binary.load() ? 2 : 1, nnz};
 }
 
-void register_saved(pybind11::module_& m) {
-  namespace py = pybind11;
-  const auto nogil = py::call_guard<py::gil_scoped_release>();
-  m.def("compact_saved", &compact_saved, nogil, py::arg("x"), py::arg("n"), py::arg("bits"), py::arg("bytes"),
-        py::arg("nthreads"),
-        "float32 buffer (address, n) -> (kind, nonzeros): kind 1 if every value is 0 or 1, 2 if every value is "
-        "an integer in [0, 255], else 0 (then the count is 0; reading stops once the kind is 0). The same pass "
-        "writes the packed bits (ceil(n / 8) bytes) and the uint8 values (n bytes): keep bits for kind 1, bytes "
-        "for kind 2.");
-}
-FASTSPIKE_REGISTER(register_saved);
-
-}  // namespace
 }  // namespace fastspike

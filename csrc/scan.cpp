@@ -21,13 +21,12 @@
 #include <cstdint>
 #include <initializer_list>
 
-#include "registry.h"
+#include "api.h"
+#include "common.h"
 #include "simd.h"
 
 namespace fastspike {
 namespace {
-
-constexpr std::int64_t kScanMaxBlock = 4096;
 
 inline float decay_at(int mode, const float* a, float a_scalar, std::int64_t t, std::int64_t idx) {
   return mode == 0 ? a_scalar : (mode == 1 ? a[t] : a[idx]);
@@ -77,6 +76,8 @@ inline float backward_row_stream(const float* a_row, float an, const float* gor,
   }
   return vsum(acc);
 }
+
+}  // namespace
 
 void scan_forward(std::uintptr_t a_, std::uintptr_t b_, std::uintptr_t h0_, std::uintptr_t h_, std::int64_t T,
                   std::int64_t M, int mode, float a_scalar, std::int64_t block, int nthreads) {
@@ -207,21 +208,4 @@ void scan_backward(std::uintptr_t a_, std::uintptr_t h_, std::uintptr_t h0_, std
   }
 }
 
-void register_scan(pybind11::module_& m) {
-  namespace py = pybind11;
-  m.attr("SCAN_MAX_BLOCK") = kScanMaxBlock;
-  m.def("scan_forward", &scan_forward, py::call_guard<py::gil_scoped_release>(), py::arg("a"), py::arg("b"),
-        py::arg("h0"), py::arg("h"), py::arg("T"), py::arg("M"), py::arg("mode"), py::arg("a_scalar"), py::arg("block"),
-        py::arg("nthreads"),
-        "h[t] = a[t] h[t-1] + b[t] on [T, M] float32 buffers (addresses); a is 0 in mode 0, h0 may be 0.");
-  m.def("scan_backward", &scan_backward, py::call_guard<py::gil_scoped_release>(), py::arg("a"), py::arg("h"),
-        py::arg("h0"), py::arg("grad_out"), py::arg("grad_b"), py::arg("grad_a"), py::arg("grad_a_partial"),
-        py::arg("grad_h0"), py::arg("T"), py::arg("M"), py::arg("mode"), py::arg("a_scalar"), py::arg("block"),
-        py::arg("nthreads"),
-        "Reversed scan of scan_forward's gradient; grad_a (mode 2), grad_a_partial (mode 1, float64 "
-        "[ceil(M / block), T]) and grad_h0 may be 0.");
-}
-FASTSPIKE_REGISTER(register_scan);
-
-}  // namespace
 }  // namespace fastspike

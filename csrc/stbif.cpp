@@ -14,17 +14,20 @@
 #include <cmath>
 #include <cstdint>
 
-#include "registry.h"
+#include "api.h"
+#include "common.h"
 
 namespace fastspike {
 namespace {
 
-constexpr std::int64_t kBlock = 256;
+constexpr std::int64_t kBlock = kStbifBlock;
 constexpr std::int64_t kMinPerThread = std::int64_t(1) << 17;
 
-void forward(std::uintptr_t x_, std::uintptr_t q0_, std::uintptr_t acc0_, std::uintptr_t out_, std::uintptr_t q_,
-             std::uintptr_t acc_, std::uintptr_t event_, std::int64_t T, std::int64_t N, float thr, float pos_max,
-             float neg_min, int nthreads) {
+}  // namespace
+
+void stbif_forward(std::uintptr_t x_, std::uintptr_t q0_, std::uintptr_t acc0_, std::uintptr_t out_, std::uintptr_t q_,
+                   std::uintptr_t acc_, std::uintptr_t event_, std::int64_t T, std::int64_t N, float thr, float pos_max,
+                   float neg_min, int nthreads) {
   check(T >= 1, "stbif_forward: T must be >= 1");
   const float* x = ptr<const float>(x_);
   const float* q0 = ptr<const float>(q0_);
@@ -72,17 +75,4 @@ void forward(std::uintptr_t x_, std::uintptr_t q0_, std::uintptr_t acc0_, std::u
   }
 }
 
-void register_stbif(pybind11::module_& m) {
-  namespace py = pybind11;
-  m.attr("STBIF_BLOCK") = kBlock;
-  m.def("stbif_forward", &forward, py::call_guard<py::gil_scoped_release>(), py::arg("x"), py::arg("q0"),
-        py::arg("acc0"), py::arg("out"), py::arg("q"), py::arg("acc"), py::arg("event"), py::arg("T"), py::arg("N"),
-        py::arg("q_threshold"), py::arg("pos_max"), py::arg("neg_min"), py::arg("nthreads"),
-        "ST-BIF forward on [T, N] float32 buffers (addresses): the outputs event * q_threshold [T, N], and q, acc_q "
-        "and the last event [N] after the last step.");
-}
-
-FASTSPIKE_REGISTER(register_stbif);
-
-}  // namespace
 }  // namespace fastspike

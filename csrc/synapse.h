@@ -7,7 +7,7 @@
 #pragma once
 #include <cstdint>
 
-#include "registry.h"
+#include "common.h"
 
 namespace fastspike {
 
@@ -16,14 +16,6 @@ constexpr std::int64_t kTile = 64;  // outputs per weight tile of the linear ker
 // Status of an event-driven forward: done, or not run (out unwritten) because x is not binary or because it
 // holds more than max_nnz spikes (the caller's density limit: the dense path is faster there).
 constexpr int kNotBinary = 0, kDone = 1, kTooDense = 2;
-
-// The forwards ask for their output only once the compaction has found x sparse enough: `alloc` is a Python
-// callable returning the output buffer's address. A buffer allocated up front and dropped when the dense path
-// takes over costs its allocation (and, when huge-page advised, its page setup) for nothing.
-inline float* output_buffer(const pybind11::function& alloc) {
-  pybind11::gil_scoped_acquire gil;
-  return ptr<float>(alloc().cast<std::uintptr_t>());
-}
 
 // Shape of a conv2d: input [B, Cin, H, W], weight [Cout, Cin/G, KH, KW], output [B, Cout, OH, OW].
 struct ConvShape {
