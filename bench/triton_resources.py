@@ -25,9 +25,9 @@ Every Triton kernel is compiled ahead of time for sm_80 (A100) and sm_90 (H100/H
 `tests/test_triton_compile.py`, in a pairwise covering set of the specialisations its launchers can produce
 (every constexpr value, the data dtype, integer arguments as the constant 1 / a multiple of 16 / odd, float
 arguments as fp32 / fp64: `kernels/_spec.py`). The test fails on a compile error, on any spill at the
-255-register cap, and on more than 32 bytes of spill stores. Registers and spills below are read with `ptxas -v`
-(the ptxas that Triton {triton} bundles; the machine that ran it had no GPU). Regenerate with
-`python bench/triton_resources.py`.
+255-register cap, and on more than 64 bytes of spill stores. Registers and spills below are the `ptxas -v` report
+of the ptxas run that made each kernel's cubin (the ptxas that Triton {triton} bundles, with Triton's own flags;
+the machine that ran it had no GPU). Regenerate with `python bench/triton_resources.py`.
 
 | kernel | variants | sm_80 registers | sm_80 max spill (B) | sm_90 registers | sm_90 max spill (B) |
 |---|---|---|---|---|---|
@@ -57,7 +57,8 @@ def table(rows, triton_version: str) -> str:
                                  f"{r['resources']['registers']} registers, variant {r['variant']}")
         out.append("| " + " | ".join(cells) + " |\n")
     if notes:
-        out.append("\nSpills below the register cap (ptxas's own choice; a 255-register limit removes them):\n\n")
+        out.append("\nSpills below the register cap (ptxas's own register target for the block size, not a kernel "
+                   "out of registers):\n\n")
         out.extend(n + "\n" for n in notes)
     return "".join(out)
 

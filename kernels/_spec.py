@@ -14,6 +14,8 @@ bench/triton_resources.py writes the register/spill table in docs/triton_kernels
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import os
 import re
@@ -146,8 +148,19 @@ def compile_variant(spec: KernelSpec, variant: Dict[str, object], arch: int):
 
     sig, const, attrs = signature(spec, variant)
     options = {k[1:]: v for k, v in constexpr_values(variant).items() if k.startswith("@")}
-    return triton.compile(ASTSource(spec.kernel, sig, const, attrs), target=GPUTarget("cuda", arch, 32),
-                          options=options or None)
+    # Triton runs ptxas -v to make the cubin and prints the report only with this knob: keep it, so that
+    # ``resources`` need not run ptxas a second time (a sixth of each compile's time)
+    knob = getattr(getattr(triton, "knobs", None), "nvidia", None)
+    report = io.StringIO()
+    with contextlib.ExitStack() as stack:
+        if knob is not None and hasattr(knob, "dump_ptxas_log"):
+            stack.enter_context(knob.scope())
+            knob.dump_ptxas_log = True
+            stack.enter_context(contextlib.redirect_stdout(report))
+        compiled = triton.compile(ASTSource(spec.kernel, sig, const, attrs), target=GPUTarget("cuda", arch, 32),
+                                  options=options or None)
+    setattr(compiled, _PTXAS_LOG, report.getvalue())
+    return compiled
 
 
 def _ptxas(arch: int) -> str:
@@ -156,9 +169,25 @@ def _ptxas(arch: int) -> str:
     return get_ptxas(arch).path
 
 
+_PTXAS_LOG = "ptxas_log"  # the key under which compile_variant keeps ptxas's -v report on the CompiledKernel
+
+
+def _parse_ptxas(out: str) -> Dict[str, int]:
+    def grab(pattern: str) -> int:
+        m = re.search(pattern, out)
+        return int(m.group(1)) if m else 0
+
+    return {"registers": grab(r"Used (\d+) registers"), "spill_stores": grab(r"(\d+) bytes spill stores"),
+            "spill_loads": grab(r"(\d+) bytes spill loads"), "stack": grab(r"(\d+) bytes stack frame")}
+
+
 def resources(compiled, arch: int) -> Dict[str, int]:
-    """{'registers', 'spill_stores', 'spill_loads', 'stack'} of a compiled kernel: its PTX assembled again with
-    ``ptxas -v`` (the ptxas Triton itself uses for ``arch``; no GPU needed)."""
+    """{'registers', 'spill_stores', 'spill_loads', 'stack'} of a compiled kernel, from the ``ptxas -v`` report of
+    Triton's own ptxas run when ``compile_variant`` could capture it, else by assembling its PTX again with the
+    ptxas Triton uses for ``arch`` (no GPU needed either way)."""
+    log = getattr(compiled, _PTXAS_LOG, "")
+    if re.search(r"Used \d+ registers", log):
+        return _parse_ptxas(log)
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "k.ptx")
         with open(src, "w") as f:
@@ -166,13 +195,7 @@ def resources(compiled, arch: int) -> Dict[str, int]:
         gpu = f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"
         out = subprocess.run([_ptxas(arch), "-v", "--gpu-name", gpu, src, "-o", os.path.join(tmp, "k.cubin")],
                              capture_output=True, text=True, check=True).stderr
-
-    def grab(pattern: str) -> int:
-        m = re.search(pattern, out)
-        return int(m.group(1)) if m else 0
-
-    return {"registers": grab(r"Used (\d+) registers"), "spill_stores": grab(r"(\d+) bytes spill stores"),
-            "spill_loads": grab(r"(\d+) bytes spill loads"), "stack": grab(r"(\d+) bytes stack frame")}
+    return _parse_ptxas(out)
 
 
 def memory_ops(compiled) -> Dict[str, int]:
@@ -196,10 +219,16 @@ def compile_all(archs=(80, 90), workers: int = 2) -> List[dict]:
         return list(pool.map(_compile_job, jobs, chunksize=4))
 
 
+_VARIANTS: Dict[str, Tuple[KernelSpec, List[Dict[str, object]]]] = {}  # per worker process: the covering sets
+
+
 def _compile_job(job) -> dict:
     name, index, arch = job
-    spec = next(s for s in all_specs() if s.name == name)
-    variant = variants(spec)[index]
+    if name not in _VARIANTS:  # building a covering set takes up to 0.1 s: once per kernel, not once per compile
+        spec = next(s for s in all_specs() if s.name == name)
+        _VARIANTS[name] = (spec, variants(spec))
+    spec, found = _VARIANTS[name]
+    variant = found[index]
     row = {"kernel": name, "index": index, "arch": arch, "variant": {k: str(v) for k, v in variant.items()}}
     try:
         compiled = compile_variant(spec, variant, arch)
