@@ -117,3 +117,23 @@ def test_neuron_kernels_move_16_bytes_per_access(compiled, kernel):
         assert sum(scalar.values()) <= 2 * allowed + gathers, (r["variant"], r["arch"], r["memory_ops"])
         if gathers:  # the gathers are 32-bit loads; every store and every [T, N] access stays a 16-byte vector
             assert set(scalar) <= {"ld.global.b32", "st.global.b32"}, (r["variant"], r["memory_ops"])
+
+
+def test_resources_read_the_report_of_the_cubins_own_ptxas_run():
+    """compile_variant keeps the -v report of the ptxas run that built the cubin; resources() parses it and runs
+    no second ptxas (a compiled kernel without PTX would make that raise)."""
+    report = ("ptxas info    : Compiling entry function 'k' for 'sm_90a'\n"
+              "ptxas info    : Function properties for k\n"
+              "    48 bytes stack frame, 40 bytes spill stores, 36 bytes spill loads\n"
+              "ptxas info    : Used 128 registers, used 1 barriers\n")
+
+    class Compiled:
+        asm = {}  # no PTX: a fallback to a second ptxas run would fail with KeyError
+
+    c = Compiled()
+    setattr(c, _spec._PTXAS_LOG, report)
+    assert _spec.resources(c, 90) == {"registers": 128, "spill_stores": 40, "spill_loads": 36, "stack": 48}
+    # no report (a compile served from Triton's cache runs no ptxas): the PTX is assembled again
+    setattr(c, _spec._PTXAS_LOG, "")
+    with pytest.raises(KeyError):
+        _spec.resources(c, 90)
