@@ -167,8 +167,13 @@ class BaseNode(MemoryModule, BackendMixin):
     def _run_fused(self, fused, x_seq: torch.Tensor, v_init, store_v_seq: bool = False):
         """ops.neuron.run_neuron with this neuron's cached plan (see ``_fused``) and its per-call arguments."""
         kw, slot = fused
+        per_call = self._op_per_call()
+        if not per_call:  # IF / LIF and most others: nothing read per call
+            if slot[1] is None or slot[0]:
+                slot[1], slot[0] = plan_neuron(**kw), {}
+            return run_neuron(slot[1], x_seq, v_init, store_v_seq)
         tensors, settings = {}, {}
-        for name, value in self._op_per_call().items():
+        for name, value in per_call.items():
             (tensors if isinstance(value, torch.Tensor) else settings)[name] = value
         if slot[1] is None or slot[0] != settings:
             slot[1] = plan_neuron(**kw, **settings)

@@ -22,6 +22,7 @@ allocator's: ``torch.profiler``'s memory events do not count these outputs (``ca
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from typing import Iterator, Optional
 
@@ -34,6 +35,7 @@ __all__ = ["empty_like", "empty", "f32", "HUGEPAGE_MIN_BYTES", "CACHE_MIN_BYTES"
 
 HUGEPAGE_MIN_BYTES = 4 << 20  # csrc/memory.cpp's kHugeMin
 CACHE_MIN_BYTES = 128 << 10  # glibc's default M_MMAP_THRESHOLD
+_F32 = torch.float32
 _ENABLED = os.environ.get("FASTSPIKE_HUGEPAGES", "1") not in ("0", "", "false", "False")
 # DLPack's (type code, bits) of the dtypes a kernel output may have
 _DLPACK = {torch.float32: (2, 32), torch.float64: (2, 64), torch.float16: (2, 16), torch.bfloat16: (4, 16),
@@ -82,18 +84,17 @@ def empty(shape, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     large (the cache is off)."""
     if isinstance(shape, int):
         shape = (shape,)
-    if _CACHING and dtype in _DLPACK:
-        numel = 1
-        for d in shape:
-            numel *= d
-        if numel * _DLPACK[dtype][1] >= CACHE_MIN_BYTES * 8:
-            return _from_cache(shape, dtype)
+    bits = _DLPACK.get(dtype)
+    if bits is not None and math.prod(shape) * bits[1] < CACHE_MIN_BYTES * 8:  # small: a layer's last state, say
+        return torch.empty(shape, dtype=dtype)
+    if _CACHING and bits is not None:
+        return _from_cache(shape, dtype)
     return _advise(torch.empty(shape, dtype=dtype))
 
 
 def empty_like(x: torch.Tensor) -> torch.Tensor:
     """``torch.empty_like(x, memory_format=torch.contiguous_format)`` for a CPU tensor ``x``, as ``empty``."""
-    if x.numel() * x.element_size() < CACHE_MIN_BYTES:  # the common small case: nothing to decide (per call)
+    if x.nbytes < CACHE_MIN_BYTES:  # the common small case: nothing to decide (per call)
         return torch.empty_like(x, memory_format=torch.contiguous_format)
     if _CACHING and x.dtype in _DLPACK:
         return _from_cache(x.shape, x.dtype)
@@ -133,8 +134,8 @@ def cache_disabled() -> Iterator[None]:
 def f32(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     """``t`` as a contiguous float32 tensor (no copy when it is one already), the layout every C++ kernel reads;
     None stays None."""
-    if t is None:
-        return None
-    if t.dtype is not torch.float32:
+    if t is None or (t.dtype is _F32 and t.is_contiguous()):  # the common case first: called per tensor per op
+        return t
+    if t.dtype is not _F32:
         t = t.float()
     return t if t.is_contiguous() else t.contiguous()

@@ -42,8 +42,8 @@ def mark_binary(t: torch.Tensor) -> None:
     if opaque(t) or t.is_inference():
         return
     storage = t.untyped_storage()
-    numel = t.numel()
-    if numel == 0 or storage.nbytes() != numel * t.element_size():
+    nbytes = t.nbytes
+    if nbytes == 0 or storage.nbytes() != nbytes:
         return
     base = t._base
     setattr(t if base is None else base, _ATTR, (t.dtype, t._version, storage.data_ptr()))

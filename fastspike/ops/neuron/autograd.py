@@ -27,6 +27,8 @@ CONFIG = ("v0_value", "mode", "tau", "decay_input", "v_threshold", "v_reset", "s
           "sg", "sg_a", "sg_b", "p1", "p2", "p3", "fire", "act", "q1", "q2", "q3")
 
 _Fwd = Tuple[Tensor, Tensor, Tensor, Tensor]
+_CONFIG_END = 4 + len(CONFIG)  # the configuration's slice of the forward's inputs: [4, _CONFIG_END)
+_NO_GRADS = (None,) * (len(CONFIG) + 4)  # the backward's slots after x, v0 and k
 
 
 # ------------------------------------------------------------------------------------------------- C++
@@ -54,9 +56,10 @@ def _cpp_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], pc: Optio
                  detach_reset: bool, sg: int, sg_a: float, sg_b: float, p1: float, p2: float, p3: float, fire: int,
                  act: int, q1: float, q2: float, q3: float, store_v_seq: bool, need_grad: bool, inner: int) -> _Fwd:
     decay = _plif_decay(k) if mode == 2 else tau
+    klif_k = _klif_k(k, fire) if fire == 1 or fire == 2 else 1.0
     spikes, v_seq, v_last = cpu.forward(_alloc.f32(x), _alloc.f32(v0), v0_value, decay, mode, decay_input, v_threshold,
-                                        v_reset, soft_reset, store_v_seq, (p1, p2, p3),
-                                        (fire, act, _klif_k(k, fire), q1), pc, inner)
+                                        v_reset, soft_reset, store_v_seq, (p1, p2, p3), (fire, act, klif_k, q1), pc,
+                                        inner)
     if x.dtype is not torch.float32:
         spikes, v_last = spikes.to(x.dtype), v_last.to(x.dtype)
         v_seq = v_seq.to(x.dtype) if v_seq is not None else None
@@ -71,10 +74,11 @@ def _cpp_backward(gs: Optional[Tensor], gv_seq: Optional[Tensor], gv_last: Optio
                   need_gv0: bool, pc: Optional[Tensor], inner: int) -> Tuple[Tensor, Tensor, Tensor]:
     assert x is not None, "the C++ backward recomputes H from x"
     decay = _plif_decay(k) if mode == 2 else tau
+    klif_k = _klif_k(k, fire) if fire == 1 or fire == 2 else 1.0
     f32 = _alloc.f32
     gx, gv0, gk = cpu.backward(f32(gs), f32(gv_seq), f32(gv_last), f32(x), f32(v0), v0_value, decay, mode, decay_input,
                                v_threshold, v_reset, soft_reset, detach_reset, sg, sg_a, sg_b, need_gv0, (p1, p2, p3),
-                               (fire, act, _klif_k(k, fire), q1, q2, q3), pc, inner)
+                               (fire, act, klif_k, q1, q2, q3), pc, inner)
     return gx, gv0, gk
 
 
@@ -146,14 +150,11 @@ def _make_setup(keeps_h: bool):
     def setup_context(ctx, inputs, output):
         x, v0, k, pc = inputs[:4]
         ctx.set_materialize_grads(False)
-        ctx.config = inputs[4:4 + len(CONFIG)]
-        ctx.x_dtype, ctx.x_shape = x.dtype, x.shape
-        ctx.v0_dtype = v0.dtype if v0 is not None else None
-        ctx.inner = inputs[-1]
-        mode = ctx.config[1]
+        config = ctx.config = inputs[4:_CONFIG_END]
+        ctx.x_dtype, ctx.x_shape, ctx.inner = x.dtype, x.shape, inputs[-1]
         # Triton keeps H (and x for ParametricLIF's dH/dk; QIF / EIF recompute V[t-1] from H); C++ keeps x and
         # recomputes H
-        keep_x = (not keeps_h) or mode == 2
+        keep_x = (not keeps_h) or config[1] == 2
         ctx.save_for_backward(x if keep_x else None, output[3], v0, k, pc)
     return setup_context
 
@@ -168,9 +169,9 @@ def _backward(ctx, grads, kernel):
         gx = gx if gx.dtype == ctx.x_dtype else gx.to(ctx.x_dtype)
     else:
         gx = None
-    gv0 = gv0.reshape(v0.shape).to(ctx.v0_dtype) if need_gv0 else None
+    gv0 = gv0.reshape(v0.shape).to(v0.dtype) if need_gv0 else None
     gk = gk.reshape(()).to(k.dtype) if (k is not None and ctx.needs_input_grad[2]) else None
-    return (gx, gv0, gk) + (None,) * (len(CONFIG) + 4)  # no gradient for the configuration, pc or inner
+    return (gx, gv0, gk) + _NO_GRADS  # no gradient for pc, the configuration, store_v_seq, need_grad or inner
 
 
 OPS = {

@@ -25,15 +25,15 @@ def forward(x, v0, v0_value: float, decay: float, mode: int, decay_input: bool, 
     ``params``: QIF's (a0, v_rest, v_c), EIF's (delta_T, theta_rh, v_rest) or the leaky charge's decay;
     ``fire``: (fire, act, KLIF's k, q1) of csrc/neuron_fire.h; ``pc``: None or a [2, C] float32 tensor of
     per-channel thresholds and offsets (the offset fire), neuron n of a row in channel (n // inner) % C."""
-    C = _ext.get()
-    T = x.shape[0]
-    N = math.prod(x.shape[1:])
+    shape = x.shape
+    T = shape[0]
     spikes = _alloc.empty_like(x)
     v_seq = _alloc.empty_like(x) if store_v_seq else None
-    v_last = _alloc.empty(x.shape[1:])
-    C.neuron_forward(x.data_ptr(), 0 if v0 is None else v0.data_ptr(), v0_value, spikes.data_ptr(), 0,
-                     v_seq.data_ptr() if store_v_seq else 0, v_last.data_ptr(), T, N, mode, decay, decay_input,
-                     v_th, v_reset, soft_reset, _backend.num_threads(), *params, *fire, *_channels(pc, inner))
+    v_last = _alloc.empty(shape[1:])
+    _ext.get().neuron_forward(x.data_ptr(), 0 if v0 is None else v0.data_ptr(), v0_value, spikes.data_ptr(), 0,
+                              v_seq.data_ptr() if store_v_seq else 0, v_last.data_ptr(), T, v_last.numel(), mode,
+                              decay, decay_input, v_th, v_reset, soft_reset, _backend.num_threads(), *params, *fire,
+                              *_channels(pc, inner))
     return spikes, v_seq, v_last
 
 
@@ -46,7 +46,7 @@ def backward(gs, gv_seq, gv_last, x, v0, v0_value: float, decay: float, mode: in
     C = _ext.get()
     T = x.shape[0]
     N = math.prod(x.shape[1:])
-    plif = mode == 2 or fire[0] in (1, 2)  # a per-block dL/dk partial
+    plif = mode == 2 or fire[0] == 1 or fire[0] == 2  # a per-block dL/dk partial
     if gs is None:
         gs = torch.zeros(x.shape)
     gx = _alloc.empty_like(x)
