@@ -10,13 +10,12 @@ backward reads besides x (Triton: H [T, N] in x's dtype; C++: None, its backward
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from .. import _alloc, _kernels
+from .. import _kernels
 from .._contract import Op, launcher
 from . import cpu
 
@@ -29,57 +28,6 @@ CONFIG = ("v0_value", "mode", "tau", "decay_input", "v_threshold", "v_reset", "s
 _Fwd = Tuple[Tensor, Tensor, Tensor, Tensor]
 _CONFIG_END = 4 + len(CONFIG)  # the configuration's slice of the forward's inputs: [4, _CONFIG_END)
 _NO_GRADS = (None,) * (len(CONFIG) + 4)  # the backward's slots after x, v0 and k
-
-
-# ------------------------------------------------------------------------------------------------- C++
-def _plif_decay(k: Tensor) -> float:
-    """ParametricLIF's k = sigmoid(w) as a number for the C++ kernels (free on the CPU), checked: a NaN w
-    would silently give NaN states."""
-    decay = float(k)
-    if not math.isfinite(decay):
-        raise ValueError(f"ParametricLIF's w must be finite (1/tau = sigmoid(w)), but sigmoid(w) = {decay}.")
-    return decay
-
-
-def _klif_k(k: Optional[Tensor], fire: int) -> float:
-    """KLIF's scale k as a number for the C++ kernels (1.0 for the other fire variants), checked finite."""
-    if fire not in (1, 2):
-        return 1.0
-    value = float(k)
-    if not math.isfinite(value):
-        raise ValueError(f"KLIF's k must be finite, but got {value}.")
-    return value
-
-
-def _cpp_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], pc: Optional[Tensor], v0_value: float,
-                 mode: int, tau: float, decay_input: bool, v_threshold: float, v_reset: float, soft_reset: bool,
-                 detach_reset: bool, sg: int, sg_a: float, sg_b: float, p1: float, p2: float, p3: float, fire: int,
-                 act: int, q1: float, q2: float, q3: float, store_v_seq: bool, need_grad: bool, inner: int) -> _Fwd:
-    decay = _plif_decay(k) if mode == 2 else tau
-    klif_k = _klif_k(k, fire) if fire == 1 or fire == 2 else 1.0
-    spikes, v_seq, v_last = cpu.forward(_alloc.f32(x), _alloc.f32(v0), v0_value, decay, mode, decay_input, v_threshold,
-                                        v_reset, soft_reset, store_v_seq, (p1, p2, p3), (fire, act, klif_k, q1), pc,
-                                        inner)
-    if x.dtype is not torch.float32:
-        spikes, v_last = spikes.to(x.dtype), v_last.to(x.dtype)
-        v_seq = v_seq.to(x.dtype) if v_seq is not None else None
-    return spikes, v_last, v_seq, None
-
-
-def _cpp_backward(gs: Optional[Tensor], gv_seq: Optional[Tensor], gv_last: Optional[Tensor], x: Optional[Tensor],
-                  h: Optional[Tensor], v0: Optional[Tensor], k: Optional[Tensor], v0_value: float, mode: int,
-                  tau: float, decay_input: bool, v_threshold: float, v_reset: float, soft_reset: bool,
-                  detach_reset: bool, sg: int, sg_a: float, sg_b: float, p1: float, p2: float, p3: float,
-                  fire: int, act: int, q1: float, q2: float, q3: float,
-                  need_gv0: bool, pc: Optional[Tensor], inner: int) -> Tuple[Tensor, Tensor, Tensor]:
-    assert x is not None, "the C++ backward recomputes H from x"
-    decay = _plif_decay(k) if mode == 2 else tau
-    klif_k = _klif_k(k, fire) if fire == 1 or fire == 2 else 1.0
-    f32 = _alloc.f32
-    gx, gv0, gk = cpu.backward(f32(gs), f32(gv_seq), f32(gv_last), f32(x), f32(v0), v0_value, decay, mode, decay_input,
-                               v_threshold, v_reset, soft_reset, detach_reset, sg, sg_a, sg_b, need_gv0, (p1, p2, p3),
-                               (fire, act, klif_k, q1, q2, q3), pc, inner)
-    return gx, gv0, gk
 
 
 # ---------------------------------------------------------------------------------------------- Triton
@@ -175,7 +123,8 @@ def _backward(ctx, grads, kernel):
 
 
 OPS = {
-    "cpp": Op("neuron_cpp", forward=_cpp_forward, fake_forward=_fake_forward, backward_kernel=_cpp_backward,
+    "cpp": Op("neuron_cpp", forward=cpu.neuron_forward, fake_forward=_fake_forward,
+              backward_kernel=cpu.neuron_backward,
               fake_backward=_fake_backward, setup_context=_make_setup(False), backward=_backward),
     "triton": Op("neuron_triton", forward=_triton_forward,
                  fake_forward=lambda *a: _fake_forward(*a, keeps_h=True), backward_kernel=_triton_backward,
