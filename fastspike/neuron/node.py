@@ -304,12 +304,16 @@ class BaseNode(MemoryModule, BackendMixin):
 
     def single_step_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         self._check_input(x, 1)
+        fused = self._fused()  # not None: no functional-style or hook dynamics of a subclass (``_fused_ok``)
+        if fused is not None and not args and not kwargs and not self._store_v_seq:  # the common case, per step
+            spikes, v, _ = self._run_fused(fused, x.unsqueeze(0), self._initial_v(x, x.shape, False))
+            self._memories["v"] = v
+            return spikes[0]
         if _functional_style(type(self)):
             return self._functional_single_step_forward(x, *args, **kwargs)
         if args or kwargs:
             raise TypeError(f"{type(self).__name__}.single_step_forward takes one input tensor, but got "
                             f"{1 + len(args)} inputs and keyword arguments {sorted(kwargs)}.")
-        fused = self._fused()
         hooks = hook_kernel(self, x) if fused is None else None
         ran = run_hook_kernel(self, hooks, x.unsqueeze(0)) if hooks is not None else None
         if ran is not None:
@@ -333,37 +337,38 @@ class BaseNode(MemoryModule, BackendMixin):
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         self._check_input(x_seq, 2)
+        fused = self._fused()  # not None: no functional-style or hook dynamics of a subclass (``_fused_ok``)
+        if fused is not None and not args and not kwargs:  # the common case
+            store = self._store_v_seq
+            spikes, v, v_seq = self._run_fused(fused, x_seq, self._initial_v(x_seq, x_seq.shape[1:], False), store)
+            self._memories["v"] = v
+            if store:
+                self.v_seq = v_seq
+            return spikes
         if _functional_style(type(self)):
             return self._functional_multi_step_forward(x_seq, *args, **kwargs)
         if args or kwargs:
             raise TypeError(f"{type(self).__name__}.multi_step_forward takes one input tensor, but got "
                             f"{1 + len(args)} inputs and keyword arguments {sorted(kwargs)}.")
-        fused = self._fused()
-        hooks = hook_kernel(self, x_seq) if fused is None else None
+        # no fused op: the neuron compiler's kernels for hook-style dynamics, else the Python step loop
+        hooks = hook_kernel(self, x_seq)
         ran = run_hook_kernel(self, hooks, x_seq, self.store_v_seq) if hooks is not None else None
         if ran is not None:
             if self.store_v_seq:
                 self.v_seq = ran[1]
             return ran[0]
-        if fused is None:
-            spikes, vs = [], []
-            keep = self.store_v_seq
-            self.store_v_seq = False
-            try:
-                for x in x_seq:
-                    spikes.append(self.single_step_forward(x))
-                    vs.append(self.v)
-            finally:
-                self.store_v_seq = keep
-            if keep:
-                self.v_seq = torch.stack(vs)
-            return torch.stack(spikes)
-        store = self._store_v_seq
-        spikes, v, v_seq = self._run_fused(fused, x_seq, self._initial_v(x_seq, x_seq.shape[1:], False), store)
-        self._memories["v"] = v
-        if store:
-            self.v_seq = v_seq
-        return spikes
+        spikes, vs = [], []
+        keep = self.store_v_seq
+        self.store_v_seq = False
+        try:
+            for x in x_seq:
+                spikes.append(self.single_step_forward(x))
+                vs.append(self.v)
+        finally:
+            self.store_v_seq = keep
+        if keep:
+            self.v_seq = torch.stack(vs)
+        return torch.stack(spikes)
 
 
 def _common(node: BaseNode) -> dict:
