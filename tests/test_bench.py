@@ -3,8 +3,10 @@ complete, a missing peer is named as skipped, a peer computing something else is
 bad arguments exit with code 2. Speed itself is never asserted here."""
 import json
 import platform
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -365,3 +367,18 @@ def test_sew_resnet_graphs_case_compiles_both_frameworks(tmp_path):
         assert graph["status"] == "n/a" and "CUDA" in graph["reason"], graph
     line = next(s for s in data["summaries"] if s.startswith("models.sew_resnet18_graphs"))
     assert "SpikingJelly eager / fastspike eager" in line and "SpikingJelly compiled / fastspike compiled" in line
+
+
+def test_neuron_host_script_rows_agree_and_report_each_layer():
+    """bench/neuron_host.py: every layer it times (op, run_neuron, module) returns the bare Function's gradient (the
+    script checks before timing) and a ratio is printed for each, train and infer."""
+    script = Path(__file__).resolve().parents[1] / "bench" / "neuron_host.py"
+    run = subprocess.run([sys.executable, str(script), "--rounds", "2", "--calls", "3"], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = {line.split(" ")[0]: line for line in run.stdout.splitlines()}
+    assert set(lines) == {"train", "infer"}, run.stdout
+    for mode, rows in (("train", ("bare", "op", "run_neuron", "module")), ("infer", ("bare", "module"))):
+        ratios = dict(re.findall(r"(\w+) (\d+\.\d{3})", lines[mode]))
+        assert set(ratios) == set(rows), lines[mode]
+        assert float(ratios["bare"]) == 1.0 and all(float(r) > 0 for r in ratios.values())
