@@ -134,7 +134,7 @@ def _run(fn, args, kwargs, seed):
     grads = []
     if diff and leaves:
         gen = torch.Generator().manual_seed(seed)
-        cot = [torch.randn(t.shape, generator=gen).to(t.device, t.dtype) for t in diff]
+        cot = [torch.randn(t.shape, generator=gen, dtype=torch.float32).to(t.device, t.dtype) for t in diff]
         grads = torch.autograd.grad(diff, leaves, cot, allow_unused=True)
     return [t.detach() for t in tensors], others, grads
 
@@ -163,3 +163,36 @@ def test_op_matches_reference(name, backend):
         assert (r is None) == (g is None), f"{name}[{backend}] gradient {i}: {r is None} vs {g is None}"
         if r is not None:
             assert_close(f"{name}[{backend}] gradient {i}", r, g, case.tol)
+
+
+@pytest.mark.parametrize("backend", ["torch", *KERNEL_BACKENDS])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_float64_default_dtype_changes_nothing(name, backend):
+    """float32 inputs give the same outputs (values and dtypes) and gradients when the user has made float64 the
+    default dtype (``torch.set_default_dtype``, common in scientific code): buffers a launcher makes for a kernel
+    must not follow the default (a float64 buffer filled by a float32 kernel reads back as garbage)."""
+    case = CASES[name]
+    if backend in case.no_kernel:
+        pytest.skip(f"{name} has no {backend} kernel (test_op_matches_reference checks the error)")
+    torch.manual_seed(0)
+    args, kwargs = case.make(device_of(backend))
+    fn = getattr(ops, name)
+    out, other, grads = _run(fn, args, dict(kwargs, backend=backend), seed=1)
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        out64, other64, grads64 = _run(fn, args, dict(kwargs, backend=backend), seed=1)
+    finally:
+        torch.set_default_dtype(saved)
+    assert other64 == other and len(out64) == len(out) and len(grads64) == len(grads)
+    for i, (a, b) in enumerate(zip(out, out64)):
+        assert b.dtype == a.dtype, f"{name}[{backend}] output {i}: {b.dtype} with the float64 default, not {a.dtype}"
+        if a.is_floating_point():
+            assert_close(f"{name}[{backend}] output {i} (float64 default)", a, b, case.tol)
+        else:
+            assert torch.equal(a, b), f"{name}[{backend}] output {i} (float64 default)"
+    for i, (a, b) in enumerate(zip(grads, grads64)):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert b.dtype == a.dtype, f"{name}[{backend}] gradient {i}: {b.dtype} with the float64 default"
+            assert_close(f"{name}[{backend}] gradient {i} (float64 default)", a, b, case.tol)

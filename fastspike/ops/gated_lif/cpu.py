@@ -22,7 +22,7 @@ def forward(x, v0, v0_value: float, coef, inc, dims, store_v: bool):
     T, M = x.shape
     spikes = _alloc.empty_like(x)
     v_seq = _alloc.empty_like(x) if store_v else None
-    v_last = torch.empty((M,))
+    v_last = torch.empty((M,), dtype=torch.float32)
     C.gated_lif_forward(x.data_ptr(), _addr(v0), v0_value, coef.data_ptr(), inc.data_ptr(), spikes.data_ptr(),
                         _addr(v_seq), v_last.data_ptr(), T, *dims, _backend.num_threads())
     return spikes, v_last, v_seq
@@ -35,11 +35,11 @@ def backward(gs, gv_last, x, v_seq, v0, v0_value: float, coef, inc, dims, sg: in
     C = _ext.get()
     T, M = x.shape
     if gs is None:
-        gs = torch.zeros((T, M))
+        gs = torch.zeros((T, M), dtype=torch.float32)
     gx = _alloc.empty_like(x)
-    gv0 = torch.empty((M,)) if need_g0 else None
-    gcoef = torch.empty(coef.shape)
-    ginc = torch.empty(inc.shape)
+    gv0 = torch.empty((M,), dtype=torch.float32) if need_g0 else None
+    gcoef = torch.empty(coef.shape, dtype=torch.float32)
+    ginc = torch.empty(inc.shape, dtype=torch.float32)
     C.gated_lif_backward(gs.data_ptr(), _addr(gv_last), x.data_ptr(), v_seq.data_ptr(), _addr(v0), v0_value,
                          coef.data_ptr(), inc.data_ptr(), gx.data_ptr(), _addr(gv0), gcoef.data_ptr(),
                          ginc.data_ptr(), T, *dims, sg, sg_a, sg_b, _backend.num_threads())

@@ -82,7 +82,7 @@ def neuron_backward(gs: Optional[Tensor], gv_seq: Optional[Tensor], gv_last: Opt
     assert x is not None, "the C++ backward recomputes H from x"
     f32 = _alloc.f32
     x = f32(x)
-    gs = torch.zeros(x.shape) if gs is None else f32(gs)
+    gs = torch.zeros(x.shape, dtype=_F32) if gs is None else f32(gs)
     gv_seq, gv_last, v0 = f32(gv_seq), f32(gv_last), f32(v0)
     decay = _plif_decay(k) if mode == 2 else tau
     T = x.shape[0]

@@ -8,7 +8,7 @@ from .. import _alloc, _backend
 
 
 def _band(T: int, k: int) -> torch.Tensor:
-    ones = torch.ones((T, T))
+    ones = torch.ones((T, T), dtype=torch.float32)
     return torch.tril(ones) - torch.tril(ones, -k)
 
 

@@ -15,7 +15,7 @@ def forward(x, q0, acc0, q_threshold: float, pos_max: float, neg_min: float):
     T = x.shape[0]
     N = math.prod(x.shape[1:])
     out = _alloc.empty_like(x)
-    q, acc, event = (torch.empty(size=x.shape[1:]) for _ in range(3))
+    q, acc, event = (torch.empty(size=x.shape[1:], dtype=torch.float32) for _ in range(3))
     C.stbif_forward(x.data_ptr(), q0.data_ptr(), acc0.data_ptr(), out.data_ptr(), q.data_ptr(), acc.data_ptr(),
                     event.data_ptr(), T, N, q_threshold, pos_max, neg_min, _backend.num_threads())
     return out, q, acc, event
