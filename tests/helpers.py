@@ -98,6 +98,17 @@ def record_statuses(monkeypatch, module, name: str, index: int) -> list:
 
 
 def op_arguments(function_args: tuple) -> tuple:
-    """An op's arguments in its forward's order, from what ``Op`` hands its autograd Function (``Op._apply`` /
+    """An op's arguments in its forward's order, from what ``Op`` hands its autograd Function (``Op.apply_eager`` /
     ``Op.function.apply``): the tensor arguments, then one tuple of the others (fastspike/ops/_contract.py)."""
     return function_args[:-1] + function_args[-1]
+
+
+def spy_op_calls(monkeypatch, ops, record) -> None:
+    """Call ``record(arguments)`` (in the forward's order) on every eager call into each ``Op`` of ``ops``: through its
+    autograd Function (``Op.function.apply``, ``Op.apply_eager``) or, with nothing to differentiate, its forward
+    launcher alone (``Op.forward_kernel``)."""
+    for op in ops:
+        for owner, attr, unpack in ((op.function, "apply", op_arguments), (op, "apply_eager", op_arguments),
+                                    (op, "forward_kernel", tuple)):
+            real = getattr(owner, attr)
+            monkeypatch.setattr(owner, attr, lambda *a, _r=real, _u=unpack: record(_u(a)) or _r(*a))

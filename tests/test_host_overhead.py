@@ -9,6 +9,7 @@ from torch import Tensor
 
 from fastspike import functional, neuron, surrogate
 from fastspike.ops import neuron as ops_neuron
+from fastspike.ops.bits.known import known_binary
 from helpers import DEVICE
 
 
@@ -54,8 +55,8 @@ def test_inference_calls_the_forward_launcher_alone(monkeypatch):
     is only for functorch transforms). Outputs are the same either way."""
     op = ops_neuron.OPS["triton" if DEVICE.type == "cuda" else "cpp"]
     applied = []
-    real_apply = op._apply  # autograd's C entry of op.function (ops/_contract.py)
-    monkeypatch.setattr(op, "_apply", lambda *a: applied.append(1) or real_apply(*a))
+    real_apply = op.apply_eager  # autograd's C entry of op.function (ops/_contract.py)
+    monkeypatch.setattr(op, "apply_eager", lambda *a: applied.append(1) or real_apply(*a))
     node = neuron.LIFNode(step_mode="m").to(DEVICE)
     x = torch.rand(5, 3, 7, device=DEVICE) * 2
     with torch.no_grad():
@@ -72,8 +73,8 @@ def test_functorch_transforms_take_function_apply(monkeypatch):
     point would hand the kernels wrapper tensors); tests/test_func_transforms.py checks the results."""
     op = ops_neuron.OPS["triton" if DEVICE.type == "cuda" else "cpp"]
     fast = []
-    real_apply = op._apply
-    monkeypatch.setattr(op, "_apply", lambda *a: fast.append(1) or real_apply(*a))
+    real_apply = op.apply_eager
+    monkeypatch.setattr(op, "apply_eager", lambda *a: fast.append(1) or real_apply(*a))
     node = neuron.LIFNode(step_mode="m").to(DEVICE)
     x = (torch.rand(2, 3, 4, device=DEVICE) * 4).requires_grad_()
     with torch.no_grad():  # the no-grad shortcut (forward kernel alone) must not take batched tensors either
@@ -158,8 +159,8 @@ def test_eager_function_takes_the_scalars_as_one_tuple(monkeypatch):
     examines every argument of a Function per call); the gradient is the reference's."""
     op = ops_neuron.OPS["triton" if DEVICE.type == "cuda" else "cpp"]
     seen = []
-    real_apply = op._apply
-    monkeypatch.setattr(op, "_apply", lambda *a: seen.append(a) or real_apply(*a))
+    real_apply = op.apply_eager
+    monkeypatch.setattr(op, "apply_eager", lambda *a: seen.append(a) or real_apply(*a))
     x = (torch.rand(5, 3, 7, device=DEVICE) * 2).requires_grad_()
     node = neuron.LIFNode(step_mode="m").to(DEVICE)
     s = node(x)
@@ -187,3 +188,70 @@ def test_op_contract_takes_tensor_arguments_first():
     assert _tensor_arguments("good", good) == 2
     with pytest.raises(TypeError, match="'v0' follows 'tau'"):
         _tensor_arguments("bad", bad)
+
+
+# configurations the short path takes (plan.lane): every charge but ParametricLIF's, the fires that need no tensor
+_LANE_CONFIGS = [dict(mode="if"), dict(mode="lif", tau=3.0, decay_input=False, v_reset=None),
+                 dict(mode="lif", detach_reset=True, surrogate_function=surrogate.ATan(alpha=3.0)),
+                 dict(mode="qif", v_reset=-0.1), dict(mode="eif"),
+                 dict(mode="leaky", fire="count", v_reset=None, max_spike_count=3),
+                 dict(mode="lif", fire="analog", act="sigmoid"), dict(mode="if", fire="offset", v_offset=0.2)]
+
+
+@pytest.mark.parametrize("v0_kind", ["number", "tensor", "tensor_grad"])
+@pytest.mark.parametrize("cfg", _LANE_CONFIGS, ids=lambda c: "-".join(str(v) for v in c.values())[:40])
+def test_short_path_equals_the_long_path(monkeypatch, cfg, v0_kind):
+    """ops/neuron's short path (``_lane``: no backend choice, layout or conversion decisions) gives the outputs,
+    gradients and known-binary record of the long one, for V0 a number or a state tensor (single-step layers)."""
+    plan = ops_neuron.plan_neuron(backend="cpp", **cfg)
+    assert plan.lane
+    taken = []
+    real_lane = ops_neuron._lane
+    monkeypatch.setattr(ops_neuron, "_lane", lambda *a: taken.append(1) or real_lane(*a))
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.randn(5, 3, 130, generator=g) + 0.6
+    v00 = torch.randn(3, 130, generator=g) * 0.3
+    gs, gv = torch.randn(5, 3, 130, generator=g), torch.randn(3, 130, generator=g)
+    results = []
+    for p in (plan, plan._replace(lane=False)):
+        x = x0.clone().requires_grad_(True)
+        v0 = 0.25 if v0_kind == "number" else v00.clone().requires_grad_(v0_kind == "tensor_grad")
+        spikes, v_last, v_seq = ops_neuron.run_neuron(p, x, v0, store_v_seq=True)
+        wrt = [x] + ([v0] if v0_kind == "tensor_grad" else [])
+        grads = torch.autograd.grad((spikes * gs).sum() + (v_last * gv).sum() + v_seq.sum(), wrt)
+        results.append((spikes, v_last, v_seq, *grads, known_binary(spikes)))
+    assert taken == [1]  # the first run only
+    for a, b in zip(*results):
+        assert (a == b) if isinstance(a, bool) else torch.equal(a, b)
+    assert results[0][-1] == plan.binary
+
+
+def test_short_path_is_only_taken_where_it_decides_nothing(monkeypatch):
+    """Inputs the short path cannot run as they are take the long path (which converts, permutes or falls back),
+    with the same results as a plain input."""
+    taken = []
+    real_lane = ops_neuron._lane
+    monkeypatch.setattr(ops_neuron, "_lane", lambda *a: taken.append(1) or real_lane(*a))
+    plan = ops_neuron.plan_neuron(backend="auto")
+    x = torch.randn(4, 6, 5) + 0.6
+    want = ops_neuron.run_neuron(plan, x, 0.0)
+    assert taken == [1]
+    taken.clear()
+    long_inputs = [(x.transpose(1, 2).contiguous().transpose(1, 2), 0.0),  # not contiguous
+                   (x.double(), 0.0), (x.bfloat16(), 0.0),  # another dtype: the reference, the converting launcher
+                   (x, torch.zeros(6, 5).t().contiguous().t()),  # a non-contiguous V0
+                   (x, torch.zeros(6, 5, dtype=torch.float64)), (x, 0)]  # an int V0: converted by the long path
+    for xi, v0 in long_inputs:
+        got = ops_neuron.run_neuron(plan, xi, v0)
+        if xi.dtype != torch.bfloat16:  # bf16 rounds the input: only the path is checked
+            assert torch.equal(got[0].float(), want[0]) and torch.allclose(got[1].float(), want[1], atol=1e-6)
+    assert taken == []
+    for bad in (float("nan"), float("inf")):  # a number V0 must be finite: the long path says so
+        with pytest.raises(ValueError, match="v_init"):
+            ops_neuron.run_neuron(plan, x, bad)
+    with pytest.raises(ValueError, match="v_init must be a tensor of shape"):
+        ops_neuron.run_neuron(plan, x, torch.zeros(5))
+    assert taken == []
+    for planned in (ops_neuron.plan_neuron(backend="torch"), ops_neuron.plan_neuron(mode="plif"),
+                    ops_neuron.plan_neuron(backend=None)):
+        assert not planned.lane

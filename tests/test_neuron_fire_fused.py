@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from fastspike import neuron, surrogate as sg
 from fastspike.ops.neuron import autograd as neuron_autograd
-from helpers import DEVICE, assert_close, op_arguments
+from helpers import DEVICE, assert_close, spy_op_calls
 from test_neuron_sj_helpers import compare, pair
 
 FIRE_ARG = 4 + neuron_autograd.CONFIG.index("fire")  # position of 'fire' in the op's arguments (x, v0, k, pc, ...)
@@ -20,12 +20,7 @@ MODE_ARG = 4 + neuron_autograd.CONFIG.index("mode")
 def op_calls(monkeypatch):
     """(mode, fire) of every call into the fused op."""
     calls = []
-    for op in neuron_autograd.OPS.values():  # Op.__call__ enters autograd through op._apply (or Function.apply)
-        for owner, attr in ((op.function, "apply"), (op, "_apply")):
-            if hasattr(owner, attr):
-                real = getattr(owner, attr)
-                monkeypatch.setattr(owner, attr, lambda *a, _r=real: calls.append(
-                    (op_arguments(a)[MODE_ARG], op_arguments(a)[FIRE_ARG])) or _r(*a))
+    spy_op_calls(monkeypatch, neuron_autograd.OPS.values(), lambda args: calls.append((args[MODE_ARG], args[FIRE_ARG])))
     return calls
 
 
@@ -201,11 +196,7 @@ def _pc_call(args):
 def pc_calls(monkeypatch):
     """For every call into the fused op: (fire, the per-channel [2, C] tensor's shape or None, inner)."""
     calls = []
-    for op in neuron_autograd.OPS.values():
-        for owner, attr in ((op.function, "apply"), (op, "_apply")):
-            if hasattr(owner, attr):
-                real = getattr(owner, attr)
-                monkeypatch.setattr(owner, attr, lambda *a, _r=real: calls.append(_pc_call(op_arguments(a))) or _r(*a))
+    spy_op_calls(monkeypatch, neuron_autograd.OPS.values(), lambda args: calls.append(_pc_call(args)))
     return calls
 
 

@@ -9,7 +9,7 @@ from fastspike import neuron, surrogate as sg
 from fastspike.neuron import dynamics
 from fastspike.ops import multistep_neuron
 from fastspike.ops.neuron import autograd as neuron_autograd
-from helpers import TOL, assert_close, op_arguments
+from helpers import TOL, assert_close, spy_op_calls
 
 MODE_ARG = 4 + neuron_autograd.CONFIG.index("mode")  # position of "mode" in the op's arguments (x, v0, k, pc, ...)
 
@@ -204,11 +204,7 @@ def _fs_module(mode, v_reset, detach, surrogate_function, step_mode):
 @pytest.fixture
 def op_calls(monkeypatch):
     calls = []
-    for op in neuron_autograd.OPS.values():  # Op.__call__ enters autograd through op._apply (or Function.apply)
-        for owner, attr in ((op.function, "apply"), (op, "_apply")):
-            if hasattr(owner, attr):
-                real = getattr(owner, attr)
-                monkeypatch.setattr(owner, attr, lambda *a, _r=real: calls.append(op_arguments(a)[MODE_ARG]) or _r(*a))
+    spy_op_calls(monkeypatch, neuron_autograd.OPS.values(), lambda args: calls.append(args[MODE_ARG]))
     return calls
 
 

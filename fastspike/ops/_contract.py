@@ -150,7 +150,7 @@ class Op:
 
         class Function(torch.autograd.Function):
             # setup_context style, so that torch.func transforms (grad, vjp, jacrev, vmap) can apply it; eager
-            # calls reach it through autograd's C entry point (self._apply), which costs the same in either style.
+            # calls reach it through autograd's C entry point (self.apply_eager), which costs the same in either style.
             # Its arguments: the op's k tensor arguments, then a tuple of the others (see the module docstring)
             @staticmethod
             def forward(*args):
@@ -179,8 +179,9 @@ class Op:
         self.function = Function
         # autograd's C entry point: what Function.apply calls after its Python preamble (default-argument binding
         # for setup_context-style Functions, and unwrapping functorch wrappers, needed only while a functorch
-        # transform is active). Calling it directly saves ~10-20 us per call with ~20 arguments.
-        self._apply = super(torch.autograd.Function, Function).apply
+        # transform is active). Calling it directly saves ~10-20 us per call with ~20 arguments. Takes the k tensor
+        # arguments, then the others as one tuple; only for plain tensors outside torch.compile and torch.func.
+        self.apply_eager = super(torch.autograd.Function, Function).apply
 
     def __call__(self, *inputs):
         if tracing(inputs[0]):
@@ -190,7 +191,7 @@ class Op:
             return self.function.apply(*inputs[:k], inputs[k:])
         if not torch.is_grad_enabled():  # inference: nothing to record, so not even autograd's Function (~10 us)
             return self.forward_kernel(*inputs)
-        return self._apply(*inputs[:k], inputs[k:])
+        return self.apply_eager(*inputs[:k], inputs[k:])
 
     def __repr__(self) -> str:
         return f"Op({_NAMESPACE}::{self.name})"

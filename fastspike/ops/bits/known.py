@@ -32,7 +32,7 @@ import torch
 
 from .._contract import opaque
 
-__all__ = ["mark_binary", "known_binary"]
+__all__ = ["mark_binary", "mark_output_binary", "known_binary"]
 
 _ATTR = "_fastspike_binary"  # (dtype, version, storage address) when marked
 
@@ -47,6 +47,13 @@ def mark_binary(t: torch.Tensor) -> None:
         return
     base = t._base
     setattr(t if base is None else base, _ATTR, (t.dtype, t._version, storage.data_ptr()))
+
+
+def mark_output_binary(t: torch.Tensor) -> None:
+    """``mark_binary`` for a kernel's fresh, non-empty output (its own whole storage, not a view) where the caller
+    has already ruled out tracing and torch.func transforms (a neuron op's short path)."""
+    if not t.is_inference():
+        setattr(t, _ATTR, (t.dtype, t._version, t.data_ptr()))
 
 
 def known_binary(x: torch.Tensor) -> bool:

@@ -20,8 +20,10 @@ from typing import NamedTuple, Optional, Tuple, Union
 
 import torch
 
+from ... import _ext
+from ..._apply import _functorch_active, tracing
 from .. import _backend, reference
-from ..bits.known import mark_binary
+from ..bits.known import mark_binary, mark_output_binary
 from .autograd import OPS
 
 __all__ = ["multistep_neuron", "plan_neuron", "run_neuron", "NeuronPlan", "NeuronConfig"]
@@ -33,6 +35,7 @@ _FIRES = {"spike": 0, "klif": 1, "count": 3, "analog": 4, "offset": 5}
 _FIRE_MODES = {"spike": ("if", "lif", "plif", "qif", "eif"), "klif": ("lif",), "count": ("leaky",),
                "analog": ("lif",), "offset": ("if",)}
 ACTS = {"identity": 0, "relu": 1, "sigmoid": 2}
+_F32 = torch.float32
 
 
 class NeuronConfig(NamedTuple):
@@ -258,6 +261,7 @@ class NeuronPlan(NamedTuple):
     cfg: NeuronConfig
     per_channel: bool  # v_threshold / v_offset are per-channel tensors (the offset fire)
     binary: bool  # the forward is a Heaviside: spikes are 0 / 1
+    lane: bool  # C++ kernels, no tensor but x: ``_run`` may take its short path (see ``_lane``)
 
 
 def plan_neuron(*, mode: str = "lif", tau: float = 2.0, decay_input: bool = True,
@@ -292,7 +296,11 @@ def plan_neuron(*, mode: str = "lif", tau: float = 2.0, decay_input: bool = True
         v_threshold, fire_args = 1.0, fire_args[:-1] + (0.0,)
     cfg = config(mode, tau, decay_input, v_threshold, v_reset, detach_reset, spec or (0, (0.0, 0.0)), nonlinear, fire,
                  fire_args)
-    return NeuronPlan(kwargs, spec_fn, spec, cfg, per_channel, spec is not None and fire in ("spike", "klif"))
+    # the short path: the C++ op may run it (backend 'auto' or 'cpp', built), and it takes no tensor besides x
+    # (ParametricLIF's w, KLIF's k and per-channel thresholds go the long way)
+    lane = (backend in ("auto", "cpp") and spec is not None and not per_channel and cfg.mode != 2
+            and cfg.fire not in (1, 2) and _ext.available())
+    return NeuronPlan(kwargs, spec_fn, spec, cfg, per_channel, spec is not None and fire in ("spike", "klif"), lane)
 
 
 def run_neuron(plan: NeuronPlan, x_seq: torch.Tensor, v_init: Union[torch.Tensor, float], store_v_seq: bool = False,
@@ -305,8 +313,33 @@ def run_neuron(plan: NeuronPlan, x_seq: torch.Tensor, v_init: Union[torch.Tensor
     return _run(plan, x_seq, v_init, store_v_seq, w, k)
 
 
+def _lane(plan: NeuronPlan, x_seq: torch.Tensor, v0: Optional[torch.Tensor], v0_value: float, store_v_seq: bool):
+    """The common call, decided in a few tests: a plan with ``lane`` (see ``plan_neuron``), a plain contiguous
+    float32 CPU x_seq and V0 a finite number or a float32 CPU tensor shaped and laid out as one step (a single-step
+    layer's state after its first step) run the C++ op with no further checks; ``_run`` has checked all that.
+    Everything the long path would decide is known: backend 'cpp', no layout permutation, no conversion."""
+    need_grad = torch.is_grad_enabled() and (x_seq.requires_grad or (v0 is not None and v0.requires_grad))
+    args = (v0_value, *plan.cfg, store_v_seq, need_grad, 1)
+    op = OPS["cpp"]
+    if need_grad:
+        spikes, v_last, v_seq, _ = op.apply_eager(x_seq, v0, None, None, args)
+    else:  # nothing to record (the op's own inference path)
+        spikes, v_last, v_seq, _ = op.forward_kernel(x_seq, v0, None, None, *args)
+    if plan.binary:
+        mark_output_binary(spikes)
+    return spikes, v_last, v_seq
+
+
 def _run(plan: NeuronPlan, x_seq, v_init, store_v_seq: bool, w, k):
     """``run_neuron`` on a plan known to be current."""
+    if (plan.lane and type(x_seq) is torch.Tensor and x_seq.dtype is _F32 and x_seq.is_cpu
+            and x_seq.is_contiguous() and x_seq.numel() and not tracing(x_seq) and not _functorch_active()):
+        if type(v_init) is float:
+            if v_init - v_init == 0.0:  # finite
+                return _lane(plan, x_seq, None, v_init, store_v_seq)
+        elif (type(v_init) is torch.Tensor and v_init.dtype is _F32 and v_init.is_cpu and v_init.is_contiguous()
+              and v_init.shape == x_seq.shape[1:]):
+            return _lane(plan, x_seq, v_init, 0.0, store_v_seq)
     kwargs, cfg = plan.kwargs, plan.cfg
     if not isinstance(x_seq, torch.Tensor):
         raise TypeError(f"x_seq must be a torch.Tensor, but got {type(x_seq).__name__}.")

@@ -31,10 +31,8 @@ def _plif_decay(k: Tensor) -> float:
     return decay
 
 
-def _klif_k(k: Optional[Tensor], fire: int) -> float:
-    """KLIF's scale k as a number for the C++ kernels (1.0 for the other fire variants), checked finite."""
-    if fire != 1 and fire != 2:
-        return 1.0
+def _klif_k(k: Tensor) -> float:
+    """KLIF's scale k as a number for the C++ kernels (the other fire variants pass 1.0), checked finite."""
     value = float(k)
     if not math.isfinite(value):
         raise ValueError(f"KLIF's k must be finite, but got {value}.")
@@ -55,6 +53,7 @@ def neuron_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], pc: Opt
     if v0 is not None:
         v0 = _alloc.f32(v0)
     decay = _plif_decay(k) if mode == 2 else tau
+    scale = _klif_k(k) if fire == 1 or fire == 2 else 1.0
     spikes = _alloc.empty_like(xf)
     v_seq = _alloc.empty_like(xf) if store_v_seq else None
     v_last = _alloc.empty(xf.shape[1:])
@@ -62,7 +61,7 @@ def neuron_forward(x: Tensor, v0: Optional[Tensor], k: Optional[Tensor], pc: Opt
     _ext.get().neuron_forward(
         xf.data_ptr(), 0 if v0 is None else v0.data_ptr(), v0_value, spikes.data_ptr(), 0,
         0 if v_seq is None else v_seq.data_ptr(), v_last.data_ptr(), xf.shape[0], v_last.numel(), mode, decay,
-        decay_input, v_threshold, v_reset, soft_reset, _threads(), p1, p2, p3, fire, act, _klif_k(k, fire), q1,
+        decay_input, v_threshold, v_reset, soft_reset, _threads(), p1, p2, p3, fire, act, scale, q1,
         pc_ptr, channels, inner)
     if x.dtype is not _F32:
         spikes, v_last = spikes.to(x.dtype), v_last.to(x.dtype)
@@ -83,8 +82,14 @@ def neuron_backward(gs: Optional[Tensor], gv_seq: Optional[Tensor], gv_last: Opt
     f32 = _alloc.f32
     x = f32(x)
     gs = torch.zeros(x.shape, dtype=_F32) if gs is None else f32(gs)
-    gv_seq, gv_last, v0 = f32(gv_seq), f32(gv_last), f32(v0)
+    if gv_seq is not None:  # None (zero) in the common case: no call
+        gv_seq = f32(gv_seq)
+    if gv_last is not None:
+        gv_last = f32(gv_last)
+    if v0 is not None:
+        v0 = f32(v0)
     decay = _plif_decay(k) if mode == 2 else tau
+    scale = _klif_k(k) if fire == 1 or fire == 2 else 1.0
     T = x.shape[0]
     N = math.prod(x.shape[1:])
     C = _ext.get()
@@ -97,6 +102,6 @@ def neuron_backward(gs: Optional[Tensor], gv_seq: Optional[Tensor], gv_last: Opt
         gs.data_ptr(), 0 if gv_seq is None else gv_seq.data_ptr(), 0 if gv_last is None else gv_last.data_ptr(),
         x.data_ptr(), 0 if v0 is None else v0.data_ptr(), v0_value, gx.data_ptr(),
         gv0.data_ptr() if need_gv0 else 0, gk.data_ptr() if plif else 0, T, N, mode, decay, decay_input, v_threshold,
-        v_reset, soft_reset, detach_reset, sg, sg_a, sg_b, _threads(), p1, p2, p3, fire, act, _klif_k(k, fire), q1,
+        v_reset, soft_reset, detach_reset, sg, sg_a, sg_b, _threads(), p1, p2, p3, fire, act, scale, q1,
         q2, q3, pc_ptr, channels, inner)
     return gx, gv0, (gk.sum().float().reshape(1) if plif else None)
