@@ -314,3 +314,8 @@ def test_reset_net_walk_matches_modules_and_getattr():
     shared.v = torch.ones(2)
     F.reset_net(net)
     assert calls == [1] and shared.v == 0.0
+    order = []  # reset_net's inlined walk resets in net.modules() order, each module once
+    for i, m in enumerate(net.modules()):
+        m.reset = lambda i=i: order.append(i)
+    F.reset_net(net)
+    assert order == list(range(len(list(net.modules()))))

@@ -82,10 +82,18 @@ def reset_net(net: nn.Module) -> None:
     Call it between two independent input sequences (typically after every batch).
     """
     _check_net("reset_net", net)
-    for m in _modules(net):  # walked on every call (no cache), so a swapped or added module is reset too
+    # walked on every call (no cache), so a swapped or added module is reset too: ``_modules`` inlined (a parent
+    # before its children, each module once), as this runs once per training step over every module
+    seen, stack = set(), [net]
+    while stack:
+        m = stack.pop()
+        if m is None or id(m) in seen:
+            continue
+        seen.add(id(m))
         r = _reset_method(m)
         if callable(r):
             r()
+        stack.extend(reversed(m._modules.values()))
 
 
 def set_step_mode(net: nn.Module, step_mode: str) -> None:

@@ -59,12 +59,24 @@ def dtype_in(op: str, name: str, t: torch.Tensor, dtypes: Sequence[torch.dtype])
         raise TypeError(f"{op}: {name} must have one of the dtypes {[str(d) for d in dtypes]}, but got {t.dtype}.")
 
 
+_INT_TYPE = {int}
+
+
 def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+    t = type(v)
+    if t is int:  # the common case first: an ABC check (numbers.Integral) costs ~1 us
+        return True
+    return t is not bool and isinstance(v, numbers.Integral)
 
 
 def ntuple(op: str, name: str, value, n: int, minimum: Optional[int] = None) -> Tuple[int, ...]:
     """An int or a sequence of ``n`` ints -> a tuple of ``n`` Python ints, each at least ``minimum``."""
+    # the common cases first (these run on every forward of a synapse layer): a plain int, a tuple of plain ints
+    if type(value) is int and (minimum is None or value >= minimum):
+        return (value,) * n
+    if type(value) is tuple and len(value) == n and set(map(type, value)) == _INT_TYPE \
+            and (minimum is None or min(value) >= minimum):
+        return value
     if _is_int(value):
         value = (value,) * n
     if not (isinstance(value, (tuple, list, torch.Size)) and len(value) == n and all(_is_int(v) for v in value)):
@@ -91,6 +103,8 @@ def finite(op: str, name: str, value, allow_none: bool = False) -> None:
 
 
 def positive_int(op: str, name: str, value) -> int:
+    if type(value) is int and value >= 1:
+        return value
     if not _is_int(value) or value < 1:
         raise ValueError(f"{op}: {name} must be a positive int, but got {value!r}.")
     return int(value)
@@ -98,6 +112,10 @@ def positive_int(op: str, name: str, value) -> int:
 
 def choice(op: str, name: str, value, choices: Sequence) -> None:
     """``value`` is one of ``choices``, compared by identity for bools (True is not 1 here) and by == otherwise."""
+    if type(value) is str and value in choices:  # the common cases first (a str equals only a str)
+        return
+    if type(value) is bool and id(value) in map(id, choices):  # a bool is compared by identity (True is not 1)
+        return
     for c in choices:
         if isinstance(c, bool) or isinstance(value, bool):
             if value is c:
