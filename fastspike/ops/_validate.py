@@ -59,7 +59,7 @@ def dtype_in(op: str, name: str, t: torch.Tensor, dtypes: Sequence[torch.dtype])
         raise TypeError(f"{op}: {name} must have one of the dtypes {[str(d) for d in dtypes]}, but got {t.dtype}.")
 
 
-_INT_TYPE = {int}
+_INT_TYPE = frozenset({int})
 
 
 def _is_int(v) -> bool:
