@@ -4,8 +4,9 @@ calls the same two C++ kernels (neuron_forward / neuron_backward of ``fastspike.
 At a tiny shape ([4, 4, 16] float32, one thread) the kernels take about a microsecond, so each row is host time:
 ``bare`` (the floor for any Python autograd Function), ``op`` (``OPS['cpp']`` of ops/neuron: the op contract, the
 launchers, the autograd formula), ``run_neuron`` (plus the tests that send a plain input down the short path,
-``_lane``, or else the argument checks, backend choice and layout; the known-binary record) and ``module`` (plus ``reset()``, ``nn.Module.__call__`` and the node's own checks). 'train' rows are
-forward + ``torch.autograd.grad``, the 'infer' row a forward under no_grad. The rows are timed in turn, round after
+``_lane``, or else the argument checks, backend choice and layout; the known-binary record) and ``module`` (plus
+``reset()``, ``nn.Module.__call__`` and the node's own checks). 'train' rows are forward + ``torch.autograd.grad``,
+the 'infer' row a forward under no_grad. The rows are timed in turn, round after
 round, in one process, and each ratio is the median over rounds of (row / bare) in that round: the VM's speed drifts
 by tens of percent within minutes, the ratios much less.
 
