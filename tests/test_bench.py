@@ -382,3 +382,25 @@ def test_neuron_host_script_rows_agree_and_report_each_layer():
         ratios = dict(re.findall(r"(\w+) (\d+\.\d{3})", lines[mode]))
         assert set(ratios) == set(rows), lines[mode]
         assert float(ratios["bare"]) == 1.0 and all(float(r) > 0 for r in ratios.values())
+
+
+def test_host_bytecodes_script_counts_by_package():
+    """bench/host_bytecodes.py: per case, a total that is the sum of its packages, fastspike's share non-zero (the
+    trace sees fastspike's frames), the top functions listed, and the same count on a second run (deterministic)."""
+    script = Path(__file__).resolve().parents[1] / "bench" / "host_bytecodes.py"
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300)
+
+    first, second = run("--case", "lif,conv", "--top", "3"), run("--case", "lif,conv", "--top", "3")
+    assert first.returncode == 0, first.stderr
+    heads = [line for line in first.stdout.splitlines() if not line.startswith(" ")]
+    assert [h.split(":")[0] for h in heads] == ["lif", "conv"], first.stdout
+    for head in heads:
+        n = dict(re.findall(r"(\w+) (\d+)", head.split(":", 1)[1]))
+        assert int(n["total"]) == int(n["fastspike"]) + int(n["torch"]) + int(n["other"])
+        assert int(n["fastspike"]) > 100
+    assert len(first.stdout.splitlines()) == 2 + 2 * 3
+    assert heads == [line for line in second.stdout.splitlines() if not line.startswith(" ")]
+    bad = run("--case", "nope")
+    assert bad.returncode != 0 and "unknown ['nope']" in bad.stderr
