@@ -10,7 +10,7 @@ importing the layer package, so this module sits below ``fastspike.layer`` in th
 from __future__ import annotations
 
 import warnings
-from typing import Iterable, Tuple, Union
+from typing import Iterable, List, Tuple, Union
 
 import torch.nn as nn
 
@@ -40,17 +40,19 @@ def _reset_method(m: nn.Module):
     return None
 
 
-def _modules(net: nn.Module):
-    """``net.modules()`` (each module once, depth first, a parent before its children) without the names that
-    ``named_modules`` builds for every module on the way."""
-    seen, stack = set(), [net]
+def _modules(net: nn.Module) -> List[nn.Module]:
+    """``list(net.modules())`` (each module once, depth first, a parent before its children) without the names that
+    ``named_modules`` builds for every module on the way, nor a generator resumed per module (``reset_net`` walks
+    every module of a network once per training step)."""
+    seen, stack, out = set(), [net], []
     while stack:
         m = stack.pop()
-        if id(m) in seen:
+        if m is None or id(m) in seen:
             continue
         seen.add(id(m))
-        yield m
-        stack.extend(c for c in reversed(m._modules.values()) if c is not None)
+        out.append(m)
+        stack.extend(reversed(m._modules.values()))
+    return out
 
 
 def collect_reset_modules(net: nn.Module) -> Tuple[nn.Module, ...]:
@@ -82,18 +84,10 @@ def reset_net(net: nn.Module) -> None:
     Call it between two independent input sequences (typically after every batch).
     """
     _check_net("reset_net", net)
-    # walked on every call (no cache), so a swapped or added module is reset too: ``_modules`` inlined (a parent
-    # before its children, each module once), as this runs once per training step over every module
-    seen, stack = set(), [net]
-    while stack:
-        m = stack.pop()
-        if m is None or id(m) in seen:
-            continue
-        seen.add(id(m))
+    for m in _modules(net):  # walked on every call (no cache), so a swapped or added module is reset too
         r = _reset_method(m)
         if callable(r):
             r()
-        stack.extend(reversed(m._modules.values()))
 
 
 def set_step_mode(net: nn.Module, step_mode: str) -> None:
